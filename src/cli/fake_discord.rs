@@ -1,0 +1,80 @@
+//! `discord-indexer fake-discord`: the loopback fake Discord server as a
+//! process, for demos and benchmarks. Prints one JSON line (base URL, token,
+//! guild and channel ids) on stdout, then serves until Ctrl-C.
+
+use std::time::Duration;
+
+use super::exit;
+use crate::fake::{FakeDiscord, Limits, World, WorldSpec};
+
+/// Serve a generated guild on loopback with Discord's paging and rate limits.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Port on 127.0.0.1 (0 = any free port).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Plain text channels to generate.
+    #[arg(long, default_value_t = 4)]
+    pub channels: usize,
+    /// Messages per text channel.
+    #[arg(long, default_value_t = 1000)]
+    pub messages: usize,
+    /// Also generate threads, a forum, voice chat and unreadable channels.
+    #[arg(long)]
+    pub full_cast: bool,
+    /// Requests per bucket window, per channel.
+    #[arg(long, default_value_t = 5)]
+    pub per_route: u32,
+    /// Bucket window in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub window_ms: u64,
+    /// Requests per second for the whole bot.
+    #[arg(long, default_value_t = 50)]
+    pub global: u32,
+    /// Pretend the MESSAGE_CONTENT intent is not granted.
+    #[arg(long)]
+    pub no_intent: bool,
+    /// Generator seed.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<u8> {
+    let spec = WorldSpec {
+        seed: args.seed,
+        text_channels: args.channels,
+        messages_per_channel: args.messages,
+        extras: args.full_cast,
+        ..WorldSpec::plain(args.channels, args.messages)
+    };
+    let mut world = World::generate(&spec);
+    if args.no_intent {
+        world.app_flags = 0;
+    }
+    let limits = Limits {
+        per_route: args.per_route,
+        window: Duration::from_millis(args.window_ms),
+        global_per_second: args.global,
+        ..Limits::default()
+    };
+    let guild = &world.guilds[0];
+    let info = serde_json::json!({
+        "base_url": "",
+        "token": world.token,
+        "guild_id": guild.id.to_string(),
+        "channels": guild.channels.iter().filter(|c| !c.messages.is_empty())
+            .map(|c| serde_json::json!({"id": c.id.to_string(), "name": c.name, "messages": c.messages.len()}))
+            .collect::<Vec<_>>(),
+        "messages": guild.channels.iter().map(|c| c.messages.len()).sum::<usize>(),
+    });
+    let server = FakeDiscord::start_on(([127, 0, 0, 1], args.port).into(), world, limits).await?;
+    let mut info = info;
+    info["base_url"] = server.base_url().into();
+    println!("{info}");
+    tokio::signal::ctrl_c().await?;
+    let requests = server.requests();
+    let provoked = requests.iter().filter(|r| r.provoked_429()).count();
+    eprintln!("served {} requests, {provoked} of them 429s provoked by the client", requests.len());
+    server.shutdown().await;
+    Ok(exit::OK)
+}

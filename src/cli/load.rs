@@ -1,0 +1,160 @@
+//! `discord-indexer load`: stage one from the command line, with a live
+//! progress bar on a terminal and a per-channel summary at the end.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::{exit, shutdown_on_signal};
+use crate::config::Settings;
+use crate::discord::{Client, ClientOptions};
+use crate::load::{self, LoadEvent, LoadOptions, LoadSummary, Outcome};
+use crate::store::Store;
+
+/// Load the full history of guilds (or some channels) into the archive.
+///
+/// Reruns continue where the last run stopped. Exit codes: 0 all done
+/// (forbidden or deleted channels are skipped, not failures), 1 some channels
+/// failed (rerun to continue), 2 fatal error, 130 interrupted.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Guild (server) id to load; repeat for several.
+    #[arg(long = "guild", value_name = "ID")]
+    pub guilds: Vec<u64>,
+    /// Only this channel or thread id; repeat for several.
+    #[arg(long = "channel", value_name = "ID")]
+    pub channels: Vec<u64>,
+    /// Channels loaded at the same time (default 8, or [load] concurrency).
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+}
+
+pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
+    if args.guilds.is_empty() && args.channels.is_empty() {
+        anyhow::bail!("nothing to load: give at least one --guild ID or --channel ID");
+    }
+    let token = settings.require_token()?;
+    let store = Store::open(&settings.data_dir)?;
+    let client = Client::new(ClientOptions::new(settings.api_base.clone(), token))?;
+    let options = LoadOptions {
+        guilds: args.guilds,
+        channels: args.channels,
+        concurrency: args.concurrency.unwrap_or(settings.concurrency).max(1),
+    };
+    let shutdown = shutdown_on_signal();
+    let view = ProgressView::new(client.clone());
+    let summary = load::load(&client, &store, &options, &|e| view.on_event(e), &shutdown)
+        .await
+        .context("load failed");
+    view.finish();
+    let summary = summary?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(if summary.interrupted {
+        exit::INTERRUPTED
+    } else if summary.ok {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    })
+}
+
+/// The terminal view of a run: a progress bar on stderr when it is a terminal.
+struct ProgressView {
+    bar: ProgressBar,
+    client: Client,
+    started: Instant,
+    messages: AtomicU64,
+    channels: Mutex<(u64, u64)>,
+}
+
+impl ProgressView {
+    fn new(client: Client) -> Arc<Self> {
+        let target = if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+        let bar = ProgressBar::with_draw_target(Some(0), target);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} channels  {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Arc::new(ProgressView { bar, client, started: Instant::now(), messages: AtomicU64::new(0), channels: Mutex::new((0, 0)) })
+    }
+
+    fn on_event(&self, event: LoadEvent) {
+        match event {
+            LoadEvent::Discovered { guild, channels, skipped, .. } => {
+                let mut c = self.channels.lock().unwrap();
+                c.1 += (channels + skipped) as u64;
+                self.bar.set_length(c.1);
+                if skipped > 0 {
+                    self.bar.println(format!("{guild}: {channels} channels to load, {skipped} the bot may not read"));
+                }
+            }
+            LoadEvent::Page { new, updated, .. } => {
+                self.messages.fetch_add(new + updated, Ordering::Relaxed);
+            }
+            LoadEvent::ChannelDone(r) => {
+                let mut c = self.channels.lock().unwrap();
+                c.0 += 1;
+                self.bar.set_position(c.0);
+                if !r.outcome.is_ok() {
+                    self.bar.println(format!("#{} ({}): {:?}: {}", r.name, r.channel_id, r.outcome, r.reason.unwrap_or_default()));
+                }
+            }
+        }
+        let n = self.messages.load(Ordering::Relaxed);
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let stats = self.client.stats();
+        let waiting = if stats.waiting > 0 { format!(", {} waiting on rate limits", stats.waiting) } else { String::new() };
+        self.bar.set_message(format!("{n} messages, {:.0}/s{waiting}", n as f64 / secs));
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+fn print_summary(s: &LoadSummary) {
+    for g in &s.guilds {
+        let name = g.name.as_deref().unwrap_or("?");
+        match &g.error {
+            Some(e) => println!("guild {} ({name}): FAILED: {e}", g.guild_id),
+            None => println!("guild {} ({name})", g.guild_id),
+        }
+        for note in &g.notes {
+            println!("  note: {note}");
+        }
+        for c in s.channels.iter().filter(|c| c.guild_id == g.guild_id) {
+            let what = match c.outcome {
+                Outcome::Complete => format!("{} new, {} updated, {} already present", c.new, c.updated, c.already_present),
+                Outcome::UpToDate => "up to date".to_owned(),
+                Outcome::Forbidden => format!("skipped, forbidden: {}", c.reason.as_deref().unwrap_or("")),
+                Outcome::Gone => "skipped, channel no longer exists".to_owned(),
+                Outcome::Failed => format!("FAILED ({} new so far): {}", c.new, c.reason.as_deref().unwrap_or("")),
+                Outcome::Interrupted => format!("interrupted ({} new so far)", c.new),
+            };
+            println!("  #{:<24} {:<15} {what}", c.name, c.kind);
+        }
+    }
+    let failed = s.channels.iter().filter(|c| !c.outcome.is_ok()).count();
+    println!(
+        "{} new and {} updated messages in {:.1}s; {} requests, {} rate-limit waits ({} ms), {} retries, {} 429s{}",
+        s.new,
+        s.updated,
+        s.seconds,
+        s.requests.requests,
+        if s.requests.waited_ms > 0 { "with" } else { "no" },
+        s.requests.waited_ms,
+        s.requests.retries,
+        s.requests.rate_limited,
+        if failed > 0 { format!("; {failed} channels not finished: rerun to continue") } else { String::new() },
+    );
+}

@@ -1,0 +1,112 @@
+//! The command line: global options, one file per subcommand, exit codes.
+
+mod load;
+mod status;
+#[cfg(feature = "fake-discord")]
+mod fake_discord;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+
+/// Exit codes, for scripts.
+pub mod exit {
+    /// Everything asked for was done (skipped forbidden/deleted channels included).
+    pub const OK: u8 = 0;
+    /// The run finished, but some channels or guilds failed; rerun to continue.
+    pub const PARTIAL: u8 = 1;
+    /// Nothing useful happened: bad input, bad token, unusable store, unreachable service.
+    pub const FATAL: u8 = 2;
+    /// Stopped by Ctrl-C (or SIGTERM); everything written is consistent.
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// Archive Discord servers into SQLite and make them searchable.
+#[derive(Debug, Parser)]
+#[command(name = "discord-indexer", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (default: ./discord-indexer.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the archive and indexes live (default: data/).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Print results as JSON on stdout (progress and errors go to stderr).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (-v, -vv); RUST_LOG also works.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stage one: load guild history into the archive (resumable).
+    Load(load::Args),
+    /// What the archive holds, per guild and channel.
+    Status(status::Args),
+    /// Run the loopback fake Discord server (for demos and benchmarks).
+    #[cfg(feature = "fake-discord")]
+    FakeDiscord(fake_discord::Args),
+}
+
+/// Logs go to stderr; `-v` raises the level, `RUST_LOG` overrides it.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,discord_indexer=debug",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// Runs the chosen subcommand and returns its exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let settings = Settings::resolve(cli.config.as_deref(), cli.data_dir.clone())?;
+    match cli.command {
+        Command::Load(args) => load::run(args, &settings, cli.json).await,
+        Command::Status(args) => status::run(args, &settings, cli.json),
+        #[cfg(feature = "fake-discord")]
+        Command::FakeDiscord(args) => fake_discord::run(args).await,
+    }
+}
+
+/// A token cancelled by the first Ctrl-C or SIGTERM; a second Ctrl-C exits at
+/// once (safe too: every write is a whole transaction).
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("\nstopping: finishing the pages in flight (Ctrl-C again to quit at once)");
+        t.cancel();
+        wait_for_signal().await;
+        std::process::exit(exit::INTERRUPTED as i32);
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,51 @@
+//! `discord-indexer status`: what the archive holds.
+
+use super::exit;
+use crate::config::Settings;
+use crate::store::Store;
+
+/// Show per guild and channel: messages stored, checkpoint, last load, state.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only this guild; repeat for several.
+    #[arg(long = "guild", value_name = "ID")]
+    pub guilds: Vec<u64>,
+}
+
+pub fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
+    let store = Store::open_existing(&settings.data_dir)?;
+    let guilds = store.status(&args.guilds)?;
+    if let Some(missing) = args.guilds.iter().find(|g| !guilds.iter().any(|s| s.guild_id == **g)) {
+        anyhow::bail!("guild {missing} is not in the archive {}", store.path().display());
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "guilds": guilds }))?);
+        return Ok(exit::OK);
+    }
+    if guilds.is_empty() {
+        println!("the archive {} holds no guilds yet", store.path().display());
+    }
+    for g in &guilds {
+        println!(
+            "guild {} ({}): {} messages; last load {} ({})",
+            g.guild_id,
+            g.name,
+            g.messages,
+            g.last_load_at.as_deref().unwrap_or("never"),
+            g.last_load_outcome.as_deref().unwrap_or("-"),
+        );
+        for c in &g.channels {
+            let indent = if c.parent_id.is_some() && c.kind.contains("thread") { "    " } else { "  " };
+            let detail = c.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+            println!(
+                "{indent}#{:<24} {:<15} {:>8} messages  checkpoint {:<20} {}{detail}",
+                c.name.as_deref().unwrap_or("?"),
+                c.kind,
+                c.messages,
+                c.last_message_id,
+                c.state,
+            );
+        }
+    }
+    Ok(exit::OK)
+}

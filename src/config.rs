@@ -1,0 +1,135 @@
+//! Settings, layered in one place: built-in defaults, then the TOML file
+//! (`discord-indexer.toml` in the working directory, or `--config`), then
+//! environment variables, then command-line flags.
+//!
+//! | setting | file key | environment |
+//! | --- | --- | --- |
+//! | bot token | `token` | `DISCORD_TOKEN` |
+//! | API base URL | `api_base` | `DISCORD_API_BASE` |
+//! | data directory | `data_dir` | `DISCORD_INDEXER_DATA_DIR` |
+//! | channels loaded at once | `[load] concurrency` | — |
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+
+use crate::discord::{Token, DEFAULT_API_BASE};
+
+/// The default configuration file, looked for in the working directory.
+pub const CONFIG_FILE: &str = "discord-indexer.toml";
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    token: Option<String>,
+    api_base: Option<String>,
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
+    load: LoadSection,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadSection {
+    concurrency: Option<usize>,
+}
+
+/// The resolved settings. `Debug` never shows the token.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub token: Option<Token>,
+    pub api_base: String,
+    pub data_dir: PathBuf,
+    pub concurrency: usize,
+}
+
+impl Settings {
+    /// Resolves settings from an optional explicit config file, the
+    /// environment and the data-dir flag.
+    pub fn resolve(config: Option<&Path>, data_dir_flag: Option<PathBuf>) -> anyhow::Result<Settings> {
+        Self::resolve_with(config, data_dir_flag, |k| std::env::var(k).ok())
+    }
+
+    fn resolve_with(config: Option<&Path>, data_dir_flag: Option<PathBuf>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Settings> {
+        let file = match config {
+            Some(path) => read(path)?,
+            None if Path::new(CONFIG_FILE).is_file() => read(Path::new(CONFIG_FILE))?,
+            None => File::default(),
+        };
+        let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+        let token = nonempty(env("DISCORD_TOKEN")).or(nonempty(file.token)).map(Token::new);
+        let api_base = nonempty(env("DISCORD_API_BASE")).or(file.api_base).unwrap_or_else(|| DEFAULT_API_BASE.to_owned());
+        let data_dir = data_dir_flag
+            .or(nonempty(env("DISCORD_INDEXER_DATA_DIR")).map(PathBuf::from))
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let concurrency = file.load.concurrency.unwrap_or(8);
+        if concurrency == 0 {
+            bail!("[load] concurrency must be at least 1");
+        }
+        Ok(Settings { token, api_base, data_dir, concurrency })
+    }
+
+    /// The token, or a clear error saying where to put it.
+    pub fn require_token(&self) -> anyhow::Result<Token> {
+        self.token
+            .clone()
+            .context("no bot token: set DISCORD_TOKEN (or `token = \"...\"` in discord-indexer.toml)")
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<File> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_wins_over_the_file_and_flags_win_over_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "token = \"from-file\"\napi_base = \"http://file\"\ndata_dir = \"filedata\"\n[load]\nconcurrency = 3\n").unwrap();
+        let env = |k: &str| match k {
+            "DISCORD_TOKEN" => Some("from-env".to_owned()),
+            "DISCORD_INDEXER_DATA_DIR" => Some("envdata".to_owned()),
+            _ => None,
+        };
+        let s = Settings::resolve_with(Some(&path), None, env).unwrap();
+        assert_eq!(s.token, Some(Token::new("from-env")));
+        assert_eq!(s.api_base, "http://file");
+        assert_eq!(s.data_dir, PathBuf::from("envdata"));
+        assert_eq!(s.concurrency, 3);
+        let s = Settings::resolve_with(Some(&path), Some("flag".into()), env).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("flag"));
+        let s = Settings::resolve_with(Some(&path), None, |_| None).unwrap();
+        assert_eq!(s.token, Some(Token::new("from-file")));
+        assert!(!format!("{s:?}").contains("from-file"));
+    }
+
+    #[test]
+    fn bad_files_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "tokn = 1\n").unwrap();
+        let err = Settings::resolve_with(Some(&path), None, |_| None).unwrap_err();
+        assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
+        let err = Settings::resolve_with(Some(&dir.path().join("none.toml")), None, |_| None).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot read config file"));
+        let s = Settings::resolve_with(Some(&path.with_file_name("none.toml")), None, |_| None);
+        assert!(s.is_err());
+    }
+
+    #[test]
+    fn defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.toml");
+        std::fs::write(&path, "").unwrap();
+        let s = Settings::resolve_with(Some(&path), None, |_| None).unwrap();
+        assert_eq!(s.api_base, DEFAULT_API_BASE);
+        assert_eq!(s.data_dir, PathBuf::from("data"));
+        assert!(s.require_token().is_err());
+    }
+}

@@ -1,0 +1,358 @@
+//! A small Discord REST client: the one path every request takes, against
+//! Discord or against the loopback fake server (only the base URL differs).
+//!
+//! It owns authentication, the rate limiter (see [`ratelimit`]), retries and
+//! the translation of Discord's answers into [`ApiError`]. It knows nothing of
+//! the store.
+//!
+//! Retry schedule for transient failures (5xx, timeouts, dropped connections):
+//! attempt `n` (1-based) waits `d/2 + rand(0..d/2)` with `d = min(cap, base·2^(n-1))`
+//! ("equal jitter"), for at most `max_tries` attempts in all. 429s are not
+//! failures: they wait exactly what Discord asks and are retried (at most
+//! `max_429` times in a row, a guard against a server that never relents).
+
+pub mod model;
+pub mod ratelimit;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+
+use model::{Application, Channel, ErrorBody, Guild, Member, Message, RateLimitBody, Raw, ThreadList, User};
+use ratelimit::{Headers, RateLimiter, RouteKey, StatsSnapshot};
+
+/// Discord's production API base.
+pub const DEFAULT_API_BASE: &str = "https://discord.com";
+/// Messages per page: Discord's maximum.
+pub const PAGE_SIZE: u8 = 100;
+
+/// A bot token. Never printed: `Debug` and `Display` show a placeholder.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(token: impl Into<String>) -> Self {
+        let token = token.into();
+        let token = token.trim();
+        Token(token.strip_prefix("Bot ").unwrap_or(token).to_owned())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn header(&self) -> String {
+        format!("Bot {}", self.0)
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// How the client behaves: all limits Discord does not announce in headers.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub api_base: String,
+    pub token: Token,
+    /// Requests per second for the whole bot (Discord: 50).
+    pub global_per_second: u32,
+    /// Added to the one-second global window to absorb clock jitter.
+    pub global_margin: Duration,
+    pub request_timeout: Duration,
+    pub max_tries: u32,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    pub max_429: u32,
+}
+
+impl ClientOptions {
+    pub fn new(api_base: impl Into<String>, token: Token) -> Self {
+        ClientOptions {
+            api_base: api_base.into(),
+            token,
+            global_per_second: 50,
+            global_margin: Duration::from_millis(20),
+            request_timeout: Duration::from_secs(30),
+            max_tries: 6,
+            retry_base: Duration::from_millis(500),
+            retry_cap: Duration::from_secs(20),
+            max_429: 20,
+        }
+    }
+}
+
+/// Why a request did not produce an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 401: the token is wrong or revoked. Fatal for every request.
+    #[error("Discord rejected the bot token (401 Unauthorized); check DISCORD_TOKEN")]
+    Unauthorized,
+    /// 403 with Discord's JSON body: this bot may not do this (50001, 50013, ...).
+    #[error("forbidden: {message} (code {code})")]
+    Forbidden { code: u64, message: String },
+    /// 403/429 with a non-JSON body: Cloudflare has banned this IP for a while,
+    /// after too many invalid requests. Fatal.
+    #[error("Discord's edge refused the request (HTTP {status}, not a Discord answer): this IP is probably temporarily banned after too many invalid requests; wait an hour")]
+    Banned { status: u16 },
+    /// 404: unknown channel, guild, member... (10003, 10004, ...).
+    #[error("not found: {message} (code {code})")]
+    NotFound { code: u64, message: String },
+    /// Transient failures that did not go away.
+    #[error("gave up after {tries} tries: {last}")]
+    GaveUp { tries: u32, last: String },
+    /// Any other status.
+    #[error("HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+    /// The answer was not the JSON we expected.
+    #[error("malformed answer: {0}")]
+    Decode(String),
+    /// The base URL or request could not be built.
+    #[error("bad request setup: {0}")]
+    Setup(String),
+}
+
+impl ApiError {
+    /// Errors after which no further request can succeed.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, ApiError::Unauthorized | ApiError::Banned { .. } | ApiError::Setup(_))
+    }
+}
+
+/// A route: its template (the rate-limit identity), its major parameter and the concrete path.
+#[derive(Debug, Clone)]
+pub struct Route {
+    key: RouteKey,
+    path: String,
+}
+
+impl Route {
+    fn new(template: &'static str, major: u64, path: String) -> Self {
+        Route { key: RouteKey { template, major }, path }
+    }
+}
+
+/// The Discord REST client. Cheap to clone; clones share the rate limiter.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    options: Arc<ClientOptions>,
+    limiter: Arc<RateLimiter>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("api_base", &self.options.api_base).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn new(options: ClientOptions) -> Result<Client, ApiError> {
+        let base = options.api_base.trim_end_matches('/').to_owned();
+        reqwest::Url::parse(&base).map_err(|e| ApiError::Setup(format!("API base {base:?}: {e}")))?;
+        if options.token.is_empty() {
+            return Err(ApiError::Setup("no bot token: set DISCORD_TOKEN or `token` in discord-indexer.toml".into()));
+        }
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("DiscordBot (https://github.com/discord-indexer/discord-indexer, ", env!("CARGO_PKG_VERSION"), ")"))
+            .timeout(options.request_timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ApiError::Setup(e.to_string()))?;
+        let limiter = Arc::new(RateLimiter::new(options.global_per_second, options.global_margin));
+        Ok(Client { http, options: Arc::new(ClientOptions { api_base: base, ..options }), limiter })
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.limiter.stats.snapshot()
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let o = &self.options;
+        let d = o.retry_base.saturating_mul(1u32 << attempt.saturating_sub(1).min(20)).min(o.retry_cap);
+        let half = d / 2;
+        half + rand::thread_rng().gen_range(Duration::ZERO..=half)
+    }
+
+    /// Sends a GET and returns the body of a 2xx answer, after rate limits and retries.
+    pub async fn get_bytes(&self, route: &Route, query: &[(&str, String)]) -> Result<Bytes, ApiError> {
+        let url = format!("{}/api/v10{}", self.options.api_base, route.path);
+        let (mut tries, mut limited) = (0u32, 0u32);
+        loop {
+            let permit = self.limiter.acquire(route.key.clone()).await;
+            let sent = self
+                .http
+                .get(&url)
+                .query(query)
+                .header(reqwest::header::AUTHORIZATION, self.options.token.header())
+                .send()
+                .await;
+            let failure = match sent {
+                Err(e) => transport_error(&e),
+                Ok(resp) => {
+                    let now = Instant::now();
+                    let headers = Headers::parse(resp.headers());
+                    self.limiter.update(&permit, &headers, now);
+                    let status = resp.status().as_u16();
+                    match status {
+                        200..=299 => match resp.bytes().await {
+                            Ok(body) => return Ok(body),
+                            Err(e) => transport_error(&e),
+                        },
+                        429 => {
+                            let body = resp.bytes().await.unwrap_or_default();
+                            let Ok(parsed) = serde_json::from_slice::<RateLimitBody>(&body) else {
+                                return Err(ApiError::Banned { status });
+                            };
+                            limited += 1;
+                            if limited > self.options.max_429 {
+                                return Err(ApiError::GaveUp { tries: limited, last: "429 Too Many Requests".into() });
+                            }
+                            let wait = self.limiter.on_429(&permit, &headers, Some(parsed.retry_after), parsed.global, now);
+                            tracing::debug!(route = route.key.template, major = route.key.major, ?wait, "429");
+                            continue;
+                        }
+                        401 => return Err(ApiError::Unauthorized),
+                        403 => {
+                            let body = resp.bytes().await.unwrap_or_default();
+                            return Err(match serde_json::from_slice::<ErrorBody>(&body) {
+                                Ok(e) => ApiError::Forbidden { code: e.code, message: e.message },
+                                Err(_) => ApiError::Banned { status },
+                            });
+                        }
+                        404 => {
+                            let e = resp.json::<ErrorBody>().await.unwrap_or_default();
+                            return Err(ApiError::NotFound { code: e.code, message: e.message });
+                        }
+                        500 | 502 | 503 | 504 => format!("HTTP {status}"),
+                        _ => {
+                            let body = resp.text().await.unwrap_or_default();
+                            return Err(ApiError::Status { status, body: body.chars().take(300).collect() });
+                        }
+                    }
+                }
+            };
+            drop(permit);
+            tries += 1;
+            if tries >= self.options.max_tries {
+                return Err(ApiError::GaveUp { tries, last: failure });
+            }
+            self.limiter.stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let wait = self.backoff(tries);
+            tracing::debug!(path = %route.path, %failure, ?wait, "retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, route: Route, query: &[(&str, String)]) -> Result<T, ApiError> {
+        let body = self.get_bytes(&route, query).await?;
+        serde_json::from_slice(&body).map_err(|e| ApiError::Decode(format!("{}: {e}", route.path)))
+    }
+
+    pub async fn current_user(&self) -> Result<User, ApiError> {
+        self.get(Route::new("GET /users/@me", 0, "/users/@me".into()), &[]).await
+    }
+
+    pub async fn current_application(&self) -> Result<Application, ApiError> {
+        self.get(Route::new("GET /applications/@me", 0, "/applications/@me".into()), &[]).await
+    }
+
+    pub async fn guild(&self, guild: u64) -> Result<Raw<Guild>, ApiError> {
+        self.get(Route::new("GET /guilds/{}", guild, format!("/guilds/{guild}")), &[]).await
+    }
+
+    pub async fn channel(&self, channel: u64) -> Result<Raw<Channel>, ApiError> {
+        self.get(Route::new("GET /channels/{}", channel, format!("/channels/{channel}")), &[]).await
+    }
+
+    pub async fn guild_channels(&self, guild: u64) -> Result<Vec<Raw<Channel>>, ApiError> {
+        self.get(Route::new("GET /guilds/{}/channels", guild, format!("/guilds/{guild}/channels")), &[]).await
+    }
+
+    pub async fn guild_member(&self, guild: u64, user: u64) -> Result<Member, ApiError> {
+        let path = format!("/guilds/{guild}/members/{user}");
+        self.get(Route::new("GET /guilds/{}/members/{}", guild, path), &[]).await
+    }
+
+    pub async fn active_threads(&self, guild: u64) -> Result<ThreadList, ApiError> {
+        let path = format!("/guilds/{guild}/threads/active");
+        self.get(Route::new("GET /guilds/{}/threads/active", guild, path), &[]).await
+    }
+
+    /// One page of a channel's archived threads, newest archived first.
+    /// `before` is an ISO 8601 archive timestamp.
+    pub async fn archived_threads(&self, channel: u64, private: bool, before: Option<&str>) -> Result<ThreadList, ApiError> {
+        let (template, kind) = if private {
+            ("GET /channels/{}/threads/archived/private", "private")
+        } else {
+            ("GET /channels/{}/threads/archived/public", "public")
+        };
+        let mut query = vec![("limit", "100".to_owned())];
+        if let Some(before) = before {
+            query.push(("before", before.to_owned()));
+        }
+        let path = format!("/channels/{channel}/threads/archived/{kind}");
+        self.get(Route::new(template, channel, path), &query).await
+    }
+
+    /// Up to `limit` messages with ids greater than `after`, **as Discord
+    /// sends them (newest first)**. Callers sort.
+    pub async fn messages_after(&self, channel: u64, after: u64, limit: u8) -> Result<Vec<Raw<Message>>, ApiError> {
+        let query = [("limit", limit.to_string()), ("after", after.to_string())];
+        let path = format!("/channels/{channel}/messages");
+        self.get(Route::new("GET /channels/{}/messages", channel, path), &query).await
+    }
+}
+
+fn transport_error(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        format!("could not connect: {e}")
+    } else {
+        format!("connection failed: {e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_never_prints() {
+        let t = Token::new("Bot abc.def.ghi");
+        assert_eq!(format!("{t:?} {t}"), "Token(<redacted>) <redacted>");
+        assert_eq!(t.header(), "Bot abc.def.ghi");
+        let o = ClientOptions::new("http://x", t);
+        assert!(!format!("{o:?}").contains("abc"));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let mut o = ClientOptions::new("http://127.0.0.1:1", Token::new("t"));
+        o.retry_base = Duration::from_millis(100);
+        o.retry_cap = Duration::from_millis(1000);
+        let c = Client::new(o).unwrap();
+        for _ in 0..50 {
+            let b1 = c.backoff(1);
+            assert!(b1 >= Duration::from_millis(50) && b1 <= Duration::from_millis(100));
+            let b3 = c.backoff(3);
+            assert!(b3 >= Duration::from_millis(200) && b3 <= Duration::from_millis(400));
+            let b10 = c.backoff(10);
+            assert!(b10 >= Duration::from_millis(500) && b10 <= Duration::from_millis(1000));
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! Client-side rate limiting that reads Discord's headers instead of guessing.
+//!
+//! Three rules decide when a request may leave:
+//! 1. **Per bucket.** Each route (method + template) and its major parameter
+//!    (channel or guild id) maps to a bucket that Discord names in
+//!    `X-RateLimit-Bucket`. After every answer the bucket's `remaining` and
+//!    `reset_after` are recorded; a request whose bucket is known to be empty
+//!    waits until the bucket resets, so the loader waits *before* it would be
+//!    refused instead of provoking a 429. Requests on one route and major
+//!    parameter are serialized, so each one sees the headers of the last.
+//! 2. **Global.** At most `global_per_second` requests leave in any window of
+//!    one second plus a small margin (the margin absorbs the jitter between
+//!    when a request leaves here and when Discord counts it).
+//! 3. **429.** A 429 is obeyed exactly: `retry_after` from the body (or the
+//!    `Retry-After` header) empties the bucket until then, and a global 429
+//!    pauses every request of the process.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::header::HeaderMap;
+use tokio::time::Instant;
+
+/// What is known of one bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketState {
+    pub limit: u32,
+    pub remaining: u32,
+    pub reset_at: Instant,
+}
+
+impl BucketState {
+    /// How long a request must wait before it may use this bucket.
+    pub fn wait(&self, now: Instant) -> Option<Duration> {
+        (self.remaining == 0 && now < self.reset_at).then(|| self.reset_at - now)
+    }
+
+    /// Counts a request that is about to leave. A window that has passed is
+    /// full again.
+    pub fn reserve(&mut self, now: Instant) {
+        if now >= self.reset_at {
+            self.remaining = self.limit;
+        }
+        self.remaining = self.remaining.saturating_sub(1);
+    }
+}
+
+/// The rate-limit headers of one answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Headers {
+    pub bucket: Option<String>,
+    pub limit: Option<u32>,
+    pub remaining: Option<u32>,
+    pub reset_after: Option<Duration>,
+    pub retry_after: Option<Duration>,
+    pub global: bool,
+    pub scope: Option<String>,
+}
+
+impl Headers {
+    pub fn parse(h: &HeaderMap) -> Headers {
+        let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+        let secs = |name: &str| {
+            text(name)
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64)
+        };
+        Headers {
+            bucket: text("x-ratelimit-bucket").map(str::to_owned),
+            limit: text("x-ratelimit-limit").and_then(|v| v.parse().ok()),
+            remaining: text("x-ratelimit-remaining").and_then(|v| v.parse().ok()),
+            reset_after: secs("x-ratelimit-reset-after"),
+            retry_after: secs("retry-after"),
+            global: text("x-ratelimit-global").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            scope: text("x-ratelimit-scope").map(str::to_owned),
+        }
+    }
+
+    /// The bucket state these headers describe, as seen at `now`.
+    pub fn state(&self, now: Instant) -> Option<BucketState> {
+        let remaining = self.remaining?;
+        let reset_after = self.reset_after?;
+        Some(BucketState {
+            limit: self.limit.unwrap_or(remaining + 1).max(1),
+            remaining,
+            reset_at: now + reset_after,
+        })
+    }
+}
+
+/// At most `limit` events in any `period`.
+#[derive(Debug)]
+pub struct SlidingWindow {
+    limit: usize,
+    period: Duration,
+    sent: VecDeque<Instant>,
+}
+
+impl SlidingWindow {
+    pub fn new(limit: u32, period: Duration) -> Self {
+        SlidingWindow { limit: limit.max(1) as usize, period, sent: VecDeque::new() }
+    }
+
+    /// Takes a slot now, or says how long until one is free.
+    pub fn try_acquire(&mut self, now: Instant) -> Result<(), Duration> {
+        while self.sent.front().is_some_and(|&t| now.duration_since(t) >= self.period) {
+            self.sent.pop_front();
+        }
+        if self.sent.len() < self.limit {
+            self.sent.push_back(now);
+            Ok(())
+        } else {
+            Err(self.sent[0] + self.period - now)
+        }
+    }
+}
+
+/// Counters that progress displays read while a load runs.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub requests: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub retries: AtomicU64,
+    pub waited_ms: AtomicU64,
+    /// Requests currently held back by a rate limit.
+    pub waiting: AtomicI64,
+}
+
+impl Stats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            waited_ms: self.waited_ms.load(Ordering::Relaxed),
+            waiting: self.waiting.load(Ordering::Relaxed).max(0) as u64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct StatsSnapshot {
+    pub requests: u64,
+    /// 429 answers received.
+    pub rate_limited: u64,
+    /// Requests repeated after a 5xx, timeout or dropped connection.
+    pub retries: u64,
+    /// Total time requests spent waiting for a rate limit.
+    pub waited_ms: u64,
+    pub waiting: u64,
+}
+
+/// Identifies one rate-limited resource: a route template and its major parameter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RouteKey {
+    pub template: &'static str,
+    pub major: u64,
+}
+
+/// The shared limiter of one client.
+#[derive(Debug)]
+pub struct RateLimiter {
+    global: Mutex<SlidingWindow>,
+    paused_until: Mutex<Option<Instant>>,
+    /// Serializes requests on one route and major parameter.
+    routes: Mutex<HashMap<RouteKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Which bucket a route belongs to, learned from `X-RateLimit-Bucket`.
+    bucket_of: Mutex<HashMap<&'static str, String>>,
+    buckets: Mutex<HashMap<(String, u64), BucketState>>,
+    pub stats: Stats,
+}
+
+/// Held while a request is in flight; releases the route when dropped.
+pub struct Permit {
+    key: RouteKey,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+/// How a 429 is to be obeyed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Backoff429 {
+    Route(Duration),
+    Global(Duration),
+}
+
+impl RateLimiter {
+    /// `global_per_second` requests per second, counted over `1 s + margin`.
+    pub fn new(global_per_second: u32, margin: Duration) -> Self {
+        RateLimiter {
+            global: Mutex::new(SlidingWindow::new(global_per_second, Duration::from_secs(1) + margin)),
+            paused_until: Mutex::new(None),
+            routes: Mutex::new(HashMap::new()),
+            bucket_of: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
+            stats: Stats::default(),
+        }
+    }
+
+    fn bucket_key(&self, key: &RouteKey) -> Option<(String, u64)> {
+        let hash = self.bucket_of.lock().unwrap().get(key.template)?.clone();
+        Some((hash, key.major))
+    }
+
+    /// How long a request on `key` must still wait, reserving its place if none.
+    fn check(&self, key: &RouteKey, now: Instant) -> Option<Duration> {
+        if let Some(until) = *self.paused_until.lock().unwrap() {
+            if now < until {
+                return Some(until - now);
+            }
+        }
+        let bucket = self.bucket_key(key);
+        if let Some(bucket) = &bucket {
+            if let Some(wait) = self.buckets.lock().unwrap().get(bucket).and_then(|s| s.wait(now)) {
+                return Some(wait);
+            }
+        }
+        if let Err(wait) = self.global.lock().unwrap().try_acquire(now) {
+            return Some(wait);
+        }
+        if let Some(bucket) = bucket {
+            if let Some(state) = self.buckets.lock().unwrap().get_mut(&bucket) {
+                state.reserve(now);
+            }
+        }
+        None
+    }
+
+    /// Waits until a request on `key` may leave and returns the permit to send it.
+    pub async fn acquire(&self, key: RouteKey) -> Permit {
+        let lock = self.routes.lock().unwrap().entry(key.clone()).or_default().clone();
+        let guard = lock.lock_owned().await;
+        let start = Instant::now();
+        let mut waited = false;
+        while let Some(wait) = self.check(&key, Instant::now()) {
+            if !waited {
+                waited = true;
+                self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::time::sleep(wait).await;
+        }
+        if waited {
+            self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+            self.stats.waited_ms.fetch_add(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        Permit { key, _guard: guard }
+    }
+
+    /// Records what an answer's headers say about the permit's bucket.
+    pub fn update(&self, permit: &Permit, headers: &Headers, now: Instant) {
+        let Some(state) = headers.state(now) else { return };
+        let hash = headers.bucket.clone().unwrap_or_else(|| permit.key.template.to_owned());
+        self.bucket_of.lock().unwrap().insert(permit.key.template, hash.clone());
+        self.buckets.lock().unwrap().insert((hash, permit.key.major), state);
+    }
+
+    /// Obeys a 429: decides whom it stops and for how long.
+    pub fn on_429(&self, permit: &Permit, headers: &Headers, body_retry_after: Option<f64>, body_global: bool, now: Instant) -> Backoff429 {
+        self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let retry = body_retry_after
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64)
+            .or(headers.retry_after)
+            .unwrap_or(Duration::from_secs(1));
+        let global = body_global || headers.global || headers.scope.as_deref() == Some("global");
+        if global {
+            let until = now + retry;
+            let mut paused = self.paused_until.lock().unwrap();
+            if paused.is_none_or(|p| p < until) {
+                *paused = Some(until);
+            }
+            Backoff429::Global(retry)
+        } else {
+            let hash = headers
+                .bucket
+                .clone()
+                .or_else(|| self.bucket_key(&permit.key).map(|(h, _)| h))
+                .unwrap_or_else(|| permit.key.template.to_owned());
+            self.bucket_of.lock().unwrap().insert(permit.key.template, hash.clone());
+            let limit = headers.limit.unwrap_or(1).max(1);
+            self.buckets
+                .lock()
+                .unwrap()
+                .insert((hash, permit.key.major), BucketState { limit, remaining: 0, reset_at: now + retry });
+            Backoff429::Route(retry)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderName, HeaderValue};
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn an_empty_bucket_waits_until_its_reset_and_not_longer() {
+        let now = Instant::now();
+        let s = BucketState { limit: 5, remaining: 0, reset_at: now + Duration::from_millis(300) };
+        assert_eq!(s.wait(now), Some(Duration::from_millis(300)));
+        assert_eq!(s.wait(now + Duration::from_millis(300)), None);
+        let s = BucketState { remaining: 1, ..s };
+        assert_eq!(s.wait(now), None);
+    }
+
+    #[test]
+    fn reserving_counts_down_and_refills_after_reset() {
+        let now = Instant::now();
+        let mut s = BucketState { limit: 2, remaining: 1, reset_at: now + Duration::from_secs(1) };
+        s.reserve(now);
+        assert_eq!(s.remaining, 0);
+        assert!(s.wait(now).is_some());
+        s.reserve(now + Duration::from_secs(2));
+        assert_eq!(s.remaining, 1);
+    }
+
+    #[test]
+    fn parses_discord_headers() {
+        let h = Headers::parse(&headers(&[
+            ("X-RateLimit-Limit", "5"),
+            ("X-RateLimit-Remaining", "0"),
+            ("X-RateLimit-Reset-After", "0.250"),
+            ("X-RateLimit-Bucket", "abcd"),
+            ("Retry-After", "1"),
+            ("X-RateLimit-Scope", "user"),
+        ]));
+        assert_eq!(h.limit, Some(5));
+        assert_eq!(h.remaining, Some(0));
+        assert_eq!(h.reset_after, Some(Duration::from_millis(250)));
+        assert_eq!(h.bucket.as_deref(), Some("abcd"));
+        assert_eq!(h.retry_after, Some(Duration::from_secs(1)));
+        assert!(!h.global);
+        let now = Instant::now();
+        let s = h.state(now).unwrap();
+        assert_eq!(s.wait(now), Some(Duration::from_millis(250)));
+        // Answers without rate-limit headers leave the state alone.
+        assert_eq!(Headers::parse(&HeaderMap::new()).state(now), None);
+    }
+
+    #[test]
+    fn sliding_window_admits_limit_per_period() {
+        let t0 = Instant::now();
+        let mut w = SlidingWindow::new(3, Duration::from_secs(1));
+        for _ in 0..3 {
+            assert!(w.try_acquire(t0).is_ok());
+        }
+        assert_eq!(w.try_acquire(t0 + Duration::from_millis(400)), Err(Duration::from_millis(600)));
+        assert!(w.try_acquire(t0 + Duration::from_secs(1)).is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acquire_waits_for_an_empty_bucket_then_goes() {
+        let limiter = RateLimiter::new(50, Duration::ZERO);
+        let key = RouteKey { template: "GET /channels/{}/messages", major: 7 };
+        let permit = limiter.acquire(key.clone()).await;
+        let h = Headers::parse(&headers(&[
+            ("X-RateLimit-Limit", "5"),
+            ("X-RateLimit-Remaining", "0"),
+            ("X-RateLimit-Reset-After", "2"),
+            ("X-RateLimit-Bucket", "b1"),
+        ]));
+        let t = Instant::now();
+        limiter.update(&permit, &h, t);
+        drop(permit);
+        // Another channel's bucket is separate: no wait.
+        let other = limiter.acquire(RouteKey { major: 8, ..key.clone() }).await;
+        assert_eq!(Instant::now(), t);
+        drop(other);
+        let _p = limiter.acquire(key).await;
+        assert_eq!(Instant::now() - t, Duration::from_secs(2));
+        assert!(limiter.stats.snapshot().waited_ms >= 2000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_global_429_pauses_every_route() {
+        let limiter = RateLimiter::new(50, Duration::ZERO);
+        let a = RouteKey { template: "GET /channels/{}/messages", major: 1 };
+        let permit = limiter.acquire(a.clone()).await;
+        let t = Instant::now();
+        let got = limiter.on_429(&permit, &Headers::parse(&HeaderMap::new()), Some(1.5), true, t);
+        assert_eq!(got, Backoff429::Global(Duration::from_millis(1500)));
+        drop(permit);
+        let _b = limiter.acquire(RouteKey { template: "GET /guilds/{}", major: 2 }).await;
+        assert_eq!(Instant::now() - t, Duration::from_millis(1500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn global_limit_spreads_requests() {
+        let limiter = RateLimiter::new(4, Duration::ZERO);
+        let t = Instant::now();
+        for major in 0..8 {
+            drop(limiter.acquire(RouteKey { template: "GET /channels/{}", major }).await);
+        }
+        // 4 go at once, the next 4 one second later.
+        assert_eq!(Instant::now() - t, Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,559 @@
+//! The fake server's HTTP side: routing, rate limits, faults and recording.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::world::{Access, FakeChannel, FakeGuild, FakeMessage, World};
+use super::{Fault, FaultKind, Limits, Recorded};
+use crate::discord::model::channel_type;
+use crate::permissions::OverwriteKind;
+use crate::snowflake;
+
+pub(super) struct State {
+    pub world: Mutex<World>,
+    pub limits: Mutex<Limits>,
+    /// (fault, matched, applied)
+    pub faults: Mutex<Vec<(Fault, u64, u64)>>,
+    pub log: Mutex<Vec<Recorded>>,
+    pub seq: AtomicU64,
+    pub held: AtomicU64,
+    pub release: Mutex<CancellationToken>,
+    shutdown: CancellationToken,
+    started: Instant,
+    buckets: Mutex<HashMap<(&'static str, u64), Window>>,
+    global: Mutex<VecDeque<Instant>>,
+}
+
+struct Window {
+    count: u32,
+    ends: Instant,
+}
+
+impl State {
+    pub fn new(world: World, limits: Limits, shutdown: CancellationToken) -> Self {
+        State {
+            world: Mutex::new(world),
+            limits: Mutex::new(limits),
+            faults: Mutex::new(Vec::new()),
+            log: Mutex::new(Vec::new()),
+            seq: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+            release: Mutex::new(CancellationToken::new()),
+            shutdown,
+            started: Instant::now(),
+            buckets: Mutex::new(HashMap::new()),
+            global: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+pub(super) async fn serve(listener: TcpListener, state: std::sync::Arc<State>, shutdown: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(_) => continue,
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { handle(&state, req).await }
+            });
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = conn => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+/// Why a request is answered with a closed connection.
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault plan")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+fn json_response(status: u16, body: &Value) -> Resp {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("valid response")
+}
+
+fn error(status: u16, code: u64, message: &str) -> Resp {
+    json_response(status, &json!({"message": message, "code": code}))
+}
+
+fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
+    q.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().filter(|(k, _)| !k.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+async fn handle(state: &State, req: Request<Incoming>) -> Result<Resp, Dropped> {
+    let seq = state.seq.fetch_add(1, Ordering::SeqCst) + 1;
+    let arrived = Instant::now();
+    let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
+    let query = parse_query(req.uri().query());
+    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let mut record = Recorded {
+        seq,
+        method,
+        path: path.clone(),
+        query: query.clone(),
+        status: 0,
+        at_ms: arrived.duration_since(state.started).as_secs_f64() * 1000.0,
+        outcome: "ok",
+    };
+    let result = answer(state, &path, &query, auth.as_deref(), arrived, &mut record).await;
+    record.status = match &result {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    };
+    state.log.lock().unwrap().push(record);
+    result
+}
+
+fn fault_for(state: &State, path: &str) -> Option<FaultKind> {
+    let mut faults = state.faults.lock().unwrap();
+    let mut hit = None;
+    for (fault, matched, applied) in faults.iter_mut() {
+        if fault.path_contains.as_deref().is_some_and(|p| !path.contains(p)) {
+            continue;
+        }
+        *matched += 1;
+        let n = *matched;
+        if hit.is_none() && n > fault.skip && (n - fault.skip - 1) % fault.every == 0 && fault.times.is_none_or(|t| *applied < t) {
+            *applied += 1;
+            hit = Some(fault.kind.clone());
+        }
+    }
+    hit
+}
+
+async fn answer(
+    state: &State,
+    path: &str,
+    query: &[(String, String)],
+    auth: Option<&str>,
+    arrived: Instant,
+    record: &mut Recorded,
+) -> Result<Resp, Dropped> {
+    let Some(rest) = path.strip_prefix("/api/v10").or_else(|| path.strip_prefix("/api/v9")) else {
+        return Ok(error(404, 0, "404: Not Found"));
+    };
+    let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    let (template, major) = route_of(&segments);
+    match fault_for(state, path) {
+        None => {}
+        Some(FaultKind::Delay(d)) => {
+            record.outcome = "delay";
+            tokio::time::sleep(d).await;
+        }
+        Some(FaultKind::Hold) => {
+            record.outcome = "hold";
+            let release = state.release.lock().unwrap().clone();
+            state.held.fetch_add(1, Ordering::SeqCst);
+            tokio::select! {
+                _ = release.cancelled() => {}
+                _ = state.shutdown.cancelled() => {}
+            }
+            state.held.fetch_sub(1, Ordering::SeqCst);
+        }
+        Some(FaultKind::Drop) => {
+            record.outcome = "drop";
+            return Err(Dropped);
+        }
+        Some(FaultKind::Unauthorized) => {
+            record.outcome = "unauthorized";
+            return Ok(error(401, 0, "401: Unauthorized"));
+        }
+        Some(FaultKind::Status(status)) => {
+            record.outcome = "status";
+            let body = json!({"message": format!("{status}: injected"), "code": 0});
+            return Ok(json_response(status, &body));
+        }
+        Some(FaultKind::RateLimit { retry_after, global }) => {
+            record.outcome = "injected-429";
+            return Ok(too_many(retry_after, global, template));
+        }
+    }
+    if auth != Some(&format!("Bot {}", state.world.lock().unwrap().token)) {
+        return Ok(error(401, 0, "401: Unauthorized"));
+    }
+    let limits = state.limits.lock().unwrap().clone();
+    // The global limit: a sliding one-second window over arrivals.
+    {
+        let mut global = state.global.lock().unwrap();
+        while global.front().is_some_and(|t| arrived.duration_since(*t) >= Duration::from_secs(1)) {
+            global.pop_front();
+        }
+        if global.len() >= limits.global_per_second as usize {
+            record.outcome = "global-429";
+            let retry = (global[0] + Duration::from_secs(1)).saturating_duration_since(arrived);
+            return Ok(too_many(retry, true, template));
+        }
+        global.push_back(arrived);
+    }
+    // The route's bucket: a fixed window that starts with its first request.
+    let (remaining, reset_after) = {
+        let mut buckets = state.buckets.lock().unwrap();
+        let w = buckets.entry((template, major)).or_insert(Window { count: 0, ends: arrived });
+        if arrived >= w.ends {
+            *w = Window { count: 0, ends: arrived + limits.window };
+        }
+        let reset_after = w.ends - arrived;
+        if w.count >= limits.per_route {
+            record.outcome = "bucket-429";
+            let mut resp = too_many(reset_after, false, template);
+            add_bucket_headers(&mut resp, template, limits.per_route, 0, reset_after);
+            return Ok(resp);
+        }
+        w.count += 1;
+        (limits.per_route - w.count, reset_after)
+    };
+    let mut resp = {
+        let world = state.world.lock().unwrap();
+        route(&world, &limits, &segments, query)
+    };
+    add_bucket_headers(&mut resp, template, limits.per_route, remaining, reset_after);
+    Ok(resp)
+}
+
+/// The rate-limit identity of a path: its template and major parameter.
+fn route_of(seg: &[&str]) -> (&'static str, u64) {
+    let id = |i: usize| seg.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    match seg {
+        ["channels", _, "messages"] => ("GET /channels/{}/messages", id(1)),
+        ["channels", _, "threads", "archived", _] => ("GET /channels/{}/threads/archived", id(1)),
+        ["channels", _] => ("GET /channels/{}", id(1)),
+        ["guilds", _, "channels"] => ("GET /guilds/{}/channels", id(1)),
+        ["guilds", _, "threads", "active"] => ("GET /guilds/{}/threads/active", id(1)),
+        ["guilds", _, "members", _] => ("GET /guilds/{}/members/{}", id(1)),
+        ["guilds", _, "roles"] => ("GET /guilds/{}/roles", id(1)),
+        ["guilds", _] => ("GET /guilds/{}", id(1)),
+        _ => ("other", 0),
+    }
+}
+
+fn bucket_hash(template: &str) -> String {
+    // A stable opaque id per template, like Discord's.
+    let h = template.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    format!("{h:016x}")
+}
+
+fn add_bucket_headers(resp: &mut Resp, template: &str, limit: u32, remaining: u32, reset_after: Duration) {
+    // Round the wait up to the millisecond, as Discord does, so a client that
+    // waits exactly this long never arrives early.
+    let after_ms = reset_after.as_micros().div_ceil(1000) as f64 / 1000.0;
+    let reset = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64() + after_ms;
+    let h = resp.headers_mut();
+    h.insert("x-ratelimit-limit", limit.into());
+    h.insert("x-ratelimit-remaining", remaining.into());
+    h.insert("x-ratelimit-reset", format!("{reset:.3}").parse().expect("header"));
+    h.insert("x-ratelimit-reset-after", format!("{after_ms:.3}").parse().expect("header"));
+    h.insert("x-ratelimit-bucket", bucket_hash(template).parse().expect("header"));
+}
+
+fn too_many(retry_after: Duration, global: bool, template: &str) -> Resp {
+    let secs = retry_after.as_micros().div_ceil(1000) as f64 / 1000.0;
+    let body = json!({
+        "message": "You are being rate limited.",
+        "retry_after": secs,
+        "global": global,
+        "code": if global { 0 } else { 0 },
+    });
+    let mut resp = json_response(429, &body);
+    let h = resp.headers_mut();
+    h.insert("retry-after", (secs.ceil() as u64).into());
+    h.insert("x-ratelimit-scope", if global { "global" } else { "user" }.parse().expect("header"));
+    if global {
+        h.insert("x-ratelimit-global", "true".parse().expect("header"));
+    } else {
+        h.insert("x-ratelimit-bucket", bucket_hash(template).parse().expect("header"));
+    }
+    resp
+}
+
+fn route(world: &World, limits: &Limits, seg: &[&str], query: &[(String, String)]) -> Resp {
+    let id = |i: usize| seg.get(i).and_then(|s| s.parse::<u64>().ok());
+    let q = |k: &str| query.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    match seg {
+        ["users", "@me"] => json_response(200, &user_json(world, world.bot_user)),
+        ["applications", "@me"] | ["oauth2", "applications", "@me"] => json_response(
+            200,
+            &json!({"id": world.application_id.to_string(), "name": "indexer", "flags": world.app_flags,
+                    "bot_public": false, "owner": user_json(world, 1)}),
+        ),
+        ["guilds", _, rest @ ..] => {
+            let Some(guild) = id(1).and_then(|g| world.guild(g)) else {
+                return error(404, 10004, "Unknown Guild");
+            };
+            match rest {
+                [] => json_response(200, &guild_json(guild)),
+                ["roles"] => json_response(200, &Value::Array(roles_json(guild))),
+                ["channels"] => json_response(
+                    200,
+                    &Value::Array(guild.channels.iter().filter(|c| !c.is_thread()).map(|c| channel_json(guild, c)).collect()),
+                ),
+                ["members", user] => {
+                    let user: u64 = user.parse().unwrap_or(0);
+                    match (guild.members.get(&user), world.users.iter().position(|u| u.id == user)) {
+                        (Some(roles), Some(index)) => json_response(
+                            200,
+                            &json!({"user": user_json(world, index as u32), "roles": roles.iter().map(u64::to_string).collect::<Vec<_>>(),
+                                    "joined_at": "2021-03-01T00:00:00.000000+00:00", "deaf": false, "mute": false}),
+                        ),
+                        _ => error(404, 10007, "Unknown Member"),
+                    }
+                }
+                ["threads", "active"] => {
+                    let threads: Vec<Value> = guild
+                        .channels
+                        .iter()
+                        .filter(|c| c.is_thread() && c.archived_at_ms.is_none() && c.access != Access::Gone)
+                        .map(|c| channel_json(guild, c))
+                        .collect();
+                    json_response(200, &json!({"threads": threads, "members": []}))
+                }
+                _ => error(404, 0, "404: Not Found"),
+            }
+        }
+        ["channels", _, rest @ ..] => {
+            let Some((guild, channel)) = id(1).and_then(|c| world.channel(c)) else {
+                return error(404, 10003, "Unknown Channel");
+            };
+            match channel.access {
+                Access::Gone => return error(404, 10003, "Unknown Channel"),
+                Access::Forbidden => return error(403, 50001, "Missing Access"),
+                Access::Open => {}
+            }
+            match rest {
+                [] => json_response(200, &channel_json(guild, channel)),
+                ["messages"] => messages(world, guild, channel, q("limit"), q("before"), q("after"), q("around")),
+                ["threads", "archived", kind @ ("public" | "private")] => {
+                    let private = *kind == "private";
+                    let limit = q("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(50).clamp(2, 100);
+                    let limit = limit.min(limits.archived_page_size);
+                    let before = q("before").and_then(|b| chrono::DateTime::parse_from_rfc3339(b).ok());
+                    let mut threads: Vec<&FakeChannel> = guild
+                        .channels
+                        .iter()
+                        .filter(|c| c.parent_id == Some(channel.id) && c.archived_at_ms.is_some())
+                        .filter(|c| (c.kind == channel_type::PRIVATE_THREAD) == private)
+                        .filter(|c| {
+                            before.is_none_or(|b| archive_ms(c) < (b.timestamp_millis() as u64).saturating_sub(snowflake::DISCORD_EPOCH_MS))
+                        })
+                        .collect();
+                    threads.sort_by_key(|c| std::cmp::Reverse(archive_ms(c)));
+                    let has_more = threads.len() > limit;
+                    threads.truncate(limit);
+                    let threads: Vec<Value> = threads.into_iter().map(|c| channel_json(guild, c)).collect();
+                    json_response(200, &json!({"threads": threads, "members": [], "has_more": has_more}))
+                }
+                _ => error(404, 0, "404: Not Found"),
+            }
+        }
+        _ => error(404, 0, "404: Not Found"),
+    }
+}
+
+fn archive_ms(c: &FakeChannel) -> u64 {
+    c.archived_at_ms.unwrap_or(0)
+}
+
+fn messages(world: &World, guild: &FakeGuild, ch: &FakeChannel, limit: Option<&str>, before: Option<&str>, after: Option<&str>, around: Option<&str>) -> Resp {
+    if !channel_type::holds_messages(ch.kind) {
+        return error(400, 50024, "Cannot execute action on this channel type");
+    }
+    let limit = match limit.map(str::parse::<usize>) {
+        None => 50,
+        Some(Ok(l)) if (1..=100).contains(&l) => l,
+        _ => return error(400, 50035, "Invalid Form Body"),
+    };
+    let parse = |v: Option<&str>| v.map(|s| s.parse::<u64>().map_err(|_| ()));
+    let (before, after, around) = match (parse(before), parse(after), parse(around)) {
+        (Some(Err(())), ..) | (_, Some(Err(())), _) | (.., Some(Err(()))) => return error(400, 50035, "Invalid Form Body"),
+        (b, a, r) => (b.map(Result::unwrap), a.map(Result::unwrap), r.map(Result::unwrap)),
+    };
+    // Without Read Message History Discord answers an empty list, not an error.
+    let bot = world.bot();
+    let roles = guild.members.get(&bot.id).cloned().unwrap_or_default();
+    let perms = guild_permissions(guild).in_channel(bot.id, &roles, &effective_overwrites(guild, ch));
+    if perms & crate::permissions::READ_MESSAGE_HISTORY == 0 {
+        return json_response(200, &json!([]));
+    }
+    let msgs = &ch.messages;
+    let range = match (before, after, around) {
+        (None, None, None) => msgs.len().saturating_sub(limit)..msgs.len(),
+        (Some(b), None, None) => {
+            let end = msgs.partition_point(|m| m.id < b);
+            end.saturating_sub(limit)..end
+        }
+        (None, Some(a), None) => {
+            let start = msgs.partition_point(|m| m.id <= a);
+            start..(start + limit).min(msgs.len())
+        }
+        (None, None, Some(r)) => {
+            let mid = msgs.partition_point(|m| m.id < r);
+            let start = mid.saturating_sub(limit / 2);
+            start..(start + limit).min(msgs.len())
+        }
+        _ => return error(400, 50035, "Invalid Form Body: only one of before, after, around"),
+    };
+    // Newest first, always, also with `after`.
+    let page: Vec<Value> = msgs[range].iter().rev().map(|m| message_json(world, guild, ch, m, true)).collect();
+    json_response(200, &Value::Array(page))
+}
+
+fn guild_permissions(guild: &FakeGuild) -> crate::permissions::GuildPermissions {
+    crate::permissions::GuildPermissions {
+        guild_id: guild.id,
+        owner_id: guild.owner_id,
+        roles: guild.roles.iter().map(|r| (r.id, r.permissions)).collect(),
+    }
+}
+
+/// Threads take their parent's overwrites.
+fn effective_overwrites(guild: &FakeGuild, ch: &FakeChannel) -> Vec<crate::permissions::Overwrite> {
+    if ch.is_thread() {
+        ch.parent_id.and_then(|p| guild.channel(p)).map(|p| p.overwrites.clone()).unwrap_or_default()
+    } else {
+        ch.overwrites.clone()
+    }
+}
+
+fn discord_time(ms: u64) -> String {
+    let t = snowflake::timestamp(ms << 22);
+    t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
+}
+
+pub(crate) fn user_json(world: &World, index: u32) -> Value {
+    let u = &world.users[index as usize];
+    let mut v = json!({"id": u.id.to_string(), "username": u.username, "global_name": u.global_name,
+                       "discriminator": "0", "avatar": null, "public_flags": 0});
+    if u.bot {
+        v["bot"] = json!(true);
+    }
+    v
+}
+
+fn roles_json(guild: &FakeGuild) -> Vec<Value> {
+    guild
+        .roles
+        .iter()
+        .map(|r| json!({"id": r.id.to_string(), "name": r.name, "permissions": r.permissions.to_string(),
+                        "position": r.position, "color": 0, "hoist": false, "managed": false, "mentionable": false}))
+        .collect()
+}
+
+fn guild_json(guild: &FakeGuild) -> Value {
+    json!({"id": guild.id.to_string(), "name": guild.name, "owner_id": guild.owner_id.to_string(),
+           "icon": null, "roles": roles_json(guild), "emojis": [], "features": []})
+}
+
+pub(crate) fn channel_json(guild: &FakeGuild, c: &FakeChannel) -> Value {
+    let mut v = json!({
+        "id": c.id.to_string(), "type": c.kind, "guild_id": guild.id.to_string(), "name": c.name,
+        "parent_id": c.parent_id.map(|p| p.to_string()),
+        "last_message_id": c.last_message_id().map(|m| m.to_string()),
+    });
+    if c.is_thread() {
+        v["owner_id"] = json!(c.owner_id.map(|o| o.to_string()));
+        v["message_count"] = json!(c.messages.len());
+        v["member_count"] = json!(3);
+        v["thread_metadata"] = json!({
+            "archived": c.archived_at_ms.is_some(),
+            "archive_timestamp": discord_time(c.archived_at_ms.unwrap_or(c.id >> 22)),
+            "auto_archive_duration": 1440, "locked": false,
+            "create_timestamp": discord_time(c.id >> 22),
+        });
+    } else {
+        v["position"] = json!(c.position);
+        v["topic"] = json!(c.topic);
+        v["nsfw"] = json!(false);
+        v["permission_overwrites"] = Value::Array(
+            c.overwrites
+                .iter()
+                .map(|o| json!({"id": o.id.to_string(), "type": if o.kind == OverwriteKind::Member { 1 } else { 0 },
+                                "allow": o.allow.to_string(), "deny": o.deny.to_string()}))
+                .collect(),
+        );
+    }
+    v
+}
+
+/// A message as Discord's REST API returns it (no `guild_id`).
+pub(crate) fn message_json(world: &World, guild: &FakeGuild, ch: &FakeChannel, m: &FakeMessage, with_reference: bool) -> Value {
+    let author = &world.users[m.author as usize];
+    let intent = world.app_flags & ((1 << 18) | (1 << 19)) != 0;
+    let visible = intent || author.id == world.bot().id;
+    let content = if visible { world.content(m) } else { String::new() };
+    let attachments: Vec<Value> = if visible {
+        (0..m.attachments)
+            .map(|i| {
+                let id = m.id + 1 + i as u64;
+                json!({"id": id.to_string(), "filename": format!("screenshot-{i}.png"), "size": 20_000 + (m.id % 5000),
+                       "url": format!("https://cdn.discordapp.com/attachments/{}/{id}/screenshot-{i}.png", ch.id),
+                       "proxy_url": "", "content_type": "image/png", "width": 1280, "height": 720})
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut v = json!({
+        "id": m.id.to_string(), "channel_id": ch.id.to_string(), "author": user_json(world, m.author),
+        "content": content, "timestamp": discord_time(m.id >> 22),
+        "edited_timestamp": m.edited_ms.map(discord_time), "tts": false, "mention_everyone": false,
+        "mentions": [], "mention_roles": [], "attachments": attachments, "embeds": [], "components": [],
+        "pinned": false, "type": m.kind, "flags": 0,
+    });
+    if m.reactions > 0 {
+        const EMOJI: [&str; 3] = ["👍", "🎉", "👀"];
+        v["reactions"] = Value::Array(
+            (0..m.reactions as usize)
+                .map(|i| json!({"count": 1 + (m.id >> (i * 3)) % 7, "me": false, "emoji": {"id": null, "name": EMOJI[i % 3]}}))
+                .collect(),
+        );
+    }
+    if m.webhook {
+        v["webhook_id"] = json!((author.id + 17).to_string());
+    }
+    if let Some(target) = m.reply_to {
+        v["message_reference"] = json!({"type": 0, "message_id": target.to_string(), "channel_id": ch.id.to_string(),
+                                        "guild_id": guild.id.to_string()});
+        if with_reference {
+            v["referenced_message"] = match ch.find(target) {
+                Some(t) => message_json(world, guild, ch, t, false),
+                None => Value::Null,
+            };
+        }
+    }
+    v
+}

@@ -1,0 +1,26 @@
+//! The `discord-indexer` binary: parse arguments, run one subcommand, print the
+//! one error in one place and choose the exit code (see `cli::exit`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use discord_indexer::cli::{self, Cli};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::init_logging(cli.verbose);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(cli::exit::FATAL);
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(cli::exit::FATAL)
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Discord snowflakes: 64-bit ids whose top 42 bits are milliseconds since the
+//! Discord epoch (2015-01-01T00:00:00Z), so ids sort by creation time.
+//!
+//! Everything that orders messages (paging, checkpoints, de-duplication) uses
+//! ids, never timestamps: messages sent in the same millisecond may carry equal
+//! timestamps but never equal ids.
+
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+
+/// Milliseconds from the Unix epoch to the Discord epoch.
+pub const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
+
+/// The creation time encoded in a snowflake.
+pub fn timestamp(id: u64) -> DateTime<Utc> {
+    let ms = (id >> 22) + DISCORD_EPOCH_MS;
+    Utc.timestamp_millis_opt(ms as i64).single().unwrap_or_default()
+}
+
+/// The smallest snowflake created at `time` (useful as an `after`/`before` bound).
+pub fn from_timestamp(time: DateTime<Utc>) -> u64 {
+    let ms = time.timestamp_millis() as u64;
+    ms.saturating_sub(DISCORD_EPOCH_MS) << 22
+}
+
+/// Formats a time the one way the store writes times: RFC 3339, UTC, microseconds,
+/// `Z` suffix. A fixed format means stored times also compare correctly as text.
+pub fn format_time(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Normalises a timestamp string from Discord (`2024-01-02T03:04:05.123000+00:00`)
+/// into the store's format. Returns `None` for text that is not RFC 3339.
+pub fn normalize_time(text: &str) -> Option<String> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| format_time(t.with_timezone(&Utc)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_time() {
+        // Discord's documented example: 175928847299117063 was created 2016-04-30 11:18:25.796 UTC.
+        let t = timestamp(175_928_847_299_117_063);
+        assert_eq!(format_time(t), "2016-04-30T11:18:25.796000Z");
+        let low = from_timestamp(t);
+        assert!(low <= 175_928_847_299_117_063);
+        assert_eq!(timestamp(low), t);
+    }
+
+    #[test]
+    fn normalizes_discord_timestamps() {
+        assert_eq!(
+            normalize_time("2024-01-02T03:04:05.123000+00:00").as_deref(),
+            Some("2024-01-02T03:04:05.123000Z")
+        );
+        assert_eq!(
+            normalize_time("2024-01-02T05:04:05+02:00").as_deref(),
+            Some("2024-01-02T03:04:05.000000Z")
+        );
+        assert_eq!(normalize_time("yesterday"), None);
+    }
+}

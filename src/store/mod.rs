@@ -1,0 +1,415 @@
+//! The SQLite archive (`<data-dir>/archive.db`): schema, migrations and every
+//! read and write of stage one's data.
+//!
+//! The file is in WAL mode and migrated on open (`PRAGMA user_version` holds the
+//! schema version; migrations are the numbered files in `migrations/`). Writes
+//! that belong together happen in one transaction: a page of messages and the
+//! checkpoint that covers it land together or not at all, which is what makes
+//! a killed load resumable. See the README for the contract other tools rely on.
+
+mod status;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::discord::model::{Channel, Guild, Message, Raw, User};
+use crate::snowflake;
+pub use status::{ChannelStatus, GuildStatus};
+
+/// Numbered migrations; `user_version` is the count applied.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/001_archive.sql")];
+
+/// The file name of the archive inside the data directory.
+pub const ARCHIVE_FILE: &str = "archive.db";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no archive at {0}: run `discord-indexer load` first")]
+    Missing(PathBuf),
+    #[error("cannot open the archive {path}: {source}")]
+    Open { path: PathBuf, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("{path} is not a readable SQLite archive ({detail}); nothing was changed")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("{path} has schema version {found}, newer than this program understands ({supported}); upgrade discord-indexer")]
+    TooNew { path: PathBuf, found: i64, supported: i64 },
+    #[error("archive error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("archive connection pool: {0}")]
+    Pool(#[from] r2d2::Error),
+}
+
+/// Where a channel stands with the loader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelState {
+    /// Some history is stored; a later run continues after the checkpoint.
+    Partial,
+    /// All history up to the checkpoint is stored and nothing newer was seen.
+    Complete,
+    /// The bot may not read it.
+    Forbidden,
+    /// Discord no longer knows it.
+    Gone,
+    /// The last attempt failed (see detail); a rerun tries again.
+    Failed,
+}
+
+impl ChannelState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelState::Partial => "partial",
+            ChannelState::Complete => "complete",
+            ChannelState::Forbidden => "forbidden",
+            ChannelState::Gone => "gone",
+            ChannelState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "partial" => ChannelState::Partial,
+            "complete" => ChannelState::Complete,
+            "forbidden" => ChannelState::Forbidden,
+            "gone" => ChannelState::Gone,
+            "failed" => ChannelState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A channel's checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub last_message_id: u64,
+    pub state: ChannelState,
+}
+
+/// What writing one page did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PageCounts {
+    /// Messages that were not stored before.
+    pub new: u64,
+    /// Stored messages replaced because Discord's copy was edited later.
+    pub updated: u64,
+    /// Stored messages that came back unchanged.
+    pub unchanged: u64,
+}
+
+impl std::ops::AddAssign for PageCounts {
+    fn add_assign(&mut self, o: Self) {
+        self.new += o.new;
+        self.updated += o.updated;
+        self.unchanged += o.unchanged;
+    }
+}
+
+/// The archive. Cheap to clone (a connection pool).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: r2d2::Pool<SqliteConnectionManager>,
+    path: PathBuf,
+}
+
+fn now() -> String {
+    snowflake::format_time(chrono::Utc::now())
+}
+
+fn id(v: u64) -> i64 {
+    v as i64
+}
+
+impl Store {
+    /// Opens (creating it if needed) the archive in `data_dir` and migrates it.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open { path: data_dir.into(), source: e.into() })?;
+        Self::open_file(&data_dir.join(ARCHIVE_FILE))
+    }
+
+    /// Opens an archive that must already exist (for read-only commands).
+    pub fn open_existing(data_dir: &Path) -> Result<Store, StoreError> {
+        let path = data_dir.join(ARCHIVE_FILE);
+        if !path.is_file() {
+            return Err(StoreError::Missing(path));
+        }
+        Self::open_file(&path)
+    }
+
+    fn open_file(path: &Path) -> Result<Store, StoreError> {
+        let corrupt = |e: rusqlite::Error| match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(f.code, rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt) =>
+            {
+                StoreError::Corrupt { path: path.into(), detail: f.to_string() }
+            }
+            other => StoreError::Open { path: path.into(), source: other.into() },
+        };
+        // Validate and migrate on one plain connection first, so a bad file fails
+        // at once with a clear message instead of inside the pool's retries.
+        let mut conn = Connection::open(path).map_err(corrupt)?;
+        configure(&mut conn).map_err(corrupt)?;
+        conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)).map_err(corrupt)?;
+        migrate(&mut conn, path)?;
+        drop(conn);
+        let manager = SqliteConnectionManager::file(path).with_init(configure);
+        let pool = r2d2::Pool::builder()
+            .max_size(8)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(30))
+            .build(manager)?;
+        Ok(Store { pool, path: path.into() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A pooled connection, for readers elsewhere in the crate.
+    pub fn conn(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Saves a guild and replaces its roles.
+    pub fn save_guild(&self, guild: &Raw<Guild>) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let g = &guild.value;
+        tx.execute(
+            "INSERT INTO guilds (id, name, owner_id, raw, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(id) DO UPDATE SET name = excluded.name, owner_id = excluded.owner_id,
+                raw = excluded.raw, updated_at = excluded.updated_at
+             WHERE raw IS NOT excluded.raw",
+            params![id(g.id), g.name, id(g.owner_id), guild.json.get(), now()],
+        )?;
+        let keep: HashSet<u64> = g.roles.iter().map(|r| r.value.id).collect();
+        let stored: Vec<i64> = tx
+            .prepare("SELECT id FROM roles WHERE guild_id = ?1")?
+            .query_map([id(g.id)], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for old in stored {
+            if !keep.contains(&(old as u64)) {
+                tx.execute("DELETE FROM roles WHERE id = ?1", [old])?;
+            }
+        }
+        for role in &g.roles {
+            let r = &role.value;
+            tx.execute(
+                "INSERT INTO roles (id, guild_id, name, permissions, position, raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(id) DO UPDATE SET name = excluded.name, permissions = excluded.permissions,
+                    position = excluded.position, raw = excluded.raw
+                 WHERE raw IS NOT excluded.raw",
+                params![id(r.id), id(g.id), r.name, r.permissions as i64, r.position, role.json.get()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Saves channels and threads of a guild (rows change only when Discord's copy did).
+    pub fn save_channels<'a>(&self, guild_id: u64, channels: impl IntoIterator<Item = &'a Raw<Channel>>) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO channels (id, guild_id, parent_id, type, name, topic, position, owner_id, archived,
+                    permission_overwrites, raw, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT(id) DO UPDATE SET guild_id = excluded.guild_id, parent_id = excluded.parent_id,
+                    type = excluded.type, name = excluded.name, topic = excluded.topic, position = excluded.position,
+                    owner_id = excluded.owner_id, archived = excluded.archived,
+                    permission_overwrites = excluded.permission_overwrites, raw = excluded.raw,
+                    updated_at = excluded.updated_at
+                 WHERE raw IS NOT excluded.raw",
+            )?;
+            for ch in channels {
+                let c = &ch.value;
+                let overwrites = serde_json::to_string(&c.permission_overwrites).expect("overwrites serialize");
+                stmt.execute(params![
+                    id(c.id),
+                    id(guild_id),
+                    c.parent_id.map(id),
+                    c.kind,
+                    c.name,
+                    c.topic,
+                    c.position,
+                    c.owner_id.map(id),
+                    c.thread_metadata.as_ref().map(|t| t.archived),
+                    overwrites,
+                    ch.json.get(),
+                    now(),
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn checkpoint(&self, channel_id: u64) -> Result<Option<Checkpoint>, StoreError> {
+        let conn = self.conn()?;
+        let row = conn
+            .query_row(
+                "SELECT last_message_id, state FROM checkpoints WHERE channel_id = ?1",
+                [id(channel_id)],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(last, state)| Checkpoint {
+            last_message_id: last as u64,
+            state: ChannelState::parse(&state).unwrap_or(ChannelState::Partial),
+        }))
+    }
+
+    /// Stores one page of a channel's messages (sorted by id, oldest first)
+    /// and moves the channel's checkpoint to the page's last id, in one
+    /// transaction. `complete` says the page reached the end of the history.
+    pub fn write_page(&self, guild_id: u64, channel_id: u64, page: &[Raw<Message>], complete: bool) -> Result<PageCounts, StoreError> {
+        debug_assert!(page.windows(2).all(|w| w[0].value.id < w[1].value.id), "pages are written oldest first");
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut counts = PageCounts::default();
+        let mut authors = HashSet::new();
+        for raw in page {
+            let m = &raw.value;
+            if authors.insert(m.author.id) {
+                save_user(&tx, &m.author)?;
+            }
+            let created = snowflake::normalize_time(&m.timestamp).unwrap_or_else(|| snowflake::format_time(snowflake::timestamp(m.id)));
+            let edited = m.edited_timestamp.as_deref().and_then(snowflake::normalize_time);
+            let reference = m.message_reference.as_ref();
+            let values = params![
+                id(m.id),
+                id(m.channel_id),
+                id(guild_id),
+                id(m.author.id),
+                m.content,
+                created,
+                edited,
+                m.kind,
+                m.flags as i64,
+                m.pinned,
+                m.webhook_id.map(id),
+                reference.and_then(|r| r.message_id).map(id),
+                reference.and_then(|r| r.channel_id).map(id),
+                raw.json.get(),
+            ];
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO messages (id, channel_id, guild_id, author_id, content, created_at, edited_at,
+                        type, flags, pinned, webhook_id, reply_to_id, reply_to_channel_id, raw)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                )?
+                .execute(values)?;
+            if inserted == 1 {
+                counts.new += 1;
+            } else {
+                // Already stored: replace it only if Discord's copy was edited later.
+                let updated = tx
+                    .prepare_cached(
+                        "UPDATE messages SET channel_id = ?2, guild_id = ?3, author_id = ?4, content = ?5, created_at = ?6,
+                            edited_at = ?7, type = ?8, flags = ?9, pinned = ?10, webhook_id = ?11, reply_to_id = ?12,
+                            reply_to_channel_id = ?13, raw = ?14
+                         WHERE id = ?1 AND ?7 IS NOT NULL AND (edited_at IS NULL OR edited_at < ?7)",
+                    )?
+                    .execute(values)?;
+                if updated == 0 {
+                    counts.unchanged += 1;
+                    continue;
+                }
+                counts.updated += 1;
+                tx.prepare_cached("DELETE FROM attachments WHERE message_id = ?1")?.execute([id(m.id)])?;
+                tx.prepare_cached("DELETE FROM reactions WHERE message_id = ?1")?.execute([id(m.id)])?;
+            }
+            for a in &m.attachments {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO attachments (id, message_id, filename, content_type, size, url, width, height)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![id(a.id), id(m.id), a.filename, a.content_type, a.size as i64, a.url, a.width, a.height])?;
+            }
+            for r in &m.reactions {
+                tx.prepare_cached("INSERT OR REPLACE INTO reactions (message_id, emoji, count) VALUES (?1, ?2, ?3)")?
+                    .execute(params![id(m.id), r.emoji.key(), r.count as i64])?;
+            }
+        }
+        let last = page.last().map_or(0, |m| m.value.id);
+        let state = if complete { ChannelState::Complete } else { ChannelState::Partial };
+        tx.prepare_cached(
+            "INSERT INTO checkpoints (channel_id, guild_id, last_message_id, state, detail, loaded_at)
+             VALUES (?1, ?2, ?3, ?4, NULL, ?5)
+             ON CONFLICT(channel_id) DO UPDATE SET
+                last_message_id = max(last_message_id, excluded.last_message_id),
+                state = excluded.state, detail = NULL, loaded_at = excluded.loaded_at",
+        )?
+        .execute(params![id(channel_id), id(guild_id), id(last), state.as_str(), now()])?;
+        tx.commit()?;
+        Ok(counts)
+    }
+
+    /// Records a channel's state without moving its checkpoint (writes only if it changed).
+    pub fn mark_channel(&self, guild_id: u64, channel_id: u64, state: ChannelState, detail: Option<&str>) -> Result<(), StoreError> {
+        self.conn()?.execute(
+            "INSERT INTO checkpoints (channel_id, guild_id, last_message_id, state, detail) VALUES (?1, ?2, 0, ?3, ?4)
+             ON CONFLICT(channel_id) DO UPDATE SET state = excluded.state, detail = excluded.detail
+             WHERE state IS NOT excluded.state OR detail IS NOT excluded.detail",
+            params![id(channel_id), id(guild_id), state.as_str(), detail],
+        )?;
+        Ok(())
+    }
+
+    /// Starts the record of a load run.
+    pub fn start_run(&self, guilds: &[u64]) -> Result<i64, StoreError> {
+        let conn = self.conn()?;
+        conn.execute(
+            "INSERT INTO load_runs (started_at, guilds) VALUES (?1, ?2)",
+            params![now(), serde_json::to_string(guilds).expect("ids serialize")],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    pub fn finish_run(&self, run: i64, outcome: &str, summary: &str) -> Result<(), StoreError> {
+        self.conn()?.execute(
+            "UPDATE load_runs SET finished_at = ?2, outcome = ?3, summary = ?4 WHERE id = ?1",
+            params![run, now(), outcome, summary],
+        )?;
+        Ok(())
+    }
+}
+
+fn configure(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    conn.busy_timeout(Duration::from_secs(30))?;
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let supported = MIGRATIONS.len() as i64;
+    if version > supported {
+        return Err(StoreError::TooNew { path: path.into(), found: version, supported });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn save_user(conn: &Connection, u: &User) -> Result<(), rusqlite::Error> {
+    conn.prepare_cached(
+        "INSERT INTO users (id, username, global_name, discriminator, avatar, bot) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(id) DO UPDATE SET username = excluded.username, global_name = excluded.global_name,
+            discriminator = excluded.discriminator, avatar = excluded.avatar, bot = excluded.bot
+         WHERE username IS NOT excluded.username OR global_name IS NOT excluded.global_name
+            OR avatar IS NOT excluded.avatar OR bot IS NOT excluded.bot OR discriminator IS NOT excluded.discriminator",
+    )?
+    .execute(params![id(u.id), u.username, u.global_name, u.discriminator, u.avatar, u.bot])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

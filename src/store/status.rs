@@ -1,0 +1,130 @@
+//! Read-only summaries of the archive for `status` and scripts.
+
+use std::collections::HashMap;
+
+use rusqlite::params;
+
+use super::{Store, StoreError};
+use crate::discord::model::channel_type;
+
+/// One guild's archive.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GuildStatus {
+    #[serde(serialize_with = "as_string")]
+    pub guild_id: u64,
+    pub name: String,
+    pub messages: u64,
+    /// When the last load that covered this guild finished.
+    pub last_load_at: Option<String>,
+    pub last_load_outcome: Option<String>,
+    pub channels: Vec<ChannelStatus>,
+}
+
+/// One channel's or thread's archive.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChannelStatus {
+    #[serde(serialize_with = "as_string")]
+    pub channel_id: u64,
+    pub name: Option<String>,
+    pub kind: &'static str,
+    #[serde(serialize_with = "opt_as_string")]
+    pub parent_id: Option<u64>,
+    pub messages: u64,
+    #[serde(serialize_with = "as_string")]
+    pub last_message_id: u64,
+    /// complete, partial, forbidden, gone, failed, or "not loaded".
+    pub state: String,
+    pub detail: Option<String>,
+    /// When the checkpoint last moved.
+    pub loaded_at: Option<String>,
+}
+
+// Snowflakes go out as strings in JSON, as Discord does: they exceed 2^53.
+fn as_string<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn opt_as_string<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
+impl Store {
+    /// The archive's guilds (all, or the listed ones) with per-channel detail.
+    pub fn status(&self, only: &[u64]) -> Result<Vec<GuildStatus>, StoreError> {
+        let conn = self.conn()?;
+        let counts: HashMap<i64, u64> = conn
+            .prepare("SELECT channel_id, count(*) FROM messages GROUP BY channel_id")?
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+            .collect::<Result<_, _>>()?;
+        let mut guilds: Vec<GuildStatus> = conn
+            .prepare("SELECT id, name FROM guilds ORDER BY name, id")?
+            .query_map([], |r| {
+                Ok(GuildStatus {
+                    guild_id: r.get::<_, i64>(0)? as u64,
+                    name: r.get(1)?,
+                    messages: 0,
+                    last_load_at: None,
+                    last_load_outcome: None,
+                    channels: Vec::new(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        guilds.retain(|g| only.is_empty() || only.contains(&g.guild_id));
+        let mut runs = conn.prepare(
+            "SELECT finished_at, outcome FROM load_runs
+             WHERE finished_at IS NOT NULL AND EXISTS (SELECT 1 FROM json_each(load_runs.guilds) WHERE value = ?1)
+             ORDER BY id DESC LIMIT 1",
+        )?;
+        let mut channels = conn.prepare(
+            "SELECT c.id, c.name, c.type, c.parent_id, k.last_message_id, k.state, k.detail, k.loaded_at
+             FROM channels c LEFT JOIN checkpoints k ON k.channel_id = c.id
+             WHERE c.guild_id = ?1
+             ORDER BY coalesce(c.parent_id, c.id), c.parent_id IS NOT NULL, c.position, c.id",
+        )?;
+        for g in &mut guilds {
+            if let Some((at, outcome)) = runs
+                .query_map(params![g.guild_id as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .next()
+                .transpose()?
+            {
+                g.last_load_at = at;
+                g.last_load_outcome = outcome;
+            }
+            let rows = channels.query_map([g.guild_id as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, u8>(2)?,
+                    r.get::<_, Option<i64>>(3)?.map(|v| v as u64),
+                    r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                ))
+            })?;
+            for row in rows {
+                let (id, name, kind, parent_id, last, state, detail, loaded_at) = row?;
+                if !channel_type::holds_messages(kind) {
+                    continue;
+                }
+                let messages = counts.get(&(id as i64)).copied().unwrap_or(0);
+                g.messages += messages;
+                g.channels.push(ChannelStatus {
+                    channel_id: id,
+                    name,
+                    kind: channel_type::name(kind),
+                    parent_id,
+                    messages,
+                    last_message_id: last,
+                    state: state.unwrap_or_else(|| "not loaded".into()),
+                    detail,
+                    loaded_at,
+                });
+            }
+        }
+        Ok(guilds)
+    }
+}

@@ -1,0 +1,110 @@
+use super::*;
+
+fn msg(id: u64, channel: u64, content: &str, edited: Option<&str>) -> Raw<Message> {
+    let json = serde_json::json!({
+        "id": id.to_string(), "channel_id": channel.to_string(),
+        "author": {"id": "5", "username": "ann", "global_name": "Ann", "discriminator": "0", "avatar": null},
+        "content": content, "timestamp": "2024-01-02T03:04:05.000000+00:00",
+        "edited_timestamp": edited, "type": 0, "flags": 0, "pinned": false,
+        "attachments": [{"id": (id * 10).to_string(), "filename": "a.txt", "size": 3, "url": "u"}],
+        "embeds": [], "reactions": [{"count": 2, "emoji": {"id": null, "name": "x"}}],
+    });
+    serde_json::from_value(json).unwrap()
+}
+
+fn stored(store: &Store, channel: u64) -> Vec<(u64, String, Option<String>)> {
+    let conn = store.conn().unwrap();
+    let mut stmt = conn.prepare("SELECT id, content, edited_at FROM messages WHERE channel_id = ?1 ORDER BY id").unwrap();
+    stmt.query_map([channel as i64], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn a_page_and_its_checkpoint_land_together_and_reruns_do_not_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let page = vec![msg(10, 1, "a", None), msg(11, 1, "b", None)];
+    let c = store.write_page(9, 1, &page, false).unwrap();
+    assert_eq!(c, PageCounts { new: 2, updated: 0, unchanged: 0 });
+    assert_eq!(store.checkpoint(1).unwrap(), Some(Checkpoint { last_message_id: 11, state: ChannelState::Partial }));
+    let c = store.write_page(9, 1, &page, true).unwrap();
+    assert_eq!(c, PageCounts { new: 0, updated: 0, unchanged: 2 });
+    assert_eq!(stored(&store, 1).len(), 2);
+    assert_eq!(store.checkpoint(1).unwrap().unwrap().state, ChannelState::Complete);
+    let conn = store.conn().unwrap();
+    let n: i64 = conn.query_row("SELECT count(*) FROM attachments", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 2);
+}
+
+#[test]
+fn a_later_edit_replaces_the_stored_copy_and_an_older_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.write_page(9, 1, &[msg(10, 1, "first", None)], false).unwrap();
+    let c = store.write_page(9, 1, &[msg(10, 1, "second", Some("2024-02-01T00:00:00+00:00"))], false).unwrap();
+    assert_eq!(c.updated, 1);
+    let c = store.write_page(9, 1, &[msg(10, 1, "stale", Some("2024-01-15T00:00:00+00:00"))], false).unwrap();
+    assert_eq!(c.unchanged, 1);
+    assert_eq!(stored(&store, 1), vec![(10, "second".into(), Some("2024-02-01T00:00:00.000000Z".into()))]);
+}
+
+#[test]
+fn the_checkpoint_never_moves_backwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.write_page(9, 1, &[msg(20, 1, "x", None)], false).unwrap();
+    store.write_page(9, 1, &[msg(15, 1, "y", None)], false).unwrap();
+    assert_eq!(store.checkpoint(1).unwrap().unwrap().last_message_id, 20);
+}
+
+#[test]
+fn marking_keeps_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.write_page(9, 1, &[msg(20, 1, "x", None)], false).unwrap();
+    store.mark_channel(9, 1, ChannelState::Forbidden, Some("Missing Access")).unwrap();
+    assert_eq!(store.checkpoint(1).unwrap(), Some(Checkpoint { last_message_id: 20, state: ChannelState::Forbidden }));
+}
+
+#[test]
+fn reopening_keeps_data_and_schema_version() {
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path()).unwrap().write_page(9, 1, &[msg(20, 1, "x", None)], true).unwrap();
+    let store = Store::open_existing(dir.path()).unwrap();
+    assert_eq!(stored(&store, 1).len(), 1);
+    let v: i64 = store.conn().unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, MIGRATIONS.len() as i64);
+    let mode: String = store.conn().unwrap().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn a_corrupt_file_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(ARCHIVE_FILE);
+    let junk = vec![b'x'; 8192];
+    std::fs::write(&path, &junk).unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("not a readable SQLite archive"));
+    assert_eq!(std::fs::read(&path).unwrap(), junk);
+}
+
+#[test]
+fn a_missing_archive_is_reported_for_read_only_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(Store::open_existing(dir.path()), Err(StoreError::Missing(_))));
+    assert!(!dir.path().join(ARCHIVE_FILE).exists());
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let conn = Connection::open(dir.path().join(ARCHIVE_FILE)).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    assert!(matches!(Store::open(dir.path()), Err(StoreError::TooNew { found: 99, .. })));
+}
