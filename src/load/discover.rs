@@ -63,12 +63,19 @@ pub async fn discover(client: &Client, perms: &GuildPermissions, bot: u64, roles
                 notes.push(format!("archived private threads of {label} not listed: the bot lacks Manage Threads"));
             }
         }
-        for private in kinds {
+        'kinds: for private in kinds {
             let mut before: Option<String> = None;
             loop {
                 let page = match client.archived_threads(p.id, private, before.as_deref()).await {
                     Ok(page) => page,
                     Err(e) if e.is_fatal() => return Err(e),
+                    Err(e @ (ApiError::Forbidden { .. } | ApiError::NotFound { .. })) => {
+                        // The channel itself is unreadable or gone: its load will say
+                        // so; asking again for private threads would only add an
+                        // invalid request.
+                        notes.push(format!("threads of {label} not listed: {e}"));
+                        break 'kinds;
+                    }
                     Err(e) => {
                         let which = if private { "private" } else { "public" };
                         notes.push(format!("archived {which} threads of {label} not listed: {e}"));

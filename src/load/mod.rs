@@ -175,7 +175,6 @@ pub async fn load(
     if guild_ids.is_empty() {
         return Err(LoadError::NothingRequested);
     }
-    let run = store.start_run(&guild_ids)?;
 
     let mut guilds = Vec::new();
     let mut targets = Vec::new();
@@ -207,6 +206,7 @@ pub async fn load(
         }
     }
 
+    let run = store.start_run(&guild_ids)?;
     let fatal: Mutex<Option<LoadError>> = Mutex::new(None);
     let stop = shutdown.child_token();
     let ctx = Ctx { client, store, progress, stop: &stop, fatal: &fatal };

@@ -82,7 +82,7 @@ impl Store {
             "SELECT c.id, c.name, c.type, c.parent_id, k.last_message_id, k.state, k.detail, k.loaded_at
              FROM channels c LEFT JOIN checkpoints k ON k.channel_id = c.id
              WHERE c.guild_id = ?1
-             ORDER BY coalesce(c.parent_id, c.id), c.parent_id IS NOT NULL, c.position, c.id",
+             ORDER BY c.position, c.id",
         )?;
         for g in &mut guilds {
             if let Some((at, outcome)) = runs
@@ -107,9 +107,14 @@ impl Store {
             })?;
             for row in rows {
                 let (id, name, kind, parent_id, last, state, detail, loaded_at) = row?;
-                if !channel_type::holds_messages(kind) {
+                if !channel_type::holds_messages(kind) && !channel_type::holds_threads(kind) {
                     continue;
                 }
+                let state = match state {
+                    Some(s) => s,
+                    None if !channel_type::holds_messages(kind) => "holds threads".into(),
+                    None => "not loaded".into(),
+                };
                 let messages = counts.get(&(id as i64)).copied().unwrap_or(0);
                 g.messages += messages;
                 g.channels.push(ChannelStatus {
@@ -119,12 +124,30 @@ impl Store {
                     parent_id,
                     messages,
                     last_message_id: last,
-                    state: state.unwrap_or_else(|| "not loaded".into()),
+                    state,
                     detail,
                     loaded_at,
                 });
             }
+            g.channels = tree_order(std::mem::take(&mut g.channels));
         }
         Ok(guilds)
     }
+}
+
+/// Channels in listing order, each followed by its threads (oldest first).
+fn tree_order(channels: Vec<ChannelStatus>) -> Vec<ChannelStatus> {
+    let is_thread = |c: &ChannelStatus| c.kind.contains("thread");
+    let (mut threads, top): (Vec<_>, Vec<_>) = channels.into_iter().partition(is_thread);
+    threads.sort_by_key(|t| t.channel_id);
+    let mut out = Vec::with_capacity(top.len() + threads.len());
+    for c in top {
+        let id = c.channel_id;
+        out.push(c);
+        let (mine, rest): (Vec<_>, Vec<_>) = threads.into_iter().partition(|t| t.parent_id == Some(id));
+        out.extend(mine);
+        threads = rest;
+    }
+    out.extend(threads);
+    out
 }

@@ -1,0 +1,205 @@
+//! The `discord-indexer` binary: exit codes, JSON output, real kills and signals.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use discord_indexer::fake::{Fault, FaultKind, FakeDiscord};
+
+use crate::util::*;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_discord-indexer"));
+    c.env_remove("DISCORD_TOKEN").env_remove("DISCORD_API_BASE").env_remove("DISCORD_INDEXER_DATA_DIR").env_remove("RUST_LOG");
+    c
+}
+
+fn load_cmd(fake: &FakeDiscord, data: &Path) -> Command {
+    let mut c = bin();
+    c.env("DISCORD_TOKEN", fake.token())
+        .env("DISCORD_API_BASE", fake.base_url())
+        .args(["load", "--guild", &guild_id(fake).to_string(), "--data-dir"])
+        .arg(data);
+    c
+}
+
+/// Runs a command to completion off the async runtime (the fake server lives on it).
+async fn output(mut c: Command) -> Output {
+    tokio::task::spawn_blocking(move || c.output().expect("binary runs")).await.unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_and_status_print_json_for_scripts() {
+    let fake = start(standard_world(), fast_limits()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = load_cmd(&fake, dir.path());
+    c.arg("--json");
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    assert_eq!(summary["ok"], true);
+    let truth = ground_truth(&fake.world());
+    let total: usize = truth.values().map(Vec::len).sum();
+    assert_eq!(summary["new"], total);
+    let secret = summary["channels"].as_array().unwrap().iter().find(|c| c["name"] == "secret").unwrap();
+    assert_eq!(secret["outcome"], "forbidden");
+    assert!(secret["channel_id"].is_string(), "snowflakes are strings in JSON");
+
+    let mut c = bin();
+    c.args(["status", "--json", "--data-dir"]).arg(dir.path());
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let guild = &status["guilds"][0];
+    assert_eq!(guild["messages"], total);
+    assert_eq!(guild["last_load_outcome"], "ok");
+    let states: Vec<&str> = guild["channels"].as_array().unwrap().iter().map(|c| c["state"].as_str().unwrap()).collect();
+    assert!(states.contains(&"complete") && states.contains(&"forbidden") && states.contains(&"gone"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_never_appears_in_output_even_in_debug_logs() {
+    let fake = start(standard_world(), fast_limits()).await;
+    fake.set_faults(vec![Fault::always(FaultKind::Status(500)).on("/messages").times(2)]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = load_cmd(&fake, dir.path());
+    c.args(["-vv", "--json"]);
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(0));
+    let token = fake.token();
+    assert!(!text(&out.stderr).is_empty(), "debug logging produced nothing");
+    assert!(!text(&out.stderr).contains(&token) && !text(&out.stdout).contains(&token));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_one_clear_message_and_a_nonzero_exit() {
+    let fake = start(standard_world(), fast_limits()).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // A bad token: exit 2, says so, never echoes it, stores no messages.
+    let mut c = load_cmd(&fake, dir.path());
+    c.env("DISCORD_TOKEN", "wrong-secret-token");
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("rejected the bot token") && !err.contains("wrong-secret-token"), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+
+    // No token at all.
+    let mut c = load_cmd(&fake, dir.path());
+    c.env_remove("DISCORD_TOKEN");
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("DISCORD_TOKEN"));
+
+    // An unknown guild: the run ends with that guild failed (exit 1).
+    let mut c = bin();
+    c.env("DISCORD_TOKEN", fake.token()).env("DISCORD_API_BASE", fake.base_url());
+    c.args(["load", "--guild", "42", "--data-dir"]).arg(dir.path());
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("unknown guild"), "{}", text(&out.stdout));
+
+    // Nothing asked for.
+    let mut c = bin();
+    c.args(["load", "--data-dir"]).arg(dir.path());
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("nothing to load"));
+
+    // A corrupt archive is refused and left as it was.
+    let bad = tempfile::tempdir().unwrap();
+    let junk = vec![7u8; 4096];
+    std::fs::write(bad.path().join("archive.db"), &junk).unwrap();
+    let out = output(load_cmd(&fake, bad.path())).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not a readable SQLite archive"), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(bad.path().join("archive.db")).unwrap(), junk);
+
+    // status without an archive.
+    let empty = tempfile::tempdir().unwrap();
+    let mut c = bin();
+    c.args(["status", "--data-dir"]).arg(empty.path());
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no archive"));
+    assert!(!empty.path().join("archive.db").exists());
+}
+
+/// Kills the loader (SIGKILL) while a message request hangs, at several
+/// points; each time the archive is exactly a prefix of the truth, and the
+/// next run starts every channel from its checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_load_resumes_exactly() {
+    let fake = start(standard_world(), fast_limits()).await;
+    let truth = ground_truth(&fake.world());
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("archive.db");
+    let mut kills = 0;
+    for hold_after in [2u64, 7, 15, 30] {
+        let before = if db.exists() { checkpoints(&db) } else { Default::default() };
+        fake.clear_log();
+        fake.set_faults(vec![Fault::always(FaultKind::Hold).on("/messages").after(hold_after)]);
+        let mut c = load_cmd(&fake, dir.path());
+        c.args(["--concurrency", "3"]).stdout(Stdio::null()).stderr(Stdio::null());
+        let mut child = c.spawn().unwrap();
+        let held = fake.wait_until(Duration::from_secs(60), |f| f.held() >= 1).await;
+        child.kill().unwrap();
+        let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+        fake.release_held();
+        if !held {
+            // The load finished before reaching the hold: nothing left to kill.
+            assert!(status.success());
+            break;
+        }
+        kills += 1;
+        assert_prefix_consistent(&db, &truth);
+        assert_resumed_from(&fake, &before);
+    }
+    assert!(kills >= 3, "only {kills} kills happened mid-load");
+    let before = checkpoints(&db);
+    fake.set_faults(vec![]);
+    fake.clear_log();
+    let out = output(load_cmd(&fake, dir.path())).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_resumed_from(&fake, &before);
+    assert_eq!(stored(&db), truth);
+}
+
+/// The first message request of each channel in the run just logged starts at
+/// the checkpoint the archive had before the run.
+fn assert_resumed_from(fake: &FakeDiscord, before: &std::collections::BTreeMap<u64, u64>) {
+    let mut seen = std::collections::HashSet::new();
+    for r in fake.requests().iter().filter(|r| r.path.ends_with("/messages")) {
+        let channel: u64 = r.path.split('/').nth(4).unwrap().parse().unwrap();
+        if seen.insert(channel) {
+            let after: u64 = r.query("after").unwrap().parse().unwrap();
+            assert_eq!(after, before.get(&channel).copied().unwrap_or(0), "channel {channel} did not resume at its checkpoint");
+        }
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_with_exit_130() {
+    let fake = start(standard_world(), fast_limits()).await;
+    fake.set_faults(vec![Fault::always(FaultKind::Hold).on("/messages").after(5)]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = load_cmd(&fake, dir.path());
+    c.arg("--json").stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    assert!(fake.wait_until(Duration::from_secs(60), |f| f.held() >= 1).await);
+    let pid = child.id().to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(kill.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    fake.release_held();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a summary is still printed");
+    assert_eq!(summary["interrupted"], true);
+    assert_prefix_consistent(&dir.path().join("archive.db"), &ground_truth(&fake.world()));
+}

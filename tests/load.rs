@@ -1,0 +1,269 @@
+//! Stage one against the fake Discord server, in process.
+
+use std::time::Duration;
+
+use discord_indexer::discord::ApiError;
+use discord_indexer::fake::{Fault, FaultKind, Limits};
+use discord_indexer::load::{LoadError, Outcome};
+use discord_indexer::store::Store;
+
+use crate::util::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_load_equals_the_ground_truth_and_a_rerun_asks_almost_nothing() {
+    let fake = start(standard_world(), fast_limits()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let summary = run_load(&fake, &store, 4).await.unwrap();
+    assert!(summary.ok, "{summary:#?}");
+    let truth = ground_truth(&fake.world());
+    let db = dir.path().join("archive.db");
+    assert_eq!(stored(&db), truth);
+    assert!(truth.values().map(Vec::len).sum::<usize>() > 3000);
+    // Unreadable channels are reported as skipped, with the reason.
+    let outcome = |name: &str| summary.channels.iter().find(|c| c.name == name).map(|c| c.outcome);
+    assert_eq!(outcome("secret"), Some(Outcome::Forbidden));
+    assert_eq!(outcome("no-history"), Some(Outcome::Forbidden));
+    assert_eq!(outcome("stale-perms"), Some(Outcome::Forbidden));
+    assert_eq!(outcome("deleted"), Some(Outcome::Gone));
+    // Threads of every kind were found, archived ones through several pages.
+    for name in ["old migration", "q3 retro", "tiny archived", "incident 42", "mods only", "Old question", "How do I rotate keys?"] {
+        assert_eq!(outcome(name), Some(Outcome::Complete), "{name}");
+    }
+    // The bot never asked for what its permissions said it cannot read.
+    let secret = fake.world().guilds[0].channel_named("secret").id;
+    let no_history = fake.world().guilds[0].channel_named("no-history").id;
+    let requests = fake.requests();
+    assert!(!requests.iter().any(|r| r.path.contains(&secret.to_string()) || r.path.contains(&no_history.to_string())));
+    assert_eq!(requests.iter().filter(|r| r.provoked_429()).count(), 0, "the client overran a rate limit");
+    // Pages were asked oldest first: `after` only grows per channel.
+    let mut last_after = std::collections::HashMap::new();
+    for r in requests.iter().filter(|r| r.path.ends_with("/messages")) {
+        let after: u64 = r.query("after").unwrap().parse().unwrap();
+        assert_eq!(r.query("limit"), Some("100"));
+        let prev = last_after.insert(r.path.clone(), after);
+        assert!(prev.is_none_or(|p| p < after), "{} went backwards", r.path);
+    }
+
+    // A rerun over an unchanged server: no message page is needed for loaded
+    // channels (each one's last_message_id equals its checkpoint), and nothing is written.
+    fake.clear_log();
+    let changes_before = total_rows(&db);
+    let again = run_load(&fake, &store, 4).await.unwrap();
+    assert!(again.ok);
+    assert_eq!(again.new + again.updated, 0);
+    assert!(again.channels.iter().all(|c| matches!(c.outcome, Outcome::UpToDate | Outcome::Forbidden | Outcome::Gone)));
+    // Only the channels that answered 403/404 last time are asked again (the
+    // permissions or the channel may have come back); each once.
+    let (stale, deleted) = {
+        let w = fake.world();
+        (w.guilds[0].channel_named("stale-perms").id, w.guilds[0].channel_named("deleted").id)
+    };
+    let mut asked: Vec<String> = fake.requests().iter().filter(|r| r.path.ends_with("/messages")).map(|r| r.path.clone()).collect();
+    asked.sort();
+    let mut expected = vec![format!("/api/v10/channels/{stale}/messages"), format!("/api/v10/channels/{deleted}/messages")];
+    expected.sort();
+    assert_eq!(asked, expected);
+    assert_eq!(total_rows(&db), changes_before);
+    assert_eq!(stored(&db), truth);
+}
+
+fn total_rows(db: &std::path::Path) -> (i64, String) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let n = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0)).unwrap();
+    let loaded = conn.query_row("SELECT group_concat(loaded_at) FROM checkpoints", [], |r| r.get::<_, Option<String>>(0)).unwrap();
+    (n, loaded.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_messages_are_appended_on_the_next_run() {
+    let fake = start(standard_world(), fast_limits()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    run_load(&fake, &store, 4).await.unwrap();
+    // New messages arrive in #general.
+    {
+        let mut world = fake.world();
+        let general = world.guilds[0].channel_named("general").id;
+        let ch = world.channel_mut(general).unwrap();
+        let last = ch.messages.last().unwrap().clone();
+        for i in 1..=150u64 {
+            let mut m = last.clone();
+            m.id = last.id + (i << 22);
+            m.reply_to = None;
+            m.kind = 0;
+            m.content = Some(format!("new message {i}"));
+            ch.messages.push(m);
+        }
+    }
+    fake.clear_log();
+    let summary = run_load(&fake, &store, 4).await.unwrap();
+    assert_eq!(summary.new, 150);
+    let general = summary.channels.iter().find(|c| c.name == "general").unwrap();
+    assert_eq!((general.outcome, general.new, general.pages), (Outcome::Complete, 150, 2));
+    assert_eq!(stored(&dir.path().join("archive.db")), ground_truth(&fake.world()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_429s_5xx_and_dropped_connections_still_end_in_the_ground_truth() {
+    let fake = start(standard_world(), fast_limits()).await;
+    fake.set_faults(vec![
+        Fault::always(FaultKind::RateLimit { retry_after: Duration::from_millis(30), global: false }).on("/messages").every(7),
+        Fault::always(FaultKind::RateLimit { retry_after: Duration::from_millis(50), global: true }).on("/messages").after(20).times(2),
+        Fault::always(FaultKind::Status(503)).on("/messages").every(5).after(2),
+        Fault::always(FaultKind::Status(502)).on("/threads/").times(2),
+        Fault::always(FaultKind::Drop).on("/messages").every(11).after(4),
+        Fault::always(FaultKind::Delay(Duration::from_millis(40))).every(13),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let summary = run_load(&fake, &store, 4).await.unwrap();
+    assert!(summary.ok, "{summary:#?}");
+    assert_eq!(stored(&dir.path().join("archive.db")), ground_truth(&fake.world()));
+    let requests = fake.requests();
+    let injected = requests.iter().filter(|r| r.outcome != "ok" && !r.provoked_429()).count();
+    assert!(injected > 20, "the fault plan hit only {injected} requests");
+    assert!(summary.requests.retries > 10);
+    // The bound we hold: obeying retry_after and the headers, the client
+    // provokes no 429 of its own even while faults disturb its timing.
+    let provoked = requests.iter().filter(|r| r.provoked_429()).count();
+    assert_eq!(provoked, 0, "provoked 429s: {provoked}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_limit_is_respected_across_channels() {
+    // 20 requests per second for the bot, buckets generous: 16 channels must share.
+    let limits = Limits { per_route: 50, window: Duration::from_millis(100), global_per_second: 20, archived_page_size: 100 };
+    let fake = start(discord_indexer::fake::World::generate(&discord_indexer::fake::WorldSpec::plain(16, 250)), limits).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut client_opts = discord_indexer::discord::ClientOptions::new(fake.base_url(), discord_indexer::discord::Token::new(fake.token()));
+    client_opts.global_per_second = 20;
+    client_opts.global_margin = Duration::from_millis(50);
+    let client = discord_indexer::discord::Client::new(client_opts).unwrap();
+    let options = discord_indexer::load::LoadOptions { guilds: vec![guild_id(&fake)], channels: vec![], concurrency: 16 };
+    let summary = discord_indexer::load::load(&client, &store, &options, &|_| {}, &Default::default()).await.unwrap();
+    assert!(summary.ok);
+    let requests = fake.requests();
+    assert!(requests.len() >= 16 * 3);
+    // Bound: a request delayed on its way by more than the 50 ms margin could
+    // be counted in the wrong second; allow at most one such in the run.
+    let provoked = requests.iter().filter(|r| r.provoked_429()).count();
+    assert!(provoked <= 1, "{provoked} global 429s provoked");
+    assert_eq!(stored(&dir.path().join("archive.db")), ground_truth(&fake.world()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_token_fails_fast_and_writes_no_messages() {
+    let fake = start(standard_world(), fast_limits()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let options = discord_indexer::load::LoadOptions { guilds: vec![guild_id(&fake)], channels: vec![], concurrency: 4 };
+    let bad = client_with_token(&fake, "not-the-token");
+    let err = discord_indexer::load::load(&bad, &store, &options, &|_| {}, &Default::default()).await.unwrap_err();
+    assert!(matches!(err, LoadError::Api(ApiError::Unauthorized)), "{err}");
+    assert_eq!(fake.request_count(), 1, "a 401 must stop everything at once");
+    assert!(stored(&dir.path().join("archive.db")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_mid_run_stops_every_worker() {
+    let fake = start(standard_world(), fast_limits()).await;
+    fake.set_faults(vec![Fault::always(FaultKind::Unauthorized).on("/messages").after(6)]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let err = run_load(&fake, &store, 4).await.unwrap_err();
+    assert!(matches!(err, LoadError::Api(ApiError::Unauthorized)), "{err}");
+    let after_401 = fake.requests().iter().filter(|r| r.status == 401).count();
+    assert!(after_401 <= 4, "workers kept asking after a 401: {after_401}");
+    assert_prefix_consistent(&dir.path().join("archive.db"), &ground_truth(&fake.world()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_message_content_intent_is_named_and_nothing_is_stored() {
+    let mut world = standard_world();
+    world.app_flags = 0;
+    let fake = start(world, fast_limits()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let err = run_load(&fake, &store, 4).await.unwrap_err();
+    assert!(matches!(err, LoadError::MissingIntent(_)));
+    assert!(err.to_string().contains("MESSAGE_CONTENT"));
+    assert!(stored(&dir.path().join("archive.db")).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blank_pages_are_refused_even_when_the_flags_look_right() {
+    // The application claims the intent, but content comes back empty (as when
+    // the intent is revoked mid-run): the loader must not store blank history.
+    let fake = start(standard_world(), fast_limits()).await;
+    let mut world = fake.world();
+    for c in &mut world.guilds[0].channels {
+        for m in &mut c.messages {
+            m.content = Some(String::new());
+            m.attachments = 0;
+        }
+    }
+    drop(world);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let err = run_load(&fake, &store, 2).await.unwrap_err();
+    assert!(matches!(err, LoadError::MissingIntent(_)), "{err}");
+    let stored = stored(&dir.path().join("archive.db"));
+    // Small threads may have too few messages to be evidence; big channels must not land.
+    let general = fake.world().guilds[0].channel_named("general").id;
+    assert!(!stored.contains_key(&general));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_guild_is_a_failed_guild_not_a_crash() {
+    let fake = start(standard_world(), fast_limits()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let options = discord_indexer::load::LoadOptions { guilds: vec![42], channels: vec![], concurrency: 4 };
+    let summary = discord_indexer::load::load(&client(&fake), &store, &options, &|_| {}, &Default::default()).await.unwrap();
+    assert!(!summary.ok);
+    assert_eq!(summary.guilds[0].error.as_deref(), Some("unknown guild, or the bot is not a member of it"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_can_be_loaded_one_at_a_time() {
+    let fake = start(standard_world(), fast_limits()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (help, thread) = {
+        let w = fake.world();
+        (w.guilds[0].channel_named("help").id, w.guilds[0].channel_named("old migration").id)
+    };
+    // Without --guild: the channel names its guild.
+    let options = discord_indexer::load::LoadOptions { guilds: vec![], channels: vec![help, thread], concurrency: 2 };
+    let summary = discord_indexer::load::load(&client(&fake), &store, &options, &|_| {}, &Default::default()).await.unwrap();
+    assert!(summary.ok);
+    let stored = stored(&dir.path().join("archive.db"));
+    let truth = ground_truth(&fake.world());
+    assert_eq!(stored.keys().copied().collect::<Vec<_>>(), {
+        let mut k = vec![help, thread];
+        k.sort();
+        k
+    });
+    assert_eq!(stored[&help], truth[&help]);
+    assert_eq!(stored[&thread], truth[&thread]);
+    let options = discord_indexer::load::LoadOptions { guilds: vec![guild_id(&fake)], channels: vec![123], concurrency: 2 };
+    let err = discord_indexer::load::load(&client(&fake), &store, &options, &|_| {}, &Default::default()).await.unwrap_err();
+    assert!(matches!(err, LoadError::UnknownChannel(123)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_api_gives_up_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // Nothing listens on port 1.
+    let mut o = discord_indexer::discord::ClientOptions::new("http://127.0.0.1:1", discord_indexer::discord::Token::new("t"));
+    o.retry_base = Duration::from_millis(5);
+    o.max_tries = 3;
+    let client = discord_indexer::discord::Client::new(o).unwrap();
+    let options = discord_indexer::load::LoadOptions { guilds: vec![1], channels: vec![], concurrency: 1 };
+    let err = discord_indexer::load::load(&client, &store, &options, &|_| {}, &Default::default()).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("gave up after 3 tries") && msg.contains("could not connect"), "{msg}");
+}

@@ -1,0 +1,6 @@
+//! Integration tests: one binary, real servers on 127.0.0.1:0, real SQLite files.
+
+mod util;
+
+mod cli;
+mod load;

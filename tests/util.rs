@@ -1,0 +1,114 @@
+//! Helpers shared by the integration tests.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use discord_indexer::discord::{Client, ClientOptions, Token};
+use discord_indexer::discord::model::channel_type;
+use discord_indexer::fake::{Access, FakeDiscord, Limits, World, WorldSpec};
+use discord_indexer::load::{self, LoadError, LoadOptions, LoadSummary};
+use discord_indexer::snowflake;
+use discord_indexer::store::Store;
+use tokio_util::sync::CancellationToken;
+
+/// Channels of the standard world the bot may not read.
+pub const UNREADABLE: [&str; 4] = ["secret", "stale-perms", "deleted", "no-history"];
+
+/// (id, content, edited_at) of one message, as the store writes them.
+pub type Row = (u64, String, Option<String>);
+
+pub fn standard_world() -> World {
+    World::generate(&WorldSpec::standard())
+}
+
+/// Test limits: Discord's shape (5 per window per channel), a short window,
+/// and archived-thread pages of 2 so that thread paging is exercised.
+pub fn fast_limits() -> Limits {
+    Limits { per_route: 5, window: Duration::from_millis(50), global_per_second: 1000, archived_page_size: 2 }
+}
+
+pub async fn start(world: World, limits: Limits) -> FakeDiscord {
+    FakeDiscord::start(world, limits).await.expect("fake server starts")
+}
+
+/// A client with quick retries, pointed at the fake server.
+pub fn client(fake: &FakeDiscord) -> Client {
+    client_with_token(fake, &fake.token())
+}
+
+pub fn client_with_token(fake: &FakeDiscord, token: &str) -> Client {
+    let mut o = ClientOptions::new(fake.base_url(), Token::new(token));
+    o.retry_base = Duration::from_millis(10);
+    o.retry_cap = Duration::from_millis(100);
+    o.request_timeout = Duration::from_secs(10);
+    Client::new(o).expect("client builds")
+}
+
+pub fn guild_id(fake: &FakeDiscord) -> u64 {
+    fake.world().guilds[0].id
+}
+
+pub async fn run_load(fake: &FakeDiscord, store: &Store, concurrency: usize) -> Result<LoadSummary, LoadError> {
+    let options = LoadOptions { guilds: vec![guild_id(fake)], channels: vec![], concurrency };
+    load::load(&client(fake), store, &options, &|_| {}, &CancellationToken::new()).await
+}
+
+/// What a complete load must store: every readable channel's messages.
+pub fn ground_truth(world: &World) -> BTreeMap<u64, Vec<Row>> {
+    let mut truth = BTreeMap::new();
+    for g in &world.guilds {
+        for c in &g.channels {
+            if !channel_type::holds_messages(c.kind) || UNREADABLE.contains(&c.name.as_str()) || c.access != Access::Open {
+                continue;
+            }
+            let rows = c
+                .messages
+                .iter()
+                .map(|m| (m.id, world.content(m), m.edited_ms.map(|ms| snowflake::format_time(snowflake::timestamp(ms << 22)))))
+                .collect();
+            truth.insert(c.id, rows);
+        }
+    }
+    truth
+}
+
+/// What the archive holds, in the same shape, read through the SQLite contract.
+pub fn stored(db: &Path) -> BTreeMap<u64, Vec<Row>> {
+    let conn = rusqlite::Connection::open(db).expect("archive opens");
+    let mut stmt = conn.prepare("SELECT channel_id, id, content, edited_at FROM messages ORDER BY channel_id, id").unwrap();
+    let mut out: BTreeMap<u64, Vec<Row>> = BTreeMap::new();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?, r.get(3)?)))
+        .unwrap();
+    for row in rows {
+        let (channel, id, content, edited) = row.unwrap();
+        out.entry(channel).or_default().push((id, content, edited));
+    }
+    out
+}
+
+/// Every channel's checkpoint.
+pub fn checkpoints(db: &Path) -> BTreeMap<u64, u64> {
+    let conn = rusqlite::Connection::open(db).expect("archive opens");
+    let mut stmt = conn.prepare("SELECT channel_id, last_message_id FROM checkpoints").unwrap();
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))).unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
+/// The invariant a crash must never break: each channel holds exactly the
+/// ground truth up to its checkpoint, no more, no less, no duplicates.
+pub fn assert_prefix_consistent(db: &Path, truth: &BTreeMap<u64, Vec<Row>>) {
+    let stored = stored(db);
+    let checkpoints = checkpoints(db);
+    for (channel, rows) in &stored {
+        let cp = checkpoints.get(channel).copied().unwrap_or(0);
+        let expected: Vec<Row> = truth[channel].iter().filter(|r| r.0 <= cp).cloned().collect();
+        assert_eq!(rows, &expected, "channel {channel} is not exactly the history up to its checkpoint {cp}");
+    }
+    for (channel, cp) in &checkpoints {
+        if *cp > 0 {
+            assert!(stored.contains_key(channel), "checkpoint {cp} for channel {channel} without messages");
+        }
+    }
+}
