@@ -8,6 +8,7 @@
 //! | API base URL | `api_base` | `DISCORD_API_BASE` |
 //! | data directory | `data_dir` | `DISCORD_INDEXER_DATA_DIR` |
 //! | channels loaded at once | `[load] concurrency` | — |
+//! | requests per second for the bot | `[load] requests_per_second` | — |
 
 use std::path::{Path, PathBuf};
 
@@ -32,6 +33,7 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct LoadSection {
     concurrency: Option<usize>,
+    requests_per_second: Option<u32>,
 }
 
 /// The resolved settings. `Debug` never shows the token.
@@ -41,6 +43,8 @@ pub struct Settings {
     pub api_base: String,
     pub data_dir: PathBuf,
     pub concurrency: usize,
+    /// Discord's global limit for the bot: 50 unless Discord raised it.
+    pub requests_per_second: u32,
 }
 
 impl Settings {
@@ -67,7 +71,11 @@ impl Settings {
         if concurrency == 0 {
             bail!("[load] concurrency must be at least 1");
         }
-        Ok(Settings { token, api_base, data_dir, concurrency })
+        let requests_per_second = file.load.requests_per_second.unwrap_or(50);
+        if requests_per_second == 0 {
+            bail!("[load] requests_per_second must be at least 1");
+        }
+        Ok(Settings { token, api_base, data_dir, concurrency, requests_per_second })
     }
 
     /// The token, or a clear error saying where to put it.

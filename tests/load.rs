@@ -197,14 +197,12 @@ async fn blank_pages_are_refused_even_when_the_flags_look_right() {
     // The application claims the intent, but content comes back empty (as when
     // the intent is revoked mid-run): the loader must not store blank history.
     let fake = start(standard_world(), fast_limits()).await;
-    let mut world = fake.world();
-    for c in &mut world.guilds[0].channels {
+    for c in &mut fake.world().guilds[0].channels {
         for m in &mut c.messages {
             m.content = Some(String::new());
             m.attachments = 0;
         }
     }
-    drop(world);
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let err = run_load(&fake, &store, 2).await.unwrap_err();

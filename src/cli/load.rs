@@ -39,7 +39,9 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     }
     let token = settings.require_token()?;
     let store = Store::open(&settings.data_dir)?;
-    let client = Client::new(ClientOptions::new(settings.api_base.clone(), token))?;
+    let mut client_options = ClientOptions::new(settings.api_base.clone(), token);
+    client_options.global_per_second = settings.requests_per_second;
+    let client = Client::new(client_options)?;
     let options = LoadOptions {
         guilds: args.guilds,
         channels: args.channels,

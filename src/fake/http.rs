@@ -287,7 +287,6 @@ fn too_many(retry_after: Duration, global: bool, template: &str) -> Resp {
         "message": "You are being rate limited.",
         "retry_after": secs,
         "global": global,
-        "code": if global { 0 } else { 0 },
     });
     let mut resp = json_response(429, &body);
     let h = resp.headers_mut();

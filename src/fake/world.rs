@@ -452,7 +452,7 @@ fn generated_text(m: &FakeMessage, author: &FakeUser) -> String {
     // Messages close in time share a topic, so conversations hang together.
     let topic = TOPICS[((m.id >> 22) / 3_600_000 % TOPICS.len() as u64) as usize];
     let subject = topic.1[(h >> 8) as usize % topic.1.len()];
-    let template = if m.reply_to.is_some() || h % 3 == 0 {
+    let template = if m.reply_to.is_some() || h.is_multiple_of(3) {
         REPLIES[(h >> 16) as usize % REPLIES.len()]
     } else {
         OPENERS[(h >> 16) as usize % OPENERS.len()]
