@@ -54,7 +54,11 @@ impl Settings {
         Self::resolve_with(config, data_dir_flag, |k| std::env::var(k).ok())
     }
 
-    fn resolve_with(config: Option<&Path>, data_dir_flag: Option<PathBuf>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Settings> {
+    fn resolve_with(
+        config: Option<&Path>,
+        data_dir_flag: Option<PathBuf>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Settings> {
         let file = match config {
             Some(path) => read(path)?,
             None if Path::new(CONFIG_FILE).is_file() => read(Path::new(CONFIG_FILE))?,
@@ -62,7 +66,8 @@ impl Settings {
         };
         let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
         let token = nonempty(env("DISCORD_TOKEN")).or(nonempty(file.token)).map(Token::new);
-        let api_base = nonempty(env("DISCORD_API_BASE")).or(file.api_base).unwrap_or_else(|| DEFAULT_API_BASE.to_owned());
+        let api_base =
+            nonempty(env("DISCORD_API_BASE")).or(file.api_base).unwrap_or_else(|| DEFAULT_API_BASE.to_owned());
         let data_dir = data_dir_flag
             .or(nonempty(env("DISCORD_INDEXER_DATA_DIR")).map(PathBuf::from))
             .or(file.data_dir)
@@ -80,9 +85,7 @@ impl Settings {
 
     /// The token, or a clear error saying where to put it.
     pub fn require_token(&self) -> anyhow::Result<Token> {
-        self.token
-            .clone()
-            .context("no bot token: set DISCORD_TOKEN (or `token = \"...\"` in discord-indexer.toml)")
+        self.token.clone().context("no bot token: set DISCORD_TOKEN (or `token = \"...\"` in discord-indexer.toml)")
     }
 }
 
@@ -99,7 +102,11 @@ mod tests {
     fn environment_wins_over_the_file_and_flags_win_over_both() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "token = \"from-file\"\napi_base = \"http://file\"\ndata_dir = \"filedata\"\n[load]\nconcurrency = 3\n").unwrap();
+        std::fs::write(
+            &path,
+            "token = \"from-file\"\napi_base = \"http://file\"\ndata_dir = \"filedata\"\n[load]\nconcurrency = 3\n",
+        )
+        .unwrap();
         let env = |k: &str| match k {
             "DISCORD_TOKEN" => Some("from-env".to_owned()),
             "DISCORD_INDEXER_DATA_DIR" => Some("envdata".to_owned()),

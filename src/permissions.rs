@@ -70,10 +70,7 @@ impl GuildPermissions {
         if perms == ALL {
             return ALL;
         }
-        if let Some(everyone) = overwrites
-            .iter()
-            .find(|o| o.kind == OverwriteKind::Role && o.id == self.guild_id)
-        {
+        if let Some(everyone) = overwrites.iter().find(|o| o.kind == OverwriteKind::Role && o.id == self.guild_id) {
             perms = (perms & !everyone.deny) | everyone.allow;
         }
         let (mut allow, mut deny) = (0, 0);
@@ -84,10 +81,7 @@ impl GuildPermissions {
             }
         }
         perms = (perms & !deny) | allow;
-        if let Some(own) = overwrites
-            .iter()
-            .find(|o| o.kind == OverwriteKind::Member && o.id == user_id)
-        {
+        if let Some(own) = overwrites.iter().find(|o| o.kind == OverwriteKind::Member && o.id == user_id) {
             perms = (perms & !own.deny) | own.allow;
         }
         perms

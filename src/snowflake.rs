@@ -31,9 +31,7 @@ pub fn format_time(time: DateTime<Utc>) -> String {
 /// Normalises a timestamp string from Discord (`2024-01-02T03:04:05.123000+00:00`)
 /// into the store's format. Returns `None` for text that is not RFC 3339.
 pub fn normalize_time(text: &str) -> Option<String> {
-    DateTime::parse_from_rfc3339(text)
-        .ok()
-        .map(|t| format_time(t.with_timezone(&Utc)))
+    DateTime::parse_from_rfc3339(text).ok().map(|t| format_time(t.with_timezone(&Utc)))
 }
 
 #[cfg(test)]
@@ -52,14 +50,8 @@ mod tests {
 
     #[test]
     fn normalizes_discord_timestamps() {
-        assert_eq!(
-            normalize_time("2024-01-02T03:04:05.123000+00:00").as_deref(),
-            Some("2024-01-02T03:04:05.123000Z")
-        );
-        assert_eq!(
-            normalize_time("2024-01-02T05:04:05+02:00").as_deref(),
-            Some("2024-01-02T03:04:05.000000Z")
-        );
+        assert_eq!(normalize_time("2024-01-02T03:04:05.123000+00:00").as_deref(), Some("2024-01-02T03:04:05.123000Z"));
+        assert_eq!(normalize_time("2024-01-02T05:04:05+02:00").as_deref(), Some("2024-01-02T03:04:05.000000Z"));
         assert_eq!(normalize_time("yesterday"), None);
     }
 }

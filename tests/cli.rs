@@ -4,13 +4,16 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use discord_indexer::fake::{Fault, FaultKind, FakeDiscord};
+use discord_indexer::fake::{FakeDiscord, Fault, FaultKind};
 
 use crate::util::*;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_discord-indexer"));
-    c.env_remove("DISCORD_TOKEN").env_remove("DISCORD_API_BASE").env_remove("DISCORD_INDEXER_DATA_DIR").env_remove("RUST_LOG");
+    c.env_remove("DISCORD_TOKEN")
+        .env_remove("DISCORD_API_BASE")
+        .env_remove("DISCORD_INDEXER_DATA_DIR")
+        .env_remove("RUST_LOG");
     c
 }
 
@@ -57,7 +60,8 @@ async fn load_and_status_print_json_for_scripts() {
     let guild = &status["guilds"][0];
     assert_eq!(guild["messages"], total);
     assert_eq!(guild["last_load_outcome"], "ok");
-    let states: Vec<&str> = guild["channels"].as_array().unwrap().iter().map(|c| c["state"].as_str().unwrap()).collect();
+    let states: Vec<&str> =
+        guild["channels"].as_array().unwrap().iter().map(|c| c["state"].as_str().unwrap()).collect();
     assert!(states.contains(&"complete") && states.contains(&"forbidden") && states.contains(&"gone"));
 }
 
@@ -178,7 +182,11 @@ fn assert_resumed_from(fake: &FakeDiscord, before: &std::collections::BTreeMap<u
         let channel: u64 = r.path.split('/').nth(4).unwrap().parse().unwrap();
         if seen.insert(channel) {
             let after: u64 = r.query("after").unwrap().parse().unwrap();
-            assert_eq!(after, before.get(&channel).copied().unwrap_or(0), "channel {channel} did not resume at its checkpoint");
+            assert_eq!(
+                after,
+                before.get(&channel).copied().unwrap_or(0),
+                "channel {channel} did not resume at its checkpoint"
+            );
         }
     }
 }

@@ -27,7 +27,15 @@ async fn a_full_load_equals_the_ground_truth_and_a_rerun_asks_almost_nothing() {
     assert_eq!(outcome("stale-perms"), Some(Outcome::Forbidden));
     assert_eq!(outcome("deleted"), Some(Outcome::Gone));
     // Threads of every kind were found, archived ones through several pages.
-    for name in ["old migration", "q3 retro", "tiny archived", "incident 42", "mods only", "Old question", "How do I rotate keys?"] {
+    for name in [
+        "old migration",
+        "q3 retro",
+        "tiny archived",
+        "incident 42",
+        "mods only",
+        "Old question",
+        "How do I rotate keys?",
+    ] {
         assert_eq!(outcome(name), Some(Outcome::Complete), "{name}");
     }
     // The bot never asked for what its permissions said it cannot read.
@@ -59,9 +67,11 @@ async fn a_full_load_equals_the_ground_truth_and_a_rerun_asks_almost_nothing() {
         let w = fake.world();
         (w.guilds[0].channel_named("stale-perms").id, w.guilds[0].channel_named("deleted").id)
     };
-    let mut asked: Vec<String> = fake.requests().iter().filter(|r| r.path.ends_with("/messages")).map(|r| r.path.clone()).collect();
+    let mut asked: Vec<String> =
+        fake.requests().iter().filter(|r| r.path.ends_with("/messages")).map(|r| r.path.clone()).collect();
     asked.sort();
-    let mut expected = vec![format!("/api/v10/channels/{stale}/messages"), format!("/api/v10/channels/{deleted}/messages")];
+    let mut expected =
+        vec![format!("/api/v10/channels/{stale}/messages"), format!("/api/v10/channels/{deleted}/messages")];
     expected.sort();
     assert_eq!(asked, expected);
     assert_eq!(total_rows(&db), changes_before);
@@ -71,7 +81,9 @@ async fn a_full_load_equals_the_ground_truth_and_a_rerun_asks_almost_nothing() {
 fn total_rows(db: &std::path::Path) -> (i64, String) {
     let conn = rusqlite::Connection::open(db).unwrap();
     let n = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0)).unwrap();
-    let loaded = conn.query_row("SELECT group_concat(loaded_at) FROM checkpoints", [], |r| r.get::<_, Option<String>>(0)).unwrap();
+    let loaded = conn
+        .query_row("SELECT group_concat(loaded_at) FROM checkpoints", [], |r| r.get::<_, Option<String>>(0))
+        .unwrap();
     (n, loaded.unwrap_or_default())
 }
 
@@ -108,8 +120,13 @@ async fn new_messages_are_appended_on_the_next_run() {
 async fn faults_429s_5xx_and_dropped_connections_still_end_in_the_ground_truth() {
     let fake = start(standard_world(), fast_limits()).await;
     fake.set_faults(vec![
-        Fault::always(FaultKind::RateLimit { retry_after: Duration::from_millis(30), global: false }).on("/messages").every(7),
-        Fault::always(FaultKind::RateLimit { retry_after: Duration::from_millis(50), global: true }).on("/messages").after(20).times(2),
+        Fault::always(FaultKind::RateLimit { retry_after: Duration::from_millis(30), global: false })
+            .on("/messages")
+            .every(7),
+        Fault::always(FaultKind::RateLimit { retry_after: Duration::from_millis(50), global: true })
+            .on("/messages")
+            .after(20)
+            .times(2),
         Fault::always(FaultKind::Status(503)).on("/messages").every(5).after(2),
         Fault::always(FaultKind::Status(502)).on("/threads/").times(2),
         Fault::always(FaultKind::Drop).on("/messages").every(11).after(4),
@@ -133,15 +150,21 @@ async fn faults_429s_5xx_and_dropped_connections_still_end_in_the_ground_truth()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_global_limit_is_respected_across_channels() {
     // 20 requests per second for the bot, buckets generous: 16 channels must share.
-    let limits = Limits { per_route: 50, window: Duration::from_millis(100), global_per_second: 20, archived_page_size: 100 };
-    let fake = start(discord_indexer::fake::World::generate(&discord_indexer::fake::WorldSpec::plain(16, 250)), limits).await;
+    let limits =
+        Limits { per_route: 50, window: Duration::from_millis(100), global_per_second: 20, archived_page_size: 100 };
+    let fake =
+        start(discord_indexer::fake::World::generate(&discord_indexer::fake::WorldSpec::plain(16, 250)), limits).await;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let mut client_opts = discord_indexer::discord::ClientOptions::new(fake.base_url(), discord_indexer::discord::Token::new(fake.token()));
+    let mut client_opts = discord_indexer::discord::ClientOptions::new(
+        fake.base_url(),
+        discord_indexer::discord::Token::new(fake.token()),
+    );
     client_opts.global_per_second = 20;
     client_opts.global_margin = Duration::from_millis(50);
     let client = discord_indexer::discord::Client::new(client_opts).unwrap();
-    let options = discord_indexer::load::LoadOptions { guilds: vec![guild_id(&fake)], channels: vec![], concurrency: 16 };
+    let options =
+        discord_indexer::load::LoadOptions { guilds: vec![guild_id(&fake)], channels: vec![], concurrency: 16 };
     let summary = discord_indexer::load::load(&client, &store, &options, &|_| {}, &Default::default()).await.unwrap();
     assert!(summary.ok);
     let requests = fake.requests();
@@ -158,7 +181,8 @@ async fn a_bad_token_fails_fast_and_writes_no_messages() {
     let fake = start(standard_world(), fast_limits()).await;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let options = discord_indexer::load::LoadOptions { guilds: vec![guild_id(&fake)], channels: vec![], concurrency: 4 };
+    let options =
+        discord_indexer::load::LoadOptions { guilds: vec![guild_id(&fake)], channels: vec![], concurrency: 4 };
     let bad = client_with_token(&fake, "not-the-token");
     let err = discord_indexer::load::load(&bad, &store, &options, &|_| {}, &Default::default()).await.unwrap_err();
     assert!(matches!(err, LoadError::Api(ApiError::Unauthorized)), "{err}");
@@ -219,7 +243,8 @@ async fn an_unknown_guild_is_a_failed_guild_not_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let options = discord_indexer::load::LoadOptions { guilds: vec![42], channels: vec![], concurrency: 4 };
-    let summary = discord_indexer::load::load(&client(&fake), &store, &options, &|_| {}, &Default::default()).await.unwrap();
+    let summary =
+        discord_indexer::load::load(&client(&fake), &store, &options, &|_| {}, &Default::default()).await.unwrap();
     assert!(!summary.ok);
     assert_eq!(summary.guilds[0].error.as_deref(), Some("unknown guild, or the bot is not a member of it"));
 }
@@ -235,7 +260,8 @@ async fn channels_can_be_loaded_one_at_a_time() {
     };
     // Without --guild: the channel names its guild.
     let options = discord_indexer::load::LoadOptions { guilds: vec![], channels: vec![help, thread], concurrency: 2 };
-    let summary = discord_indexer::load::load(&client(&fake), &store, &options, &|_| {}, &Default::default()).await.unwrap();
+    let summary =
+        discord_indexer::load::load(&client(&fake), &store, &options, &|_| {}, &Default::default()).await.unwrap();
     assert!(summary.ok);
     let stored = stored(&dir.path().join("archive.db"));
     let truth = ground_truth(&fake.world());
@@ -246,8 +272,10 @@ async fn channels_can_be_loaded_one_at_a_time() {
     });
     assert_eq!(stored[&help], truth[&help]);
     assert_eq!(stored[&thread], truth[&thread]);
-    let options = discord_indexer::load::LoadOptions { guilds: vec![guild_id(&fake)], channels: vec![123], concurrency: 2 };
-    let err = discord_indexer::load::load(&client(&fake), &store, &options, &|_| {}, &Default::default()).await.unwrap_err();
+    let options =
+        discord_indexer::load::LoadOptions { guilds: vec![guild_id(&fake)], channels: vec![123], concurrency: 2 };
+    let err =
+        discord_indexer::load::load(&client(&fake), &store, &options, &|_| {}, &Default::default()).await.unwrap_err();
     assert!(matches!(err, LoadError::UnknownChannel(123)));
 }
 
@@ -256,7 +284,8 @@ async fn an_unreachable_api_gives_up_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     // Nothing listens on port 1.
-    let mut o = discord_indexer::discord::ClientOptions::new("http://127.0.0.1:1", discord_indexer::discord::Token::new("t"));
+    let mut o =
+        discord_indexer::discord::ClientOptions::new("http://127.0.0.1:1", discord_indexer::discord::Token::new("t"));
     o.retry_base = Duration::from_millis(5);
     o.max_tries = 3;
     let client = discord_indexer::discord::Client::new(o).unwrap();

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use discord_indexer::discord::{Client, ClientOptions, Token};
 use discord_indexer::discord::model::channel_type;
+use discord_indexer::discord::{Client, ClientOptions, Token};
 use discord_indexer::fake::{Access, FakeDiscord, Limits, World, WorldSpec};
 use discord_indexer::load::{self, LoadError, LoadOptions, LoadSummary};
 use discord_indexer::snowflake;
@@ -59,13 +59,22 @@ pub fn ground_truth(world: &World) -> BTreeMap<u64, Vec<Row>> {
     let mut truth = BTreeMap::new();
     for g in &world.guilds {
         for c in &g.channels {
-            if !channel_type::holds_messages(c.kind) || UNREADABLE.contains(&c.name.as_str()) || c.access != Access::Open {
+            if !channel_type::holds_messages(c.kind)
+                || UNREADABLE.contains(&c.name.as_str())
+                || c.access != Access::Open
+            {
                 continue;
             }
             let rows = c
                 .messages
                 .iter()
-                .map(|m| (m.id, world.content(m), m.edited_ms.map(|ms| snowflake::format_time(snowflake::timestamp(ms << 22)))))
+                .map(|m| {
+                    (
+                        m.id,
+                        world.content(m),
+                        m.edited_ms.map(|ms| snowflake::format_time(snowflake::timestamp(ms << 22))),
+                    )
+                })
                 .collect();
             truth.insert(c.id, rows);
         }
@@ -76,10 +85,13 @@ pub fn ground_truth(world: &World) -> BTreeMap<u64, Vec<Row>> {
 /// What the archive holds, in the same shape, read through the SQLite contract.
 pub fn stored(db: &Path) -> BTreeMap<u64, Vec<Row>> {
     let conn = rusqlite::Connection::open(db).expect("archive opens");
-    let mut stmt = conn.prepare("SELECT channel_id, id, content, edited_at FROM messages ORDER BY channel_id, id").unwrap();
+    let mut stmt =
+        conn.prepare("SELECT channel_id, id, content, edited_at FROM messages ORDER BY channel_id, id").unwrap();
     let mut out: BTreeMap<u64, Vec<Row>> = BTreeMap::new();
     let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?, r.get(3)?)))
+        .query_map([], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?, r.get(3)?))
+        })
         .unwrap();
     for row in rows {
         let (channel, id, content, edited) = row.unwrap();

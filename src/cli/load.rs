@@ -49,9 +49,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     };
     let shutdown = shutdown_on_signal();
     let view = ProgressView::new(client.clone());
-    let summary = load::load(&client, &store, &options, &|e| view.on_event(e), &shutdown)
-        .await
-        .context("load failed");
+    let summary = load::load(&client, &store, &options, &|e| view.on_event(e), &shutdown).await.context("load failed");
     view.finish();
     let summary = summary?;
     if json {
@@ -79,15 +77,24 @@ struct ProgressView {
 
 impl ProgressView {
     fn new(client: Client) -> Arc<Self> {
-        let target = if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+        let target =
+            if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
         let bar = ProgressBar::with_draw_target(Some(0), target);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} channels  {msg}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} channels  {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.enable_steady_tick(Duration::from_millis(200));
-        Arc::new(ProgressView { bar, client, started: Instant::now(), messages: AtomicU64::new(0), channels: Mutex::new((0, 0)) })
+        Arc::new(ProgressView {
+            bar,
+            client,
+            started: Instant::now(),
+            messages: AtomicU64::new(0),
+            channels: Mutex::new((0, 0)),
+        })
     }
 
     fn on_event(&self, event: LoadEvent) {
@@ -108,14 +115,21 @@ impl ProgressView {
                 c.0 += 1;
                 self.bar.set_position(c.0);
                 if !r.outcome.is_ok() {
-                    self.bar.println(format!("#{} ({}): {:?}: {}", r.name, r.channel_id, r.outcome, r.reason.unwrap_or_default()));
+                    self.bar.println(format!(
+                        "#{} ({}): {:?}: {}",
+                        r.name,
+                        r.channel_id,
+                        r.outcome,
+                        r.reason.unwrap_or_default()
+                    ));
                 }
             }
         }
         let n = self.messages.load(Ordering::Relaxed);
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
         let stats = self.client.stats();
-        let waiting = if stats.waiting > 0 { format!(", {} waiting on rate limits", stats.waiting) } else { String::new() };
+        let waiting =
+            if stats.waiting > 0 { format!(", {} waiting on rate limits", stats.waiting) } else { String::new() };
         self.bar.set_message(format!("{n} messages, {:.0}/s{waiting}", n as f64 / secs));
     }
 
@@ -136,7 +150,9 @@ fn print_summary(s: &LoadSummary) {
         }
         for c in s.channels.iter().filter(|c| c.guild_id == g.guild_id) {
             let what = match c.outcome {
-                Outcome::Complete => format!("{} new, {} updated, {} already present", c.new, c.updated, c.already_present),
+                Outcome::Complete => {
+                    format!("{} new, {} updated, {} already present", c.new, c.updated, c.already_present)
+                }
                 Outcome::UpToDate => "up to date".to_owned(),
                 Outcome::Forbidden => format!("skipped, forbidden: {}", c.reason.as_deref().unwrap_or("")),
                 Outcome::Gone => "skipped, channel no longer exists".to_owned(),

@@ -1,9 +1,9 @@
 //! The command line: global options, one file per subcommand, exit codes.
 
-mod load;
-mod status;
 #[cfg(feature = "fake-discord")]
 mod fake_discord;
+mod load;
+mod status;
 
 use std::path::PathBuf;
 
@@ -63,7 +63,8 @@ pub fn init_logging(verbose: u8) {
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
 
 /// Runs the chosen subcommand and returns its exit code.

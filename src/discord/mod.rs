@@ -167,7 +167,11 @@ impl Client {
             return Err(ApiError::Setup("no bot token: set DISCORD_TOKEN or `token` in discord-indexer.toml".into()));
         }
         let http = reqwest::Client::builder()
-            .user_agent(concat!("DiscordBot (https://github.com/discord-indexer/discord-indexer, ", env!("CARGO_PKG_VERSION"), ")"))
+            .user_agent(concat!(
+                "DiscordBot (https://github.com/discord-indexer/discord-indexer, ",
+                env!("CARGO_PKG_VERSION"),
+                ")"
+            ))
             .timeout(options.request_timeout)
             .connect_timeout(Duration::from_secs(10))
             .build()
@@ -221,7 +225,8 @@ impl Client {
                             if limited > self.options.max_429 {
                                 return Err(ApiError::GaveUp { tries: limited, last: "429 Too Many Requests".into() });
                             }
-                            let wait = self.limiter.on_429(&permit, &headers, Some(parsed.retry_after), parsed.global, now);
+                            let wait =
+                                self.limiter.on_429(&permit, &headers, Some(parsed.retry_after), parsed.global, now);
                             tracing::debug!(route = route.key.template, major = route.key.major, ?wait, "429");
                             continue;
                         }
@@ -294,7 +299,12 @@ impl Client {
 
     /// One page of a channel's archived threads, newest archived first.
     /// `before` is an ISO 8601 archive timestamp.
-    pub async fn archived_threads(&self, channel: u64, private: bool, before: Option<&str>) -> Result<ThreadList, ApiError> {
+    pub async fn archived_threads(
+        &self,
+        channel: u64,
+        private: bool,
+        before: Option<&str>,
+    ) -> Result<ThreadList, ApiError> {
         let (template, kind) = if private {
             ("GET /channels/{}/threads/archived/private", "private")
         } else {

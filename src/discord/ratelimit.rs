@@ -83,11 +83,7 @@ impl Headers {
     pub fn state(&self, now: Instant) -> Option<BucketState> {
         let remaining = self.remaining?;
         let reset_after = self.reset_after?;
-        Some(BucketState {
-            limit: self.limit.unwrap_or(remaining + 1).max(1),
-            remaining,
-            reset_at: now + reset_after,
-        })
+        Some(BucketState { limit: self.limit.unwrap_or(remaining + 1).max(1), remaining, reset_at: now + reset_after })
     }
 }
 
@@ -258,7 +254,14 @@ impl RateLimiter {
     }
 
     /// Obeys a 429: decides whom it stops and for how long.
-    pub fn on_429(&self, permit: &Permit, headers: &Headers, body_retry_after: Option<f64>, body_global: bool, now: Instant) -> Backoff429 {
+    pub fn on_429(
+        &self,
+        permit: &Permit,
+        headers: &Headers,
+        body_retry_after: Option<f64>,
+        body_global: bool,
+        now: Instant,
+    ) -> Backoff429 {
         self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
         let retry = body_retry_after
             .filter(|s| s.is_finite() && *s >= 0.0)

@@ -149,7 +149,11 @@ fn fault_for(state: &State, path: &str) -> Option<FaultKind> {
         }
         *matched += 1;
         let n = *matched;
-        if hit.is_none() && n > fault.skip && (n - fault.skip - 1) % fault.every == 0 && fault.times.is_none_or(|t| *applied < t) {
+        if hit.is_none()
+            && n > fault.skip
+            && (n - fault.skip - 1) % fault.every == 0
+            && fault.times.is_none_or(|t| *applied < t)
+        {
             *applied += 1;
             hit = Some(fault.kind.clone());
         }
@@ -319,7 +323,9 @@ fn route(world: &World, limits: &Limits, seg: &[&str], query: &[(String, String)
                 ["roles"] => json_response(200, &Value::Array(roles_json(guild))),
                 ["channels"] => json_response(
                     200,
-                    &Value::Array(guild.channels.iter().filter(|c| !c.is_thread()).map(|c| channel_json(guild, c)).collect()),
+                    &Value::Array(
+                        guild.channels.iter().filter(|c| !c.is_thread()).map(|c| channel_json(guild, c)).collect(),
+                    ),
                 ),
                 ["members", user] => {
                     let user: u64 = user.parse().unwrap_or(0);
@@ -367,7 +373,10 @@ fn route(world: &World, limits: &Limits, seg: &[&str], query: &[(String, String)
                         .filter(|c| c.parent_id == Some(channel.id) && c.archived_at_ms.is_some())
                         .filter(|c| (c.kind == channel_type::PRIVATE_THREAD) == private)
                         .filter(|c| {
-                            before.is_none_or(|b| archive_ms(c) < (b.timestamp_millis() as u64).saturating_sub(snowflake::DISCORD_EPOCH_MS))
+                            before.is_none_or(|b| {
+                                archive_ms(c)
+                                    < (b.timestamp_millis() as u64).saturating_sub(snowflake::DISCORD_EPOCH_MS)
+                            })
                         })
                         .collect();
                     threads.sort_by_key(|c| std::cmp::Reverse(archive_ms(c)));
@@ -387,7 +396,15 @@ fn archive_ms(c: &FakeChannel) -> u64 {
     c.archived_at_ms.unwrap_or(0)
 }
 
-fn messages(world: &World, guild: &FakeGuild, ch: &FakeChannel, limit: Option<&str>, before: Option<&str>, after: Option<&str>, around: Option<&str>) -> Resp {
+fn messages(
+    world: &World,
+    guild: &FakeGuild,
+    ch: &FakeChannel,
+    limit: Option<&str>,
+    before: Option<&str>,
+    after: Option<&str>,
+    around: Option<&str>,
+) -> Resp {
     if !channel_type::holds_messages(ch.kind) {
         return error(400, 50024, "Cannot execute action on this channel type");
     }
@@ -398,7 +415,9 @@ fn messages(world: &World, guild: &FakeGuild, ch: &FakeChannel, limit: Option<&s
     };
     let parse = |v: Option<&str>| v.map(|s| s.parse::<u64>().map_err(|_| ()));
     let (before, after, around) = match (parse(before), parse(after), parse(around)) {
-        (Some(Err(())), ..) | (_, Some(Err(())), _) | (.., Some(Err(()))) => return error(400, 50035, "Invalid Form Body"),
+        (Some(Err(())), ..) | (_, Some(Err(())), _) | (.., Some(Err(()))) => {
+            return error(400, 50035, "Invalid Form Body")
+        }
         (b, a, r) => (b.map(Result::unwrap), a.map(Result::unwrap), r.map(Result::unwrap)),
     };
     // Without Read Message History Discord answers an empty list, not an error.
@@ -467,8 +486,10 @@ fn roles_json(guild: &FakeGuild) -> Vec<Value> {
     guild
         .roles
         .iter()
-        .map(|r| json!({"id": r.id.to_string(), "name": r.name, "permissions": r.permissions.to_string(),
-                        "position": r.position, "color": 0, "hoist": false, "managed": false, "mentionable": false}))
+        .map(|r| {
+            json!({"id": r.id.to_string(), "name": r.name, "permissions": r.permissions.to_string(),
+                        "position": r.position, "color": 0, "hoist": false, "managed": false, "mentionable": false})
+        })
         .collect()
 }
 
@@ -500,8 +521,10 @@ pub(crate) fn channel_json(guild: &FakeGuild, c: &FakeChannel) -> Value {
         v["permission_overwrites"] = Value::Array(
             c.overwrites
                 .iter()
-                .map(|o| json!({"id": o.id.to_string(), "type": if o.kind == OverwriteKind::Member { 1 } else { 0 },
-                                "allow": o.allow.to_string(), "deny": o.deny.to_string()}))
+                .map(|o| {
+                    json!({"id": o.id.to_string(), "type": if o.kind == OverwriteKind::Member { 1 } else { 0 },
+                                "allow": o.allow.to_string(), "deny": o.deny.to_string()})
+                })
                 .collect(),
         );
     }
@@ -509,7 +532,13 @@ pub(crate) fn channel_json(guild: &FakeGuild, c: &FakeChannel) -> Value {
 }
 
 /// A message as Discord's REST API returns it (no `guild_id`).
-pub(crate) fn message_json(world: &World, guild: &FakeGuild, ch: &FakeChannel, m: &FakeMessage, with_reference: bool) -> Value {
+pub(crate) fn message_json(
+    world: &World,
+    guild: &FakeGuild,
+    ch: &FakeChannel,
+    m: &FakeMessage,
+    with_reference: bool,
+) -> Value {
     let author = &world.users[m.author as usize];
     let intent = world.app_flags & ((1 << 18) | (1 << 19)) != 0;
     let visible = intent || author.id == world.bot().id;

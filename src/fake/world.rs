@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::discord::model::channel_type::*;
 use crate::permissions::{Overwrite, OverwriteKind, ADMINISTRATOR, MANAGE_THREADS, READ_MESSAGE_HISTORY, VIEW_CHANNEL};
 use crate::snowflake;
-use crate::discord::model::channel_type::*;
 
 /// @everyone's default permissions in generated guilds: view, send, read history, and more.
 pub const EVERYONE_PERMISSIONS: u64 = VIEW_CHANNEL | READ_MESSAGE_HISTORY | (1 << 11) | (1 << 6);
@@ -231,8 +231,18 @@ impl World {
         let owner_id = world.users[1].id;
         let roles = vec![
             FakeRole { id: guild_id, name: "@everyone".into(), permissions: EVERYONE_PERMISSIONS, position: 0 },
-            FakeRole { id: bots_role, name: "Bots".into(), permissions: EVERYONE_PERMISSIONS | MANAGE_THREADS, position: 1 },
-            FakeRole { id: mods_role, name: "Moderators".into(), permissions: EVERYONE_PERMISSIONS | MANAGE_THREADS, position: 2 },
+            FakeRole {
+                id: bots_role,
+                name: "Bots".into(),
+                permissions: EVERYONE_PERMISSIONS | MANAGE_THREADS,
+                position: 1,
+            },
+            FakeRole {
+                id: mods_role,
+                name: "Moderators".into(),
+                permissions: EVERYONE_PERMISSIONS | MANAGE_THREADS,
+                position: 2,
+            },
             FakeRole { id: admins_role, name: "Admins".into(), permissions: ADMINISTRATOR, position: 3 },
         ];
         let mut members = HashMap::new();
@@ -246,7 +256,8 @@ impl World {
             };
             members.insert(u.id, roles);
         }
-        let mut guild = FakeGuild { id: guild_id, name: "Fake Guild".into(), owner_id, roles, members, channels: Vec::new() };
+        let mut guild =
+            FakeGuild { id: guild_id, name: "Fake Guild".into(), owner_id, roles, members, channels: Vec::new() };
         let mut gen = Gen { world: &mut world, rng: &mut rng, end: ms_of(HISTORY_END) };
 
         let category = gen.channel(GUILD_CATEGORY, None, "Text", 0, start);
@@ -415,9 +426,18 @@ impl Gen<'_> {
 }
 
 const PEOPLE: &[(&str, &str)] = &[
-    ("alice", "Alice"), ("bob_builds", "Bob"), ("carol.ops", "Carol"), ("dmitri", "Dmitri"),
-    ("eve", "Eve"), ("farah", "Farah"), ("gus", "Gus"), ("hiroko", "Hiroko"),
-    ("ines", "Inês"), ("jamal", "Jamal"), ("kofi", "Kofi"), ("lena", "Lena"),
+    ("alice", "Alice"),
+    ("bob_builds", "Bob"),
+    ("carol.ops", "Carol"),
+    ("dmitri", "Dmitri"),
+    ("eve", "Eve"),
+    ("farah", "Farah"),
+    ("gus", "Gus"),
+    ("hiroko", "Hiroko"),
+    ("ines", "Inês"),
+    ("jamal", "Jamal"),
+    ("kofi", "Kofi"),
+    ("lena", "Lena"),
 ];
 
 const TOPICS: &[(&str, &[&str])] = &[
@@ -430,14 +450,23 @@ const TOPICS: &[(&str, &[&str])] = &[
 ];
 
 const OPENERS: &[&str] = &[
-    "has anyone looked at {}?", "I think {} is broken again", "quick question about {}",
-    "heads up: {} changed today", "how do we handle {} now?", "can someone review {}",
+    "has anyone looked at {}?",
+    "I think {} is broken again",
+    "quick question about {}",
+    "heads up: {} changed today",
+    "how do we handle {} now?",
+    "can someone review {}",
 ];
 const REPLIES: &[&str] = &[
-    "yes, {} needs a restart after the config change", "I fixed {} yesterday, pull main",
-    "no idea, ask in #help about {}", "{} works for me on the latest version",
-    "we moved {} to the new runbook", "let's put {} on the agenda", "I can take {}",
-    "the logs for {} say timeout after 30s", "did you try clearing {}?",
+    "yes, {} needs a restart after the config change",
+    "I fixed {} yesterday, pull main",
+    "no idea, ask in #help about {}",
+    "{} works for me on the latest version",
+    "we moved {} to the new runbook",
+    "let's put {} on the agenda",
+    "I can take {}",
+    "the logs for {} say timeout after 30s",
+    "did you try clearing {}?",
 ];
 
 /// Deterministic chat text for a generated message.

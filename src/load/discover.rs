@@ -33,7 +33,12 @@ pub struct Discovery {
 
 /// Lists a guild's channels and threads. `bot` is the bot's user id, `roles`
 /// its roles in the guild.
-pub async fn discover(client: &Client, perms: &GuildPermissions, bot: u64, roles: &[u64]) -> Result<Discovery, ApiError> {
+pub async fn discover(
+    client: &Client,
+    perms: &GuildPermissions,
+    bot: u64,
+    roles: &[u64],
+) -> Result<Discovery, ApiError> {
     let guild_id = perms.guild_id;
     let mut channels = client.guild_channels(guild_id).await?;
     let mut notes = Vec::new();
@@ -90,7 +95,9 @@ pub async fn discover(client: &Client, perms: &GuildPermissions, bot: u64, roles
                 let got = page.threads.len();
                 threads.extend(page.threads);
                 match next {
-                    Some(next) if page.has_more && got > 0 && before.as_deref() != Some(next.as_str()) => before = Some(next),
+                    Some(next) if page.has_more && got > 0 && before.as_deref() != Some(next.as_str()) => {
+                        before = Some(next)
+                    }
                     _ => break,
                 }
             }

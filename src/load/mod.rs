@@ -19,12 +19,12 @@ use std::time::Instant;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-pub use discover::Target;
 use crate::discord::model::{channel_type, Message, Raw};
 use crate::discord::ratelimit::StatsSnapshot;
 use crate::discord::{ApiError, Client, PAGE_SIZE};
 use crate::permissions::GuildPermissions;
 use crate::store::{ChannelState, PageCounts, Store, StoreError};
+pub use discover::Target;
 
 /// What to load.
 #[derive(Debug, Clone)]
@@ -165,7 +165,9 @@ pub async fn load(
             // A channel alone names its guild.
             match client.channel(channel).await {
                 Ok(c) => guild_ids.extend(c.value.guild_id),
-                Err(ApiError::NotFound { .. }) | Err(ApiError::Forbidden { .. }) => return Err(LoadError::UnknownChannel(channel)),
+                Err(ApiError::NotFound { .. }) | Err(ApiError::Forbidden { .. }) => {
+                    return Err(LoadError::UnknownChannel(channel))
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -230,8 +232,16 @@ pub async fn load(
         seconds: started.elapsed().as_secs_f64(),
         requests: client.stats(),
     };
-    summary.ok = !interrupted && summary.guilds.iter().all(|g| g.error.is_none()) && summary.channels.iter().all(|c| c.outcome.is_ok());
-    let outcome = if interrupted { "interrupted" } else if summary.ok { "ok" } else { "partial" };
+    summary.ok = !interrupted
+        && summary.guilds.iter().all(|g| g.error.is_none())
+        && summary.channels.iter().all(|c| c.outcome.is_ok());
+    let outcome = if interrupted {
+        "interrupted"
+    } else if summary.ok {
+        "ok"
+    } else {
+        "partial"
+    };
     store.finish_run(run, outcome, &serde_json::to_string(&summary).expect("summary serializes"))?;
     Ok(summary)
 }
@@ -244,7 +254,13 @@ fn guild_error(e: &ApiError) -> String {
     }
 }
 
-async fn discover_guild(client: &Client, store: &Store, bot: u64, guild_id: u64, report: &mut GuildReport) -> Result<Vec<Target>, LoadError> {
+async fn discover_guild(
+    client: &Client,
+    store: &Store,
+    bot: u64,
+    guild_id: u64,
+    report: &mut GuildReport,
+) -> Result<Vec<Target>, LoadError> {
     let guild = client.guild(guild_id).await?;
     report.name = Some(guild.value.name.clone());
     let member = client.guild_member(guild_id, bot).await?;
@@ -265,7 +281,9 @@ async fn discover_guild(client: &Client, store: &Store, bot: u64, guild_id: u64,
     Ok(found.targets)
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f).await.expect("store task panicked")
 }
 
@@ -373,7 +391,11 @@ impl Ctx<'_> {
             let full = page.len() >= PAGE_SIZE as usize;
             let page = oldest_first(page, after);
             if page.is_empty() {
-                return Ok(if report.new + report.updated + report.already_present == 0 { Outcome::UpToDate } else { Outcome::Complete });
+                return Ok(if report.new + report.updated + report.already_present == 0 {
+                    Outcome::UpToDate
+                } else {
+                    Outcome::Complete
+                });
             }
             check_not_blank(t, &page)?;
             let last = page.last().map_or(after, |m| m.value.id);
@@ -387,7 +409,12 @@ impl Ctx<'_> {
             report.already_present += counts.unchanged;
             report.last_message_id = last;
             after = last;
-            (self.progress)(LoadEvent::Page { channel_id: t.channel_id, new: counts.new, updated: counts.updated, last_message_id: last });
+            (self.progress)(LoadEvent::Page {
+                channel_id: t.channel_id,
+                new: counts.new,
+                updated: counts.updated,
+                last_message_id: last,
+            });
             if !full {
                 return Ok(Outcome::Complete);
             }
@@ -456,7 +483,15 @@ mod tests {
 
     #[test]
     fn a_blank_page_of_human_messages_means_no_intent() {
-        let t = Target { guild_id: 1, channel_id: 1, name: "g".into(), kind: 0, parent_id: None, last_message_id: None, forbidden: None };
+        let t = Target {
+            guild_id: 1,
+            channel_id: 1,
+            name: "g".into(),
+            kind: 0,
+            parent_id: None,
+            last_message_id: None,
+            forbidden: None,
+        };
         let blank = |id: u64| -> Raw<Message> {
             let mut m = raw(id);
             m.value.content.clear();

@@ -34,7 +34,9 @@ pub enum StoreError {
     Open { path: PathBuf, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("{path} is not a readable SQLite archive ({detail}); nothing was changed")]
     Corrupt { path: PathBuf, detail: String },
-    #[error("{path} has schema version {found}, newer than this program understands ({supported}); upgrade discord-indexer")]
+    #[error(
+        "{path} has schema version {found}, newer than this program understands ({supported}); upgrade discord-indexer"
+    )]
     TooNew { path: PathBuf, found: i64, supported: i64 },
     #[error("archive error: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -209,7 +211,11 @@ impl Store {
     }
 
     /// Saves channels and threads of a guild (rows change only when Discord's copy did).
-    pub fn save_channels<'a>(&self, guild_id: u64, channels: impl IntoIterator<Item = &'a Raw<Channel>>) -> Result<(), StoreError> {
+    pub fn save_channels<'a>(
+        &self,
+        guild_id: u64,
+        channels: impl IntoIterator<Item = &'a Raw<Channel>>,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
@@ -250,11 +256,9 @@ impl Store {
     pub fn checkpoint(&self, channel_id: u64) -> Result<Option<Checkpoint>, StoreError> {
         let conn = self.conn()?;
         let row = conn
-            .query_row(
-                "SELECT last_message_id, state FROM checkpoints WHERE channel_id = ?1",
-                [id(channel_id)],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
-            )
+            .query_row("SELECT last_message_id, state FROM checkpoints WHERE channel_id = ?1", [id(channel_id)], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
             .optional()?;
         Ok(row.map(|(last, state)| Checkpoint {
             last_message_id: last as u64,
@@ -265,7 +269,13 @@ impl Store {
     /// Stores one page of a channel's messages (sorted by id, oldest first)
     /// and moves the channel's checkpoint to the page's last id, in one
     /// transaction. `complete` says the page reached the end of the history.
-    pub fn write_page(&self, guild_id: u64, channel_id: u64, page: &[Raw<Message>], complete: bool) -> Result<PageCounts, StoreError> {
+    pub fn write_page(
+        &self,
+        guild_id: u64,
+        channel_id: u64,
+        page: &[Raw<Message>],
+        complete: bool,
+    ) -> Result<PageCounts, StoreError> {
         debug_assert!(page.windows(2).all(|w| w[0].value.id < w[1].value.id), "pages are written oldest first");
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -276,7 +286,8 @@ impl Store {
             if authors.insert(m.author.id) {
                 save_user(&tx, &m.author)?;
             }
-            let created = snowflake::normalize_time(&m.timestamp).unwrap_or_else(|| snowflake::format_time(snowflake::timestamp(m.id)));
+            let created = snowflake::normalize_time(&m.timestamp)
+                .unwrap_or_else(|| snowflake::format_time(snowflake::timestamp(m.id)));
             let edited = m.edited_timestamp.as_deref().and_then(snowflake::normalize_time);
             let reference = m.message_reference.as_ref();
             let values = params![
@@ -349,7 +360,13 @@ impl Store {
     }
 
     /// Records a channel's state without moving its checkpoint (writes only if it changed).
-    pub fn mark_channel(&self, guild_id: u64, channel_id: u64, state: ChannelState, detail: Option<&str>) -> Result<(), StoreError> {
+    pub fn mark_channel(
+        &self,
+        guild_id: u64,
+        channel_id: u64,
+        state: ChannelState,
+        detail: Option<&str>,
+    ) -> Result<(), StoreError> {
         self.conn()?.execute(
             "INSERT INTO checkpoints (channel_id, guild_id, last_message_id, state, detail) VALUES (?1, ?2, 0, ?3, ?4)
              ON CONFLICT(channel_id) DO UPDATE SET state = excluded.state, detail = excluded.detail

@@ -85,10 +85,8 @@ impl Store {
              ORDER BY c.position, c.id",
         )?;
         for g in &mut guilds {
-            if let Some((at, outcome)) = runs
-                .query_map(params![g.guild_id as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .next()
-                .transpose()?
+            if let Some((at, outcome)) =
+                runs.query_map(params![g.guild_id as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.next().transpose()?
             {
                 g.last_load_at = at;
                 g.last_load_outcome = outcome;

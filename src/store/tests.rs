@@ -14,7 +14,8 @@ fn msg(id: u64, channel: u64, content: &str, edited: Option<&str>) -> Raw<Messag
 
 fn stored(store: &Store, channel: u64) -> Vec<(u64, String, Option<String>)> {
     let conn = store.conn().unwrap();
-    let mut stmt = conn.prepare("SELECT id, content, edited_at FROM messages WHERE channel_id = ?1 ORDER BY id").unwrap();
+    let mut stmt =
+        conn.prepare("SELECT id, content, edited_at FROM messages WHERE channel_id = ?1 ORDER BY id").unwrap();
     stmt.query_map([channel as i64], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))
         .unwrap()
         .collect::<Result<_, _>>()
