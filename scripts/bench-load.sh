@@ -32,22 +32,29 @@ stop_fake() {
 }
 
 echo "== load throughput (5 req / 1 s per channel, 50 req/s global, 100 messages a page)"
-printf '%-9s %-10s %-9s %-9s %-9s %-10s %-10s %s\n' channels messages seconds msgs/s bound/s "of bound" "req/s" "429s provoked"
+echo "(whole run: from start to exit, discovery included; steady: message pages between the 2nd second and"
+echo " 2 s before the last page, where every channel is still loading)"
+printf '%-9s %-10s %-8s %-8s %-8s %-10s %-8s %-10s %s\n' channels messages seconds msgs/s bound/s "of bound" "req/s" "steady" "429s provoked"
 for N in 1 4 16; do
-  start_fake --channels "$N" --messages "$PER_CHANNEL" --per-route 5 --window-ms 1000 --global 50
+  start_fake --channels "$N" --messages "$PER_CHANNEL" --per-route 5 --window-ms 1000 --global 50 \
+    --request-log "$WORK/requests.jsonl"
   rm -rf "$WORK/data"
   DISCORD_TOKEN="$TOKEN" DISCORD_API_BASE="$BASE" "$BIN" load --guild "$GUILD" --concurrency "$N" \
     --data-dir "$WORK/data" --json > "$WORK/summary.json"
   stop_fake
-  python3 - "$WORK/summary.json" "$WORK/fake.err" "$N" <<'PY'
+  python3 - "$WORK/summary.json" "$WORK/fake.err" "$N" "$WORK/requests.jsonl" <<'PY'
 import json, re, sys
 s = json.load(open(sys.argv[1])); n = int(sys.argv[3])
+pages = [r["at_ms"] for r in map(json.loads, open(sys.argv[4])) if r["path"].endswith("/messages")]
+lo, hi = pages[0] + 2000, pages[-1] - 2000
+steady_pages = sum(1 for t in pages if lo <= t < hi) / ((hi - lo) / 1000)
 provoked = re.search(r"(\d+) of them 429s", open(sys.argv[2]).read()).group(1)
 # The bound: pages per second the limits allow, 100 messages a page.
 bound = min(n * 5 / 1.0, 50) * 100
 rate = s["new"] / s["seconds"]
 reqs = s["requests"]["requests"] / s["seconds"]
-print(f'{n:<9} {s["new"]:<10} {s["seconds"]:<9.1f} {rate:<9.0f} {bound:<9.0f} {rate/bound:<10.1%} {reqs:<10.1f} {provoked}')
+steady = steady_pages * 100 / bound
+print(f'{n:<9} {s["new"]:<10} {s["seconds"]:<8.1f} {rate:<8.0f} {bound:<8.0f} {rate/bound:<10.1%} {reqs:<8.1f} {steady:<10.1%} {provoked}')
 PY
 done
 

@@ -37,6 +37,9 @@ pub struct Args {
     /// Generator seed.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// On exit, write every request (arrival ms, status, outcome, path) as JSON lines here.
+    #[arg(long, value_name = "FILE")]
+    pub request_log: Option<std::path::PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<u8> {
@@ -75,6 +78,16 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     let requests = server.requests();
     let provoked = requests.iter().filter(|r| r.provoked_429()).count();
     eprintln!("served {} requests, {provoked} of them 429s provoked by the client", requests.len());
+    if let Some(path) = &args.request_log {
+        let mut out = String::new();
+        for r in &requests {
+            let line = serde_json::json!({"seq": r.seq, "at_ms": r.at_ms, "status": r.status, "outcome": r.outcome,
+                                          "path": r.path, "query": r.query});
+            out.push_str(&line.to_string());
+            out.push('\n');
+        }
+        std::fs::write(path, out)?;
+    }
     server.shutdown().await;
     Ok(exit::OK)
 }

@@ -70,7 +70,7 @@ pub struct ClientOptions {
     pub token: Token,
     /// Requests per second for the whole bot (Discord: 50).
     pub global_per_second: u32,
-    /// Added to the one-second global window to absorb clock jitter.
+    /// Added to the one-second global window (guards against timer rounding).
     pub global_margin: Duration,
     pub request_timeout: Duration,
     pub max_tries: u32,
@@ -85,7 +85,7 @@ impl ClientOptions {
             api_base: api_base.into(),
             token,
             global_per_second: 50,
-            global_margin: Duration::from_millis(20),
+            global_margin: Duration::from_millis(2),
             request_timeout: Duration::from_secs(30),
             max_tries: 6,
             retry_base: Duration::from_millis(500),

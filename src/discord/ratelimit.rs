@@ -8,14 +8,17 @@
 //!    waits until the bucket resets, so the loader waits *before* it would be
 //!    refused instead of provoking a 429. Requests on one route and major
 //!    parameter are serialized, so each one sees the headers of the last.
-//! 2. **Global.** At most `global_per_second` requests leave in any window of
-//!    one second plus a small margin (the margin absorbs the jitter between
-//!    when a request leaves here and when Discord counts it).
+//! 2. **Global.** At most `global_per_second` requests in any second. A
+//!    request holds its slot from the moment it leaves until one second after
+//!    its answer arrived. Discord counts a request when it arrives, which is
+//!    after it left and before its answer came back, so no second of Discord's
+//!    can see more than the limit, however long requests are delayed on the way
+//!    (a slower machine or network costs throughput, never a 429).
 //! 3. **429.** A 429 is obeyed exactly: `retry_after` from the body (or the
 //!    `Retry-After` header) empties the bucket until then, and a global 429
 //!    pauses every request of the process.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -87,29 +90,42 @@ impl Headers {
     }
 }
 
-/// At most `limit` events in any `period`.
+/// At most `limit` requests in any `period`, where a request counts from when
+/// it leaves until `period` after it completes (see the module docs).
 #[derive(Debug)]
 pub struct SlidingWindow {
     limit: usize,
     period: Duration,
-    sent: VecDeque<Instant>,
+    /// (slot id, completion time; `None` while in flight)
+    slots: Vec<(u64, Option<Instant>)>,
+    next_id: u64,
 }
+
+/// How often to look again when every slot is held by a request in flight.
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(5);
 
 impl SlidingWindow {
     pub fn new(limit: u32, period: Duration) -> Self {
-        SlidingWindow { limit: limit.max(1) as usize, period, sent: VecDeque::new() }
+        SlidingWindow { limit: limit.max(1) as usize, period, slots: Vec::new(), next_id: 0 }
     }
 
-    /// Takes a slot now, or says how long until one is free.
-    pub fn try_acquire(&mut self, now: Instant) -> Result<(), Duration> {
-        while self.sent.front().is_some_and(|&t| now.duration_since(t) >= self.period) {
-            self.sent.pop_front();
+    /// Takes a slot now (returning its id), or says how long until one may be free.
+    pub fn try_acquire(&mut self, now: Instant) -> Result<u64, Duration> {
+        let period = self.period;
+        self.slots.retain(|(_, done)| done.is_none_or(|t| now.saturating_duration_since(t) < period));
+        if self.slots.len() < self.limit {
+            self.next_id += 1;
+            self.slots.push((self.next_id, None));
+            return Ok(self.next_id);
         }
-        if self.sent.len() < self.limit {
-            self.sent.push_back(now);
-            Ok(())
-        } else {
-            Err(self.sent[0] + self.period - now)
+        let free_at = self.slots.iter().filter_map(|(_, done)| *done).min();
+        Err(free_at.map_or(IN_FLIGHT_POLL, |t| (t + period).saturating_duration_since(now)))
+    }
+
+    /// Records that the request holding `slot` completed at `at`.
+    pub fn complete(&mut self, slot: u64, at: Instant) {
+        if let Some(s) = self.slots.iter_mut().find(|(id, _)| *id == slot) {
+            s.1 = Some(at);
         }
     }
 }
@@ -169,10 +185,19 @@ pub struct RateLimiter {
     pub stats: Stats,
 }
 
-/// Held while a request is in flight; releases the route when dropped.
+/// Held while a request is in flight. Dropping it (once the answer, or the
+/// failure, is in) releases the route and starts its global slot's last second.
 pub struct Permit {
     key: RouteKey,
+    slot: u64,
+    limiter: Arc<RateLimiter>,
     _guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.limiter.global.lock().unwrap().complete(self.slot, Instant::now());
+    }
 }
 
 /// How a 429 is to be obeyed.
@@ -183,7 +208,8 @@ pub enum Backoff429 {
 }
 
 impl RateLimiter {
-    /// `global_per_second` requests per second, counted over `1 s + margin`.
+    /// `global_per_second` requests per second, counted over `1 s + margin`
+    /// (the margin only guards against timer rounding).
     pub fn new(global_per_second: u32, margin: Duration) -> Self {
         RateLimiter {
             global: Mutex::new(SlidingWindow::new(global_per_second, Duration::from_secs(1) + margin)),
@@ -200,49 +226,53 @@ impl RateLimiter {
         Some((hash, key.major))
     }
 
-    /// How long a request on `key` must still wait, reserving its place if none.
-    fn check(&self, key: &RouteKey, now: Instant) -> Option<Duration> {
+    /// How long a request on `key` must still wait; if none, reserves its
+    /// place and returns its global slot.
+    fn check(&self, key: &RouteKey, now: Instant) -> Result<u64, Duration> {
         if let Some(until) = *self.paused_until.lock().unwrap() {
             if now < until {
-                return Some(until - now);
+                return Err(until - now);
             }
         }
         let bucket = self.bucket_key(key);
         if let Some(bucket) = &bucket {
             if let Some(wait) = self.buckets.lock().unwrap().get(bucket).and_then(|s| s.wait(now)) {
-                return Some(wait);
+                return Err(wait);
             }
         }
-        if let Err(wait) = self.global.lock().unwrap().try_acquire(now) {
-            return Some(wait);
-        }
+        let slot = self.global.lock().unwrap().try_acquire(now)?;
         if let Some(bucket) = bucket {
             if let Some(state) = self.buckets.lock().unwrap().get_mut(&bucket) {
                 state.reserve(now);
             }
         }
-        None
+        Ok(slot)
     }
 
     /// Waits until a request on `key` may leave and returns the permit to send it.
-    pub async fn acquire(&self, key: RouteKey) -> Permit {
+    pub async fn acquire(self: &Arc<Self>, key: RouteKey) -> Permit {
         let lock = self.routes.lock().unwrap().entry(key.clone()).or_default().clone();
         let guard = lock.lock_owned().await;
         let start = Instant::now();
         let mut waited = false;
-        while let Some(wait) = self.check(&key, Instant::now()) {
-            if !waited {
-                waited = true;
-                self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        let slot = loop {
+            match self.check(&key, Instant::now()) {
+                Ok(slot) => break slot,
+                Err(wait) => {
+                    if !waited {
+                        waited = true;
+                        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(wait).await;
+                }
             }
-            tokio::time::sleep(wait).await;
-        }
+        };
         if waited {
             self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
             self.stats.waited_ms.fetch_add(start.elapsed().as_millis() as u64, Ordering::Relaxed);
         }
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        Permit { key, _guard: guard }
+        Permit { key, slot, limiter: self.clone(), _guard: guard }
     }
 
     /// Records what an answer's headers say about the permit's bucket.
@@ -354,16 +384,18 @@ mod tests {
     fn sliding_window_admits_limit_per_period() {
         let t0 = Instant::now();
         let mut w = SlidingWindow::new(3, Duration::from_secs(1));
-        for _ in 0..3 {
-            assert!(w.try_acquire(t0).is_ok());
-        }
-        assert_eq!(w.try_acquire(t0 + Duration::from_millis(400)), Err(Duration::from_millis(600)));
-        assert!(w.try_acquire(t0 + Duration::from_secs(1)).is_ok());
+        let slots: Vec<u64> = (0..3).map(|_| w.try_acquire(t0).unwrap()).collect();
+        // All three in flight: nothing frees until one completes.
+        assert_eq!(w.try_acquire(t0 + Duration::from_secs(5)), Err(IN_FLIGHT_POLL));
+        // A slot frees one period after its request *completed*, not after it left.
+        w.complete(slots[0], t0 + Duration::from_millis(200));
+        assert_eq!(w.try_acquire(t0 + Duration::from_millis(400)), Err(Duration::from_millis(800)));
+        assert!(w.try_acquire(t0 + Duration::from_millis(1200)).is_ok());
     }
 
     #[tokio::test(start_paused = true)]
     async fn acquire_waits_for_an_empty_bucket_then_goes() {
-        let limiter = RateLimiter::new(50, Duration::ZERO);
+        let limiter = Arc::new(RateLimiter::new(50, Duration::ZERO));
         let key = RouteKey { template: "GET /channels/{}/messages", major: 7 };
         let permit = limiter.acquire(key.clone()).await;
         let h = Headers::parse(&headers(&[
@@ -386,7 +418,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_global_429_pauses_every_route() {
-        let limiter = RateLimiter::new(50, Duration::ZERO);
+        let limiter = Arc::new(RateLimiter::new(50, Duration::ZERO));
         let a = RouteKey { template: "GET /channels/{}/messages", major: 1 };
         let permit = limiter.acquire(a.clone()).await;
         let t = Instant::now();
@@ -399,7 +431,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn global_limit_spreads_requests() {
-        let limiter = RateLimiter::new(4, Duration::ZERO);
+        let limiter = Arc::new(RateLimiter::new(4, Duration::ZERO));
         let t = Instant::now();
         for major in 0..8 {
             drop(limiter.acquire(RouteKey { template: "GET /channels/{}", major }).await);

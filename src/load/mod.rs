@@ -399,11 +399,14 @@ impl Ctx<'_> {
             }
             check_not_blank(t, &page)?;
             let last = page.last().map_or(after, |m| m.value.id);
+            // A short page is the end; so is reaching the newest message the
+            // channel listing named (saves asking for an empty page).
+            let end = !full || t.last_message_id.is_some_and(|newest| last >= newest);
             let store = self.store.clone();
             let (g, c) = (t.guild_id, t.channel_id);
             // Once fetched, a page is written even if a stop arrives meanwhile:
             // it lands with its checkpoint, whole.
-            let counts: PageCounts = blocking(move || store.write_page(g, c, &page, !full)).await?;
+            let counts: PageCounts = blocking(move || store.write_page(g, c, &page, end)).await?;
             report.new += counts.new;
             report.updated += counts.updated;
             report.already_present += counts.unchanged;
@@ -415,7 +418,7 @@ impl Ctx<'_> {
                 updated: counts.updated,
                 last_message_id: last,
             });
-            if !full {
+            if end {
                 return Ok(Outcome::Complete);
             }
         }
