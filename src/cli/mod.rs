@@ -1,8 +1,13 @@
 //! The command line: global options, one file per subcommand, exit codes.
 
+mod activate;
+mod drop_index;
 #[cfg(feature = "fake-discord")]
 mod fake_discord;
+mod guilds;
+mod index;
 mod load;
+mod models;
 mod status;
 
 use std::path::PathBuf;
@@ -48,8 +53,18 @@ pub struct Cli {
 pub enum Command {
     /// Stage one: load guild history into the archive (resumable).
     Load(load::Args),
-    /// What the archive holds, per guild and channel.
+    /// What the archive holds, per guild and channel, and its indexes.
     Status(status::Args),
+    /// Stage two: chunk, embed and store a guild's history for search.
+    Index(index::Args),
+    /// The embedding models installed under models/.
+    Models(models::Args),
+    /// Make a complete index the one search uses for a guild.
+    Activate(activate::Args),
+    /// Delete a guild's collection for a model.
+    DropIndex(drop_index::Args),
+    /// The guilds in the archive (for scripts: --json).
+    Guilds(guilds::Args),
     /// Run the loopback fake Discord server (for demos and benchmarks).
     #[cfg(feature = "fake-discord")]
     FakeDiscord(fake_discord::Args),
@@ -72,10 +87,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let settings = Settings::resolve(cli.config.as_deref(), cli.data_dir.clone())?;
     match cli.command {
         Command::Load(args) => load::run(args, &settings, cli.json).await,
-        Command::Status(args) => status::run(args, &settings, cli.json),
+        Command::Status(args) => status::run(args, &settings, cli.json).await,
+        Command::Index(args) => index::run(args, &settings, cli.json).await,
+        Command::Models(args) => models::run(args, &settings, cli.json),
+        Command::Activate(args) => activate::run(args, &settings, cli.json).await,
+        Command::DropIndex(args) => drop_index::run(args, &settings, cli.json).await,
+        Command::Guilds(args) => guilds::run(args, &settings, cli.json),
         #[cfg(feature = "fake-discord")]
         Command::FakeDiscord(args) => fake_discord::run(args).await,
     }
+}
+
+/// The vector store the settings name: a Qdrant server, or the embedded one.
+pub fn backend(settings: &Settings) -> anyhow::Result<crate::vector::Backend> {
+    let key = settings.qdrant_api_key.as_ref().map(|k| k.0.as_str());
+    Ok(crate::vector::Backend::new(&settings.data_dir, settings.qdrant_url.as_deref(), key)?)
 }
 
 /// A token cancelled by the first Ctrl-C or SIGTERM; a second Ctrl-C exits at

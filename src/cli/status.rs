@@ -12,9 +12,18 @@ pub struct Args {
     pub guilds: Vec<u64>,
 }
 
-pub fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
+pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
     let store = Store::open_existing(&settings.data_dir)?;
-    let guilds = store.status(&args.guilds)?;
+    let mut guilds = store.status(&args.guilds)?;
+    // Count each collection's points (skipped if another process holds it open).
+    let backend = super::backend(settings)?;
+    for g in &mut guilds {
+        for i in &mut g.indexes {
+            if let Ok(Some(c)) = backend.open_existing(g.guild_id, &i.model).await {
+                i.points = c.count().await.ok();
+            }
+        }
+    }
     if let Some(missing) = args.guilds.iter().find(|g| !guilds.iter().any(|s| s.guild_id == **g)) {
         anyhow::bail!("guild {missing} is not in the archive {}", store.path().display());
     }
@@ -34,6 +43,20 @@ pub fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
             g.last_load_at.as_deref().unwrap_or("never"),
             g.last_load_outcome.as_deref().unwrap_or("-"),
         );
+        for i in &g.indexes {
+            println!(
+                "  index {}{}: {}, {} chunks, {} points, {} dimensions, checkpoint version {}, {} ({})",
+                i.model,
+                if i.active { " (active)" } else { "" },
+                i.state,
+                i.chunks,
+                i.points.map_or("?".into(), |p| p.to_string()),
+                i.dim,
+                i.version,
+                i.backend,
+                i.collection,
+            );
+        }
         for c in &g.channels {
             let indent = if c.parent_id.is_some() && c.kind.contains("thread") { "    " } else { "  " };
             let detail = c.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();

@@ -378,17 +378,20 @@ impl Gen<'_> {
     }
 
     /// Appends `count` messages spread over the time from `from` to the end of
-    /// history, in bursts (conversations) separated by silences.
+    /// history, as conversations (about a dozen messages, a few seconds to two
+    /// minutes apart) separated by silences of hours or days.
     fn fill_from(&mut self, ch: &mut FakeChannel, count: usize, from: u64, first_id: Option<u64>) {
+        const CONVERSATION: u64 = 12;
         let humans = (self.world.users.len() - 3).max(1) as u32;
         let span = self.end.saturating_sub(from).max(count as u64);
-        let mean_gap = (span / count.max(1) as u64).max(1);
+        let conversations = (count as u64 / CONVERSATION).max(1);
+        let silence = (span / conversations).max(2);
         let mut t = from;
         for i in 0..count {
-            let gap = if self.rng.gen_bool(0.08) {
-                self.rng.gen_range(mean_gap * 4..=mean_gap * 18)
+            let gap = if self.rng.gen_bool(1.0 / CONVERSATION as f64) {
+                self.rng.gen_range(silence / 2..=silence * 3 / 2)
             } else {
-                self.rng.gen_range(1..=(mean_gap / 8).max(1))
+                self.rng.gen_range(3_000..=120_000)
             };
             t = (t + gap).min(self.end + i as u64);
             let id = match (i, first_id) {

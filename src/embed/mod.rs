@@ -1,0 +1,307 @@
+//! Sentence embeddings with candle: BERT-family sentence-transformers models
+//! (BGE, all-MiniLM-L6-v2, ...) loaded from a model directory under `models/`.
+//!
+//! A model directory holds `config.json`, `tokenizer.json`, `model.safetensors`
+//! and `1_Pooling/config.json` (which pooling: CLS for BGE, masked mean for
+//! MiniLM), optionally `sentence_bert_config.json` (`max_seq_length`).
+//! Vectors are computed in F32 (candle's BERT gives NaN in F16), pooled as the
+//! model's own config says and L2-normalised: the same vectors as
+//! sentence-transformers gives for the same model (checked by a test against
+//! reference vectors it produced). Texts are embedded in batches sorted by
+//! length, so little compute is spent on padding.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams, TruncationStrategy};
+
+/// BERT's hard limit on sequence length, special tokens included.
+pub const BERT_MAX_TOKENS: usize = 512;
+
+/// How token vectors become one sentence vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The first ([CLS]) token's vector (BGE).
+    Cls,
+    /// The mean of the real (unpadded) tokens' vectors (MiniLM, most sentence-transformers).
+    Mean,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("no model {name:?} in {dir}; installed: {installed}. Install one with scripts/fetch-model.sh NAME")]
+    NotInstalled { name: String, dir: PathBuf, installed: String },
+    #[error("model directory {dir} lacks {file}: it is not a complete sentence-transformers model")]
+    MissingFile { dir: PathBuf, file: &'static str },
+    #[error("{file}: {detail}")]
+    Malformed { file: PathBuf, detail: String },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("embedding failed: {0}")]
+    Candle(#[from] candle_core::Error),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+}
+
+/// What a model directory says about itself (read without loading weights).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub dir: PathBuf,
+    /// Vector dimension (`hidden_size`).
+    pub dim: usize,
+    pub pooling: Pooling,
+    /// Longest input in tokens, special tokens included.
+    pub max_tokens: usize,
+    /// Bytes of weights.
+    pub weights_bytes: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_sqrt_len_tokens: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct SentenceBertConfig {
+    max_seq_length: Option<usize>,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ModelError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ModelError::Malformed { file: path.into(), detail: e.to_string() })?;
+    serde_json::from_str(&text).map_err(|e| ModelError::Malformed { file: path.into(), detail: e.to_string() })
+}
+
+impl ModelInfo {
+    /// Finds model `name` in `models_dir`.
+    pub fn find(models_dir: &Path, name: &str) -> Result<ModelInfo, ModelError> {
+        let dir = models_dir.join(name);
+        if name.is_empty() || name.contains(['/', '\\']) || !dir.is_dir() {
+            let installed: Vec<String> = installed(models_dir).into_iter().map(|(n, _)| n).collect();
+            return Err(ModelError::NotInstalled {
+                name: name.into(),
+                dir: models_dir.into(),
+                installed: if installed.is_empty() { "none".into() } else { installed.join(", ") },
+            });
+        }
+        Self::read(&dir)
+    }
+
+    /// Reads a model directory's configuration.
+    pub fn read(dir: &Path) -> Result<ModelInfo, ModelError> {
+        for file in ["config.json", "tokenizer.json", "model.safetensors", "1_Pooling/config.json"] {
+            if !dir.join(file).is_file() {
+                return Err(ModelError::MissingFile { dir: dir.into(), file });
+            }
+        }
+        // Parsing into candle's Config checks that candle can build this model
+        // (e.g. a supported activation); the raw JSON gives the numbers.
+        let _: Config = read_json(&dir.join("config.json"))?;
+        let hidden: serde_json::Value = read_json(&dir.join("config.json"))?;
+        let dim = hidden["hidden_size"].as_u64().unwrap_or(0) as usize;
+        let pooling_path = dir.join("1_Pooling/config.json");
+        let p: PoolingConfig = read_json(&pooling_path)?;
+        let pooling = match (
+            p.pooling_mode_cls_token,
+            p.pooling_mode_mean_tokens,
+            p.pooling_mode_max_tokens,
+            p.pooling_mode_mean_sqrt_len_tokens,
+        ) {
+            (true, false, false, false) => Pooling::Cls,
+            (false, true, false, false) => Pooling::Mean,
+            _ => {
+                return Err(ModelError::Unsupported(format!(
+                    "{}: only CLS or mean pooling (one of them) is supported",
+                    pooling_path.display()
+                )))
+            }
+        };
+        let max_positions = hidden["max_position_embeddings"].as_u64().unwrap_or(BERT_MAX_TOKENS as u64) as usize;
+        let sbert = dir.join("sentence_bert_config.json");
+        let max_seq = if sbert.is_file() { read_json::<SentenceBertConfig>(&sbert)?.max_seq_length } else { None };
+        let max_tokens = max_seq.unwrap_or(max_positions).min(max_positions).min(BERT_MAX_TOKENS);
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let weights_bytes = std::fs::metadata(dir.join("model.safetensors")).map(|m| m.len()).unwrap_or(0);
+        if dim == 0 {
+            return Err(ModelError::Malformed { file: dir.join("config.json"), detail: "no hidden_size".into() });
+        }
+        Ok(ModelInfo { name, dir: dir.into(), dim, pooling, max_tokens, weights_bytes })
+    }
+}
+
+/// Every model directory under `models_dir`, with its info or why it is unusable.
+pub fn installed(models_dir: &Path) -> Vec<(String, Result<ModelInfo, ModelError>)> {
+    let Ok(entries) = std::fs::read_dir(models_dir) else { return Vec::new() };
+    let mut out: Vec<(String, Result<ModelInfo, ModelError>)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| !e.file_name().to_string_lossy().ends_with(".partial"))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), ModelInfo::read(&e.path())))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// The device to embed on: the first CUDA GPU when built with the `cuda`
+/// feature and one is present, else the CPU.
+pub fn device() -> Device {
+    #[cfg(feature = "cuda")]
+    if let Ok(d) = Device::new_cuda(0) {
+        return d;
+    }
+    Device::Cpu
+}
+
+pub fn device_name(d: &Device) -> &'static str {
+    match d {
+        Device::Cpu => "cpu",
+        Device::Cuda(_) => "cuda",
+        Device::Metal(_) => "metal",
+    }
+}
+
+/// A loaded model, ready to embed.
+pub struct Embedder {
+    pub info: ModelInfo,
+    model: BertModel,
+    /// Pads each batch to its longest text and truncates at `max_tokens`.
+    tokenizer: Tokenizer,
+    /// No padding, no truncation: for counting tokens.
+    counter: Tokenizer,
+    device: Device,
+}
+
+impl std::fmt::Debug for Embedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedder").field("info", &self.info).finish_non_exhaustive()
+    }
+}
+
+impl Embedder {
+    pub fn load(info: ModelInfo, device: Device) -> Result<Embedder, ModelError> {
+        let config: Config = read_json(&info.dir.join("config.json"))?;
+        let weights = info.dir.join("model.safetensors");
+        // SAFETY: the weights are memory-mapped read-only; the model directory
+        // must not be rewritten while the process runs (fetch-model.sh installs
+        // by renaming a finished directory into place).
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
+            .map_err(|e| ModelError::Malformed { file: weights.clone(), detail: e.to_string() })?;
+        let model = BertModel::load(vb, &config).map_err(|e| ModelError::Malformed {
+            file: weights.clone(),
+            detail: format!("does not fit config.json: {e}"),
+        })?;
+        let tok_path = info.dir.join("tokenizer.json");
+        let mut counter = Tokenizer::from_file(&tok_path)
+            .map_err(|e| ModelError::Malformed { file: tok_path.clone(), detail: e.to_string() })?;
+        let pad_token = counter.get_padding().map(|p| p.pad_token.clone()).unwrap_or_else(|| "[PAD]".into());
+        let pad_id = counter.token_to_id(&pad_token).unwrap_or(0);
+        counter.with_padding(None);
+        counter.with_truncation(None).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        let mut tokenizer = counter.clone();
+        tokenizer.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            direction: PaddingDirection::Right,
+            pad_to_multiple_of: None,
+            pad_id,
+            pad_type_id: 0,
+            pad_token,
+        }));
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: info.max_tokens,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: tokenizers::TruncationDirection::Right,
+            }))
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok(Embedder { info, model, tokenizer, counter, device })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Tokens of `text`, special tokens included, without truncation.
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.counter.encode_fast(text, true).map(|e| e.len()).unwrap_or(usize::MAX)
+    }
+
+    /// Tokens of `text` without special tokens (what a line adds to a chunk).
+    pub fn count_content_tokens(&self, text: &str) -> usize {
+        self.counter.encode_fast(text, false).map(|e| e.len()).unwrap_or(usize::MAX)
+    }
+
+    /// The tokens of the special tokens one input carries ([CLS] and [SEP] for BERT).
+    pub fn special_tokens(&self) -> usize {
+        self.count_tokens("").min(self.info.max_tokens)
+    }
+
+    /// Embeds texts (in any order) into L2-normalised vectors, in the same order.
+    /// Returns the vectors and the number of real (unpadded) tokens processed.
+    pub fn embed(&self, texts: &[&str], batch_size: usize) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        // Sort by length so each batch pads little.
+        let lengths: Vec<usize> = texts.iter().map(|t| t.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+        let mut out = vec![Vec::new(); texts.len()];
+        let mut tokens = 0;
+        for batch in order.chunks(batch_size.max(1)) {
+            let inputs: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
+            let (vectors, n) = self.embed_batch(&inputs)?;
+            tokens += n;
+            for (&i, v) in batch.iter().zip(vectors) {
+                out[i] = v;
+            }
+        }
+        Ok((out, tokens))
+    }
+
+    fn embed_batch(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
+        let encodings =
+            self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        let (b, len) = (encodings.len(), encodings.first().map_or(0, |e| e.len()));
+        let mut ids = Vec::with_capacity(b * len);
+        let mut types = Vec::with_capacity(b * len);
+        let mut mask = Vec::with_capacity(b * len);
+        for e in &encodings {
+            ids.extend_from_slice(e.get_ids());
+            types.extend_from_slice(e.get_type_ids());
+            mask.extend_from_slice(e.get_attention_mask());
+        }
+        let real_tokens = mask.iter().filter(|&&m| m == 1).count();
+        let ids = Tensor::from_vec(ids, (b, len), &self.device)?;
+        let types = Tensor::from_vec(types, (b, len), &self.device)?;
+        let mask = Tensor::from_vec(mask, (b, len), &self.device)?;
+        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+        let pooled = match self.info.pooling {
+            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Mean => {
+                // sentence-transformers: sum(h · mask) / max(sum(mask), 1e-9)
+                let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+                let sum = hidden.broadcast_mul(&m)?.sum(1)?;
+                let count = m.sum(1)?.maximum(1e-9)?;
+                sum.broadcast_div(&count)?
+            }
+        };
+        // torch.nn.functional.normalize(p=2, eps=1e-12)
+        let norm = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12)?;
+        let normalized = pooled.broadcast_div(&norm)?;
+        Ok((normalized.to_vec2::<f32>()?, real_tokens))
+    }
+}
+
+pub mod tiny;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,75 @@
+use super::*;
+
+fn tiny(pooling: Pooling) -> (tempfile::TempDir, Embedder) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny");
+    tiny::write(&path, &tiny::TinySpec { pooling, ..Default::default() }).unwrap();
+    let info = ModelInfo::read(&path).unwrap();
+    (dir, Embedder::load(info, Device::Cpu).unwrap())
+}
+
+#[test]
+fn reads_model_info_without_loading_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny::write(&dir.path().join("m"), &tiny::TinySpec { pooling: Pooling::Cls, ..Default::default() }).unwrap();
+    let info = ModelInfo::find(dir.path(), "m").unwrap();
+    assert_eq!((info.dim, info.pooling, info.max_tokens), (32, Pooling::Cls, 128));
+    let err = ModelInfo::find(dir.path(), "nope").unwrap_err();
+    assert!(err.to_string().contains("installed: m"), "{err}");
+}
+
+#[test]
+fn vectors_are_normalised_deterministic_and_independent_of_batching() {
+    let (_d, e) = tiny(Pooling::Mean);
+    let texts = ["has anyone looked at the staging deploy?", "ok", "the notary keys rotation is broken again today"];
+    let (all, tokens) = e.embed(&texts, 8).unwrap();
+    assert!(tokens >= 3 * 3);
+    for v in &all {
+        assert_eq!(v.len(), 32);
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5 && v.iter().all(|x| x.is_finite()));
+    }
+    // One at a time (no padding) gives the same vectors as a padded batch.
+    for (i, t) in texts.iter().enumerate() {
+        let (one, _) = e.embed(&[t], 1).unwrap();
+        let cos: f32 = one[0].iter().zip(&all[i]).map(|(a, b)| a * b).sum();
+        assert!(cos > 1.0 - 1e-5, "text {i}: cosine {cos}");
+    }
+}
+
+#[test]
+fn cls_and_mean_pooling_differ() {
+    let (_a, mean) = tiny(Pooling::Mean);
+    let (_b, cls) = tiny(Pooling::Cls);
+    let t = ["how do we handle the rollout now?"];
+    let (m, _) = mean.embed(&t, 1).unwrap();
+    let (c, _) = cls.embed(&t, 1).unwrap();
+    let cos: f32 = m[0].iter().zip(&c[0]).map(|(a, b)| a * b).sum();
+    assert!(cos < 0.999);
+}
+
+#[test]
+fn long_inputs_are_counted_untruncated() {
+    let (_d, e) = tiny(Pooling::Mean);
+    let long = "the build is broken ".repeat(100);
+    assert_eq!(e.count_tokens(&long), 402);
+    assert_eq!(e.count_content_tokens(&long), 400);
+    assert_eq!(e.special_tokens(), 2);
+}
+
+#[test]
+fn broken_model_directories_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    tiny::write(&m, &tiny::TinySpec::default()).unwrap();
+    std::fs::remove_file(m.join("1_Pooling/config.json")).unwrap();
+    assert!(matches!(ModelInfo::read(&m), Err(ModelError::MissingFile { file: "1_Pooling/config.json", .. })));
+    tiny::write(&m, &tiny::TinySpec::default()).unwrap();
+    std::fs::write(m.join("config.json"), "{ not json").unwrap();
+    let err = ModelInfo::read(&m).unwrap_err();
+    assert!(err.to_string().contains("config.json"), "{err}");
+    tiny::write(&m, &tiny::TinySpec::default()).unwrap();
+    std::fs::write(m.join("model.safetensors"), b"garbage").unwrap();
+    let err = Embedder::load(ModelInfo::read(&m).unwrap(), Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("model.safetensors"), "{err}");
+}

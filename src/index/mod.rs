@@ -1,0 +1,412 @@
+//! Stage two: re-read the archive (never Discord), cut conversations into
+//! chunks, embed them and upsert them into the guild's collection for the
+//! model, incrementally and resumably.
+//!
+//! How a rerun knows what to do: every write to the archive's messages
+//! carries a growing version (deletions leave versioned tombstones). An index
+//! records the version it has fully seen. A run looks only at channels with
+//! newer changes, re-chunks each from the start of the indexed chunk that the
+//! earliest change falls in (chunking is deterministic from any chunk start),
+//! embeds the chunks that are new or whose content changed, deletes the points
+//! of chunks that no longer exist, and finally records the new version.
+//!
+//! Crash safety: a chunk enters the manifest (`index_chunks`) only after its
+//! point is stored and flushed to disk, and leaves it only after its point's
+//! deletion is; the version
+//! moves only at the end. A killed run, rerun, redoes only unrecorded work and
+//! ends with the same point ids and count as an uninterrupted one.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::chunk::{Chunk, ChunkSettings, Chunker};
+use crate::embed::{device_name, Embedder, ModelError};
+use crate::snowflake;
+use crate::store::{ChannelInfo, ChunkRecord, NewIndex, Store, StoreError};
+use crate::vector::{Backend, Point, VectorError};
+
+/// What to index.
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    pub guild: u64,
+    /// Drop the collection and the record first, and build from scratch.
+    pub rebuild: bool,
+    /// Make this model the guild's active one once the index is complete.
+    pub activate: bool,
+    /// Chunking and filters; `max_tokens` is capped at the model's limit.
+    pub settings: ChunkSettings,
+    /// Texts per forward pass.
+    pub batch_size: usize,
+    /// Chunks embedded and stored per step (one manifest transaction each).
+    pub flush_chunks: usize,
+}
+
+impl IndexOptions {
+    pub fn new(guild: u64) -> Self {
+        IndexOptions {
+            guild,
+            rebuild: false,
+            activate: false,
+            settings: ChunkSettings::default(),
+            batch_size: 32,
+            flush_chunks: 128,
+        }
+    }
+}
+
+/// A stage-two progress event.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum IndexEvent {
+    /// `messages` messages in `channels` changed channels will be read.
+    Planned { channels: usize, messages: u64 },
+    /// Progress so far.
+    Progress { messages: u64, embedded: u64, deleted: u64, tokens: u64 },
+}
+
+/// The result of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IndexSummary {
+    #[serde(serialize_with = "id_string")]
+    pub guild_id: u64,
+    pub model: String,
+    pub backend: &'static str,
+    pub collection: String,
+    pub device: &'static str,
+    pub dim: usize,
+    /// Channels re-read because they changed.
+    pub channels: usize,
+    /// Messages read from the archive.
+    pub messages: u64,
+    /// Chunks embedded and upserted in this run.
+    pub embedded: u64,
+    /// Chunks whose points were deleted in this run.
+    pub deleted: u64,
+    /// Chunks re-derived but unchanged (not embedded again).
+    pub unchanged: u64,
+    /// Real (unpadded) tokens embedded.
+    pub tokens: u64,
+    /// Chunks in the index after the run.
+    pub chunks: u64,
+    /// Points in the collection after the run.
+    pub points: u64,
+    /// Vectors covered by the HNSW index.
+    pub indexed_vectors: u64,
+    pub state: &'static str,
+    pub active: bool,
+    pub seconds: f64,
+}
+
+fn id_string<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("guild {0} is not in the archive: load it first (`discord-indexer load --guild {0}`)")]
+    UnknownGuild(u64),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Vector(#[from] VectorError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the index of guild {guild} with model {model} was built with other chunking settings; rerun with --rebuild"
+    )]
+    SettingsChanged { guild: u64, model: String },
+    #[error("the index of guild {guild} with model {model} has {found}-dimensional vectors but the model now makes {wanted}; rerun with --rebuild")]
+    DimensionChanged { guild: u64, model: String, found: usize, wanted: usize },
+    #[error("interrupted; rerun to continue (nothing is lost)")]
+    Interrupted,
+}
+
+/// Messages read from the archive per query.
+const READ_PAGE: usize = 2000;
+
+async fn blocking<T: Send + 'static, E: Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E> {
+    tokio::task::spawn_blocking(f).await.expect("blocking task panicked")
+}
+
+/// Runs stage two for one guild with one model.
+pub async fn index(
+    store: &Store,
+    backend: &Backend,
+    embedder: Arc<Embedder>,
+    options: &IndexOptions,
+    progress: &(dyn Fn(IndexEvent) + Send + Sync),
+    shutdown: &CancellationToken,
+) -> Result<IndexSummary, IndexError> {
+    let started = Instant::now();
+    let guild = options.guild;
+    let model = embedder.info.name.clone();
+    let dim = embedder.info.dim;
+    let s = store.clone();
+    if !blocking(move || s.has_guild(guild)).await? {
+        return Err(IndexError::UnknownGuild(guild));
+    }
+    let mut settings = options.settings.clone();
+    settings.max_tokens = settings.max_tokens.min(embedder.info.max_tokens.saturating_sub(embedder.special_tokens()));
+    let settings_json = serde_json::to_string(&settings).expect("settings serialize");
+
+    let existing = store.index_record(guild, &model)?;
+    let mut reset = options.rebuild;
+    if let Some(record) = &existing {
+        if !options.rebuild && record.dim != dim {
+            return Err(IndexError::DimensionChanged { guild, model, found: record.dim, wanted: dim });
+        }
+        if !options.rebuild && record.settings != settings_json {
+            return Err(IndexError::SettingsChanged { guild, model });
+        }
+    } else {
+        // No record: any collection left on disk is not ours to trust.
+        reset = true;
+    }
+    if reset {
+        backend.drop_collection(guild, &model).await?;
+    }
+    let collection_name = backend.collection_name(guild, &model);
+    let collection = backend.open(guild, &model, dim).await?;
+    store.begin_index(
+        &NewIndex {
+            guild,
+            model: &model,
+            backend: backend.kind(),
+            collection: &collection_name,
+            dim,
+            settings: &settings_json,
+        },
+        reset,
+    )?;
+    let since = if reset { 0 } else { existing.as_ref().map_or(0, |r| r.version) };
+    let version_now = store.version()?;
+
+    let s = store.clone();
+    let changed = blocking(move || s.changed_channels(guild, since)).await?;
+    let s = store.clone();
+    let channels: Arc<HashMap<u64, ChannelInfo>> = Arc::new(blocking(move || s.channel_infos(guild)).await?);
+    let mut run = Run {
+        store,
+        guild,
+        model: &model,
+        embedder: &embedder,
+        collection: &collection,
+        channels: &channels,
+        options,
+        progress,
+        pending: Vec::new(),
+        counts: Counts::default(),
+    };
+    let (s, c) = (store.clone(), changed.clone());
+    let planned = blocking(move || s.messages_from(&c)).await?;
+    progress(IndexEvent::Planned { channels: changed.len(), messages: planned });
+    for &(channel, first_change) in &changed {
+        if shutdown.is_cancelled() {
+            return Err(IndexError::Interrupted);
+        }
+        run.channel(channel, first_change, &settings, shutdown).await?;
+    }
+    run.flush().await?;
+    let counts = run.counts;
+    if counts.embedded + counts.deleted > 0 || reset {
+        collection.finish().await?;
+    }
+    let chunks = store.complete_index(guild, &model, version_now)?;
+    let mut active = store.active_model(guild)?.as_deref() == Some(model.as_str());
+    if options.activate && !active {
+        backend.activate(guild, &model).await?;
+        store.activate_index(guild, &model)?;
+        active = true;
+    }
+    Ok(IndexSummary {
+        guild_id: guild,
+        model: model.clone(),
+        backend: backend.kind(),
+        collection: collection_name,
+        device: device_name(embedder.device()),
+        dim,
+        channels: changed.len(),
+        messages: counts.messages,
+        embedded: counts.embedded,
+        deleted: counts.deleted,
+        unchanged: counts.unchanged,
+        tokens: counts.tokens,
+        chunks,
+        points: collection.count().await?,
+        indexed_vectors: collection.indexed_vectors().await?,
+        state: "complete",
+        active,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    messages: u64,
+    embedded: u64,
+    deleted: u64,
+    unchanged: u64,
+    tokens: u64,
+}
+
+struct Run<'a> {
+    store: &'a Store,
+    guild: u64,
+    model: &'a str,
+    embedder: &'a Arc<Embedder>,
+    collection: &'a crate::vector::Collection,
+    channels: &'a Arc<HashMap<u64, ChannelInfo>>,
+    options: &'a IndexOptions,
+    progress: &'a (dyn Fn(IndexEvent) + Send + Sync),
+    /// Chunks waiting to be embedded.
+    pending: Vec<Chunk>,
+    counts: Counts,
+}
+
+impl Run<'_> {
+    /// Re-chunks one channel from the chunk its first change falls in.
+    async fn channel(
+        &mut self,
+        channel: u64,
+        first_change: u64,
+        settings: &ChunkSettings,
+        shutdown: &CancellationToken,
+    ) -> Result<(), IndexError> {
+        let (store, guild, model) = (self.store.clone(), self.guild, self.model.to_owned());
+        let (start, known) = blocking(move || {
+            let start = store.chunk_start_before(guild, &model, channel, first_change)?.unwrap_or(0);
+            let known = store.chunks_from(guild, &model, channel, start)?;
+            Ok::<_, StoreError>((start, known))
+        })
+        .await?;
+        let mut seen: HashSet<u64> = HashSet::new();
+        let embedder = self.embedder.clone();
+        let count = move |text: &str| embedder.count_content_tokens(text);
+        let quote_store = self.store.clone();
+        let quote = move |id: u64| quote_store.quote(id).ok().flatten();
+        let mut chunker = Chunker::new(settings, &count, &quote);
+        let mut from = start;
+        loop {
+            if shutdown.is_cancelled() {
+                return Err(IndexError::Interrupted);
+            }
+            let store = self.store.clone();
+            let page = blocking(move || store.chat_messages(channel, from, READ_PAGE)).await?;
+            let done = page.len() < READ_PAGE;
+            if let Some(last) = page.last() {
+                from = last.id + 1;
+            }
+            self.counts.messages += page.len() as u64;
+            let mut closed = Vec::new();
+            for m in page {
+                closed.extend(chunker.push(m));
+            }
+            if done {
+                closed.extend(std::mem::replace(&mut chunker, Chunker::new(settings, &count, &quote)).finish());
+            }
+            for chunk in closed {
+                seen.insert(chunk.id);
+                if known.get(&chunk.id) == Some(&chunk.hash) {
+                    self.counts.unchanged += 1;
+                } else {
+                    self.pending.push(chunk);
+                }
+            }
+            if self.pending.len() >= self.options.flush_chunks {
+                self.flush().await?;
+            }
+            if done {
+                break;
+            }
+        }
+        // Chunks that no longer exist: delete their points, then forget them.
+        let gone: Vec<u64> = known.keys().filter(|id| !seen.contains(id)).copied().collect();
+        if !gone.is_empty() {
+            // A pending upsert of a gone id cannot exist (ids are unique per start), but
+            // keep order simple: store what is pending first.
+            self.flush().await?;
+            self.collection.delete(gone.clone()).await?;
+            self.collection.persist().await?;
+            let (store, guild, model) = (self.store.clone(), self.guild, self.model.to_owned());
+            let n = gone.len() as u64;
+            blocking(move || store.forget_chunks(guild, &model, &gone)).await?;
+            self.counts.deleted += n;
+            self.report();
+        }
+        Ok(())
+    }
+
+    /// Embeds and stores the pending chunks, then records them.
+    async fn flush(&mut self) -> Result<(), IndexError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let chunks = std::mem::take(&mut self.pending);
+        let embedder = self.embedder.clone();
+        let batch = self.options.batch_size;
+        let (chunks, vectors, tokens) = blocking(move || {
+            let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+            let (vectors, tokens) = embedder.embed(&texts, batch)?;
+            Ok::<_, ModelError>((chunks, vectors, tokens))
+        })
+        .await?;
+        let points: Vec<Point> =
+            chunks.iter().zip(vectors).map(|(c, v)| Point { id: c.id, vector: v, payload: self.payload(c) }).collect();
+        self.collection.upsert(points).await?;
+        crate::failpoint::hit("index-after-upsert");
+        self.collection.persist().await?;
+        let records: Vec<ChunkRecord> = chunks
+            .iter()
+            .map(|c| ChunkRecord {
+                chunk_id: c.id,
+                channel_id: c.channel_id,
+                first_message_id: c.first_message_id(),
+                last_message_id: c.last_message_id(),
+                hash: c.hash,
+            })
+            .collect();
+        let (store, guild, model) = (self.store.clone(), self.guild, self.model.to_owned());
+        blocking(move || store.record_chunks(guild, &model, &records)).await?;
+        crate::failpoint::hit("index-after-flush");
+        self.counts.embedded += chunks.len() as u64;
+        self.counts.tokens += tokens as u64;
+        self.report();
+        Ok(())
+    }
+
+    fn report(&self) {
+        (self.progress)(IndexEvent::Progress {
+            messages: self.counts.messages,
+            embedded: self.counts.embedded,
+            deleted: self.counts.deleted,
+            tokens: self.counts.tokens,
+        });
+    }
+
+    fn payload(&self, c: &Chunk) -> serde_json::Value {
+        let info = self.channels.get(&c.channel_id).cloned().unwrap_or_default();
+        let time = |id: u64| snowflake::format_time(snowflake::timestamp(id));
+        json!({
+            "guild_id": self.guild,
+            "channel_id": c.channel_id,
+            "channel_name": info.name,
+            "parent_id": info.parent_id,
+            "is_thread": crate::discord::model::channel_type::is_thread(info.kind),
+            "author_ids": c.author_ids,
+            "author_names": c.author_names,
+            "message_ids": c.message_ids,
+            "first_message_id": c.first_message_id(),
+            "last_message_id": c.last_message_id(),
+            "piece": c.piece,
+            "start": time(c.first_message_id()),
+            "end": time(c.last_message_id()),
+            "text": c.text,
+        })
+    }
+}

@@ -1,0 +1,337 @@
+//! The archive's side of stage two: reading messages for chunking, and the
+//! per-(guild, model) index records (manifest of chunks, checkpoint, active model).
+
+use std::collections::HashMap;
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+use super::{id, now, Store, StoreError};
+use crate::chunk::ChatMessage;
+
+/// An index's record.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IndexRecord {
+    #[serde(serialize_with = "super::status::as_string")]
+    pub guild_id: u64,
+    pub model: String,
+    pub backend: String,
+    pub collection: String,
+    pub dim: usize,
+    #[serde(skip)]
+    pub settings: String,
+    /// Archive version fully indexed (the stage-two checkpoint).
+    pub version: i64,
+    /// building | complete
+    pub state: String,
+    pub chunks: u64,
+    pub active: bool,
+    pub updated_at: String,
+    /// Points in the collection, when the caller looked (status does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points: Option<u64>,
+}
+
+/// What an index record starts with.
+#[derive(Debug, Clone, Copy)]
+pub struct NewIndex<'a> {
+    pub guild: u64,
+    pub model: &'a str,
+    pub backend: &'a str,
+    pub collection: &'a str,
+    pub dim: usize,
+    /// The chunking settings, as JSON.
+    pub settings: &'a str,
+}
+
+/// A chunk in an index's collection.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkRecord {
+    pub chunk_id: u64,
+    pub channel_id: u64,
+    pub first_message_id: u64,
+    pub last_message_id: u64,
+    pub hash: u64,
+}
+
+/// Where a channel is, for payloads.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelInfo {
+    pub name: String,
+    pub kind: u8,
+    pub parent_id: Option<u64>,
+}
+
+impl Store {
+    /// The archive's current version (grows with every write to messages).
+    pub fn version(&self) -> Result<i64, StoreError> {
+        Ok(self.conn()?.query_row("SELECT value FROM meta WHERE key = 'version'", [], |r| r.get(0))?)
+    }
+
+    /// Guilds in the archive: (id, name, messages).
+    pub fn guilds(&self) -> Result<Vec<(u64, String, u64)>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT g.id, g.name, (SELECT count(*) FROM messages m WHERE m.guild_id = g.id) FROM guilds g ORDER BY g.name, g.id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get::<_, i64>(2)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn has_guild(&self, guild: u64) -> Result<bool, StoreError> {
+        Ok(self.conn()?.query_row("SELECT count(*) FROM guilds WHERE id = ?1", [id(guild)], |r| r.get::<_, i64>(0))?
+            > 0)
+    }
+
+    /// Channels and threads of a guild.
+    pub fn channel_infos(&self, guild: u64) -> Result<HashMap<u64, ChannelInfo>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare("SELECT id, coalesce(name, ''), type, parent_id FROM channels WHERE guild_id = ?1")?;
+        let rows = stmt.query_map([id(guild)], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                ChannelInfo {
+                    name: r.get(1)?,
+                    kind: r.get(2)?,
+                    parent_id: r.get::<_, Option<i64>>(3)?.map(|p| p as u64),
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Channels with messages written, replaced or deleted after `since`, each
+    /// with the smallest such message id.
+    pub fn changed_channels(&self, guild: u64, since: i64) -> Result<Vec<(u64, u64)>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT channel_id, min(first) FROM (
+                SELECT channel_id, min(id) AS first FROM messages WHERE guild_id = ?1 AND version > ?2 GROUP BY channel_id
+                UNION ALL
+                SELECT channel_id, min(id) AS first FROM message_tombstones WHERE guild_id = ?1 AND version > ?2 GROUP BY channel_id
+             ) GROUP BY channel_id ORDER BY channel_id",
+        )?;
+        let rows = stmt
+            .query_map(params![id(guild), since], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How many messages `changed_channels` points stage two at (from each
+    /// channel's first change on: a lower bound of what will be read).
+    pub fn messages_from(&self, changes: &[(u64, u64)]) -> Result<u64, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached("SELECT count(*) FROM messages WHERE channel_id = ?1 AND id >= ?2")?;
+        let mut total = 0u64;
+        for &(channel, from) in changes {
+            total += stmt.query_row(params![id(channel), id(from)], |r| r.get::<_, i64>(0))? as u64;
+        }
+        Ok(total)
+    }
+
+    /// Messages processed by stage two: up to `limit` of a channel from id `from` on, in id order.
+    pub fn chat_messages(&self, channel: u64, from: u64, limit: usize) -> Result<Vec<ChatMessage>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT m.id, m.channel_id, coalesce(m.author_id, 0), coalesce(u.global_name, u.username, ''),
+                    coalesce(u.bot, 0), coalesce(m.content, ''), m.type, m.reply_to_id
+             FROM messages m LEFT JOIN users u ON u.id = m.author_id
+             WHERE m.channel_id = ?1 AND m.id >= ?2 ORDER BY m.id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![id(channel), id(from), limit as i64], |r| {
+            Ok(ChatMessage {
+                id: r.get::<_, i64>(0)? as u64,
+                channel_id: r.get::<_, i64>(1)? as u64,
+                author_id: r.get::<_, i64>(2)? as u64,
+                author_name: r.get(3)?,
+                author_is_bot: r.get(4)?,
+                content: r.get(5)?,
+                kind: r.get(6)?,
+                reply_to: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// (author display name, text) of a message, for reply quotes.
+    pub fn quote(&self, message: u64) -> Result<Option<(String, String)>, StoreError> {
+        Ok(self
+            .conn()?
+            .query_row(
+                "SELECT coalesce(u.global_name, u.username, ''), coalesce(m.content, '')
+                 FROM messages m LEFT JOIN users u ON u.id = m.author_id WHERE m.id = ?1",
+                [id(message)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    pub fn index_record(&self, guild: u64, model: &str) -> Result<Option<IndexRecord>, StoreError> {
+        Ok(self.index_records(Some(guild))?.into_iter().find(|r| r.model == model))
+    }
+
+    /// Every index (of one guild, or all).
+    pub fn index_records(&self, guild: Option<u64>) -> Result<Vec<IndexRecord>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT i.guild_id, i.model, i.backend, i.collection, i.dim, i.settings, i.version, i.state, i.chunks,
+                    a.model IS NOT NULL, i.updated_at
+             FROM indexes i LEFT JOIN active_indexes a ON a.guild_id = i.guild_id AND a.model = i.model
+             WHERE ?1 IS NULL OR i.guild_id = ?1 ORDER BY i.guild_id, i.model",
+        )?;
+        let rows = stmt.query_map([guild.map(id)], |r| {
+            Ok(IndexRecord {
+                guild_id: r.get::<_, i64>(0)? as u64,
+                model: r.get(1)?,
+                backend: r.get(2)?,
+                collection: r.get(3)?,
+                dim: r.get::<_, i64>(4)? as usize,
+                settings: r.get(5)?,
+                version: r.get(6)?,
+                state: r.get(7)?,
+                chunks: r.get::<_, i64>(8)? as u64,
+                active: r.get(9)?,
+                updated_at: r.get(10)?,
+                points: None,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Starts (or restarts, with `reset`) an index record in state `building`.
+    pub fn begin_index(&self, new: &NewIndex<'_>, reset: bool) -> Result<(), StoreError> {
+        let NewIndex { guild, model, backend, collection, dim, settings } = *new;
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if reset {
+            tx.execute("DELETE FROM index_chunks WHERE guild_id = ?1 AND model = ?2", params![id(guild), model])?;
+            tx.execute("DELETE FROM indexes WHERE guild_id = ?1 AND model = ?2", params![id(guild), model])?;
+        }
+        tx.execute(
+            "INSERT INTO indexes (guild_id, model, backend, collection, dim, settings, version, state, chunks, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 'building', 0, ?7, ?7)
+             ON CONFLICT(guild_id, model) DO UPDATE SET updated_at = excluded.updated_at",
+            params![id(guild), model, backend, collection, dim as i64, settings, now()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The manifest's chunk that a change at `message` falls in: the last one
+    /// of the channel starting at or before it.
+    pub fn chunk_start_before(
+        &self,
+        guild: u64,
+        model: &str,
+        channel: u64,
+        message: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .conn()?
+            .query_row(
+                "SELECT max(first_message_id) FROM index_chunks
+             WHERE guild_id = ?1 AND model = ?2 AND channel_id = ?3 AND first_message_id <= ?4",
+                params![id(guild), model, id(channel), id(message)],
+                |r| r.get::<_, Option<i64>>(0),
+            )?
+            .map(|v| v as u64))
+    }
+
+    /// The manifest of a channel from `first` on: chunk id → hash.
+    pub fn chunks_from(
+        &self,
+        guild: u64,
+        model: &str,
+        channel: u64,
+        first: u64,
+    ) -> Result<HashMap<u64, u64>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT chunk_id, hash FROM index_chunks
+             WHERE guild_id = ?1 AND model = ?2 AND channel_id = ?3 AND first_message_id >= ?4",
+        )?;
+        let rows = stmt.query_map(params![id(guild), model, id(channel), id(first)], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records chunks whose points are stored.
+    pub fn record_chunks(&self, guild: u64, model: &str, chunks: &[ChunkRecord]) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO index_chunks (guild_id, model, chunk_id, channel_id, first_message_id, last_message_id, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for c in chunks {
+                stmt.execute(params![
+                    id(guild),
+                    model,
+                    id(c.chunk_id),
+                    id(c.channel_id),
+                    id(c.first_message_id),
+                    id(c.last_message_id),
+                    id(c.hash)
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets chunks whose points were deleted.
+    pub fn forget_chunks(&self, guild: u64, model: &str, chunk_ids: &[u64]) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for &c in chunk_ids {
+            tx.prepare_cached("DELETE FROM index_chunks WHERE guild_id = ?1 AND model = ?2 AND chunk_id = ?3")?
+                .execute(params![id(guild), model, id(c)])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks an index complete up to archive version `version`.
+    pub fn complete_index(&self, guild: u64, model: &str, version: i64) -> Result<u64, StoreError> {
+        let conn = self.conn()?;
+        let chunks: i64 = conn.query_row(
+            "SELECT count(*) FROM index_chunks WHERE guild_id = ?1 AND model = ?2",
+            params![id(guild), model],
+            |r| r.get(0),
+        )?;
+        conn.execute(
+            "UPDATE indexes SET version = ?3, state = 'complete', chunks = ?4, updated_at = ?5 WHERE guild_id = ?1 AND model = ?2",
+            params![id(guild), model, version, chunks, now()],
+        )?;
+        Ok(chunks as u64)
+    }
+
+    /// Makes `model` the one search uses for `guild` (one statement: atomic).
+    pub fn activate_index(&self, guild: u64, model: &str) -> Result<(), StoreError> {
+        self.conn()?.execute(
+            "INSERT INTO active_indexes (guild_id, model, activated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(guild_id) DO UPDATE SET model = excluded.model, activated_at = excluded.activated_at",
+            params![id(guild), model, now()],
+        )?;
+        Ok(())
+    }
+
+    pub fn active_model(&self, guild: u64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()?
+            .query_row("SELECT model FROM active_indexes WHERE guild_id = ?1", [id(guild)], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Forgets an index entirely (its collection is dropped by the caller).
+    pub fn forget_index(&self, guild: u64, model: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM index_chunks WHERE guild_id = ?1 AND model = ?2", params![id(guild), model])?;
+        tx.execute("DELETE FROM indexes WHERE guild_id = ?1 AND model = ?2", params![id(guild), model])?;
+        tx.execute("DELETE FROM active_indexes WHERE guild_id = ?1 AND model = ?2", params![id(guild), model])?;
+        tx.commit()?;
+        Ok(())
+    }
+}

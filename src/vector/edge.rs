@@ -1,0 +1,204 @@
+//! The embedded backend: one qdrant-edge shard per collection, in process.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use qdrant_edge::{
+    Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeOptimizersConfig, EdgeShard, EdgeVectorParams,
+    FieldCondition, FieldIndexOperations, Filter, HnswIndexConfig, JsonPath, Match, NamedQuery, PayloadFieldSchema,
+    PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct, PointStructPersisted, QueryEnum,
+    QueryRequest, ScoringQuery, UpdateOperation, VectorInternal, WithPayloadInterface, WithVector,
+};
+
+use super::{Hit, Point, VectorError, INDEXED_FIELDS, VECTOR};
+
+const CONFIG_FILE: &str = "edge_config.json";
+
+pub struct Shard {
+    path: PathBuf,
+    shard: EdgeShard,
+    dim: usize,
+    /// Serializes writes, optimize and flush (qdrant-edge's flush panics if
+    /// it meets a concurrent write).
+    write: Mutex<()>,
+}
+
+fn err(path: &Path, e: impl std::fmt::Display) -> VectorError {
+    VectorError::Edge { path: path.into(), detail: e.to_string() }
+}
+
+fn config(dim: usize) -> EdgeConfig {
+    EdgeConfig::builder()
+        .vector(VECTOR, EdgeVectorParams::builder(dim, Distance::Cosine).build())
+        .hnsw_config(HnswIndexConfig { max_indexing_threads: 2, ..Default::default() })
+        .optimizers(EdgeOptimizersConfig { default_segment_number: Some(2), ..Default::default() })
+        .build()
+}
+
+fn id_filter(field: &str, values: Vec<i64>) -> Filter {
+    Filter::new_must(Condition::Field(FieldCondition::new_match(
+        JsonPath::try_from(field).expect("valid field name"),
+        Match::from(values),
+    )))
+}
+
+impl Shard {
+    /// Opens the shard at `path`, creating it for `dim`-dimensional vectors.
+    pub fn open(path: PathBuf, model: &str, dim: usize) -> Result<Arc<Shard>, VectorError> {
+        std::fs::create_dir_all(&path).map_err(|e| err(&path, e))?;
+        let shard = if path.join(CONFIG_FILE).exists() {
+            EdgeShard::load(&path, None).map_err(|e| err(&path, e))?
+        } else {
+            EdgeShard::new(&path, config(dim)).map_err(|e| err(&path, e))?
+        };
+        let found = shard.config().vectors.get(VECTOR).map_or(0, |v| v.size);
+        if found != dim {
+            return Err(VectorError::DimensionMismatch {
+                name: path.display().to_string(),
+                model: model.into(),
+                found,
+                wanted: dim,
+            });
+        }
+        let s = Shard { path, shard, dim, write: Mutex::new(()) };
+        // Re-issued after every load: a segment created at load time may lack them.
+        for field in INDEXED_FIELDS {
+            s.update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
+                field_name: JsonPath::try_from(field).expect("valid field name"),
+                field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Integer)),
+            })))?;
+        }
+        Ok(Arc::new(s))
+    }
+
+    pub fn open_existing(path: PathBuf) -> Result<Option<Arc<Shard>>, VectorError> {
+        if !path.join(CONFIG_FILE).exists() {
+            return Ok(None);
+        }
+        let shard = EdgeShard::load(&path, None).map_err(|e| err(&path, e))?;
+        let dim = shard.config().vectors.get(VECTOR).map_or(0, |v| v.size);
+        Ok(Some(Arc::new(Shard { path, shard, dim, write: Mutex::new(()) })))
+    }
+
+    pub fn remove(path: &Path) -> Result<(), VectorError> {
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err(path, e)),
+        }
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn update(&self, op: UpdateOperation) -> Result<(), VectorError> {
+        let _guard = self.write.lock().unwrap();
+        self.shard.update(op).map_err(|e| err(&self.path, e))
+    }
+
+    pub fn upsert(&self, points: Vec<Point>) -> Result<(), VectorError> {
+        let mut list: Vec<PointStructPersisted> = Vec::with_capacity(points.len());
+        for p in points {
+            if p.vector.len() != self.dim {
+                return Err(err(
+                    &self.path,
+                    format!("vector of {} dimensions for a {}-dimensional collection", p.vector.len(), self.dim),
+                ));
+            }
+            if !p.payload.is_object() {
+                return Err(err(&self.path, "payload must be a JSON object"));
+            }
+            list.push(PointStruct::new(p.id, qdrant_edge::Vectors::new_named([(VECTOR, p.vector)]), p.payload).into());
+        }
+        self.update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(
+            list,
+        ))))
+    }
+
+    pub fn delete(&self, ids: Vec<u64>) -> Result<(), VectorError> {
+        let ids = ids.into_iter().map(PointId::NumId).collect();
+        self.update(UpdateOperation::PointOperation(PointOperations::DeletePoints { ids }))
+    }
+
+    pub fn count(&self) -> Result<u64, VectorError> {
+        let n = self.shard.count(CountRequest { filter: None, exact: true }).map_err(|e| err(&self.path, e))?;
+        Ok(n as u64)
+    }
+
+    pub fn search(&self, vector: Vec<f32>, channels: Option<Vec<u64>>, limit: usize) -> Result<Vec<Hit>, VectorError> {
+        let filter = channels.map(|c| id_filter("channel_id", c.into_iter().map(|v| v as i64).collect()));
+        let hits = self
+            .shard
+            .query(QueryRequest {
+                prefetches: vec![],
+                query: Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::new(
+                    VectorInternal::Dense(vector),
+                    VECTOR,
+                )))),
+                filter,
+                score_threshold: None,
+                limit,
+                offset: 0,
+                params: None,
+                with_vector: WithVector::Bool(false),
+                with_payload: WithPayloadInterface::Bool(true),
+            })
+            .map_err(|e| err(&self.path, e))?;
+        Ok(hits
+            .into_iter()
+            .filter_map(|h| match h.id {
+                PointId::NumId(id) => Some(Hit {
+                    id,
+                    score: h.score,
+                    payload: h
+                        .payload
+                        .map(|p| serde_json::Value::Object(p.0.into_iter().collect()))
+                        .unwrap_or_default(),
+                }),
+                PointId::Uuid(_) => None,
+            })
+            .collect())
+    }
+
+    pub fn payloads(&self, ids: Vec<u64>) -> Result<Vec<(u64, serde_json::Value)>, VectorError> {
+        let ids: Vec<PointId> = ids.into_iter().map(PointId::NumId).collect();
+        let records = self
+            .shard
+            .retrieve(&ids, Some(WithPayloadInterface::Bool(true)), Some(WithVector::Bool(false)))
+            .map_err(|e| err(&self.path, e))?;
+        Ok(records
+            .into_iter()
+            .filter_map(|r| match r.id {
+                PointId::NumId(id) => Some((
+                    id,
+                    r.payload.map(|p| serde_json::Value::Object(p.0.into_iter().collect())).unwrap_or_default(),
+                )),
+                PointId::Uuid(_) => None,
+            })
+            .collect())
+    }
+
+    /// Makes every write so far durable. qdrant-edge 0.7 does not replay its
+    /// WAL when a shard is loaded: only flushed segments survive a crash.
+    pub fn persist(&self) -> Result<(), VectorError> {
+        let _guard = self.write.lock().unwrap();
+        self.flush_locked()
+    }
+
+    /// qdrant-edge's flush panics on I/O errors; turn that into an error.
+    fn flush_locked(&self) -> Result<(), VectorError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.shard.flush()))
+            .map_err(|_| err(&self.path, "flushing to disk failed (disk full or read-only?)"))
+    }
+
+    pub fn finish(&self) -> Result<(), VectorError> {
+        let _guard = self.write.lock().unwrap();
+        self.shard.optimize().map_err(|e| err(&self.path, e))?;
+        self.flush_locked()
+    }
+
+    pub fn indexed_vectors(&self) -> u64 {
+        self.shard.info().indexed_vectors_count as u64
+    }
+}

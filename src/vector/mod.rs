@@ -1,0 +1,261 @@
+//! The vector-store boundary: one collection per (guild, model). The default
+//! is embedded: a qdrant-edge shard in `<data-dir>/qdrant/<guild>/<model>/`,
+//! in process. Configuring `[qdrant] url` uses a Qdrant server or cluster
+//! instead (collections `discord_<guild>_<model>`, with an alias
+//! `discord_<guild>` on the active one). Both backends store the same points:
+//! a u64 id (the chunk id), one named vector, and a JSON payload.
+
+mod edge;
+mod remote;
+
+use std::path::PathBuf;
+
+/// The name of the one vector every point carries.
+pub const VECTOR: &str = "chunk";
+/// Payload fields with an index (what searches filter on).
+pub const INDEXED_FIELDS: [&str; 3] = ["channel_id", "author_ids", "first_message_id"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum VectorError {
+    #[error("the collection {name} holds {found}-dimensional vectors but model {model} makes {wanted}; rebuild with --rebuild or drop it with drop-index")]
+    DimensionMismatch { name: String, model: String, found: usize, wanted: usize },
+    #[error("embedded vector store {path}: {detail}")]
+    Edge { path: PathBuf, detail: String },
+    #[error("Qdrant server {url}: {detail}")]
+    Remote { url: String, detail: String },
+}
+
+/// A point to store.
+#[derive(Debug, Clone)]
+pub struct Point {
+    pub id: u64,
+    pub vector: Vec<f32>,
+    pub payload: serde_json::Value,
+}
+
+/// A search result.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub id: u64,
+    pub score: f32,
+    pub payload: serde_json::Value,
+}
+
+/// Where collections live.
+#[derive(Clone)]
+pub enum Backend {
+    Edge { root: PathBuf },
+    Remote(remote::Server),
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Edge { root } => write!(f, "Edge({})", root.display()),
+            Backend::Remote(s) => write!(f, "Remote({})", s.url),
+        }
+    }
+}
+
+/// A name made safe for directories and collection names.
+pub fn slug(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c.to_ascii_lowercase() } else { '_' })
+        .collect()
+}
+
+impl Backend {
+    /// The embedded store under `data_dir`, or the server at `url` when given.
+    pub fn new(data_dir: &std::path::Path, url: Option<&str>, api_key: Option<&str>) -> Result<Backend, VectorError> {
+        match url {
+            Some(url) => Ok(Backend::Remote(remote::Server::connect(url, api_key)?)),
+            None => Ok(Backend::Edge { root: data_dir.join("qdrant") }),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Backend::Edge { .. } => "edge",
+            Backend::Remote(_) => "remote",
+        }
+    }
+
+    /// The collection's name: its shard directory, or its server collection name.
+    pub fn collection_name(&self, guild: u64, model: &str) -> String {
+        match self {
+            Backend::Edge { root } => root.join(guild.to_string()).join(slug(model)).display().to_string(),
+            Backend::Remote(_) => remote::collection_name(guild, model),
+        }
+    }
+
+    /// Opens (creating if needed) a guild's collection for a model of `dim` dimensions.
+    pub async fn open(&self, guild: u64, model: &str, dim: usize) -> Result<Collection, VectorError> {
+        let inner = match self {
+            Backend::Edge { root } => {
+                let path = root.join(guild.to_string()).join(slug(model));
+                let model = model.to_owned();
+                Inner::Edge(spawn(move || edge::Shard::open(path, &model, dim)).await?)
+            }
+            Backend::Remote(server) => Inner::Remote(server.open(guild, model, dim).await?),
+        };
+        Ok(Collection { inner })
+    }
+
+    /// Opens an existing collection for searching; `None` if there is none.
+    pub async fn open_existing(&self, guild: u64, model: &str) -> Result<Option<Collection>, VectorError> {
+        let inner = match self {
+            Backend::Edge { root } => {
+                let path = root.join(guild.to_string()).join(slug(model));
+                match spawn(move || edge::Shard::open_existing(path)).await? {
+                    Some(shard) => Inner::Edge(shard),
+                    None => return Ok(None),
+                }
+            }
+            Backend::Remote(server) => match server.open_existing(guild, model).await? {
+                Some(c) => Inner::Remote(c),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(Collection { inner }))
+    }
+
+    /// Deletes a guild's collection for a model (no error if there is none).
+    pub async fn drop_collection(&self, guild: u64, model: &str) -> Result<(), VectorError> {
+        match self {
+            Backend::Edge { root } => {
+                let path = root.join(guild.to_string()).join(slug(model));
+                spawn(move || edge::Shard::remove(&path)).await
+            }
+            Backend::Remote(server) => server.drop_collection(guild, model).await,
+        }
+    }
+
+    /// Makes `model` the collection searched for `guild` (the server's alias;
+    /// the embedded store keeps the choice in the archive only).
+    pub async fn activate(&self, guild: u64, model: &str) -> Result<(), VectorError> {
+        match self {
+            Backend::Edge { .. } => Ok(()),
+            Backend::Remote(server) => server.point_alias(guild, model).await,
+        }
+    }
+}
+
+/// One (guild, model) collection.
+pub struct Collection {
+    inner: Inner,
+}
+
+enum Inner {
+    Edge(std::sync::Arc<edge::Shard>),
+    Remote(remote::RemoteCollection),
+}
+
+async fn spawn<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, VectorError> + Send + 'static,
+) -> Result<T, VectorError> {
+    tokio::task::spawn_blocking(f).await.expect("vector store task panicked")
+}
+
+impl Collection {
+    pub fn dim(&self) -> usize {
+        match &self.inner {
+            Inner::Edge(s) => s.dim(),
+            Inner::Remote(c) => c.dim,
+        }
+    }
+
+    pub async fn upsert(&self, points: Vec<Point>) -> Result<(), VectorError> {
+        if points.is_empty() {
+            return Ok(());
+        }
+        match &self.inner {
+            Inner::Edge(s) => {
+                let s = s.clone();
+                spawn(move || s.upsert(points)).await
+            }
+            Inner::Remote(c) => c.upsert(points).await,
+        }
+    }
+
+    pub async fn delete(&self, ids: Vec<u64>) -> Result<(), VectorError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        match &self.inner {
+            Inner::Edge(s) => {
+                let s = s.clone();
+                spawn(move || s.delete(ids)).await
+            }
+            Inner::Remote(c) => c.delete(ids).await,
+        }
+    }
+
+    pub async fn count(&self) -> Result<u64, VectorError> {
+        match &self.inner {
+            Inner::Edge(s) => {
+                let s = s.clone();
+                spawn(move || s.count()).await
+            }
+            Inner::Remote(c) => c.count().await,
+        }
+    }
+
+    /// Nearest points to `vector`; with `channels`, only points whose
+    /// `channel_id` is one of them (the filter is applied inside the search).
+    pub async fn search(
+        &self,
+        vector: Vec<f32>,
+        channels: Option<Vec<u64>>,
+        limit: usize,
+    ) -> Result<Vec<Hit>, VectorError> {
+        match &self.inner {
+            Inner::Edge(s) => {
+                let s = s.clone();
+                spawn(move || s.search(vector, channels, limit)).await
+            }
+            Inner::Remote(c) => c.search(vector, channels, limit).await,
+        }
+    }
+
+    /// The stored payloads of these points (missing ones left out).
+    pub async fn payloads(&self, ids: Vec<u64>) -> Result<Vec<(u64, serde_json::Value)>, VectorError> {
+        match &self.inner {
+            Inner::Edge(s) => {
+                let s = s.clone();
+                spawn(move || s.payloads(ids)).await
+            }
+            Inner::Remote(c) => c.payloads(ids).await,
+        }
+    }
+
+    /// Makes every write so far durable (before the archive records it).
+    pub async fn persist(&self) -> Result<(), VectorError> {
+        match &self.inner {
+            Inner::Edge(s) => {
+                let s = s.clone();
+                spawn(move || s.persist()).await
+            }
+            // Writes to a server wait for it (`wait=true`).
+            Inner::Remote(_) => Ok(()),
+        }
+    }
+
+    /// After a bulk load: build the search index (HNSW) and persist.
+    pub async fn finish(&self) -> Result<(), VectorError> {
+        match &self.inner {
+            Inner::Edge(s) => {
+                let s = s.clone();
+                spawn(move || s.finish()).await
+            }
+            Inner::Remote(_) => Ok(()),
+        }
+    }
+
+    /// How many vectors the search index (HNSW) covers.
+    pub async fn indexed_vectors(&self) -> Result<u64, VectorError> {
+        match &self.inner {
+            Inner::Edge(s) => Ok(s.indexed_vectors()),
+            Inner::Remote(c) => c.indexed_vectors().await,
+        }
+    }
+}

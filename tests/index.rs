@@ -1,0 +1,476 @@
+//! Stage two on a real archive, a real (tiny, random-weight) BERT model loaded
+//! through the real loader, and the real embedded Qdrant.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use discord_indexer::discord::model::{Message, Raw};
+use discord_indexer::embed::tiny::{self, TinySpec};
+use discord_indexer::embed::{Embedder, ModelInfo, Pooling};
+use discord_indexer::index::{self, IndexError, IndexOptions, IndexSummary};
+use discord_indexer::store::Store;
+use discord_indexer::vector::Backend;
+use tokio_util::sync::CancellationToken;
+
+use crate::util::*;
+
+/// An archive loaded from the fake server's standard guild, and a models dir with tiny models.
+struct Setup {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    models: PathBuf,
+    store: Store,
+    guild: u64,
+}
+
+async fn setup() -> Setup {
+    let fake = start(standard_world(), fast_limits()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let models = dir.path().join("models");
+    let store = Store::open(&data).unwrap();
+    assert!(run_load(&fake, &store, 4).await.unwrap().ok);
+    tiny::write(&models.join("tiny"), &TinySpec::default()).unwrap();
+    tiny::write(
+        &models.join("tiny-cls"),
+        &TinySpec { hidden: 48, heads: 4, pooling: Pooling::Cls, seed: 2, ..Default::default() },
+    )
+    .unwrap();
+    Setup { guild: guild_id(&fake), _dir: dir, data, models, store }
+}
+
+impl Setup {
+    fn embedder(&self, model: &str) -> Arc<Embedder> {
+        let info = ModelInfo::find(&self.models, model).unwrap();
+        Arc::new(Embedder::load(info, candle_core::Device::Cpu).unwrap())
+    }
+
+    fn backend(&self) -> Backend {
+        Backend::new(&self.data, None, None).unwrap()
+    }
+
+    async fn index(&self, model: &str, tweak: impl FnOnce(&mut IndexOptions)) -> Result<IndexSummary, IndexError> {
+        let mut options = IndexOptions::new(self.guild);
+        options.flush_chunks = 64;
+        tweak(&mut options);
+        index::index(&self.store, &self.backend(), self.embedder(model), &options, &|_| {}, &CancellationToken::new())
+            .await
+    }
+
+    /// The manifest: chunk id → (channel, hash).
+    fn manifest(&self, model: &str) -> BTreeMap<u64, (u64, u64)> {
+        manifest(&self.data, model)
+    }
+
+    /// Every point's payload, read back from the collection.
+    async fn points(&self, model: &str) -> BTreeMap<u64, serde_json::Value> {
+        let collection = self.backend().open_existing(self.guild, model).await.unwrap().expect("collection exists");
+        let ids: Vec<u64> = self.manifest(model).keys().copied().collect();
+        let points: BTreeMap<u64, serde_json::Value> =
+            collection.payloads(ids.clone()).await.unwrap().into_iter().collect();
+        assert_eq!(points.len(), ids.len(), "every manifest chunk has its point");
+        assert_eq!(collection.count().await.unwrap(), ids.len() as u64, "and no other point exists");
+        points
+    }
+}
+
+fn manifest(data: &Path, model: &str) -> BTreeMap<u64, (u64, u64)> {
+    let conn = rusqlite::Connection::open(data.join("archive.db")).unwrap();
+    let mut stmt = conn.prepare("SELECT chunk_id, channel_id, hash FROM index_chunks WHERE model = ?1").unwrap();
+    let rows = stmt
+        .query_map([model], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)))
+        })
+        .unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
+fn message_ids(payload: &serde_json::Value) -> Vec<u64> {
+    payload["message_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_archive_becomes_points_with_the_right_payloads() {
+    let s = setup().await;
+    let summary = s.index("tiny", |_| {}).await.unwrap();
+    assert!(summary.embedded > 100, "{summary:?}");
+    assert_eq!(summary.points, summary.chunks);
+    assert_eq!(summary.embedded, summary.chunks);
+    let points = s.points("tiny").await;
+    let conn = rusqlite::Connection::open(s.data.join("archive.db")).unwrap();
+    let author_of = |id: u64| -> (u64, i64, bool) {
+        conn.query_row(
+            "SELECT m.channel_id, m.type, coalesce(u.bot, 0) FROM messages m LEFT JOIN users u ON u.id = m.author_id WHERE m.id = ?1",
+            [id as i64],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap()
+    };
+    let embedder = s.embedder("tiny");
+    let mut covered = BTreeSet::new();
+    for (id, p) in &points {
+        assert_eq!(p["guild_id"].as_u64(), Some(s.guild));
+        let channel = p["channel_id"].as_u64().unwrap();
+        let ids = message_ids(p);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(p["first_message_id"].as_u64(), ids.first().copied());
+        assert_eq!(p["last_message_id"].as_u64(), ids.last().copied());
+        let text = p["text"].as_str().unwrap();
+        assert_eq!(text.lines().count(), ids.len().max(1), "one line per message (or a piece of one)");
+        // Never past the model's input limit: nothing is silently truncated.
+        assert!(embedder.count_tokens(text) <= 128, "chunk {id} is too long");
+        for m in ids {
+            let (ch, kind, bot) = author_of(m);
+            assert_eq!(ch, channel);
+            assert!(matches!(kind, 0 | 19 | 21), "system messages are left out");
+            assert!(!bot, "bot messages are left out by default");
+            covered.insert(m);
+        }
+        assert!(p["start"].as_str().unwrap() <= p["end"].as_str().unwrap());
+    }
+    // Every human message with text is in some chunk.
+    let expected: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM messages m JOIN users u ON u.id = m.author_id
+             WHERE u.bot = 0 AND m.type IN (0, 19, 21) AND trim(m.content) <> ''",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(covered.len() as i64, expected);
+    // Threads know their parent, for permission checks later.
+    assert!(points.values().any(|p| p["is_thread"] == true && p["parent_id"].is_u64()));
+    // Replies quote what they answer.
+    assert!(points.values().any(|p| p["text"].as_str().unwrap().contains("(replying to ")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_embeds_nothing_and_new_messages_embed_only_the_tail() {
+    let s = setup().await;
+    let first = s.index("tiny", |_| {}).await.unwrap();
+    let again = s.index("tiny", |_| {}).await.unwrap();
+    assert_eq!((again.channels, again.messages, again.embedded, again.deleted), (0, 0, 0, 0));
+    assert_eq!(again.points, first.points);
+
+    // Stage one adds 30 messages to #general.
+    let general = general_channel(&s);
+    let last = last_message(&s, general);
+    let page: Vec<Raw<Message>> = (1..=30u64)
+        .map(|i| message(general, last + (i << 22), &format!("the rollout of release {i} is done"), None))
+        .collect();
+    s.store.write_page(s.guild, general, &page, true).unwrap();
+    let after = s.index("tiny", |_| {}).await.unwrap();
+    assert_eq!(after.channels, 1);
+    assert!(after.embedded >= 1 && after.embedded <= 3, "only the tail is embedded: {after:?}");
+    assert!(after.messages < 200, "only the tail is read: {after:?}");
+    assert_eq!(after.points, after.chunks);
+    assert_same_as_a_fresh_build(&s, "tiny").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_and_deletions_reach_the_collection() {
+    let s = setup().await;
+    s.index("tiny", |_| {}).await.unwrap();
+    let points = s.points("tiny").await;
+    // Pick a chunk in the middle of #general; edit one message, delete another.
+    let general = general_channel(&s);
+    let mut in_general: Vec<(&u64, &serde_json::Value)> =
+        points.iter().filter(|(_, p)| p["channel_id"].as_u64() == Some(general)).collect();
+    in_general.sort_by_key(|(_, p)| p["first_message_id"].as_u64());
+    let (_, target) = in_general[in_general.len() / 2];
+    let ids = message_ids(target);
+    let edited = ids[0];
+    let (_, victim) = in_general[in_general.len() / 3];
+    let deleted = *message_ids(victim).last().unwrap();
+    s.store
+        .write_page(
+            s.guild,
+            general,
+            &[message(general, edited, "EDITED: the notary keys moved to vault", Some("2026-10-02T00:00:00+00:00"))],
+            false,
+        )
+        .unwrap();
+    assert_eq!(s.store.delete_messages(&[deleted]).unwrap(), 1);
+
+    let summary = s.index("tiny", |_| {}).await.unwrap();
+    assert_eq!(summary.channels, 1);
+    // The edited chunk is embedded again; the victim's chunk too, or deleted
+    // if the deleted message was all it held.
+    assert!(summary.embedded >= 1 && summary.embedded + summary.deleted >= 2, "{summary:?}");
+    let points = s.points("tiny").await;
+    let holder = points.values().find(|p| message_ids(p).contains(&edited)).expect("edited message still indexed");
+    assert!(holder["text"].as_str().unwrap().contains("EDITED: the notary keys moved to vault"));
+    assert!(points.values().all(|p| !message_ids(p).contains(&deleted)), "a deleted message left no trace");
+    assert_same_as_a_fresh_build(&s, "tiny").await;
+}
+
+/// The incremental index equals what a full rebuild produces, point for point.
+async fn assert_same_as_a_fresh_build(s: &Setup, model: &str) {
+    let incremental = s.points(model).await;
+    let copy = tempfile::tempdir().unwrap();
+    let conn = rusqlite::Connection::open(s.data.join("archive.db")).unwrap();
+    conn.execute("VACUUM INTO ?1", [copy.path().join("archive.db").to_str().unwrap()]).unwrap();
+    let store = Store::open(copy.path()).unwrap();
+    let backend = Backend::new(copy.path(), None, None).unwrap();
+    let mut options = IndexOptions::new(s.guild);
+    options.rebuild = true;
+    index::index(&store, &backend, s.embedder(model), &options, &|_| {}, &CancellationToken::new()).await.unwrap();
+    let fresh_manifest = manifest(copy.path(), model);
+    assert_eq!(fresh_manifest, s.manifest(model), "same chunk ids and contents as a fresh build");
+    let collection = backend.open_existing(s.guild, model).await.unwrap().unwrap();
+    let fresh: BTreeMap<u64, serde_json::Value> =
+        collection.payloads(fresh_manifest.keys().copied().collect()).await.unwrap().into_iter().collect();
+    for (id, p) in &incremental {
+        assert_eq!(p["text"], fresh[id]["text"], "chunk {id}");
+        assert_eq!(p["message_ids"], fresh[id]["message_ids"], "chunk {id}");
+    }
+}
+
+fn general_channel(s: &Setup) -> u64 {
+    let conn = rusqlite::Connection::open(s.data.join("archive.db")).unwrap();
+    conn.query_row("SELECT id FROM channels WHERE name = 'general'", [], |r| r.get::<_, i64>(0)).unwrap() as u64
+}
+
+fn last_message(s: &Setup, channel: u64) -> u64 {
+    let conn = rusqlite::Connection::open(s.data.join("archive.db")).unwrap();
+    conn.query_row("SELECT max(id) FROM messages WHERE channel_id = ?1", [channel as i64], |r| r.get::<_, i64>(0))
+        .unwrap() as u64
+}
+
+fn message(channel: u64, id: u64, content: &str, edited: Option<&str>) -> Raw<Message> {
+    serde_json::from_value(serde_json::json!({
+        "id": id.to_string(), "channel_id": channel.to_string(),
+        "author": {"id": "4242", "username": "newbie", "global_name": "Newbie"},
+        "content": content, "timestamp": discord_indexer::snowflake::format_time(discord_indexer::snowflake::timestamp(id)),
+        "edited_timestamp": edited, "type": 0,
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_model_builds_beside_the_first_and_activation_switches() {
+    let s = setup().await;
+    let a = s.index("tiny", |o| o.activate = true).await.unwrap();
+    assert!(a.active);
+    let b = s.index("tiny-cls", |_| {}).await.unwrap();
+    assert!(!b.active, "a new index is not active until asked");
+    assert_eq!((a.dim, b.dim), (32, 48));
+    assert_eq!(s.store.active_model(s.guild).unwrap().as_deref(), Some("tiny"));
+    // Both collections exist, the first untouched.
+    assert_eq!(s.points("tiny").await.len() as u64, a.points);
+    assert_eq!(s.points("tiny-cls").await.len() as u64, b.points);
+    // Activate the second: one step.
+    let b2 = s.index("tiny-cls", |o| o.activate = true).await.unwrap();
+    assert!(b2.active && b2.embedded == 0);
+    assert_eq!(s.store.active_model(s.guild).unwrap().as_deref(), Some("tiny-cls"));
+    let records = s.store.index_records(Some(s.guild)).unwrap();
+    assert_eq!(records.iter().filter(|r| r.active).count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_models_and_guilds_are_clear_errors_that_change_nothing() {
+    let s = setup().await;
+    s.index("tiny", |_| {}).await.unwrap();
+    let before = s.manifest("tiny");
+    // The same name now holds a model of another dimension.
+    tiny::write(&s.models.join("tiny"), &TinySpec { hidden: 48, seed: 9, ..Default::default() }).unwrap();
+    let err = s.index("tiny", |_| {}).await.unwrap_err();
+    assert!(matches!(err, IndexError::DimensionChanged { found: 32, wanted: 48, .. }), "{err}");
+    assert!(err.to_string().contains("--rebuild"));
+    assert_eq!(s.manifest("tiny"), before, "nothing was touched");
+    assert_eq!(s.points("tiny").await.len(), before.len());
+    // --rebuild starts over with the new model.
+    let rebuilt = s.index("tiny", |o| o.rebuild = true).await.unwrap();
+    assert_eq!(rebuilt.dim, 48);
+    assert_eq!(rebuilt.points, rebuilt.chunks);
+    // Changed chunking settings ask for a rebuild too.
+    let err = s.index("tiny", |o| o.settings.silence_minutes = 60).await.unwrap_err();
+    assert!(matches!(err, IndexError::SettingsChanged { .. }), "{err}");
+    // A guild that was never loaded.
+    let mut options = IndexOptions::new(42);
+    options.flush_chunks = 64;
+    let err = index::index(&s.store, &s.backend(), s.embedder("tiny"), &options, &|_| {}, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IndexError::UnknownGuild(42)));
+}
+
+fn bin(s: &Setup) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_discord-indexer"));
+    c.env_remove("QDRANT_URL").env("DISCORD_INDEXER_MODELS_DIR", &s.models).arg("--data-dir").arg(&s.data);
+    c
+}
+
+/// Crashes (abort, no cleanup) at the two worst moments of a run, several
+/// times, then finishes: the collection equals an uninterrupted build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_index_resumes_to_the_same_collection() {
+    let s = setup().await;
+    for failpoint in ["index-after-upsert:1", "index-after-flush:1", "index-after-upsert:2"] {
+        let mut c = bin(&s);
+        c.env("DISCORD_INDEXER_FAILPOINT", failpoint).args([
+            "index",
+            "--guild",
+            &s.guild.to_string(),
+            "--model",
+            "tiny",
+        ]);
+        let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+        assert!(!out.status.success(), "{failpoint}: the run should have crashed");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("failpoint"), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut c = bin(&s);
+    c.args(["index", "--json", "--guild", &s.guild.to_string(), "--model", "tiny"]);
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary[0]["points"], summary[0]["chunks"]);
+    assert_same_as_a_fresh_build(&s, "tiny").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_models_guilds_and_indexes() {
+    let s = setup().await;
+    let run = |args: &[&str]| {
+        let mut c = bin(&s);
+        c.args(args);
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, _) = run(&["models", "--json"]);
+    assert_eq!(code, Some(0));
+    let models: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(models[0]["name"], "tiny");
+    assert_eq!(models[0]["dim"], 32);
+    assert_eq!(models[1]["pooling"], "cls");
+    let g = s.guild.to_string();
+    let (code, _, err) = run(&["index", "--guild", &g, "--model", "missing"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no model \"missing\"") && err.contains("tiny, tiny-cls"), "{err}");
+    let (code, _, err) = run(&["index", "--guild", &g, "--model", "tiny", "--activate"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, _) = run(&["guilds", "--json"]);
+    assert_eq!(code, Some(0));
+    let guilds: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(guilds[0]["guild_id"], g);
+    assert_eq!(guilds[0]["active_model"], "tiny");
+    let (code, out, _) = run(&["status", "--json"]);
+    assert_eq!(code, Some(0));
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let index = &status["guilds"][0]["indexes"][0];
+    assert_eq!(
+        (index["model"].as_str(), index["state"].as_str(), index["active"].as_bool()),
+        (Some("tiny"), Some("complete"), Some(true))
+    );
+    assert_eq!(index["points"], index["chunks"]);
+    // The active index cannot be dropped by accident.
+    let (code, _, err) = run(&["drop-index", "--guild", &g, "--model", "tiny"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("active index"), "{err}");
+    let (code, _, _) = run(&["index", "--guild", &g, "--model", "tiny-cls"]);
+    assert_eq!(code, Some(0));
+    let (code, _, err) = run(&["activate", "--guild", &g, "--model", "tiny-cls"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = run(&["drop-index", "--guild", &g, "--model", "tiny"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(s.backend().open_existing(s.guild, "tiny").await.unwrap().is_none());
+}
+
+/// Parity with sentence-transformers on all-MiniLM-L6-v2, when it is installed
+/// (CI installs it with scripts/fetch-model.sh and sets REQUIRE_MODELS=1).
+#[test]
+fn minilm_vectors_match_sentence_transformers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("models/all-MiniLM-L6-v2");
+    if !dir.join("model.safetensors").exists() {
+        assert!(
+            std::env::var_os("REQUIRE_MODELS").is_none(),
+            "models/all-MiniLM-L6-v2 is missing but REQUIRE_MODELS is set"
+        );
+        eprintln!("SKIPPED minilm_vectors_match_sentence_transformers: run scripts/fetch-model.sh all-MiniLM-L6-v2");
+        return;
+    }
+    let fixture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("tests/fixtures/minilm-reference.json")).unwrap())
+            .unwrap();
+    let embedder = Embedder::load(ModelInfo::read(&dir).unwrap(), candle_core::Device::Cpu).unwrap();
+    assert_eq!(embedder.info.max_tokens, fixture["max_seq_length"].as_u64().unwrap() as usize);
+    let texts: Vec<&str> = fixture["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let (vectors, _) = embedder.embed(&texts, 3).unwrap();
+    for (i, (ours, theirs)) in vectors.iter().zip(fixture["vectors"].as_array().unwrap()).enumerate() {
+        let theirs: Vec<f32> = theirs.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let cos: f32 = ours.iter().zip(&theirs).map(|(a, b)| a * b).sum();
+        assert!(cos > 1.0 - 1e-3, "text {i}: cosine {cos} with sentence-transformers");
+        let max_diff = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(max_diff < 1e-3, "text {i}: largest difference {max_diff}");
+    }
+}
+
+/// The server backend, against a real Qdrant server when QDRANT_URL is set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_qdrant_server_backend_holds_the_same_index() {
+    let Ok(url) = std::env::var("QDRANT_URL") else {
+        eprintln!("SKIPPED the_qdrant_server_backend_holds_the_same_index: set QDRANT_URL=http://host:6334 to run it");
+        return;
+    };
+    let s = setup().await;
+    let backend = Backend::new(&s.data, Some(&url), std::env::var("QDRANT_API_KEY").ok().as_deref()).unwrap();
+    let mut options = IndexOptions::new(s.guild);
+    options.rebuild = true;
+    options.activate = true;
+    let summary = index::index(&s.store, &backend, s.embedder("tiny"), &options, &|_| {}, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(summary.points, summary.chunks);
+    let again = index::index(
+        &s.store,
+        &backend,
+        s.embedder("tiny"),
+        &IndexOptions::new(s.guild),
+        &|_| {},
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.embedded, 0);
+    backend.drop_collection(s.guild, "tiny").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reprocess_script_reindexes_every_guild_and_reports_json_lines() {
+    let s = setup().await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/reprocess.sh");
+    let run = |model: &str| {
+        let out = Command::new("bash")
+            .arg(&script)
+            .args(["--model", model, "--data-dir"])
+            .arg(&s.data)
+            .env("DISCORD_INDEXER_BIN", env!("CARGO_BIN_EXE_discord-indexer"))
+            .env("DISCORD_INDEXER_MODELS_DIR", &s.models)
+            .output()
+            .unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect();
+        (out.status.code(), lines)
+    };
+    let (code, lines) = run("tiny-cls");
+    assert_eq!(code, Some(0));
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["guild"], s.guild.to_string());
+    assert_eq!(lines[0]["status"], "ok");
+    assert_eq!(lines[0]["points"], lines[0]["chunks"]);
+    assert!(lines[0]["seconds"].as_f64().is_some());
+    assert_eq!(s.store.active_model(s.guild).unwrap().as_deref(), Some("tiny-cls"));
+    let (code, lines) = run("no-such-model");
+    assert_eq!(code, Some(1));
+    assert_eq!(lines[0]["status"], "failed");
+    assert!(lines[0]["error"].as_str().unwrap().contains("no model"));
+}
