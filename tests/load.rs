@@ -293,3 +293,26 @@ async fn an_unreachable_api_gives_up_with_a_clear_error() {
     let msg = err.to_string();
     assert!(msg.contains("gave up after 3 tries") && msg.contains("could not connect"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_that_keeps_failing_is_reported_and_the_rerun_finishes_it() {
+    let fake = start(standard_world(), fast_limits()).await;
+    let help = fake.world().guilds[0].channel_named("help").id;
+    fake.set_faults(vec![Fault::always(FaultKind::Status(500)).on(&format!("/channels/{help}/messages")).after(3)]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let summary = run_load(&fake, &store, 4).await.unwrap();
+    assert!(!summary.ok);
+    let report = summary.channels.iter().find(|c| c.channel_id == help).unwrap();
+    assert_eq!(report.outcome, Outcome::Failed);
+    assert!(report.reason.as_deref().unwrap().contains("gave up after 12 tries"), "{report:?}");
+    assert_eq!(report.new, 300, "the pages before the failure are kept");
+    assert!(summary.channels.iter().filter(|c| c.channel_id != help).all(|c| c.outcome.is_ok()));
+    assert_eq!(store.checkpoint(help).unwrap().unwrap().state, discord_indexer::store::ChannelState::Failed);
+    let db = dir.path().join("archive.db");
+    assert_prefix_consistent(&db, &ground_truth(&fake.world()));
+    fake.set_faults(vec![]);
+    let again = run_load(&fake, &store, 4).await.unwrap();
+    assert!(again.ok);
+    assert_eq!(stored(&db), ground_truth(&fake.world()));
+}

@@ -42,6 +42,9 @@ pub fn client_with_token(fake: &FakeDiscord, token: &str) -> Client {
     o.retry_base = Duration::from_millis(10);
     o.retry_cap = Duration::from_millis(100);
     o.request_timeout = Duration::from_secs(10);
+    // Fault plans hit requests by global count; with retries this generous no
+    // interleaving of workers can make one channel fail every try.
+    o.max_tries = 12;
     Client::new(o).expect("client builds")
 }
 
