@@ -34,6 +34,20 @@ pub fn normalize_time(text: &str) -> Option<String> {
     DateTime::parse_from_rfc3339(text).ok().map(|t| format_time(t.with_timezone(&Utc)))
 }
 
+/// Snowflakes go out as strings in JSON, as Discord sends them: they exceed
+/// 2^53, which many JSON readers cannot hold exactly.
+pub fn serialize_id<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// [`serialize_id`] for an optional id.
+pub fn serialize_opt_id<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

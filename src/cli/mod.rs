@@ -70,6 +70,17 @@ pub enum Command {
     FakeDiscord(fake_discord::Args),
 }
 
+/// Names one index: a guild and a model.
+#[derive(Debug, clap::Args)]
+pub struct IndexRef {
+    /// Guild id.
+    #[arg(long, value_name = "ID")]
+    pub guild: u64,
+    /// Model name (a directory under models/).
+    #[arg(long)]
+    pub model: String,
+}
+
 /// Logs go to stderr; `-v` raises the level, `RUST_LOG` overrides it.
 pub fn init_logging(verbose: u8) {
     let default = match verbose {

@@ -71,7 +71,7 @@ pub enum IndexEvent {
 /// The result of a run.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct IndexSummary {
-    #[serde(serialize_with = "id_string")]
+    #[serde(serialize_with = "snowflake::serialize_id")]
     pub guild_id: u64,
     pub model: String,
     pub backend: &'static str,
@@ -99,10 +99,6 @@ pub struct IndexSummary {
     pub state: &'static str,
     pub active: bool,
     pub seconds: f64,
-}
-
-fn id_string<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -23,6 +23,7 @@ use crate::discord::model::{channel_type, Message, Raw};
 use crate::discord::ratelimit::StatsSnapshot;
 use crate::discord::{ApiError, Client, PAGE_SIZE};
 use crate::permissions::GuildPermissions;
+use crate::snowflake;
 use crate::store::{ChannelState, PageCounts, Store, StoreError};
 pub use discover::Target;
 
@@ -76,13 +77,13 @@ impl Outcome {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ChannelReport {
-    #[serde(with = "id_string")]
+    #[serde(serialize_with = "snowflake::serialize_id")]
     pub guild_id: u64,
-    #[serde(with = "id_string")]
+    #[serde(serialize_with = "snowflake::serialize_id")]
     pub channel_id: u64,
     pub name: String,
     pub kind: &'static str,
-    #[serde(with = "opt_id_string")]
+    #[serde(serialize_with = "snowflake::serialize_opt_id")]
     pub parent_id: Option<u64>,
     pub outcome: Outcome,
     /// Why it was skipped or failed.
@@ -95,13 +96,13 @@ pub struct ChannelReport {
     pub already_present: u64,
     /// Message pages fetched.
     pub pages: u64,
-    #[serde(with = "id_string")]
+    #[serde(serialize_with = "snowflake::serialize_id")]
     pub last_message_id: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GuildReport {
-    #[serde(with = "id_string")]
+    #[serde(serialize_with = "snowflake::serialize_id")]
     pub guild_id: u64,
     pub name: Option<String>,
     /// Why the guild could not be loaded at all.
@@ -448,21 +449,6 @@ fn check_not_blank(t: &Target, page: &[Raw<Message>]) -> Result<(), LoadError> {
         )));
     }
     Ok(())
-}
-
-mod id_string {
-    pub fn serialize<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(v)
-    }
-}
-
-mod opt_id_string {
-    pub fn serialize<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(v) => s.collect_str(v),
-            None => s.serialize_none(),
-        }
-    }
 }
 
 #[cfg(test)]

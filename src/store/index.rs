@@ -11,7 +11,7 @@ use crate::chunk::ChatMessage;
 /// An index's record.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct IndexRecord {
-    #[serde(serialize_with = "super::status::as_string")]
+    #[serde(serialize_with = "crate::snowflake::serialize_id")]
     pub guild_id: u64,
     pub model: String,
     pub backend: String,

@@ -10,7 +10,7 @@ use crate::discord::model::channel_type;
 /// One guild's archive.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GuildStatus {
-    #[serde(serialize_with = "as_string")]
+    #[serde(serialize_with = "crate::snowflake::serialize_id")]
     pub guild_id: u64,
     pub name: String,
     pub messages: u64,
@@ -25,32 +25,20 @@ pub struct GuildStatus {
 /// One channel's or thread's archive.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ChannelStatus {
-    #[serde(serialize_with = "as_string")]
+    #[serde(serialize_with = "crate::snowflake::serialize_id")]
     pub channel_id: u64,
     pub name: Option<String>,
     pub kind: &'static str,
-    #[serde(serialize_with = "opt_as_string")]
+    #[serde(serialize_with = "crate::snowflake::serialize_opt_id")]
     pub parent_id: Option<u64>,
     pub messages: u64,
-    #[serde(serialize_with = "as_string")]
+    #[serde(serialize_with = "crate::snowflake::serialize_id")]
     pub last_message_id: u64,
     /// complete, partial, forbidden, gone, failed, or "not loaded".
     pub state: String,
     pub detail: Option<String>,
     /// When the checkpoint last moved.
     pub loaded_at: Option<String>,
-}
-
-// Snowflakes go out as strings in JSON, as Discord does: they exceed 2^53.
-pub(super) fn as_string<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
-}
-
-fn opt_as_string<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(v) => s.collect_str(v),
-        None => s.serialize_none(),
-    }
 }
 
 impl Store {
