@@ -33,9 +33,9 @@ DISCORD_API_BASE=$(field base_url) DISCORD_TOKEN=$(field token) "$BIN" --config 
   load --guild "$(field guild_id)" --data-dir "$WORK/data" --json > /dev/null
 GUILD=$(field guild_id)
 
-echo "== embedding throughput, all-MiniLM-L6-v2, $TEXTS_N chunk texts, batch 32, $(nproc) cores"
-target/release/examples/bench_embed "$WORK/data" "$MODEL" "$TEXTS_N" "$WORK/texts.jsonl" 32 | tee "$WORK/candle.json"
-HF_HUB_OFFLINE=1 .bench-venv/bin/python scripts/bench-embed.py "$MODEL" "$WORK/texts.jsonl" 32 2>/dev/null | tee "$WORK/st.json"
+echo "== embedding throughput, all-MiniLM-L6-v2, $TEXTS_N chunk texts, batch 8, $(nproc) cores"
+target/release/examples/bench_embed "$WORK/data" "$MODEL" "$TEXTS_N" "$WORK/texts.jsonl" 8 | tee "$WORK/candle.json"
+HF_HUB_OFFLINE=1 .bench-venv/bin/python scripts/bench-embed.py "$MODEL" "$WORK/texts.jsonl" 8 2>/dev/null | tee "$WORK/st.json"
 python3 - "$WORK/candle.json" "$WORK/st.json" <<'PY'
 import json, sys
 c, s = (json.load(open(p)) for p in sys.argv[1:])

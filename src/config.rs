@@ -151,7 +151,7 @@ impl Settings {
         if chunking.max_tokens < 16 {
             bail!("[index] max_chunk_tokens must be at least 16");
         }
-        let batch_size = i.batch_size.unwrap_or(32).max(1);
+        let batch_size = i.batch_size.unwrap_or(8).max(1);
         Ok(Settings {
             token,
             api_base,

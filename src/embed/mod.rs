@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams, TruncationStrategy};
 
 /// BERT's hard limit on sequence length, special tokens included.
@@ -105,9 +104,9 @@ impl ModelInfo {
                 return Err(ModelError::MissingFile { dir: dir.into(), file });
             }
         }
-        // Parsing into candle's Config checks that candle can build this model
-        // (e.g. a supported activation); the raw JSON gives the numbers.
-        let _: Config = read_json(&dir.join("config.json"))?;
+        // The encoder's own config check (activation, head layout), without weights.
+        let config: Config = read_json(&dir.join("config.json"))?;
+        config.validate().map_err(|detail| ModelError::Malformed { file: dir.join("config.json"), detail })?;
         let hidden: serde_json::Value = read_json(&dir.join("config.json"))?;
         let dim = hidden["hidden_size"].as_u64().unwrap_or(0) as usize;
         let pooling_path = dir.join("1_Pooling/config.json");
@@ -174,7 +173,7 @@ pub fn device_name(d: &Device) -> &'static str {
 /// A loaded model, ready to embed.
 pub struct Embedder {
     pub info: ModelInfo,
-    model: BertModel,
+    model: Bert,
     /// Pads each batch to its longest text and truncates at `max_tokens`.
     tokenizer: Tokenizer,
     /// No padding, no truncation: for counting tokens.
@@ -197,7 +196,7 @@ impl Embedder {
         // by renaming a finished directory into place).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
             .map_err(|e| ModelError::Malformed { file: weights.clone(), detail: e.to_string() })?;
-        let model = BertModel::load(vb, &config).map_err(|e| ModelError::Malformed {
+        let model = Bert::load(vb, &config).map_err(|e| ModelError::Malformed {
             file: weights.clone(),
             detail: format!("does not fit config.json: {e}"),
         })?;
@@ -283,7 +282,7 @@ impl Embedder {
         let ids = Tensor::from_vec(ids, (b, len), &self.device)?;
         let types = Tensor::from_vec(types, (b, len), &self.device)?;
         let mask = Tensor::from_vec(mask, (b, len), &self.device)?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+        let hidden = self.model.forward(&ids, &types, &mask)?;
         let pooled = match self.info.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
             Pooling::Mean => {
@@ -301,7 +300,10 @@ impl Embedder {
     }
 }
 
+mod bert;
 pub mod tiny;
+
+use bert::{Bert, Config};
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,238 @@
+//! A BERT encoder forward pass for CPU inference, written for speed.
+//!
+//! candle-transformers' `BertModel` runs every dense layer as a batched
+//! matmul over a broadcast weight, its three attention projections
+//! separately, and a generic softmax; on a CPU that spends most of the time
+//! outside the matrix kernels. This one flattens (batch, sequence) into one
+//! matrix for every dense layer, fuses Q, K and V into one matmul, keeps
+//! weights pre-transposed and contiguous, and uses candle's fused softmax and
+//! layer norm. Same weights (sentence-transformers' `model.safetensors`, with or
+//! without a `bert.` prefix), same arithmetic: the parity test against
+//! sentence-transformers holds it to that.
+
+use candle_core::{DType, Module, Result, Tensor};
+use candle_nn::{Embedding, VarBuilder};
+
+/// The parts of a BERT `config.json` the encoder needs.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_types")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+
+fn default_types() -> usize {
+    2
+}
+
+fn default_eps() -> f64 {
+    1e-12
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Activation {
+    /// Exact GELU (erf), BERT's "gelu".
+    Gelu,
+    /// The tanh approximation ("gelu_new", "gelu_pytorch_tanh").
+    GeluTanh,
+    Relu,
+}
+
+impl Config {
+    fn activation(&self) -> std::result::Result<Activation, String> {
+        match self.hidden_act.as_str() {
+            "gelu" => Ok(Activation::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
+            "relu" => Ok(Activation::Relu),
+            other => Err(format!("unsupported hidden_act {other:?} (gelu, gelu_new, relu)")),
+        }
+    }
+
+    /// Checks what `load` would refuse, without weights.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        self.activation()?;
+        if self.hidden_size == 0 || self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+            return Err(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A dense layer with its weight stored transposed: `x (n, in) · w_t (in, out) + b`.
+struct Dense {
+    w_t: Tensor,
+    b: Tensor,
+}
+
+impl Dense {
+    fn load(vb: VarBuilder, input: usize, output: usize) -> Result<Dense> {
+        let w = vb.get((output, input), "weight")?;
+        Ok(Dense { w_t: w.t()?.contiguous()?, b: vb.get(output, "bias")? })
+    }
+
+    /// Q, K and V as one layer.
+    fn fused(vb: VarBuilder, hidden: usize, names: [&str; 3]) -> Result<Dense> {
+        let ws = names.iter().map(|n| vb.pp(*n).get((hidden, hidden), "weight")).collect::<Result<Vec<_>>>()?;
+        let bs = names.iter().map(|n| vb.pp(*n).get(hidden, "bias")).collect::<Result<Vec<_>>>()?;
+        Ok(Dense { w_t: Tensor::cat(&ws, 0)?.t()?.contiguous()?, b: Tensor::cat(&bs, 0)? })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&self.w_t)?.broadcast_add(&self.b)
+    }
+}
+
+struct Norm {
+    w: Tensor,
+    b: Tensor,
+    eps: f32,
+}
+
+impl Norm {
+    fn load(vb: VarBuilder, size: usize, eps: f64) -> Result<Norm> {
+        let (w, b) = match (vb.get(size, "weight"), vb.get(size, "bias")) {
+            (Ok(w), Ok(b)) => (w, b),
+            // Old checkpoints name them gamma and beta.
+            _ => (vb.get(size, "gamma")?, vb.get(size, "beta")?),
+        };
+        Ok(Norm { w, b, eps: eps as f32 })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::layer_norm(&x.contiguous()?, &self.w, &self.b, self.eps)
+    }
+}
+
+struct Layer {
+    qkv: Dense,
+    attention_out: Dense,
+    attention_norm: Norm,
+    intermediate: Dense,
+    output: Dense,
+    output_norm: Norm,
+}
+
+/// A BERT encoder.
+pub struct Bert {
+    words: Embedding,
+    positions: Embedding,
+    types: Embedding,
+    norm: Norm,
+    layers: Vec<Layer>,
+    heads: usize,
+    hidden: usize,
+    activation: Activation,
+}
+
+impl Bert {
+    pub fn load(vb: VarBuilder, config: &Config) -> Result<Bert> {
+        let activation = config.activation().map_err(candle_core::Error::msg)?;
+        config.validate().map_err(candle_core::Error::msg)?;
+        // sentence-transformers saves the encoder without a prefix; some checkpoints use "bert.".
+        let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") { vb } else { vb.pp("bert") };
+        let h = config.hidden_size;
+        let e = vb.pp("embeddings");
+        let embedding = |name: &str, rows: usize| -> Result<Embedding> {
+            Ok(Embedding::new(e.pp(name).get((rows, h), "weight")?, h))
+        };
+        let words = embedding("word_embeddings", config.vocab_size)?;
+        let positions = embedding("position_embeddings", config.max_position_embeddings)?;
+        let types = embedding("token_type_embeddings", config.type_vocab_size)?;
+        let norm = Norm::load(e.pp("LayerNorm"), h, config.layer_norm_eps)?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let l = vb.pp(format!("encoder.layer.{i}"));
+            let a = l.pp("attention");
+            layers.push(Layer {
+                qkv: Dense::fused(a.pp("self"), h, ["query", "key", "value"])?,
+                attention_out: Dense::load(a.pp("output.dense"), h, h)?,
+                attention_norm: Norm::load(a.pp("output.LayerNorm"), h, config.layer_norm_eps)?,
+                intermediate: Dense::load(l.pp("intermediate.dense"), h, config.intermediate_size)?,
+                output: Dense::load(l.pp("output.dense"), config.intermediate_size, h)?,
+                output_norm: Norm::load(l.pp("output.LayerNorm"), h, config.layer_norm_eps)?,
+            });
+        }
+        Ok(Bert { words, positions, types, norm, layers, heads: config.num_attention_heads, hidden: h, activation })
+    }
+
+    /// `ids`, `type_ids`, `mask`: (batch, seq) u32, right-padded. Returns (batch, seq, hidden) f32.
+    pub fn forward(&self, ids: &Tensor, type_ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (b, s) = ids.dims2()?;
+        let (h, heads) = (self.hidden, self.heads);
+        let hd = h / heads;
+        let positions = Tensor::arange(0u32, s as u32, ids.device())?;
+        let x = (self.words.forward(ids)? + self.types.forward(type_ids)?)?
+            .broadcast_add(&self.positions.forward(&positions)?)?;
+        let mut x = self.norm.forward(&x)?.reshape((b * s, h))?;
+        // Padding gets the most negative score, as transformers does (finfo.min).
+        let mask = ((1.0 - mask.to_dtype(DType::F32)?)? * f64::from(f32::MIN))?.reshape((b, 1, 1, s))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        for layer in &self.layers {
+            let qkv = layer.qkv.forward(&x)?.reshape((b, s, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?.contiguous()?;
+            let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+            let scores = q.matmul(&k.t()?)?.affine(scale, 0.0)?.broadcast_add(&mask)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let context = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b * s, h))?;
+            let attended = (layer.attention_out.forward(&context)? + &x)?;
+            x = layer.attention_norm.forward(&attended)?;
+            let inner = layer.intermediate.forward(&x)?;
+            let inner = match self.activation {
+                Activation::Gelu => gelu_erf(&inner)?,
+                Activation::GeluTanh => inner.gelu()?,
+                Activation::Relu => inner.relu()?,
+            };
+            let out = (layer.output.forward(&inner)? + &x)?;
+            x = layer.output_norm.forward(&out)?;
+        }
+        x.reshape((b, s, h))
+    }
+}
+
+/// Exact GELU, `x/2 · (1 + erf(x/√2))`, with an erf the compiler vectorises
+/// (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7): candle's CPU `gelu_erf`
+/// calls libm's scalar erf per element, which was an eighth of all the time.
+fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    let shape = x.shape().clone();
+    let mut v = x.flatten_all()?.to_vec1::<f32>()?;
+    for y in v.iter_mut() {
+        let z = *y * std::f32::consts::FRAC_1_SQRT_2;
+        let a = z.abs();
+        let t = 1.0 / (1.0 + 0.327_591_1 * a);
+        let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+        let erf = (1.0 - poly * (-a * a).exp()).copysign(z);
+        *y = 0.5 * *y * (1.0 + erf);
+    }
+    Tensor::from_vec(v, shape, x.device())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_gelu_matches_candles_exact_gelu() {
+        let xs: Vec<f32> = (-400..400).map(|i| i as f32 / 50.0).collect();
+        let t = Tensor::new(xs.as_slice(), &candle_core::Device::Cpu).unwrap();
+        let ours = gelu_erf(&t).unwrap().to_vec1::<f32>().unwrap();
+        let exact = t.gelu_erf().unwrap().to_vec1::<f32>().unwrap();
+        for (a, b) in ours.iter().zip(&exact) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+}
