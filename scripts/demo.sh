@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# Loads the generated guild of the bundled fake Discord server into a fresh
-# data directory, through the same code path used against Discord, then shows
-# the archive's status. Usage: scripts/demo.sh [DATA_DIR]   (default: data/demo)
+# Loads the generated guild of the bundled fake Discord server into a data
+# directory, through the same code path used against Discord, indexes it with
+# all-MiniLM-L6-v2, then shows the status. Usage: scripts/demo.sh [DATA_DIR]
+# (default: data/demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-data/demo}
+scripts/fetch-model.sh all-MiniLM-L6-v2
 cargo build --release --quiet --bin discord-indexer
 BIN=target/release/discord-indexer
 INFO=$(mktemp)
-"$BIN" fake-discord --full-cast --channels 3 --messages 2000 --per-route 5 --window-ms 250 > "$INFO" &
+"$BIN" fake-discord --full-cast --channels 3 --messages 1000 --per-route 5 --window-ms 250 > "$INFO" &
 FAKE=$!
 trap 'kill -INT $FAKE 2>/dev/null || true; rm -f "$INFO"' EXIT
 for _ in $(seq 1 100); do [ -s "$INFO" ] && break; sleep 0.1; done
 field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$INFO" "$1"; }
 export DISCORD_API_BASE=$(field base_url) DISCORD_TOKEN=$(field token)
 "$BIN" load --guild "$(field guild_id)" --data-dir "$DATA"
+"$BIN" index --guild "$(field guild_id)" --data-dir "$DATA" --activate
 "$BIN" status --data-dir "$DATA"
