@@ -83,9 +83,10 @@ pub struct IndexRef {
 
 /// Logs go to stderr; `-v` raises the level, `RUST_LOG` overrides it.
 pub fn init_logging(verbose: u8) {
+    // qdrant-edge warns about internal start-up checks that do not concern users.
     let default = match verbose {
-        0 => "warn",
-        1 => "info,discord_indexer=debug",
+        0 => "warn,qdrant_edge=error",
+        1 => "info,discord_indexer=debug,qdrant_edge=warn",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
