@@ -14,6 +14,8 @@
 //! | chunking and filters | `[index] silence_minutes`, `max_chunk_tokens`, `skip_bots`, `skip_authors`, `command_prefixes` | — |
 //! | texts per forward pass | `[index] batch_size` | — |
 //! | Qdrant server (instead of the embedded store) | `[qdrant] url`, `api_key` | `QDRANT_URL`, `QDRANT_API_KEY` |
+//! | how old stored permissions may be before search re-reads them | `[search] permissions_max_age_secs` | — |
+//! | results each list contributes to fusion; snippet length | `[search] candidates`, `snippet_chars` | — |
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +43,16 @@ struct File {
     index: IndexSection,
     #[serde(default)]
     qdrant: QdrantSection,
+    #[serde(default)]
+    search: SearchSection,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchSection {
+    permissions_max_age_secs: Option<u64>,
+    candidates: Option<usize>,
+    snippet_chars: Option<usize>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -93,6 +105,7 @@ pub struct Settings {
     /// A Qdrant server to use instead of the embedded store.
     pub qdrant_url: Option<String>,
     pub qdrant_api_key: Option<Secret>,
+    pub search: crate::search::SearchOptions,
 }
 
 /// A secret that never prints.
@@ -152,6 +165,15 @@ impl Settings {
             bail!("[index] max_chunk_tokens must be at least 16");
         }
         let batch_size = i.batch_size.unwrap_or(8).max(1);
+        let d = crate::search::SearchOptions::default();
+        let search = crate::search::SearchOptions {
+            permissions_max_age: file
+                .search
+                .permissions_max_age_secs
+                .map_or(d.permissions_max_age, std::time::Duration::from_secs),
+            candidates: file.search.candidates.unwrap_or(d.candidates).max(1),
+            snippet_chars: file.search.snippet_chars.unwrap_or(d.snippet_chars).max(40),
+        };
         Ok(Settings {
             token,
             api_base,
@@ -167,6 +189,7 @@ impl Settings {
             batch_size,
             qdrant_url: nonempty(env("QDRANT_URL")).or(file.qdrant.url),
             qdrant_api_key: nonempty(env("QDRANT_API_KEY")).or(file.qdrant.api_key).map(Secret),
+            search,
         })
     }
 

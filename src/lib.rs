@@ -9,6 +9,7 @@
 //! - [`embed`]: sentence embeddings with candle (BERT-family models).
 //! - [`vector`]: the vector stores: embedded qdrant-edge, or a Qdrant server.
 //! - [`index`]: stage two, archive → chunks → vectors → collection, incrementally.
+//! - [`search`]: the query path: permission-aware hybrid (vector + FTS5) search.
 //! - [`store`]: the SQLite archive (`<data-dir>/archive.db`): schema,
 //!   migrations, writes and status queries.
 //! - [`permissions`]: Discord's permission algorithm (who may read what).
@@ -29,6 +30,7 @@ pub mod fake;
 pub mod index;
 pub mod load;
 pub mod permissions;
+pub mod search;
 pub mod snowflake;
 pub mod store;
 pub mod vector;

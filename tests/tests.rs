@@ -6,3 +6,4 @@ mod cli;
 mod fake;
 mod index;
 mod load;
+mod search;

@@ -1,6 +1,7 @@
 //! The command line: global options, one file per subcommand, exit codes.
 
 mod activate;
+mod ask;
 mod drop_index;
 #[cfg(feature = "fake-discord")]
 mod fake_discord;
@@ -59,6 +60,8 @@ pub enum Command {
     Index(index::Args),
     /// The embedding models installed under models/.
     Models(models::Args),
+    /// Search indexed guilds: hybrid (vector + keyword), as the operator or as a user.
+    Ask(ask::Args),
     /// Make a complete index the one search uses for a guild.
     Activate(activate::Args),
     /// Delete a guild's collection for a model.
@@ -102,6 +105,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status(args) => status::run(args, &settings, cli.json).await,
         Command::Index(args) => index::run(args, &settings, cli.json).await,
         Command::Models(args) => models::run(args, &settings, cli.json),
+        Command::Ask(args) => ask::run(args, &settings, cli.json).await,
         Command::Activate(args) => activate::run(args, &settings, cli.json).await,
         Command::DropIndex(args) => drop_index::run(args, &settings, cli.json).await,
         Command::Guilds(args) => guilds::run(args, &settings, cli.json),

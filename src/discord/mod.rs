@@ -292,6 +292,17 @@ impl Client {
         self.get(Route::new("GET /guilds/{}/members/{}", guild, path), &[]).await
     }
 
+    /// Whether a user is a member of a thread (Discord answers 404 when not).
+    pub async fn is_thread_member(&self, thread: u64, user: u64) -> Result<bool, ApiError> {
+        let path = format!("/channels/{thread}/thread-members/{user}");
+        let route = Route::new("GET /channels/{}/thread-members/{}", thread, path);
+        match self.get::<serde::de::IgnoredAny>(route, &[]).await {
+            Ok(_) => Ok(true),
+            Err(ApiError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn active_threads(&self, guild: u64) -> Result<ThreadList, ApiError> {
         let path = format!("/guilds/{guild}/threads/active");
         self.get(Route::new("GET /guilds/{}/threads/active", guild, path), &[]).await

@@ -64,7 +64,10 @@ impl Config {
     /// Checks what `load` would refuse, without weights.
     pub fn validate(&self) -> std::result::Result<(), String> {
         self.activation()?;
-        if self.hidden_size == 0 || self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.hidden_size == 0
+            || self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads

@@ -257,6 +257,7 @@ fn route_of(seg: &[&str]) -> (&'static str, u64) {
         ["channels", _, "messages"] => ("GET /channels/{}/messages", id(1)),
         ["channels", _, "threads", "archived", _] => ("GET /channels/{}/threads/archived", id(1)),
         ["channels", _] => ("GET /channels/{}", id(1)),
+        ["channels", _, "thread-members", _] => ("GET /channels/{}/thread-members/{}", id(1)),
         ["guilds", _, "channels"] => ("GET /guilds/{}/channels", id(1)),
         ["guilds", _, "threads", "active"] => ("GET /guilds/{}/threads/active", id(1)),
         ["guilds", _, "members", _] => ("GET /guilds/{}/members/{}", id(1)),
@@ -362,6 +363,14 @@ fn route(world: &World, limits: &Limits, seg: &[&str], query: &[(String, String)
             match rest {
                 [] => json_response(200, &channel_json(guild, channel)),
                 ["messages"] => messages(world, guild, channel, q("limit"), q("before"), q("after"), q("around")),
+                ["thread-members", user] if channel.is_thread() => match user.parse::<u64>() {
+                    Ok(user) if channel.members.contains(&user) => json_response(
+                        200,
+                        &json!({"id": channel.id.to_string(), "user_id": user.to_string(),
+                                "join_timestamp": "2024-01-01T00:00:00.000000+00:00", "flags": 0}),
+                    ),
+                    _ => error(404, 10007, "Unknown Member"),
+                },
                 ["threads", "archived", kind @ ("public" | "private")] => {
                     let private = *kind == "private";
                     let limit = q("limit").and_then(|l| l.parse::<usize>().ok()).unwrap_or(50).clamp(2, 100);

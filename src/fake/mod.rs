@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use world::{Access, FakeChannel, FakeGuild, FakeMessage, FakeUser, World, WorldSpec};
+pub use world::{Access, AccessCast, FakeChannel, FakeGuild, FakeMessage, FakeUser, World, WorldSpec};
 
 /// The rate limits the fake server enforces.
 #[derive(Debug, Clone)]

@@ -70,6 +70,8 @@ pub struct FakeChannel {
     /// Threads: archived, and when.
     pub archived_at_ms: Option<u64>,
     pub owner_id: Option<u64>,
+    /// Threads: the users who joined (who may see a private thread without Manage Threads).
+    pub members: Vec<u64>,
     /// Sorted by id, oldest first.
     pub messages: Vec<FakeMessage>,
 }
@@ -299,6 +301,7 @@ impl World {
                 let born = gen.rng.gen_range(start..start + (gen.end - start) / 2);
                 let mut t = gen.channel(kind, Some(parent), name, 0, born);
                 t.owner_id = Some(gen.world.users[1 + gen.rng.gen_range(0..spec.humans)].id);
+                t.members = vec![t.owner_id.unwrap_or_default(), bot_id];
                 // A thread's first message has the thread's id (forum posts, starter messages).
                 let first = Some(t.id);
                 gen.fill_from(&mut t, count.max(1), born, first);
@@ -340,6 +343,168 @@ impl World {
     }
 }
 
+/// The users of each kind that [`World::add_access_matrix`] sets up.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessCast {
+    /// Owns the guild: reads everything.
+    pub owner: u64,
+    /// Has the Administrator role: reads everything.
+    pub admin: u64,
+    /// Has Manage Threads: every private thread of channels they see.
+    pub moderator: u64,
+    /// Has the Staff role: staff-room (and its thread) and history-hidden.
+    pub staff: u64,
+    /// A member overwrite hides not-for-denied from them.
+    pub denied: u64,
+    /// A member of the private thread "private plans".
+    pub thread_member: u64,
+    /// No roles.
+    pub plain: u64,
+    /// Not a member of the guild.
+    pub outsider: u64,
+}
+
+impl World {
+    /// Adds to the first guild what a permission test needs: a Staff role,
+    /// role-gated, member-denied, admin-only and history-hidden channels, a
+    /// thread of a gated channel, a private thread with one human member, and
+    /// a user of each kind. The bot may read all of it.
+    pub fn add_access_matrix(&mut self) -> AccessCast {
+        let start = ms_of(GUILD_EPOCH);
+        let mut rng = StdRng::seed_from_u64(99);
+        let staff_role = self.next_id(start);
+        let outsider = self.next_id(start);
+        self.users.push(FakeUser { id: outsider, username: "outsider".into(), global_name: None, bot: false });
+        let user = |i: usize| self.users[i].id;
+        let cast = AccessCast {
+            owner: user(1),
+            moderator: user(2),
+            admin: user(3),
+            staff: user(4),
+            denied: user(5),
+            thread_member: user(6),
+            plain: user(7),
+            outsider,
+        };
+        let guild = &self.guilds[0];
+        let (guild_id, bots_role) = (guild.id, guild.roles.iter().find(|r| r.name == "Bots").expect("bots role").id);
+        let general = guild.channel_named("general").id;
+        let category = guild.channels.iter().find(|c| c.kind == GUILD_CATEGORY).map(|c| c.id);
+        let bot_id = self.bot().id;
+        let member = |id: u64, allow: u64, deny: u64| Overwrite { id, kind: OverwriteKind::Member, allow, deny };
+
+        let mut gen = Gen { world: self, rng: &mut rng, end: ms_of(HISTORY_END) };
+        let mut channels = Vec::new();
+        let text = |gen: &mut Gen, name: &str, overwrites: Vec<Overwrite>| {
+            let mut c = gen.channel(GUILD_TEXT, category, name, 30, start);
+            c.overwrites = overwrites;
+            gen.fill(&mut c, 60, start);
+            c
+        };
+        let staff_room = text(
+            &mut gen,
+            "staff-room",
+            vec![
+                role_overwrite(guild_id, 0, VIEW_CHANNEL),
+                role_overwrite(staff_role, VIEW_CHANNEL, 0),
+                role_overwrite(bots_role, VIEW_CHANNEL, 0),
+            ],
+        );
+        let mut staff_thread = gen.channel(PUBLIC_THREAD, Some(staff_room.id), "staff chat", 0, start);
+        let first = Some(staff_thread.id);
+        gen.fill_from(&mut staff_thread, 30, start, first);
+        let mut private = gen.channel(PRIVATE_THREAD, Some(general), "private plans", 0, start);
+        private.owner_id = Some(cast.thread_member);
+        private.members = vec![cast.thread_member, bot_id];
+        let first = Some(private.id);
+        gen.fill_from(&mut private, 30, start, first);
+        channels.push(text(&mut gen, "not-for-denied", vec![member(cast.denied, 0, VIEW_CHANNEL)]));
+        channels.push(text(
+            &mut gen,
+            "admins-only",
+            vec![role_overwrite(guild_id, 0, VIEW_CHANNEL), role_overwrite(bots_role, VIEW_CHANNEL, 0)],
+        ));
+        channels.push(text(
+            &mut gen,
+            "history-hidden",
+            vec![
+                role_overwrite(guild_id, 0, READ_MESSAGE_HISTORY),
+                role_overwrite(staff_role, READ_MESSAGE_HISTORY, 0),
+                role_overwrite(bots_role, READ_MESSAGE_HISTORY, 0),
+            ],
+        ));
+        channels.extend([staff_room, staff_thread, private]);
+
+        let guild = &mut self.guilds[0];
+        // The other private threads: only the owner (who sees everything anyway) and the bot joined.
+        for t in guild.channels.iter_mut().filter(|c| c.kind == PRIVATE_THREAD) {
+            t.owner_id = Some(cast.owner);
+            t.members = vec![cast.owner, bot_id];
+        }
+        guild.roles.push(FakeRole {
+            id: staff_role,
+            name: "Staff".into(),
+            permissions: EVERYONE_PERMISSIONS,
+            position: 4,
+        });
+        guild.members.insert(cast.staff, vec![staff_role]);
+        guild.members.remove(&outsider);
+        guild.channels.extend(channels);
+        cast
+    }
+
+    /// Adds a text channel to the first guild holding these conversations
+    /// (each a list of (user index, text)), two days apart, messages 40 s
+    /// apart. Returns the channel id and each conversation's message ids.
+    pub fn add_conversations(
+        &mut self,
+        name: &str,
+        start_rfc3339: &str,
+        conversations: &[Vec<(usize, String)>],
+    ) -> (u64, Vec<Vec<u64>>) {
+        let start = ms_of(start_rfc3339);
+        let category = self.guilds[0].channels.iter().find(|c| c.kind == GUILD_CATEGORY).map(|c| c.id);
+        let id = self.next_id(start);
+        let mut ch = FakeChannel {
+            id,
+            kind: GUILD_TEXT,
+            parent_id: category,
+            name: name.into(),
+            topic: None,
+            position: 40,
+            overwrites: Vec::new(),
+            access: Access::Open,
+            archived_at_ms: None,
+            owner_id: None,
+            members: Vec::new(),
+            messages: Vec::new(),
+        };
+        let mut ids = Vec::new();
+        for (i, conversation) in conversations.iter().enumerate() {
+            let mut these = Vec::new();
+            for (j, (author, text)) in conversation.iter().enumerate() {
+                let at = start + 60_000 + i as u64 * 2 * 86_400_000 + j as u64 * 40_000;
+                let id = self.next_id(at);
+                these.push(id);
+                ch.messages.push(FakeMessage {
+                    id,
+                    author: (*author).clamp(1, self.users.len() - 1) as u32,
+                    kind: 0,
+                    reply_to: None,
+                    edited_ms: None,
+                    content: Some(text.clone()),
+                    attachments: 0,
+                    reactions: 0,
+                    webhook: false,
+                });
+            }
+            ids.push(these);
+        }
+        self.guilds[0].channels.push(ch);
+        (id, ids)
+    }
+}
+
 fn role_overwrite(id: u64, allow: u64, deny: u64) -> Overwrite {
     Overwrite { id, kind: OverwriteKind::Role, allow, deny }
 }
@@ -369,6 +534,7 @@ impl Gen<'_> {
             access: Access::Open,
             archived_at_ms: None,
             owner_id: None,
+            members: Vec::new(),
             messages: Vec::new(),
         }
     }

@@ -276,7 +276,8 @@ async fn discover_guild(
     let channels = found.channels;
     blocking(move || {
         store2.save_guild(&guild)?;
-        store2.save_channels(guild_id, &channels)
+        store2.save_channels(guild_id, &channels)?;
+        store2.mark_permissions_synced(guild_id)
     })
     .await?;
     Ok(found.targets)

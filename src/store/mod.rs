@@ -8,6 +8,7 @@
 //! a killed load resumable. See the README for the contract other tools rely on.
 
 mod index;
+mod search;
 mod status;
 
 use std::collections::HashSet;
@@ -20,10 +21,15 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use crate::discord::model::{Channel, Guild, Message, Raw, User};
 use crate::snowflake;
 pub use index::{ChannelInfo, ChunkRecord, IndexRecord, NewIndex};
+pub use search::{ChannelAccess, GuildAccess, KeywordHit, StoredMember};
 pub use status::{ChannelStatus, GuildStatus};
 
 /// Numbered migrations; `user_version` is the count applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/001_archive.sql"), include_str!("migrations/002_index.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_archive.sql"),
+    include_str!("migrations/002_index.sql"),
+    include_str!("migrations/003_search.sql"),
+];
 
 /// The file name of the archive inside the data directory.
 pub const ARCHIVE_FILE: &str = "archive.db";

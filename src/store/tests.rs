@@ -109,3 +109,49 @@ fn a_newer_schema_is_refused() {
     drop(conn);
     assert!(matches!(Store::open(dir.path()), Err(StoreError::TooNew { found: 99, .. })));
 }
+
+fn keyword(store: &Store, q: &str) -> Vec<u64> {
+    store.keyword_search(q, &[9], None, 100).unwrap().into_iter().map(|h| h.message_id).collect()
+}
+
+#[test]
+fn the_keyword_index_follows_writes_edits_and_deletions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .write_page(9, 1, &[msg(10, 1, "rotating the notary keys", None), msg(11, 1, "lunch?", None)], false)
+        .unwrap();
+    // The porter stemmer matches other forms of a word.
+    assert_eq!(keyword(&store, "\"rotate\" OR \"key\""), vec![10]);
+    store.write_page(9, 1, &[msg(10, 1, "ERR_QUOTA_EXCEEDED again", Some("2024-02-01T00:00:00+00:00"))], false).unwrap();
+    assert!(keyword(&store, "\"notary\"").is_empty(), "the old text left the index");
+    assert_eq!(keyword(&store, "\"err quota exceeded\""), vec![10]);
+    // Only in the channels asked for.
+    assert!(store.keyword_search("\"lunch\"", &[9], Some(&[2]), 10).unwrap().is_empty());
+    assert_eq!(store.keyword_search("\"lunch\"", &[9], Some(&[1, 2]), 10).unwrap().len(), 1);
+    store.delete_messages(&[10]).unwrap();
+    assert!(keyword(&store, "\"quota\"").is_empty());
+    assert_eq!(store.keyword_count("\"lunch\"").unwrap(), 1);
+    store.rebuild_keyword_index().unwrap();
+    assert_eq!(keyword(&store, "\"lunch\""), vec![11]);
+}
+
+#[test]
+fn archives_from_before_search_get_their_keyword_index_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut conn = Connection::open(dir.path().join(ARCHIVE_FILE)).unwrap();
+        let tx = conn.transaction().unwrap();
+        tx.execute_batch(MIGRATIONS[0]).unwrap();
+        tx.execute_batch(MIGRATIONS[1]).unwrap();
+        tx.execute(
+            "INSERT INTO messages (id, channel_id, guild_id, author_id, content, raw) VALUES (5, 1, 9, 7, 'old words', '{}')",
+            [],
+        )
+        .unwrap();
+        tx.pragma_update(None, "user_version", 2).unwrap();
+        tx.commit().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(keyword(&store, "\"old\""), vec![5]);
+}

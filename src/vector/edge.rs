@@ -1,7 +1,12 @@
 //! The embedded backend: one qdrant-edge shard per collection, in process.
+//!
+//! A shard directory can be opened once per process (qdrant-edge locks its
+//! WAL), so open shards are shared: the bot's searches and its re-index jobs
+//! use the same `Arc<Shard>`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 
 use qdrant_edge::{
     Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeOptimizersConfig, EdgeShard, EdgeVectorParams,
@@ -42,10 +47,39 @@ fn id_filter(field: &str, values: Vec<i64>) -> Filter {
     )))
 }
 
+/// Shards open in this process, by directory.
+static OPEN: LazyLock<Mutex<HashMap<PathBuf, Weak<Shard>>>> = LazyLock::new(Mutex::default);
+/// Held while a shard is being opened, so two threads never load one directory twice.
+static OPENING: Mutex<()> = Mutex::new(());
+
+fn already_open(path: &Path) -> Option<Arc<Shard>> {
+    let mut open = OPEN.lock().unwrap();
+    open.retain(|_, w| w.strong_count() > 0);
+    open.get(path).and_then(Weak::upgrade)
+}
+
+fn register(shard: Shard) -> Arc<Shard> {
+    let shard = Arc::new(shard);
+    OPEN.lock().unwrap().insert(shard.path.clone(), Arc::downgrade(&shard));
+    shard
+}
+
 impl Shard {
     /// Opens the shard at `path`, creating it for `dim`-dimensional vectors.
     pub fn open(path: PathBuf, model: &str, dim: usize) -> Result<Arc<Shard>, VectorError> {
         std::fs::create_dir_all(&path).map_err(|e| err(&path, e))?;
+        let _opening = OPENING.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = already_open(&path) {
+            if open.dim != dim {
+                return Err(VectorError::DimensionMismatch {
+                    name: path.display().to_string(),
+                    model: model.into(),
+                    found: open.dim,
+                    wanted: dim,
+                });
+            }
+            return Ok(open);
+        }
         let shard = if path.join(CONFIG_FILE).exists() {
             EdgeShard::load(&path, None).map_err(|e| err(&path, e))?
         } else {
@@ -68,19 +102,26 @@ impl Shard {
                 field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Integer)),
             })))?;
         }
-        Ok(Arc::new(s))
+        Ok(register(s))
     }
 
     pub fn open_existing(path: PathBuf) -> Result<Option<Arc<Shard>>, VectorError> {
         if !path.join(CONFIG_FILE).exists() {
             return Ok(None);
         }
+        let _opening = OPENING.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = already_open(&path) {
+            return Ok(Some(open));
+        }
         let shard = EdgeShard::load(&path, None).map_err(|e| err(&path, e))?;
         let dim = shard.config().vectors.get(VECTOR).map_or(0, |v| v.size);
-        Ok(Some(Arc::new(Shard { path, shard, dim, write: Mutex::new(()) })))
+        Ok(Some(register(Shard { path, shard, dim, write: Mutex::new(()) })))
     }
 
+    /// Deletes a shard's directory. A holder of the old shard keeps its open
+    /// files; later opens start afresh.
     pub fn remove(path: &Path) -> Result<(), VectorError> {
+        OPEN.lock().unwrap().remove(path);
         match std::fs::remove_dir_all(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -1,0 +1,100 @@
+//! `discord-indexer ask`: search indexed guilds from the command line.
+
+use super::exit;
+use crate::config::Settings;
+use crate::discord::{Client, ClientOptions};
+use crate::search::{Mode, Query, Searcher, Viewer};
+use crate::store::Store;
+
+/// Search the archive: hybrid vector + keyword search over the active index
+/// of each guild, as the operator (every channel) or, with --as-user, as a
+/// member (only what they may read now).
+///
+/// `--json` prints an array of results (ids as strings). Exit codes: 0
+/// answered (possibly with no results), 1 some guilds could not be searched
+/// (see stderr), 2 bad input or no usable index.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The question.
+    pub question: String,
+    /// Guild id to search; repeat for several (default: every guild with an active index).
+    #[arg(long = "guild", value_name = "ID")]
+    pub guilds: Vec<u64>,
+    /// Search as this Discord user: only channels and threads they may read.
+    /// Permissions are refreshed from Discord when stale (needs DISCORD_TOKEN).
+    #[arg(long, value_name = "USER_ID")]
+    pub as_user: Option<u64>,
+    /// How many results.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub limit: u64,
+    /// Which search: hybrid (default), vector or keyword.
+    #[arg(long, value_enum, default_value_t = Mode::Hybrid)]
+    pub mode: Mode,
+}
+
+pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
+    if args.question.trim().is_empty() {
+        anyhow::bail!("the question is empty");
+    }
+    let store = Store::open_existing(&settings.data_dir)?;
+    let mut guilds = args.guilds.clone();
+    if guilds.is_empty() {
+        for (id, _, _) in store.guilds()? {
+            if store.active_model(id)?.is_some() {
+                guilds.push(id);
+            }
+        }
+        if guilds.is_empty() {
+            anyhow::bail!(
+                "no guild in {} has an active index: run `discord-indexer index --guild ID` first",
+                settings.data_dir.display()
+            );
+        }
+    }
+    let viewer = match args.as_user {
+        Some(u) => Viewer::User(u),
+        None => {
+            eprintln!("searching as the operator: every stored channel (use --as-user ID to search as a member)");
+            Viewer::Operator
+        }
+    };
+    let client = match (&settings.token, viewer) {
+        (Some(token), Viewer::User(_)) => {
+            let mut options = ClientOptions::new(settings.api_base.clone(), token.clone());
+            options.global_per_second = settings.requests_per_second;
+            Some(Client::new(options)?)
+        }
+        _ => None,
+    };
+    let searcher =
+        Searcher::new(store, super::backend(settings)?, settings.models_dir.clone(), client, settings.search.clone());
+    let query = Query {
+        text: args.question.clone(),
+        guilds: guilds.clone(),
+        viewer,
+        limit: args.limit as usize,
+        mode: args.mode,
+    };
+    let answer = searcher.ask(&query).await?;
+    for note in &answer.notes {
+        eprintln!("note: {note}");
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer.results)?);
+    } else if answer.results.is_empty() {
+        println!("nothing found");
+    } else {
+        for (i, r) in answer.results.iter().enumerate() {
+            let place =
+                if r.is_thread { format!("thread “{}”", r.channel_name) } else { format!("#{}", r.channel_name) };
+            let when = r.start.get(..16).unwrap_or(&r.start).replace('T', " ");
+            println!("{}. {place} · {} · {when} UTC · score {:.4}", i + 1, r.authors.join(", "), r.score);
+            println!("   {}", r.jump_url);
+            for line in r.text.lines() {
+                println!("   │ {line}");
+            }
+            println!();
+        }
+    }
+    Ok(if answer.searched.len() < guilds.len() { exit::PARTIAL } else { exit::OK })
+}

@@ -1,0 +1,191 @@
+//! What a user may read: the set of a guild's channels and threads whose
+//! history they can see right now, worked out with Discord's permission
+//! algorithm (`crate::permissions`) from stored roles, overwrites and the
+//! member's roles, each refreshed from Discord when older than the allowed age.
+//!
+//! The rule is "fail closed": if a fact cannot be established (Discord
+//! unreachable and the stored copy too old, no token to ask with), the user
+//! gets nothing from that guild and an error says why; a private thread whose
+//! membership cannot be checked is left out, with a note.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::discord::model::channel_type::{is_thread, PRIVATE_THREAD};
+use crate::discord::{ApiError, Client};
+use crate::permissions::{can_read_history, MANAGE_THREADS};
+use crate::store::{Store, StoreError};
+
+/// Who is searching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Viewer {
+    /// The operator of this archive: every stored channel.
+    Operator,
+    /// A Discord user: only what they may read.
+    User(u64),
+}
+
+/// Channels a viewer may read in one guild.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readable {
+    /// Everything (the operator).
+    All,
+    /// These channels and threads (possibly none).
+    Only(Vec<u64>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("cannot tell what user {user} may read in guild {guild}: {reason}; showing nothing from it")]
+    Undetermined { guild: u64, user: u64, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where permission facts come from and how old they may be.
+pub struct AccessSource<'a> {
+    pub store: &'a Store,
+    /// Discord, to refresh facts older than `max_age`; None: stored facts only.
+    pub client: Option<&'a Client>,
+    pub max_age: Duration,
+}
+
+/// The outcome for one guild: what may be read, and notes for the user.
+#[derive(Debug, Clone)]
+pub struct GuildReadable {
+    pub readable: Readable,
+    pub notes: Vec<String>,
+}
+
+fn fresh(at: chrono::DateTime<Utc>, max_age: Duration) -> bool {
+    Utc::now().signed_duration_since(at).to_std().is_ok_and(|age| age <= max_age)
+}
+
+impl AccessSource<'_> {
+    /// What `viewer` may read in `guild`.
+    pub async fn readable(&self, guild: u64, viewer: Viewer) -> Result<GuildReadable, AccessError> {
+        let user = match viewer {
+            Viewer::Operator => return Ok(GuildReadable { readable: Readable::All, notes: Vec::new() }),
+            Viewer::User(u) => u,
+        };
+        let undetermined = |reason: String| AccessError::Undetermined { guild, user, reason };
+        let mut notes = Vec::new();
+
+        // 1. Roles and channel overwrites.
+        let stored =
+            self.store.guild_access(guild)?.ok_or_else(|| undetermined("the guild is not in the archive".into()))?;
+        if !stored.synced_at.is_some_and(|t| fresh(t, self.max_age)) {
+            let client = self.client.ok_or_else(|| {
+                undetermined(
+                    "the stored roles and channel permissions are too old and no DISCORD_TOKEN is set to refresh them"
+                        .into(),
+                )
+            })?;
+            self.refresh_guild(client, guild)
+                .await
+                .map_err(|e| undetermined(format!("refreshing roles and channels failed: {e}")))?;
+        }
+        let access =
+            self.store.guild_access(guild)?.ok_or_else(|| undetermined("the guild is not in the archive".into()))?;
+
+        // 2. The member's roles.
+        let roles = match self.store.member(guild, user)? {
+            Some(m) if fresh(m.fetched_at, self.max_age) => m.roles,
+            _ => {
+                let client = self.client.ok_or_else(|| {
+                    undetermined(
+                        "the user's roles are not stored (or too old) and no DISCORD_TOKEN is set to read them".into(),
+                    )
+                })?;
+                match client.guild_member(guild, user).await {
+                    Ok(member) => {
+                        self.store.save_member(guild, user, Some(&member.roles))?;
+                        Some(member.roles)
+                    }
+                    Err(ApiError::NotFound { .. }) => {
+                        self.store.save_member(guild, user, None)?;
+                        None
+                    }
+                    Err(e) => return Err(undetermined(format!("reading the user's roles failed: {e}"))),
+                }
+            }
+        };
+        let Some(roles) = roles else {
+            notes.push(format!("user {user} is not a member of guild {guild}"));
+            return Ok(GuildReadable { readable: Readable::Only(Vec::new()), notes });
+        };
+
+        // 3. Every channel; threads follow their parent.
+        let perms = &access.permissions;
+        let by_id: HashMap<u64, &crate::store::ChannelAccess> = access.channels.iter().map(|c| (c.id, c)).collect();
+        let mut readable = Vec::new();
+        let mut private_threads = Vec::new();
+        for c in &access.channels {
+            if !is_thread(c.kind) {
+                if can_read_history(perms.in_channel(user, &roles, &c.overwrites)) {
+                    readable.push(c.id);
+                }
+                continue;
+            }
+            // A thread whose parent is unknown cannot be judged: leave it out.
+            let Some(parent) = c.parent_id.and_then(|p| by_id.get(&p)) else { continue };
+            let in_parent = perms.in_channel(user, &roles, &parent.overwrites);
+            if !can_read_history(in_parent) {
+                continue;
+            }
+            if c.kind == PRIVATE_THREAD && in_parent & MANAGE_THREADS == 0 {
+                private_threads.push(c.id);
+            } else {
+                readable.push(c.id);
+            }
+        }
+
+        // 4. Private threads: only for their members.
+        let mut unchecked = 0;
+        for thread in private_threads {
+            match self.thread_membership(thread, user).await? {
+                Some(true) => readable.push(thread),
+                Some(false) => {}
+                None => unchecked += 1,
+            }
+        }
+        if unchecked > 0 {
+            notes.push(format!(
+                "{unchecked} private thread(s) in guild {guild} were left out: membership could not be checked"
+            ));
+        }
+        readable.sort_unstable();
+        Ok(GuildReadable { readable: Readable::Only(readable), notes })
+    }
+
+    async fn refresh_guild(&self, client: &Client, guild: u64) -> Result<(), anyhow::Error> {
+        let g = client.guild(guild).await?;
+        let channels = client.guild_channels(guild).await?;
+        self.store.save_guild(&g)?;
+        self.store.save_channels(guild, &channels)?;
+        self.store.mark_permissions_synced(guild)?;
+        Ok(())
+    }
+
+    /// Some(is member), or None when it cannot be established.
+    async fn thread_membership(&self, thread: u64, user: u64) -> Result<Option<bool>, StoreError> {
+        if let Some((member, at)) = self.store.thread_member(thread, user)? {
+            if fresh(at, self.max_age) {
+                return Ok(Some(member));
+            }
+        }
+        let Some(client) = self.client else { return Ok(None) };
+        match client.is_thread_member(thread, user).await {
+            Ok(member) => {
+                self.store.save_thread_member(thread, user, member)?;
+                Ok(Some(member))
+            }
+            Err(e) => {
+                tracing::warn!(thread, user, error = %e, "cannot check private thread membership");
+                Ok(None)
+            }
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Text handling for search: turning a question into an FTS5 keyword query,
+//! and trimming a chunk's text to the lines that best match the question.
+
+/// Words too common to help a keyword search.
+const STOPWORDS: &[&str] = &[
+    "a", "about", "after", "again", "all", "am", "an", "and", "any", "are", "as", "at", "be", "been", "before",
+    "being", "but", "by", "can", "could", "did", "do", "does", "doing", "for", "from", "get", "got", "had", "has",
+    "have", "having", "he", "her", "here", "him", "his", "how", "i", "if", "in", "into", "is", "it", "its", "just",
+    "me", "my", "no", "not", "now", "of", "on", "or", "our", "out", "she", "should", "so", "some", "than", "that",
+    "the", "their", "them", "then", "there", "these", "they", "this", "those", "to", "too", "up", "us", "was", "we",
+    "were", "what", "when", "where", "which", "who", "why", "will", "with", "would", "you", "your", "anyone",
+    "someone", "know", "does", "way", "there's", "what's", "it's", "i'm", "we're",
+];
+
+/// One searchable unit of a question: a word, or a phrase (a quoted part, or
+/// a code-like token such as `ERR_KEY_EXPIRED` or `cargo.toml`, kept in order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Term {
+    pub words: Vec<String>,
+}
+
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(|w| w.to_lowercase()).collect()
+}
+
+/// The terms of a question, in order, without repeats and stopwords (unless
+/// nothing else is left).
+pub fn terms(question: &str) -> Vec<Term> {
+    let mut out: Vec<Term> = Vec::new();
+    let push = |t: Term, out: &mut Vec<Term>| {
+        if !t.words.is_empty() && !out.contains(&t) {
+            out.push(t);
+        }
+    };
+    // Quoted parts are phrases; the rest is split on whitespace.
+    let mut rest = String::new();
+    for (i, part) in question.split(['"', '`', '“', '”']).enumerate() {
+        if i % 2 == 1 {
+            push(Term { words: words(part) }, &mut out);
+        } else {
+            rest.push(' ');
+            rest.push_str(part);
+        }
+    }
+    let mut plain = Vec::new();
+    for token in rest.split_whitespace() {
+        let token = token.trim_matches(|c: char| !c.is_alphanumeric());
+        let w = words(token);
+        if w.len() > 1 {
+            // Code-like: error strings, paths, dotted names, flags.
+            push(Term { words: w }, &mut out);
+        } else if let Some(w) = w.into_iter().next() {
+            plain.push(w);
+        }
+    }
+    let keep: Vec<&String> =
+        plain.iter().filter(|w| !STOPWORDS.contains(&w.as_str()) && w.chars().count() > 1).collect();
+    let chosen: Vec<&String> = if keep.is_empty() && out.is_empty() { plain.iter().collect() } else { keep };
+    for w in chosen {
+        push(Term { words: vec![w.clone()] }, &mut out);
+    }
+    out
+}
+
+/// An FTS5 query matching any of the terms (bm25 ranks messages that match
+/// more, and rarer, terms first). None when the question has no words.
+pub fn fts_query(terms: &[Term]) -> Option<String> {
+    let parts: Vec<String> = terms.iter().map(|t| format!("\"{}\"", t.words.join(" "))).collect();
+    (!parts.is_empty()).then(|| parts.join(" OR "))
+}
+
+/// How well a line matches: distinct terms found (phrases count double).
+fn line_score(line: &str, terms: &[Term]) -> usize {
+    let lw = words(line);
+    terms
+        .iter()
+        .filter(|t| lw.windows(t.words.len()).any(|w| w.iter().zip(&t.words).all(|(a, b)| same_word(a, b))))
+        .map(|t| if t.words.len() > 1 { 2 } else { 1 })
+        .sum()
+}
+
+/// A rough English stem: enough to match "keys" with "key" and "rotating" with "rotate".
+fn stem(w: &str) -> &str {
+    for suffix in ["ing", "ed", "es", "s"] {
+        if let Some(s) = w.strip_suffix(suffix) {
+            if s.chars().count() >= 3 {
+                return s;
+            }
+        }
+    }
+    w
+}
+
+/// Equal, equal stems, or sharing a stem-sized prefix ("rotate" ~ "rotation").
+fn same_word(a: &str, b: &str) -> bool {
+    if a == b || stem(a) == stem(b) {
+        return true;
+    }
+    let n = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+    n >= 5 && n + 3 >= a.chars().count().max(b.chars().count())
+}
+
+/// The share of the question a text covers: the summed weights of the terms
+/// it contains over the summed weights of all terms (0 when there are none).
+pub fn coverage(text: &str, terms: &[Term], weights: &[f64]) -> f64 {
+    let total: f64 = weights.iter().sum();
+    if total <= 0.0 {
+        return 0.0;
+    }
+    let tw = words(text);
+    let found: f64 = terms
+        .iter()
+        .zip(weights)
+        .filter(|(t, _)| tw.windows(t.words.len()).any(|w| w.iter().zip(&t.words).all(|(a, b)| same_word(a, b))))
+        .map(|(_, w)| w)
+        .sum();
+    found / total
+}
+
+/// BM25's inverse document frequency of a term in `df` of `n` documents.
+pub fn idf(df: u64, n: u64) -> f64 {
+    let (df, n) = (df as f64, n.max(df) as f64);
+    (1.0 + (n - df + 0.5) / (df + 0.5)).ln()
+}
+
+/// The chunk's text cut to about `max_chars` around its best-matching lines
+/// (whole lines; "…" marks what was cut). Text without a match keeps its start.
+pub fn trim(text: &str, terms: &[Term], max_chars: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    if text.chars().count() <= max_chars || lines.is_empty() {
+        return text.to_owned();
+    }
+    let scores: Vec<usize> = lines.iter().map(|l| line_score(l, terms)).collect();
+    let best = (0..lines.len()).max_by_key(|&i| (scores[i], std::cmp::Reverse(i))).unwrap_or(0);
+    let len = |i: usize| lines[i].chars().count() + 1;
+    let (mut lo, mut hi) = (best, best + 1);
+    let mut used = len(best);
+    // Grow around the best line, preferring matching lines, then the line before (the question).
+    loop {
+        let before = (lo > 0).then(|| lo - 1);
+        let after = (hi < lines.len()).then_some(hi);
+        let pick = match (before, after) {
+            (Some(b), Some(a)) => {
+                if scores[a] > scores[b] {
+                    a
+                } else {
+                    b
+                }
+            }
+            (Some(b), None) => b,
+            (None, Some(a)) => a,
+            (None, None) => break,
+        };
+        if used + len(pick) > max_chars {
+            break;
+        }
+        used += len(pick);
+        if pick < lo {
+            lo = pick;
+        } else {
+            hi = pick + 1;
+        }
+    }
+    let mut out = String::new();
+    if lo > 0 {
+        out.push_str("…\n");
+    }
+    let body = lines[lo..hi].join("\n");
+    if body.chars().count() > max_chars {
+        // One very long line: cut it around its first match.
+        out.push_str(&cut_line(&body, terms, max_chars));
+    } else {
+        out.push_str(&body);
+    }
+    if hi < lines.len() {
+        out.push_str("\n…");
+    }
+    out
+}
+
+fn cut_line(line: &str, terms: &[Term], max_chars: usize) -> String {
+    let lower = line.to_lowercase();
+    let at = terms
+        .iter()
+        .filter_map(|t| lower.find(t.words[0].as_str()))
+        .min()
+        .map_or(0, |byte| lower[..byte].chars().count());
+    let chars: Vec<char> = line.chars().collect();
+    let start = at.saturating_sub(max_chars / 3).min(chars.len().saturating_sub(max_chars));
+    let end = (start + max_chars).min(chars.len());
+    let mut s = String::new();
+    if start > 0 {
+        s.push('…');
+    }
+    s.extend(&chars[start..end]);
+    if end < chars.len() {
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(words: &[&str]) -> Term {
+        Term { words: words.iter().map(|w| w.to_string()).collect() }
+    }
+
+    #[test]
+    fn questions_become_terms_without_stopwords() {
+        assert_eq!(terms("How do I rotate the notary keys?"), vec![t(&["rotate"]), t(&["notary"]), t(&["keys"])]);
+        assert_eq!(
+            terms("what does ERR_NOTARY_KEY_EXPIRED mean"),
+            vec![t(&["err", "notary", "key", "expired"]), t(&["mean"])]
+        );
+        assert_eq!(
+            terms("error \"connection reset by peer\" again"),
+            vec![t(&["connection", "reset", "by", "peer"]), t(&["error"])]
+        );
+        // Only stopwords: keep them rather than search for nothing.
+        assert_eq!(terms("who is it"), vec![t(&["who"]), t(&["is"]), t(&["it"])]);
+        assert!(terms("?!  ...").is_empty());
+    }
+
+    #[test]
+    fn fts_queries_quote_every_term() {
+        let q = fts_query(&terms("cargo.toml OR \"NEAR\" AND x")).unwrap();
+        assert_eq!(q, "\"near\" OR \"cargo toml\"");
+        assert_eq!(fts_query(&[]), None);
+    }
+
+    #[test]
+    fn coverage_weighs_rare_terms_more() {
+        let terms = terms("rotate the notary keys");
+        let weights = [idf(500, 1000), idf(2, 1000), idf(100, 1000)];
+        assert!(weights[1] > weights[2] && weights[2] > weights[0]);
+        assert_eq!(coverage("Alice: we rotated the notary key yesterday", &terms, &weights), 1.0);
+        let only_common = coverage("Bob: rotate it", &terms, &weights);
+        let only_rare = coverage("Bob: notary", &terms, &weights);
+        assert!(only_common < only_rare && only_rare < 1.0, "{only_common} {only_rare}");
+        assert_eq!(coverage("nothing here", &terms, &weights), 0.0);
+        assert_eq!(coverage("x", &[], &[]), 0.0);
+    }
+
+    #[test]
+    fn trimming_keeps_the_best_lines() {
+        let text = (0..40).map(|i| format!("Alice: line number {i} about nothing")).collect::<Vec<_>>().join("\n")
+            + "\nBob: the notary keys rotate on Fridays\nCarol: thanks";
+        let out = trim(&text, &terms("notary keys"), 200);
+        assert!(out.contains("Bob: the notary keys rotate on Fridays"), "{out}");
+        assert!(out.starts_with("…\n"));
+        assert!(out.chars().count() <= 200 + 4);
+        // Short text is returned whole.
+        assert_eq!(trim("a: b", &terms("b"), 200), "a: b");
+        // A single long line is cut around its match.
+        let long = format!("{} needle {}", "x ".repeat(300), "y ".repeat(300));
+        let out = trim(&long, &terms("needle"), 100);
+        assert!(out.contains("needle") && out.chars().count() <= 102, "{out}");
+    }
+}

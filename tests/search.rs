@@ -1,0 +1,463 @@
+//! Search on a real archive loaded from the fake server, real qdrant-edge
+//! collections and real models: permissions (a matrix of users and channels),
+//! bad input, the CLI, and retrieval quality with all-MiniLM-L6-v2.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use discord_indexer::embed::tiny::{self, TinySpec};
+use discord_indexer::embed::{Embedder, ModelInfo};
+use discord_indexer::fake::{AccessCast, FakeDiscord, Fault, FaultKind, World, WorldSpec};
+use discord_indexer::index::{self, IndexOptions};
+use discord_indexer::search::{Answer, Mode, Query, SearchError, SearchOptions, Searcher, Viewer};
+use discord_indexer::store::Store;
+use discord_indexer::vector::Backend;
+use tokio_util::sync::CancellationToken;
+
+use crate::util::*;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    models: PathBuf,
+    store: Store,
+    guild: u64,
+    fake: FakeDiscord,
+}
+
+/// Loads `world` from the fake server and indexes it with `model` (a tiny
+/// random BERT when None), active.
+async fn setup(world: World, model: Option<&Path>) -> Setup {
+    let fake = start(world, fast_limits()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let models = dir.path().join("models");
+    let store = Store::open(&data).unwrap();
+    assert!(run_load(&fake, &store, 4).await.unwrap().ok);
+    let name = match model {
+        Some(path) => {
+            std::fs::create_dir_all(&models).unwrap();
+            std::os::unix::fs::symlink(path, models.join("real")).unwrap();
+            "real"
+        }
+        None => {
+            tiny::write(&models.join("tiny"), &TinySpec::default()).unwrap();
+            "tiny"
+        }
+    };
+    let embedder = Arc::new(Embedder::load(ModelInfo::find(&models, name).unwrap(), candle_core::Device::Cpu).unwrap());
+    let guild = guild_id(&fake);
+    let mut options = IndexOptions::new(guild);
+    options.activate = true;
+    let backend = Backend::new(&data, None, None).unwrap();
+    index::index(&store, &backend, embedder, &options, &|_| {}, &CancellationToken::new()).await.unwrap();
+    Setup { _dir: dir, data, models, store, guild, fake }
+}
+
+impl Setup {
+    fn searcher(&self, with_client: bool, max_age: Duration) -> Searcher {
+        let options = SearchOptions { permissions_max_age: max_age, ..SearchOptions::default() };
+        Searcher::new(
+            self.store.clone(),
+            Backend::new(&self.data, None, None).unwrap(),
+            self.models.clone(),
+            with_client.then(|| client(&self.fake)),
+            options,
+        )
+    }
+
+    fn query(&self, text: &str, viewer: Viewer, limit: usize, mode: Mode) -> Query {
+        Query { text: text.into(), guilds: vec![self.guild], viewer, limit, mode }
+    }
+
+    /// chunk id → (channel, message ids), from the manifest and the points.
+    async fn chunks(&self) -> BTreeMap<u64, (u64, Vec<u64>)> {
+        let model = self.store.active_model(self.guild).unwrap().unwrap();
+        let collection =
+            Backend::new(&self.data, None, None).unwrap().open_existing(self.guild, &model).await.unwrap().unwrap();
+        let conn = rusqlite::Connection::open(self.data.join("archive.db")).unwrap();
+        let ids: Vec<u64> = conn
+            .prepare("SELECT chunk_id FROM index_chunks WHERE guild_id = ?1")
+            .unwrap()
+            .query_map([self.guild as i64], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .map(|r| r.unwrap() as u64)
+            .collect();
+        collection
+            .payloads(ids)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, p)| {
+                let messages = p["message_ids"].as_array().unwrap().iter().map(|m| m.as_u64().unwrap()).collect();
+                (id, (p["channel_id"].as_u64().unwrap(), messages))
+            })
+            .collect()
+    }
+
+    fn channel_ids(&self, names: &BTreeSet<&str>) -> BTreeSet<u64> {
+        let world = self.fake.world();
+        let ids: BTreeSet<u64> =
+            world.guilds[0].channels.iter().filter(|c| names.contains(c.name.as_str())).map(|c| c.id).collect();
+        assert_eq!(ids.len(), names.len(), "every expected channel exists");
+        ids
+    }
+}
+
+fn chunk_ids(a: &Answer) -> BTreeSet<u64> {
+    a.results.iter().map(|r| r.chunk_id).collect()
+}
+
+/// Channels with history that every member may read.
+const PUBLIC: &[&str] = &[
+    "general",
+    "help",
+    "dev-0",
+    "announcements",
+    "Lounge",
+    "release planning",
+    "build failures",
+    "old migration",
+    "q3 retro",
+    "tiny archived",
+    "How do I rotate keys?",
+    "Install fails on ARM",
+    "Feature request: dark mode",
+    "Old question",
+    "not-for-denied",
+];
+const PRIVATE_THREADS: &[&str] = &["mods only", "incident 42", "private plans"];
+const GATED: &[&str] = &["staff-room", "staff chat", "admins-only", "history-hidden"];
+
+/// What each kind of user may read, written out by hand from the rules.
+fn matrix(cast: &AccessCast) -> Vec<(&'static str, u64, BTreeSet<&'static str>)> {
+    let public: BTreeSet<&str> = PUBLIC.iter().copied().collect();
+    let with = |extra: &[&'static str]| -> BTreeSet<&'static str> { public.iter().chain(extra).copied().collect() };
+    let everything = with(&[PRIVATE_THREADS, GATED].concat());
+    vec![
+        ("owner", cast.owner, everything.clone()),
+        ("administrator", cast.admin, everything),
+        ("moderator (Manage Threads)", cast.moderator, with(PRIVATE_THREADS)),
+        ("staff role", cast.staff, with(&["staff-room", "staff chat", "history-hidden"])),
+        ("member overwrite deny", cast.denied, public.iter().copied().filter(|c| *c != "not-for-denied").collect()),
+        ("private thread member", cast.thread_member, with(&["private plans"])),
+        ("no roles", cast.plain, public.clone()),
+        ("not a member", cast.outsider, BTreeSet::new()),
+    ]
+}
+
+/// For every kind of user: every result is readable by them, and every
+/// readable chunk (vector: all of them; keyword: all that match) is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_user_finds_exactly_what_they_may_read() {
+    let mut world = World::generate(&WorldSpec::standard());
+    let cast = world.add_access_matrix();
+    let s = setup(world, None).await;
+    let searcher = s.searcher(true, Duration::from_secs(600));
+    let chunks = s.chunks().await;
+    // Messages whose text has the keyword (the stemmer also matches "restarts", "restarting").
+    let conn = rusqlite::Connection::open(s.data.join("archive.db")).unwrap();
+    let matching: BTreeSet<u64> = conn
+        .prepare("SELECT id FROM messages WHERE lower(content) LIKE '%restart%'")
+        .unwrap()
+        .query_map([], |r| r.get::<_, i64>(0))
+        .unwrap()
+        .map(|r| r.unwrap() as u64)
+        .collect();
+    assert!(!matching.is_empty());
+
+    for (who, user, names) in matrix(&cast) {
+        let readable = s.channel_ids(&names);
+        let expected_all: BTreeSet<u64> =
+            chunks.iter().filter(|(_, (c, _))| readable.contains(c)).map(|(id, _)| *id).collect();
+        let expected_matching: BTreeSet<u64> = chunks
+            .iter()
+            .filter(|(_, (c, m))| readable.contains(c) && m.iter().any(|m| matching.contains(m)))
+            .map(|(id, _)| *id)
+            .collect();
+        if !names.is_empty() {
+            assert!(!expected_matching.is_empty() && expected_matching.len() < expected_all.len(), "{who}");
+        }
+        for mode in [Mode::Vector, Mode::Keyword, Mode::Hybrid] {
+            let answer = searcher.ask(&s.query("restart", Viewer::User(user), 100_000, mode)).await.unwrap();
+            for r in &answer.results {
+                assert!(readable.contains(&r.channel_id), "{who} ({mode:?}) was shown #{}", r.channel_name);
+            }
+            let found = chunk_ids(&answer);
+            let expected = match mode {
+                Mode::Vector | Mode::Hybrid => &expected_all,
+                Mode::Keyword => &expected_matching,
+            };
+            assert_eq!(&found, expected, "{who} ({mode:?}): found {} of {} chunks", found.len(), expected.len());
+        }
+        // A small limit is filled from what the user may read, not emptied by what they may not.
+        let answer = searcher.ask(&s.query("restart", Viewer::User(user), 5, Mode::Hybrid)).await.unwrap();
+        assert_eq!(answer.results.len(), expected_all.len().min(5), "{who}");
+        if names.is_empty() {
+            assert!(answer.notes.iter().any(|n| n.contains("not a member")), "{:?}", answer.notes);
+        }
+    }
+    // The operator sees every chunk.
+    let answer = searcher.ask(&s.query("restart", Viewer::Operator, 100_000, Mode::Vector)).await.unwrap();
+    assert_eq!(chunk_ids(&answer), chunks.keys().copied().collect());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissions_are_refreshed_when_stale_and_never_guessed() {
+    let mut world = World::generate(&WorldSpec::standard());
+    let cast = world.add_access_matrix();
+    let s = setup(world, None).await;
+    let staff_room = s.channel_ids(&BTreeSet::from(["staff-room"]));
+    let sees_staff_room = |a: &Answer| a.results.iter().any(|r| staff_room.contains(&r.channel_id));
+
+    // Fresh facts: no request to Discord is needed for roles and overwrites.
+    let searcher = s.searcher(true, Duration::from_secs(600));
+    let answer = searcher.ask(&s.query("restart", Viewer::User(cast.staff), 100_000, Mode::Vector)).await.unwrap();
+    assert!(sees_staff_room(&answer));
+
+    // Discord takes the Staff role away: once the stored facts are stale, it shows.
+    let staff_role = {
+        let mut world = s.fake.world();
+        let g = &mut world.guilds[0];
+        let role = g.roles.iter().find(|r| r.name == "Staff").unwrap().id;
+        g.members.insert(cast.staff, vec![]);
+        role
+    };
+    let answer = searcher.ask(&s.query("restart", Viewer::User(cast.staff), 100_000, Mode::Vector)).await.unwrap();
+    assert!(sees_staff_room(&answer), "within the allowed age the stored roles are used");
+    let stale = s.searcher(true, Duration::ZERO);
+    let answer = stale.ask(&s.query("restart", Viewer::User(cast.staff), 100_000, Mode::Vector)).await.unwrap();
+    assert!(!sees_staff_room(&answer), "the refreshed roles no longer include Staff");
+    // And an overwrite change at Discord reaches search the same way.
+    {
+        let mut world = s.fake.world();
+        let g = &mut world.guilds[0];
+        g.members.insert(cast.staff, vec![staff_role]);
+        let room = g.channels.iter_mut().find(|c| c.name == "staff-room").unwrap();
+        room.overwrites.retain(|o| o.id != staff_role);
+    }
+    let answer = stale.ask(&s.query("restart", Viewer::User(cast.staff), 100_000, Mode::Vector)).await.unwrap();
+    assert!(!sees_staff_room(&answer), "the refreshed overwrites hide staff-room");
+
+    // Stale facts and no way to refresh them: nothing, with a clear error.
+    let offline = s.searcher(false, Duration::ZERO);
+    let err = offline.ask(&s.query("restart", Viewer::User(cast.plain), 5, Mode::Hybrid)).await.unwrap_err();
+    assert!(matches!(err, SearchError::Access(_)), "{err}");
+    assert!(err.to_string().contains("showing nothing") && err.to_string().contains("DISCORD_TOKEN"), "{err}");
+    // Discord failing: nothing either.
+    s.fake.set_faults(vec![Fault::always(FaultKind::Status(500)).on("/members/")]);
+    let err = stale.ask(&s.query("restart", Viewer::User(cast.plain), 5, Mode::Hybrid)).await.unwrap_err();
+    assert!(err.to_string().contains("reading the user's roles failed"), "{err}");
+    s.fake.set_faults(vec![]);
+    // A private thread whose membership cannot be checked is left out, and said so.
+    s.fake.set_faults(vec![Fault::always(FaultKind::Status(500)).on("/thread-members/")]);
+    let answer = stale.ask(&s.query("restart", Viewer::User(cast.thread_member), 100_000, Mode::Vector)).await.unwrap();
+    let private = s.channel_ids(&BTreeSet::from(["private plans"]));
+    assert!(!answer.results.iter().any(|r| private.contains(&r.channel_id)));
+    assert!(answer.notes.iter().any(|n| n.contains("private thread")), "{:?}", answer.notes);
+    s.fake.set_faults(vec![]);
+    // The operator needs no Discord at all.
+    let answer = offline.ask(&s.query("restart", Viewer::Operator, 5, Mode::Hybrid)).await.unwrap();
+    assert_eq!(answer.results.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_questions_and_guilds_get_one_clear_error() {
+    let s = setup(World::generate(&WorldSpec::plain(2, 150)), None).await;
+    let searcher = s.searcher(false, Duration::from_secs(600));
+    let ask = |text: &str, guilds: Vec<u64>| Query {
+        text: text.into(),
+        guilds,
+        viewer: Viewer::Operator,
+        limit: 5,
+        mode: Mode::Hybrid,
+    };
+    let err = searcher.ask(&ask("   ", vec![s.guild])).await.unwrap_err();
+    assert!(matches!(err, SearchError::EmptyQuestion));
+    let err = searcher.ask(&ask("restart", vec![])).await.unwrap_err();
+    assert!(matches!(err, SearchError::NoGuilds));
+    let err = searcher.ask(&ask("restart", vec![s.guild, 42])).await.unwrap_err();
+    assert!(matches!(err, SearchError::UnknownGuild(42)), "{err}");
+    // A guild in the archive without an index.
+    s.store.activate_index(s.guild, "tiny").unwrap();
+    s.store.conn().unwrap().execute("DELETE FROM active_indexes", []).unwrap();
+    let err = searcher.ask(&ask("restart", vec![s.guild])).await.unwrap_err();
+    assert!(matches!(err, SearchError::NoIndex(_)), "{err}");
+    assert!(err.to_string().contains("discord-indexer index --guild"), "{err}");
+    s.store.activate_index(s.guild, "tiny").unwrap();
+    // The active model is gone from disk.
+    std::fs::remove_dir_all(s.models.join("tiny")).unwrap();
+    let err = searcher.ask(&ask("restart", vec![s.guild])).await.unwrap_err();
+    assert!(err.to_string().contains("no model \"tiny\""), "{err}");
+    // Keyword search needs no model.
+    let answer = searcher.ask(&Query { mode: Mode::Keyword, ..ask("restart", vec![s.guild]) }).await.unwrap();
+    assert_eq!(answer.results.len(), 5);
+    // Questions that are all punctuation or FTS syntax are not errors.
+    for q in ["\"", "NEAR(", "a OR b AND", "* ^ -", "'); DROP TABLE messages; --"] {
+        searcher.ask(&Query { mode: Mode::Keyword, ..ask(q, vec![s.guild]) }).await.unwrap();
+    }
+}
+
+fn bin(s: &Setup) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_discord-indexer"));
+    c.env_remove("QDRANT_URL")
+        .env_remove("DISCORD_TOKEN")
+        .env("DISCORD_INDEXER_MODELS_DIR", &s.models)
+        .arg("--data-dir")
+        .arg(&s.data);
+    c
+}
+
+async fn run(mut c: Command) -> (Option<i32>, String, String) {
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ask_command_prints_results_for_people_and_scripts() {
+    let mut world = World::generate(&WorldSpec::standard());
+    let cast = world.add_access_matrix();
+    let s = setup(world, None).await;
+    let g = s.guild.to_string();
+
+    let mut c = bin(&s);
+    c.args(["ask", "restart the helm chart", "--guild", &g, "--json", "--limit", "3"]);
+    let (code, out, err) = run(c).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("searching as the operator"), "{err}");
+    let results: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len(), 3);
+    for r in results {
+        assert_eq!(r["guild_id"], g.as_str());
+        let channel = r["channel_id"].as_str().unwrap();
+        let ids: Vec<&str> = r["message_ids"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+        assert!(!ids.is_empty());
+        assert_eq!(r["jump_url"], format!("https://discord.com/channels/{g}/{channel}/{}", ids[0]));
+        assert!(r["score"].as_f64().unwrap() > 0.0);
+        assert!(!r["text"].as_str().unwrap().is_empty());
+        assert!(!r["authors"].as_array().unwrap().is_empty());
+    }
+
+    // Text output, all guilds by default.
+    let mut c = bin(&s);
+    c.args(["ask", "restart the helm chart"]);
+    let (code, out, err) = run(c).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("1. ") && out.contains("https://discord.com/channels/"), "{out}");
+
+    // As a user, through the fake Discord for their roles.
+    let mut c = bin(&s);
+    c.env("DISCORD_TOKEN", s.fake.token()).env("DISCORD_API_BASE", s.fake.base_url());
+    c.args(["ask", "restart", "--guild", &g, "--json", "--limit", "1000", "--as-user", &cast.plain.to_string()]);
+    let (code, out, err) = run(c).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains(&s.fake.token()));
+    let results: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let public = s.channel_ids(&PUBLIC.iter().copied().collect());
+    assert!(!results.as_array().unwrap().is_empty());
+    for r in results.as_array().unwrap() {
+        assert!(public.contains(&r["channel_id"].as_str().unwrap().parse().unwrap()), "{r}");
+    }
+
+    // Bad input: one message, exit 2.
+    for (args, expect) in [
+        (vec!["ask", "  ", "--guild", &g], "the question is empty"),
+        (vec!["ask", "x", "--guild", "42"], "guild 42 is not in the archive"),
+        (vec!["ask", "x", "--guild", &g, "--as-user", "7"], "no DISCORD_TOKEN"),
+    ] {
+        let mut c = bin(&s);
+        c.args(&args);
+        let (code, _, err) = run(c).await;
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+    }
+}
+
+/// Retrieval quality with the real all-MiniLM-L6-v2 (installed by
+/// scripts/fetch-model.sh; CI sets REQUIRE_MODELS=1): fixture conversations
+/// among generated chatter, and questions with known answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_questions_find_their_conversations() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = root.join("models/all-MiniLM-L6-v2");
+    if !model.join("model.safetensors").exists() {
+        assert!(
+            std::env::var_os("REQUIRE_MODELS").is_none(),
+            "models/all-MiniLM-L6-v2 is missing but REQUIRE_MODELS is set"
+        );
+        eprintln!("SKIPPED known_questions_find_their_conversations: run scripts/fetch-model.sh all-MiniLM-L6-v2");
+        return;
+    }
+    let fixture: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("tests/fixtures/retrieval.json")).unwrap()).unwrap();
+    let mut world = World::generate(&WorldSpec::plain(2, 300));
+    let conversations: Vec<Vec<(usize, String)>> = fixture["conversations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| (m["author"].as_u64().unwrap() as usize, m["text"].as_str().unwrap().to_owned()))
+                .collect()
+        })
+        .collect();
+    let (_, ids) = world.add_conversations("office", "2025-02-01T09:00:00Z", &conversations);
+    let names: Vec<&str> =
+        fixture["conversations"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    let answer_of: BTreeMap<&str, BTreeSet<u64>> =
+        names.iter().zip(&ids).map(|(n, ids)| (*n, ids.iter().copied().collect())).collect();
+    let s = setup(world, Some(&model)).await;
+    let searcher = s.searcher(false, Duration::from_secs(600));
+
+    let questions = fixture["questions"].as_array().unwrap();
+    let mut found: BTreeMap<(Mode, &str), usize> = BTreeMap::new();
+    let mut first: BTreeMap<Mode, usize> = BTreeMap::new();
+    let mut misses = Vec::new();
+    for q in questions {
+        let (text, answer, kind) =
+            (q["question"].as_str().unwrap(), q["answer"].as_str().unwrap(), q["kind"].as_str().unwrap());
+        for mode in [Mode::Vector, Mode::Keyword, Mode::Hybrid] {
+            let a = searcher.ask(&s.query(text, Viewer::Operator, 5, mode)).await.unwrap();
+            let is_answer =
+                |r: &discord_indexer::search::SearchResult| r.message_ids.iter().any(|m| answer_of[answer].contains(m));
+            if a.results.first().is_some_and(is_answer) {
+                *first.entry(mode).or_default() += 1;
+            } else if mode == Mode::Hybrid {
+                let top = &a.results[0];
+                misses.push(format!(
+                    "Hybrid's first answer to {text:?} is another chunk (vector rank {:?}, keyword rank {:?}): {:?}",
+                    top.vector_rank, top.keyword_rank, top.text
+                ));
+            }
+            if a.results.iter().any(is_answer) {
+                *found.entry((mode, kind)).or_default() += 1;
+            } else {
+                misses.push(format!("{mode:?} missed {text:?}"));
+            }
+        }
+    }
+    let n = |kind: &str| questions.iter().filter(|q| q["kind"] == kind).count();
+    let got = |mode: Mode, kind: &str| found.get(&(mode, kind)).copied().unwrap_or(0);
+    let report = format!("recall@5 {found:?}\nrecall@1 {first:?}\n{}", misses.join("\n"));
+    eprintln!("{report}");
+    // Exact strings are the keyword path's job, paraphrases the vector path's.
+    assert_eq!(got(Mode::Keyword, "exact"), n("exact"), "{report}");
+    assert!(got(Mode::Vector, "paraphrase") >= n("paraphrase") - 1, "{report}");
+    // Hybrid finds every answer, so at least as many as either path alone, and ranks as well first.
+    assert_eq!(got(Mode::Hybrid, "exact") + got(Mode::Hybrid, "paraphrase"), questions.len(), "{report}");
+    for mode in [Mode::Vector, Mode::Keyword] {
+        assert!(first.get(&Mode::Hybrid) >= first.get(&mode), "{report}");
+    }
+}
