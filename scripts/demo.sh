@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Loads the generated guild of the bundled fake Discord server into a data
 # directory, through the same code path used against Discord, indexes it with
-# all-MiniLM-L6-v2, then shows the status. Usage: scripts/demo.sh [DATA_DIR]
+# all-MiniLM-L6-v2, shows the status, then asks a question (as the operator
+# and as a member without roles, whose permissions come from the fake server). Usage: scripts/demo.sh [DATA_DIR]
 # (default: data/demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,3 +20,8 @@ export DISCORD_API_BASE=$(field base_url) DISCORD_TOKEN=$(field token)
 "$BIN" load --guild "$(field guild_id)" --data-dir "$DATA"
 "$BIN" index --guild "$(field guild_id)" --data-dir "$DATA" --activate
 "$BIN" status --data-dir "$DATA"
+"$BIN" ask "how do we rotate the notary keys?" --guild "$(field guild_id)" --data-dir "$DATA" --limit 3
+MEMBER=$(field plain_member_id 2>/dev/null || true)
+if [ -n "$MEMBER" ]; then
+  "$BIN" ask "how do we rotate the notary keys?" --guild "$(field guild_id)" --data-dir "$DATA" --limit 3 --as-user "$MEMBER"
+fi

@@ -461,3 +461,62 @@ async fn known_questions_find_their_conversations() {
         assert!(first.get(&Mode::Hybrid) >= first.get(&mode), "{report}");
     }
 }
+
+/// Two guilds in one archive: one question searches both, results merged by score.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_guilds_are_searched_together() {
+    let mut world = World::generate(&WorldSpec::plain(2, 150));
+    let first = world.guilds[0].id;
+    let second = world.add_guild_from(World::generate(&WorldSpec { seed: 8, ..WorldSpec::plain(2, 150) }));
+    let member = world.users[7].id;
+    let fake = start(world, fast_limits()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (data, models) = (dir.path().join("data"), dir.path().join("models"));
+    let store = Store::open(&data).unwrap();
+    let options = discord_indexer::load::LoadOptions { guilds: vec![first, second], channels: vec![], concurrency: 4 };
+    let summary = discord_indexer::load::load(&client(&fake), &store, &options, &|_| {}, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(summary.ok);
+    tiny::write(&models.join("tiny"), &TinySpec::default()).unwrap();
+    let backend = Backend::new(&data, None, None).unwrap();
+    let searcher =
+        Searcher::new(store.clone(), backend.clone(), models.clone(), Some(client(&fake)), SearchOptions::default());
+    let ask = |viewer, limit, mode| Query {
+        text: "restart the staging deploy".into(),
+        guilds: vec![first, second],
+        viewer,
+        limit,
+        mode,
+    };
+    let mut points = 0;
+    for guild in [first, second] {
+        if guild == second {
+            // One guild without an index: a clear error naming it.
+            let err = searcher.ask(&ask(Viewer::Operator, 5, Mode::Hybrid)).await.unwrap_err();
+            assert!(matches!(err, SearchError::NoIndex(g) if g == second), "{err}");
+        }
+        let embedder =
+            Arc::new(Embedder::load(ModelInfo::find(&models, "tiny").unwrap(), candle_core::Device::Cpu).unwrap());
+        let mut o = IndexOptions::new(guild);
+        o.activate = true;
+        points +=
+            index::index(&store, &backend, embedder, &o, &|_| {}, &CancellationToken::new()).await.unwrap().points;
+    }
+    let all = searcher.ask(&ask(Viewer::Operator, 100_000, Mode::Vector)).await.unwrap();
+    assert_eq!(all.results.len() as u64, points);
+    assert_eq!(all.searched, vec![first.min(second), first.max(second)]);
+    let guilds: BTreeSet<u64> = all.results.iter().map(|r| r.guild_id).collect();
+    assert_eq!(guilds, BTreeSet::from([first, second]));
+    assert!(all.results.windows(2).all(|w| w[0].score >= w[1].score), "merged by score");
+    for r in &all.results {
+        assert!(r.jump_url.starts_with(&format!("https://discord.com/channels/{}/", r.guild_id)));
+    }
+    // Hybrid, as a member of both: the top results may come from either guild, the keyword list spans both.
+    let top = searcher.ask(&ask(Viewer::User(member), 20, Mode::Keyword)).await.unwrap();
+    let guilds: BTreeSet<u64> = top.results.iter().map(|r| r.guild_id).collect();
+    assert_eq!(guilds.len(), 2, "keyword hits from both guilds");
+    let hybrid = searcher.ask(&ask(Viewer::User(member), 20, Mode::Hybrid)).await.unwrap();
+    assert_eq!(hybrid.results.len(), 20);
+    assert!(hybrid.results.windows(2).all(|w| w[0].score >= w[1].score));
+}

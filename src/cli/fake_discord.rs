@@ -19,7 +19,8 @@ pub struct Args {
     /// Messages per text channel.
     #[arg(long, default_value_t = 1000)]
     pub messages: usize,
-    /// Also generate threads, a forum, voice chat and unreadable channels.
+    /// Also generate threads, a forum, voice chat, unreadable channels, and
+    /// role-gated channels with members of each kind (printed as "members").
     #[arg(long)]
     pub full_cast: bool,
     /// Requests per bucket window, per channel.
@@ -54,6 +55,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     if args.no_intent {
         world.app_flags = 0;
     }
+    let cast = (args.full_cast && args.channels > 0).then(|| world.add_access_matrix());
     let limits = Limits {
         per_route: args.per_route,
         window: Duration::from_millis(args.window_ms),
@@ -70,8 +72,16 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             .collect::<Vec<_>>(),
         "messages": guild.channels.iter().map(|c| c.messages.len()).sum::<usize>(),
     });
-    let server = FakeDiscord::start_on(([127, 0, 0, 1], args.port).into(), world, limits).await?;
     let mut info = info;
+    if let Some(c) = cast {
+        info["plain_member_id"] = c.plain.to_string().into();
+        info["members"] = serde_json::json!({
+            "owner": c.owner.to_string(), "admin": c.admin.to_string(), "moderator": c.moderator.to_string(),
+            "staff": c.staff.to_string(), "denied": c.denied.to_string(), "thread_member": c.thread_member.to_string(),
+            "plain": c.plain.to_string(), "outsider": c.outsider.to_string(),
+        });
+    }
+    let server = FakeDiscord::start_on(([127, 0, 0, 1], args.port).into(), world, limits).await?;
     info["base_url"] = server.base_url().into();
     println!("{info}");
     tokio::signal::ctrl_c().await?;

@@ -453,6 +453,40 @@ impl World {
         cast
     }
 
+    /// Adds `other`'s first guild as a second guild of this world, with the
+    /// same people in it (worlds generate the same users) and fresh ids for
+    /// the guild, its roles, channels and messages.
+    pub fn add_guild_from(&mut self, other: World) -> u64 {
+        // Generated ids carry a sequence number far below 2^21 in their low
+        // bits: setting bit 21 gives ids no generated world uses.
+        const FRESH: u64 = 1 << 21;
+        let users: std::collections::HashSet<u64> = self.users.iter().map(|u| u.id).collect();
+        let mut g = other.guilds.into_iter().next().expect("a generated world has a guild");
+        let remap = |id: u64| if users.contains(&id) { id } else { id | FRESH };
+        g.id = remap(g.id);
+        g.name = format!("{} (2)", g.name);
+        for r in &mut g.roles {
+            r.id = remap(r.id);
+        }
+        g.members = g.members.into_iter().map(|(u, roles)| (u, roles.into_iter().map(remap).collect())).collect();
+        for c in &mut g.channels {
+            c.id = remap(c.id);
+            c.parent_id = c.parent_id.map(remap);
+            for o in &mut c.overwrites {
+                if o.kind == OverwriteKind::Role {
+                    o.id = remap(o.id);
+                }
+            }
+            for m in &mut c.messages {
+                m.id = remap(m.id);
+                m.reply_to = m.reply_to.map(remap);
+            }
+        }
+        let id = g.id;
+        self.guilds.push(g);
+        id
+    }
+
     /// Adds a text channel to the first guild holding these conversations
     /// (each a list of (user index, text)), two days apart, messages 40 s
     /// apart. Returns the channel id and each conversation's message ids.

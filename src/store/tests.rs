@@ -118,12 +118,12 @@ fn keyword(store: &Store, q: &str) -> Vec<u64> {
 fn the_keyword_index_follows_writes_edits_and_deletions() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    store
-        .write_page(9, 1, &[msg(10, 1, "rotating the notary keys", None), msg(11, 1, "lunch?", None)], false)
-        .unwrap();
+    store.write_page(9, 1, &[msg(10, 1, "rotating the notary keys", None), msg(11, 1, "lunch?", None)], false).unwrap();
     // The porter stemmer matches other forms of a word.
     assert_eq!(keyword(&store, "\"rotate\" OR \"key\""), vec![10]);
-    store.write_page(9, 1, &[msg(10, 1, "ERR_QUOTA_EXCEEDED again", Some("2024-02-01T00:00:00+00:00"))], false).unwrap();
+    store
+        .write_page(9, 1, &[msg(10, 1, "ERR_QUOTA_EXCEEDED again", Some("2024-02-01T00:00:00+00:00"))], false)
+        .unwrap();
     assert!(keyword(&store, "\"notary\"").is_empty(), "the old text left the index");
     assert_eq!(keyword(&store, "\"err quota exceeded\""), vec![10]);
     // Only in the channels asked for.
