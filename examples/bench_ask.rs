@@ -74,7 +74,7 @@ fn normalize(v: &mut [f32]) {
     v.iter_mut().for_each(|x| *x /= n);
 }
 
-async fn build(n: u64, dir: &PathBuf, embedder: &Embedder, fixture_words: &[String], fixture_texts: &[String]) {
+async fn build(n: u64, dir: &std::path::Path, embedder: &Embedder, fixture_words: &[String], fixture_texts: &[String]) {
     let started = Instant::now();
     let store = Store::open(dir).expect("store");
     let guild: Raw<Guild> = serde_json::from_str(
@@ -172,7 +172,7 @@ async fn build(n: u64, dir: &PathBuf, embedder: &Embedder, fixture_words: &[Stri
             written_points += points.len() as u64;
             collection.upsert(std::mem::take(&mut points)).await.expect("upsert");
             store.record_chunks(GUILD, MODEL, &std::mem::take(&mut records)).expect("records");
-            if written_points % 100_000 == 0 {
+            if written_points.is_multiple_of(100_000) {
                 collection.persist().await.expect("persist");
                 eprintln!("{written_points} points, {:.0}s", started.elapsed().as_secs_f64());
             }
