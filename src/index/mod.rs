@@ -285,7 +285,7 @@ impl Run<'_> {
         let embedder = self.embedder.clone();
         let count = move |text: &str| embedder.count_content_tokens(text);
         let quote_store = self.store.clone();
-        let quote = move |id: u64| quote_store.quote(id).ok().flatten();
+        let quote = move |id: u64| quote_store.quote(id, channel).ok().flatten();
         let mut chunker = Chunker::new(settings, &count, &quote);
         let mut from = start;
         loop {

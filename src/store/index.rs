@@ -152,14 +152,16 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// (author display name, text) of a message, for reply quotes.
-    pub fn quote(&self, message: u64) -> Result<Option<(String, String)>, StoreError> {
+    /// (author display name, text) of a message of `channel`, for reply
+    /// quotes. A reference to another channel (a forward, a crosspost) is not
+    /// quoted: its text would reach readers of this channel who may not read that one.
+    pub fn quote(&self, message: u64, channel: u64) -> Result<Option<(String, String)>, StoreError> {
         Ok(self
             .conn()?
             .query_row(
                 "SELECT coalesce(u.global_name, u.username, ''), coalesce(m.content, '')
-                 FROM messages m LEFT JOIN users u ON u.id = m.author_id WHERE m.id = ?1",
-                [id(message)],
+                 FROM messages m LEFT JOIN users u ON u.id = m.author_id WHERE m.id = ?1 AND m.channel_id = ?2",
+                params![id(message), id(channel)],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)

@@ -155,3 +155,14 @@ fn archives_from_before_search_get_their_keyword_index_on_open() {
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(keyword(&store, "\"old\""), vec![5]);
 }
+
+#[test]
+fn replies_quote_only_messages_of_their_own_channel() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.write_page(9, 1, &[msg(10, 1, "public words", None)], false).unwrap();
+    store.write_page(9, 2, &[msg(20, 2, "secret words", None)], false).unwrap();
+    assert_eq!(store.quote(10, 1).unwrap(), Some(("Ann".into(), "public words".into())));
+    // A forward or crosspost from another channel: its text must not reach this channel's chunks.
+    assert_eq!(store.quote(20, 1).unwrap(), None);
+}
