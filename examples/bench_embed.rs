@@ -25,7 +25,6 @@ fn main() -> anyhow::Result<()> {
     let settings =
         ChunkSettings { max_tokens: embedder.info.max_tokens - embedder.special_tokens(), ..Default::default() };
     let count = |t: &str| embedder.count_content_tokens(t);
-    let quote = |id: u64| store.quote(id).ok().flatten();
     // Chunk channels in turn until N texts are collected.
     let mut texts = Vec::new();
     let channels: Vec<u64> = {
@@ -35,6 +34,7 @@ fn main() -> anyhow::Result<()> {
         rows.map(|r| r.map(|v| v as u64)).collect::<Result<_, _>>()?
     };
     'outer: for channel in channels {
+        let quote = |id: u64| store.quote(id, channel).ok().flatten();
         let mut chunker = Chunker::new(&settings, &count, &quote);
         for m in store.chat_messages(channel, 0, usize::MAX >> 1)? {
             for c in chunker.push(m) {

@@ -43,7 +43,7 @@ pub use access::{AccessError, AccessSource, Readable, Viewer};
 use crate::discord::Client;
 use crate::embed::{device, Embedder, ModelError, ModelInfo};
 use crate::snowflake;
-use crate::store::{Store, StoreError};
+use crate::store::{KeywordOrder, Store, StoreError};
 use crate::vector::{Backend, Collection, VectorError};
 
 /// The k of reciprocal rank fusion.
@@ -389,10 +389,32 @@ impl Searcher {
         }
 
         // 3. Keyword search, one query over every guild's readable channels.
-        if q.mode != Mode::Vector && !visible.is_empty() {
+        let mut weights = Vec::new();
+        if q.mode != Mode::Vector && !visible.is_empty() && !terms.is_empty() {
             let t = Instant::now();
-            if let Some(fts) = text::fts_query(&terms) {
-                keyword_list = self.keyword(&fts, &visible, depth).await?;
+            let (n, dfs) = self.document_frequencies(&terms)?;
+            weights = dfs.iter().map(|&(df, _)| text::idf(df, n)).collect();
+            // Terms in a large share of all messages cost the most to rank and say
+            // the least: leave them out when the question has rarer ones.
+            let rare: Vec<text::Term> =
+                terms.iter().zip(&dfs).filter(|(_, (_, common))| !common).map(|(t, _)| t.clone()).collect();
+            // Only frequent terms: the newest messages that have them all
+            // (then any of them), which costs no more than the messages read.
+            let plan = if rare.is_empty() {
+                vec![
+                    (text::fts_query_all(&terms), KeywordOrder::Newest),
+                    (text::fts_query(&terms), KeywordOrder::Newest),
+                ]
+            } else {
+                vec![(text::fts_query(&rare), KeywordOrder::Relevance)]
+            };
+            for (fts, order) in plan {
+                if let Some(fts) = fts {
+                    keyword_list = self.keyword(&fts, &visible, depth, order).await?;
+                }
+                if !keyword_list.is_empty() {
+                    break;
+                }
             }
             timings.keyword_ms = ms(t);
         }
@@ -400,7 +422,7 @@ impl Searcher {
         // 4. Fusion.
         let t = Instant::now();
         if q.mode == Mode::Hybrid && !keyword_list.is_empty() {
-            self.weigh(&terms, &vector_list, &mut keyword_list).await?;
+            self.weigh(&terms, &weights, &vector_list, &mut keyword_list).await?;
         }
         let ranked = fuse(q.mode, vector_list, keyword_list);
         let mut results = Vec::new();
@@ -434,15 +456,10 @@ impl Searcher {
     async fn weigh(
         &self,
         terms: &[text::Term],
+        weights: &[f64],
         vector: &[Candidate],
         keyword: &mut [Candidate],
     ) -> Result<(), SearchError> {
-        let n = self.message_count()?;
-        let mut weights = Vec::with_capacity(terms.len());
-        for t in terms {
-            let df = self.store.keyword_count(&format!("\"{}\"", t.words.join(" ")))?;
-            weights.push(text::idf(df, n));
-        }
         let known: HashMap<u64, &serde_json::Value> =
             vector.iter().filter_map(|c| c.payload.as_ref().map(|p| (c.chunk, p))).collect();
         let mut missing: HashMap<(u64, String), Vec<u64>> = HashMap::new();
@@ -465,6 +482,21 @@ impl Searcher {
         Ok(())
     }
 
+    /// The archive's message count, and each term's document frequency with
+    /// whether the term is common. Counting stops at the "common" threshold
+    /// (0.1% of messages, at least 200, at most 2,000), which bounds the cost
+    /// of a frequent term; its IDF is then computed from the threshold.
+    fn document_frequencies(&self, terms: &[text::Term]) -> Result<(u64, Vec<(u64, bool)>), SearchError> {
+        let n = self.message_count()?;
+        let cap = (n / 1000).clamp(200, 2_000);
+        let mut out = Vec::with_capacity(terms.len());
+        for t in terms {
+            let df = self.store.keyword_count(&format!("\"{}\"", t.words.join(" ")), cap)?;
+            out.push((df, df >= cap));
+        }
+        Ok((n, out))
+    }
+
     /// Messages in the archive, counted at most every five minutes.
     fn message_count(&self) -> Result<u64, SearchError> {
         let mut cached = self.messages.lock().unwrap();
@@ -480,7 +512,13 @@ impl Searcher {
 
     /// The keyword list: best-matching messages, each standing for the chunk
     /// that holds it (first occurrence ranks the chunk).
-    async fn keyword(&self, fts: &str, targets: &[&Target], depth: usize) -> Result<Vec<Candidate>, SearchError> {
+    async fn keyword(
+        &self,
+        fts: &str,
+        targets: &[&Target],
+        depth: usize,
+        order: KeywordOrder,
+    ) -> Result<Vec<Candidate>, SearchError> {
         let guilds: Vec<u64> = targets.iter().map(|t| t.guild).collect();
         let channels: Option<Vec<u64>> = if targets.iter().all(|t| t.readable == Readable::All) {
             None
@@ -497,7 +535,7 @@ impl Searcher {
         };
         let models: HashMap<u64, &str> = targets.iter().map(|t| (t.guild, t.model.as_str())).collect();
         // Several messages of one chunk may match: read deeper than needed.
-        let hits = self.store.keyword_search(fts, &guilds, channels.as_deref(), depth * 4)?;
+        let hits = self.store.keyword_search(fts, &guilds, channels.as_deref(), depth * 4, order)?;
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         for h in hits {

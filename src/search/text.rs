@@ -69,6 +69,12 @@ pub fn fts_query(terms: &[Term]) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join(" OR "))
 }
 
+/// An FTS5 query matching only messages that have every term.
+pub fn fts_query_all(terms: &[Term]) -> Option<String> {
+    let parts: Vec<String> = terms.iter().map(|t| format!("\"{}\"", t.words.join(" "))).collect();
+    (!parts.is_empty()).then(|| parts.join(" AND "))
+}
+
 /// How well a line matches: distinct terms found (phrases count double).
 fn line_score(line: &str, terms: &[Term]) -> usize {
     let lw = words(line);
@@ -228,6 +234,7 @@ mod tests {
         let q = fts_query(&terms("cargo.toml OR \"NEAR\" AND x")).unwrap();
         assert_eq!(q, "\"near\" OR \"cargo toml\"");
         assert_eq!(fts_query(&[]), None);
+        assert_eq!(fts_query_all(&terms("alpha beta")).unwrap(), "\"alpha\" AND \"beta\"");
     }
 
     #[test]

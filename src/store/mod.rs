@@ -21,7 +21,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use crate::discord::model::{Channel, Guild, Message, Raw, User};
 use crate::snowflake;
 pub use index::{ChannelInfo, ChunkRecord, IndexRecord, NewIndex};
-pub use search::{ChannelAccess, GuildAccess, KeywordHit, StoredMember};
+pub use search::{ChannelAccess, GuildAccess, KeywordHit, KeywordOrder, StoredMember};
 pub use status::{ChannelStatus, GuildStatus};
 
 /// Numbered migrations; `user_version` is the count applied.

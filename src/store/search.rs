@@ -37,6 +37,15 @@ pub struct StoredMember {
     pub fetched_at: DateTime<Utc>,
 }
 
+/// How keyword matches are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeywordOrder {
+    /// The best `limit` by bm25 among all matches.
+    Relevance,
+    /// The newest `limit` matches, then by bm25 (bounded cost for frequent terms).
+    Newest,
+}
+
 /// A message the keyword index matched.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KeywordHit {
@@ -153,21 +162,31 @@ impl Store {
         Ok(())
     }
 
-    /// Messages matching an FTS5 query, best first, in these guilds and, when
-    /// `channels` is given, only in those channels (the filter is part of the
-    /// query). Messages by bots and system messages are left out, as the
-    /// chunker leaves them out.
+    /// Messages matching an FTS5 query, in these guilds and, when `channels`
+    /// is given, only in those channels (the filter is part of the query).
+    /// Messages by bots and system messages are left out, as the chunker
+    /// leaves them out.
+    ///
+    /// `KeywordOrder::Relevance` ranks every match by bm25 (cost grows with
+    /// the number of matches: use it for terms that are not too frequent);
+    /// `KeywordOrder::Newest` takes the newest `limit` matches, stopping there,
+    /// and returns them by bm25.
     pub fn keyword_search(
         &self,
         fts_query: &str,
         guilds: &[u64],
         channels: Option<&[u64]>,
         limit: usize,
+        order: KeywordOrder,
     ) -> Result<Vec<KeywordHit>, StoreError> {
         let conn = self.conn()?;
         let guilds_json = serde_json::to_string(guilds).expect("ids serialize");
         let channels_json = channels.map(|c| serde_json::to_string(c).expect("ids serialize"));
-        let mut stmt = conn.prepare_cached(
+        let order_by = match order {
+            KeywordOrder::Relevance => "score",
+            KeywordOrder::Newest => "messages_fts.rowid DESC",
+        };
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT m.id, m.channel_id, m.guild_id, bm25(messages_fts) AS score
              FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid
              WHERE messages_fts MATCH ?1
@@ -175,8 +194,8 @@ impl Store {
                AND (?3 IS NULL OR m.channel_id IN (SELECT value FROM json_each(?3)))
                AND m.type IN (0, 19, 21)
                AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = m.author_id AND u.bot)
-             ORDER BY score LIMIT ?4",
-        )?;
+             ORDER BY {order_by} LIMIT ?4"
+        ))?;
         let rows = stmt.query_map(params![fts_query, guilds_json, channels_json, limit as i64], |r| {
             Ok(KeywordHit {
                 message_id: r.get::<_, i64>(0)? as u64,
@@ -185,7 +204,11 @@ impl Store {
                 bm25: r.get(3)?,
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut hits: Vec<KeywordHit> = rows.collect::<Result<_, _>>()?;
+        if order == KeywordOrder::Newest {
+            hits.sort_by(|a, b| a.bm25.total_cmp(&b.bm25));
+        }
+        Ok(hits)
     }
 
     /// The chunk of an index that holds a message, if any (messages the
@@ -209,11 +232,13 @@ impl Store {
         Ok(row.filter(|&(_, last)| last as u64 >= message).map(|(c, _)| c as u64))
     }
 
-    /// How many messages match an FTS5 query (a term's document frequency).
-    pub fn keyword_count(&self, fts_query: &str) -> Result<u64, StoreError> {
+    /// How many messages match an FTS5 query (a term's document frequency),
+    /// counting no further than `cap`.
+    pub fn keyword_count(&self, fts_query: &str, cap: u64) -> Result<u64, StoreError> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?1")?;
-        Ok(stmt.query_row([fts_query], |r| r.get::<_, i64>(0))? as u64)
+        let mut stmt = conn
+            .prepare_cached("SELECT count(*) FROM (SELECT 1 FROM messages_fts WHERE messages_fts MATCH ?1 LIMIT ?2)")?;
+        Ok(stmt.query_row(params![fts_query, cap as i64], |r| r.get::<_, i64>(0))? as u64)
     }
 
     /// How many messages the archive holds.

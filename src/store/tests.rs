@@ -111,7 +111,20 @@ fn a_newer_schema_is_refused() {
 }
 
 fn keyword(store: &Store, q: &str) -> Vec<u64> {
-    store.keyword_search(q, &[9], None, 100).unwrap().into_iter().map(|h| h.message_id).collect()
+    let relevance: Vec<u64> = store
+        .keyword_search(q, &[9], None, 100, KeywordOrder::Relevance)
+        .unwrap()
+        .into_iter()
+        .map(|h| h.message_id)
+        .collect();
+    let newest: Vec<u64> = store
+        .keyword_search(q, &[9], None, 100, KeywordOrder::Newest)
+        .unwrap()
+        .into_iter()
+        .map(|h| h.message_id)
+        .collect();
+    assert_eq!(relevance, newest, "all matches fit: both orders return them by bm25");
+    relevance
 }
 
 #[test]
@@ -127,11 +140,12 @@ fn the_keyword_index_follows_writes_edits_and_deletions() {
     assert!(keyword(&store, "\"notary\"").is_empty(), "the old text left the index");
     assert_eq!(keyword(&store, "\"err quota exceeded\""), vec![10]);
     // Only in the channels asked for.
-    assert!(store.keyword_search("\"lunch\"", &[9], Some(&[2]), 10).unwrap().is_empty());
-    assert_eq!(store.keyword_search("\"lunch\"", &[9], Some(&[1, 2]), 10).unwrap().len(), 1);
+    assert!(store.keyword_search("\"lunch\"", &[9], Some(&[2]), 10, KeywordOrder::Relevance).unwrap().is_empty());
+    assert_eq!(store.keyword_search("\"lunch\"", &[9], Some(&[1, 2]), 10, KeywordOrder::Newest).unwrap().len(), 1);
     store.delete_messages(&[10]).unwrap();
     assert!(keyword(&store, "\"quota\"").is_empty());
-    assert_eq!(store.keyword_count("\"lunch\"").unwrap(), 1);
+    assert_eq!(store.keyword_count("\"lunch\"", 10).unwrap(), 1);
+    assert_eq!(store.keyword_count("\"lunch\"", 0).unwrap(), 0);
     store.rebuild_keyword_index().unwrap();
     assert_eq!(keyword(&store, "\"lunch\""), vec![11]);
 }
