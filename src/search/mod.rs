@@ -473,7 +473,7 @@ impl Searcher {
         for c in keyword.iter_mut() {
             let payload = known.get(&c.chunk).copied().or_else(|| fetched.get(&c.chunk));
             let text = payload.and_then(|p| p.get("text")).and_then(|t| t.as_str()).unwrap_or_default();
-            let covered = text::coverage(text, terms, &weights);
+            let covered = text::coverage(text, terms, weights);
             c.weight = if covered >= MIN_COVERAGE { covered * covered } else { 0.0 };
             if c.payload.is_none() {
                 c.payload = fetched.remove(&c.chunk);
