@@ -445,6 +445,13 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         return Err(StoreError::TooNew { path: path.into(), found: version, supported });
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        if i == 2 {
+            // 003 indexes every stored message for keyword search (about 5 s per million).
+            let n: i64 = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
+            if n > 100_000 {
+                tracing::warn!("upgrading {}: building the keyword index over {n} messages (once)", path.display());
+            }
+        }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
