@@ -213,6 +213,12 @@ async fn permissions_are_refreshed_when_stale_and_never_guessed() {
     let staff_room = s.channel_ids(&BTreeSet::from(["staff-room"]));
     let sees_staff_room = |a: &Answer| a.results.iter().any(|r| staff_room.contains(&r.channel_id));
 
+    // Stage one keeps roles, overwrites and the bot's own member record.
+    let bot = s.fake.world().bot().id;
+    let stored = s.store.member(s.guild, bot).unwrap().expect("the bot's member record is stored");
+    assert_eq!(stored.roles.map(|r| r.len()), Some(1));
+    assert!(s.store.guild_access(s.guild).unwrap().unwrap().synced_at.is_some());
+
     // Fresh facts: no request to Discord is needed for roles and overwrites.
     let searcher = s.searcher(true, Duration::from_secs(600));
     let answer = searcher.ask(&s.query("restart", Viewer::User(cast.staff), 100_000, Mode::Vector)).await.unwrap();

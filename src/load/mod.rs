@@ -274,9 +274,11 @@ async fn discover_guild(
     report.notes = found.notes;
     let store2 = store.clone();
     let channels = found.channels;
+    let bot_roles = member.roles.clone();
     blocking(move || {
         store2.save_guild(&guild)?;
         store2.save_channels(guild_id, &channels)?;
+        store2.save_member(guild_id, bot, Some(&bot_roles))?;
         store2.mark_permissions_synced(guild_id)
     })
     .await?;
