@@ -74,9 +74,9 @@ impl AccessSource<'_> {
         let mut notes = Vec::new();
 
         // 1. Roles and channel overwrites.
-        let stored =
-            self.store.guild_access(guild)?.ok_or_else(|| undetermined("the guild is not in the archive".into()))?;
-        if !stored.synced_at.is_some_and(|t| fresh(t, self.max_age)) {
+        let missing = || undetermined("the guild is not in the archive".into());
+        let mut access = self.store.guild_access(guild)?.ok_or_else(missing)?;
+        if !access.synced_at.is_some_and(|t| fresh(t, self.max_age)) {
             let client = self.client.ok_or_else(|| {
                 undetermined(
                     "the stored roles and channel permissions are too old and no DISCORD_TOKEN is set to refresh them"
@@ -86,9 +86,8 @@ impl AccessSource<'_> {
             self.refresh_guild(client, guild)
                 .await
                 .map_err(|e| undetermined(format!("refreshing roles and channels failed: {e}")))?;
+            access = self.store.guild_access(guild)?.ok_or_else(missing)?;
         }
-        let access =
-            self.store.guild_access(guild)?.ok_or_else(|| undetermined("the guild is not in the archive".into()))?;
 
         // 2. The member's roles.
         let roles = match self.store.member(guild, user)? {

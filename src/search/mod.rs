@@ -491,7 +491,7 @@ impl Searcher {
         let cap = (n / 1000).clamp(200, 2_000);
         let mut out = Vec::with_capacity(terms.len());
         for t in terms {
-            let df = self.store.keyword_count(&format!("\"{}\"", t.words.join(" ")), cap)?;
+            let df = self.store.keyword_count(&t.phrase(), cap)?;
             out.push((df, df >= cap));
         }
         Ok((n, out))

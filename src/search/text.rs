@@ -19,6 +19,18 @@ pub struct Term {
     pub words: Vec<String>,
 }
 
+impl Term {
+    /// The term as an FTS5 phrase (its words, quoted: FTS syntax in a question stays text).
+    pub fn phrase(&self) -> String {
+        format!("\"{}\"", self.words.join(" "))
+    }
+
+    /// Whether these words (of a line or a text) hold the term, in order.
+    fn found_in(&self, words: &[String]) -> bool {
+        words.windows(self.words.len()).any(|w| w.iter().zip(&self.words).all(|(a, b)| same_word(a, b)))
+    }
+}
+
 fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(|w| w.to_lowercase()).collect()
 }
@@ -65,24 +77,23 @@ pub fn terms(question: &str) -> Vec<Term> {
 /// An FTS5 query matching any of the terms (bm25 ranks messages that match
 /// more, and rarer, terms first). None when the question has no words.
 pub fn fts_query(terms: &[Term]) -> Option<String> {
-    let parts: Vec<String> = terms.iter().map(|t| format!("\"{}\"", t.words.join(" "))).collect();
-    (!parts.is_empty()).then(|| parts.join(" OR "))
+    joined(terms, " OR ")
 }
 
 /// An FTS5 query matching only messages that have every term.
 pub fn fts_query_all(terms: &[Term]) -> Option<String> {
-    let parts: Vec<String> = terms.iter().map(|t| format!("\"{}\"", t.words.join(" "))).collect();
-    (!parts.is_empty()).then(|| parts.join(" AND "))
+    joined(terms, " AND ")
+}
+
+fn joined(terms: &[Term], operator: &str) -> Option<String> {
+    let parts: Vec<String> = terms.iter().map(Term::phrase).collect();
+    (!parts.is_empty()).then(|| parts.join(operator))
 }
 
 /// How well a line matches: distinct terms found (phrases count double).
 fn line_score(line: &str, terms: &[Term]) -> usize {
     let lw = words(line);
-    terms
-        .iter()
-        .filter(|t| lw.windows(t.words.len()).any(|w| w.iter().zip(&t.words).all(|(a, b)| same_word(a, b))))
-        .map(|t| if t.words.len() > 1 { 2 } else { 1 })
-        .sum()
+    terms.iter().filter(|t| t.found_in(&lw)).map(|t| if t.words.len() > 1 { 2 } else { 1 }).sum()
 }
 
 /// A rough English stem: enough to match "keys" with "key" and "rotating" with "rotate".
@@ -114,12 +125,7 @@ pub fn coverage(text: &str, terms: &[Term], weights: &[f64]) -> f64 {
         return 0.0;
     }
     let tw = words(text);
-    let found: f64 = terms
-        .iter()
-        .zip(weights)
-        .filter(|(t, _)| tw.windows(t.words.len()).any(|w| w.iter().zip(&t.words).all(|(a, b)| same_word(a, b))))
-        .map(|(_, w)| w)
-        .sum();
+    let found: f64 = terms.iter().zip(weights).filter(|(t, _)| t.found_in(&tw)).map(|(_, w)| w).sum();
     found / total
 }
 
