@@ -386,16 +386,8 @@ async fn the_cli_lists_models_guilds_and_indexes() {
 /// (CI installs it with scripts/fetch-model.sh and sets REQUIRE_MODELS=1).
 #[test]
 fn minilm_vectors_match_sentence_transformers() {
+    let Some(dir) = installed_minilm("minilm_vectors_match_sentence_transformers") else { return };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join("models/all-MiniLM-L6-v2");
-    if !dir.join("model.safetensors").exists() {
-        assert!(
-            std::env::var_os("REQUIRE_MODELS").is_none(),
-            "models/all-MiniLM-L6-v2 is missing but REQUIRE_MODELS is set"
-        );
-        eprintln!("SKIPPED minilm_vectors_match_sentence_transformers: run scripts/fetch-model.sh all-MiniLM-L6-v2");
-        return;
-    }
     let fixture: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("tests/fixtures/minilm-reference.json")).unwrap())
             .unwrap();

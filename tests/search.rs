@@ -393,16 +393,8 @@ async fn the_ask_command_prints_results_for_people_and_scripts() {
 /// among generated chatter, and questions with known answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_questions_find_their_conversations() {
+    let Some(model) = installed_minilm("known_questions_find_their_conversations") else { return };
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let model = root.join("models/all-MiniLM-L6-v2");
-    if !model.join("model.safetensors").exists() {
-        assert!(
-            std::env::var_os("REQUIRE_MODELS").is_none(),
-            "models/all-MiniLM-L6-v2 is missing but REQUIRE_MODELS is set"
-        );
-        eprintln!("SKIPPED known_questions_find_their_conversations: run scripts/fetch-model.sh all-MiniLM-L6-v2");
-        return;
-    }
     let fixture: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("tests/fixtures/retrieval.json")).unwrap()).unwrap();
     let mut world = World::generate(&WorldSpec::plain(2, 300));

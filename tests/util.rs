@@ -127,3 +127,19 @@ pub fn assert_prefix_consistent(db: &Path, truth: &BTreeMap<u64, Vec<Row>>) {
         }
     }
 }
+
+/// `models/all-MiniLM-L6-v2` when installed (`scripts/fetch-model.sh`). When it
+/// is not, the test says it is skipped, unless REQUIRE_MODELS is set (CI), which
+/// makes a missing model a failure.
+pub fn installed_minilm(test: &str) -> Option<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2");
+    if dir.join("model.safetensors").exists() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("REQUIRE_MODELS").is_none(),
+        "models/all-MiniLM-L6-v2 is missing but REQUIRE_MODELS is set"
+    );
+    eprintln!("SKIPPED {test}: run scripts/fetch-model.sh all-MiniLM-L6-v2");
+    None
+}
