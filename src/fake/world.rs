@@ -77,6 +77,24 @@ pub struct FakeChannel {
 }
 
 impl FakeChannel {
+    /// An open channel without history (text channels get a topic).
+    pub fn new(id: u64, kind: u8, parent_id: Option<u64>, name: &str, position: i64) -> FakeChannel {
+        FakeChannel {
+            id,
+            kind,
+            parent_id,
+            name: name.into(),
+            topic: (kind == GUILD_TEXT).then(|| format!("All about {name}")),
+            position,
+            overwrites: Vec::new(),
+            access: Access::Open,
+            archived_at_ms: None,
+            owner_id: None,
+            members: Vec::new(),
+            messages: Vec::new(),
+        }
+    }
+
     pub fn is_thread(&self) -> bool {
         is_thread(self.kind)
     }
@@ -499,20 +517,7 @@ impl World {
         let start = ms_of(start_rfc3339);
         let category = self.guilds[0].channels.iter().find(|c| c.kind == GUILD_CATEGORY).map(|c| c.id);
         let id = self.next_id(start);
-        let mut ch = FakeChannel {
-            id,
-            kind: GUILD_TEXT,
-            parent_id: category,
-            name: name.into(),
-            topic: None,
-            position: 40,
-            overwrites: Vec::new(),
-            access: Access::Open,
-            archived_at_ms: None,
-            owner_id: None,
-            members: Vec::new(),
-            messages: Vec::new(),
-        };
+        let mut ch = FakeChannel::new(id, GUILD_TEXT, category, name, 40);
         let mut ids = Vec::new();
         for (i, conversation) in conversations.iter().enumerate() {
             let mut these = Vec::new();
@@ -557,20 +562,7 @@ struct Gen<'a> {
 
 impl Gen<'_> {
     fn channel(&mut self, kind: u8, parent_id: Option<u64>, name: &str, position: i64, at: u64) -> FakeChannel {
-        FakeChannel {
-            id: self.world.next_id(at),
-            kind,
-            parent_id,
-            name: name.into(),
-            topic: (kind == GUILD_TEXT).then(|| format!("All about {name}")),
-            position,
-            overwrites: Vec::new(),
-            access: Access::Open,
-            archived_at_ms: None,
-            owner_id: None,
-            members: Vec::new(),
-            messages: Vec::new(),
-        }
+        FakeChannel::new(self.world.next_id(at), kind, parent_id, name, position)
     }
 
     fn fill(&mut self, ch: &mut FakeChannel, count: usize, from: u64) {
