@@ -144,3 +144,76 @@ async fn archived_threads_page_by_archive_time() {
 fn urlencode(s: &str) -> String {
     s.replace(':', "%3A").replace('+', "%2B")
 }
+
+mod gateway {
+    use futures::{SinkExt, StreamExt};
+    use serde_json::{json, Value};
+    use tokio_tungstenite::tungstenite::Message;
+
+    use crate::util::*;
+
+    type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+    async fn next(ws: &mut Ws) -> Option<Value> {
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(10), ws.next()).await.expect("gateway answers") {
+                Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).unwrap()),
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    async fn send(ws: &mut Ws, v: Value) {
+        ws.send(Message::Text(v.to_string())).await.unwrap();
+    }
+
+    /// The gateway speaks Discord's protocol: HELLO, IDENTIFY → READY and
+    /// GUILD_CREATE, heartbeats, dispatches, and RESUME after a close.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn identify_dispatch_close_and_resume() {
+        let fake = start(standard_world(), fast_limits()).await;
+        let url: Value =
+            reqwest::get(format!("{}/api/v10/gateway", fake.base_url())).await.unwrap().json().await.unwrap();
+        let url = url["url"].as_str().unwrap().to_owned();
+        assert_eq!(url, fake.gateway_url());
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("{url}?v=10&encoding=json")).await.unwrap();
+        let hello = next(&mut ws).await.unwrap();
+        assert_eq!(hello["op"], 10);
+        assert!(hello["d"]["heartbeat_interval"].as_u64().unwrap() > 0);
+        send(&mut ws, json!({"op": 2, "d": {"token": fake.token(), "intents": 33281, "properties": {}}})).await;
+        let ready = next(&mut ws).await.unwrap();
+        assert_eq!((ready["op"].as_u64(), ready["t"].as_str(), ready["s"].as_u64()), (Some(0), Some("READY"), Some(1)));
+        let session = ready["d"]["session_id"].as_str().unwrap().to_owned();
+        let created = next(&mut ws).await.unwrap();
+        assert_eq!(created["t"], "GUILD_CREATE");
+        assert_eq!(created["d"]["id"], guild_id(&fake).to_string());
+        assert!(!created["d"]["channels"].as_array().unwrap().is_empty());
+        send(&mut ws, json!({"op": 1, "d": 2})).await;
+        assert_eq!(next(&mut ws).await.unwrap()["op"], 11);
+        fake.dispatch("MESSAGE_CREATE", json!({"id": "1", "content": "hello"}));
+        let event = next(&mut ws).await.unwrap();
+        assert_eq!((event["t"].as_str(), event["s"].as_u64()), (Some("MESSAGE_CREATE"), Some(3)));
+
+        // The server closes the connection; an event arrives meanwhile; RESUME replays it.
+        fake.close_gateway(4000);
+        assert!(next(&mut ws).await.is_none(), "the connection is closed");
+        fake.dispatch("MESSAGE_DELETE", json!({"id": "1"}));
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        assert_eq!(next(&mut ws).await.unwrap()["op"], 10);
+        send(&mut ws, json!({"op": 6, "d": {"token": fake.token(), "session_id": session, "seq": 3}})).await;
+        let missed = next(&mut ws).await.unwrap();
+        assert_eq!((missed["t"].as_str(), missed["s"].as_u64()), (Some("MESSAGE_DELETE"), Some(4)));
+        assert_eq!(next(&mut ws).await.unwrap()["t"], "RESUMED");
+
+        // An unknown session cannot resume; a bad token cannot identify.
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        next(&mut ws).await.unwrap();
+        send(&mut ws, json!({"op": 6, "d": {"token": fake.token(), "session_id": "nope", "seq": 1}})).await;
+        assert_eq!(next(&mut ws).await.unwrap()["op"], 9);
+        send(&mut ws, json!({"op": 2, "d": {"token": "wrong", "intents": 0, "properties": {}}})).await;
+        assert!(next(&mut ws).await.is_none(), "closed with 4004");
+        assert_eq!(fake.gateway_sessions(), 1);
+        assert!(!format!("{:?}", fake.gateway_received()).is_empty());
+    }
+}

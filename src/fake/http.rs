@@ -33,6 +33,8 @@ pub(super) struct State {
     started: Instant,
     buckets: Mutex<HashMap<(&'static str, u64), Window>>,
     global: Mutex<VecDeque<Instant>>,
+    /// Where `GET /gateway` sends clients.
+    pub gateway_url: String,
 }
 
 struct Window {
@@ -41,7 +43,7 @@ struct Window {
 }
 
 impl State {
-    pub fn new(world: World, limits: Limits, shutdown: CancellationToken) -> Self {
+    pub fn new(world: World, limits: Limits, shutdown: CancellationToken, gateway_url: String) -> Self {
         State {
             world: Mutex::new(world),
             limits: Mutex::new(limits),
@@ -54,6 +56,7 @@ impl State {
             started: Instant::now(),
             buckets: Mutex::new(HashMap::new()),
             global: Mutex::new(VecDeque::new()),
+            gateway_url,
         }
     }
 }
@@ -208,6 +211,10 @@ async fn answer(
             return Ok(too_many(retry_after, global, template));
         }
     }
+    // `GET /gateway` needs no token (`/gateway/bot` does).
+    if segments == ["gateway"] {
+        return Ok(json_response(200, &json!({"url": state.gateway_url})));
+    }
     if auth != Some(&format!("Bot {}", state.world.lock().unwrap().token)) {
         return Ok(error(401, 0, "401: Unauthorized"));
     }
@@ -244,7 +251,14 @@ async fn answer(
     };
     let mut resp = {
         let world = state.world.lock().unwrap();
-        route(&world, &limits, &segments, query)
+        match segments.as_slice() {
+            ["gateway", "bot"] => json_response(
+                200,
+                &json!({"url": state.gateway_url, "shards": 1,
+                        "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}}),
+            ),
+            _ => route(&world, &limits, &segments, query),
+        }
     };
     add_bucket_headers(&mut resp, template, limits.per_route, remaining, reset_after);
     Ok(resp)
@@ -502,7 +516,7 @@ fn roles_json(guild: &FakeGuild) -> Vec<Value> {
         .collect()
 }
 
-fn guild_json(guild: &FakeGuild) -> Value {
+pub(crate) fn guild_json(guild: &FakeGuild) -> Value {
     json!({"id": guild.id.to_string(), "name": guild.name, "owner_id": guild.owner_id.to_string(),
            "icon": null, "roles": roles_json(guild), "emojis": [], "features": []})
 }

@@ -10,6 +10,7 @@
 //! 5xx, dropped connections, slow answers, held requests and 401s. Every
 //! request is recorded so tests can assert on the client's behaviour.
 
+mod gateway;
 mod http;
 pub mod world;
 
@@ -126,10 +127,14 @@ impl Recorded {
     }
 }
 
+/// Heartbeat interval the fake gateway asks for (short, so tests see heartbeats).
+pub const HEARTBEAT_MS: u64 = 1_000;
+
 /// A running fake server.
 pub struct FakeDiscord {
     addr: SocketAddr,
     state: Arc<http::State>,
+    gateway: Arc<gateway::Gateway>,
     shutdown: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -144,9 +149,38 @@ impl FakeDiscord {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let state = Arc::new(http::State::new(world, limits, shutdown.clone()));
+        let (gateway, gateway_listener) = gateway::Gateway::bind(HEARTBEAT_MS).await?;
+        let state = Arc::new(http::State::new(world, limits, shutdown.clone(), gateway.url.clone()));
+        gateway.serve(gateway_listener, state.clone(), shutdown.clone());
         let task = tokio::spawn(http::serve(listener, state.clone(), shutdown.clone()));
-        Ok(FakeDiscord { addr, state, shutdown, task: Some(task) })
+        Ok(FakeDiscord { addr, state, gateway, shutdown, task: Some(task) })
+    }
+
+    /// The gateway's `ws://` URL (also what `GET /gateway` answers).
+    pub fn gateway_url(&self) -> String {
+        self.gateway.url.clone()
+    }
+
+    /// Sends a dispatch event (`MESSAGE_CREATE`, `INTERACTION_CREATE`, ...) to
+    /// every gateway session; sessions without a connection get it on RESUME.
+    pub fn dispatch(&self, event: &str, data: serde_json::Value) {
+        self.gateway.dispatch(event, data);
+    }
+
+    /// Closes every gateway connection with this close code (4000: unknown
+    /// error, resumable); sessions can RESUME.
+    pub fn close_gateway(&self, code: u16) {
+        self.gateway.close_all(code);
+    }
+
+    /// Gateway sessions identified so far.
+    pub fn gateway_sessions(&self) -> usize {
+        self.gateway.sessions()
+    }
+
+    /// Every payload gateway clients sent, in order.
+    pub fn gateway_received(&self) -> Vec<serde_json::Value> {
+        self.gateway.received.lock().unwrap().clone()
     }
 
     /// The base URL to give the client (`DISCORD_API_BASE`).
