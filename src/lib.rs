@@ -15,10 +15,13 @@
 //! - [`permissions`]: Discord's permission algorithm (who may read what).
 //! - [`snowflake`]: ids, their times, and the store's time format.
 //! - [`config`]: settings from defaults, file, environment and flags.
+//! - [`bot`]: the Discord bot (poise/serenity): slash commands, DM `/ask`,
+//!   live capture of gateway events, and the catch-up after a restart.
 //! - [`cli`]: one file per subcommand; `main.rs` only dispatches.
 //! - [`fake`] (feature `fake-discord`): a loopback fake Discord server for
 //!   tests, benchmarks and demos.
 
+pub mod bot;
 pub mod chunk;
 pub mod cli;
 pub mod config;

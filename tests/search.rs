@@ -112,7 +112,7 @@ fn chunk_ids(a: &Answer) -> BTreeSet<u64> {
 }
 
 /// Channels with history that every member may read.
-const PUBLIC: &[&str] = &[
+pub(crate) const PUBLIC: &[&str] = &[
     "general",
     "help",
     "dev-0",
@@ -129,11 +129,11 @@ const PUBLIC: &[&str] = &[
     "Old question",
     "not-for-denied",
 ];
-const PRIVATE_THREADS: &[&str] = &["mods only", "incident 42", "private plans"];
-const GATED: &[&str] = &["staff-room", "staff chat", "admins-only", "history-hidden"];
+pub(crate) const PRIVATE_THREADS: &[&str] = &["mods only", "incident 42", "private plans"];
+pub(crate) const GATED: &[&str] = &["staff-room", "staff chat", "admins-only", "history-hidden"];
 
 /// What each kind of user may read, written out by hand from the rules.
-fn matrix(cast: &AccessCast) -> Vec<(&'static str, u64, BTreeSet<&'static str>)> {
+pub(crate) fn matrix(cast: &AccessCast) -> Vec<(&'static str, u64, BTreeSet<&'static str>)> {
     let public: BTreeSet<&str> = PUBLIC.iter().copied().collect();
     let with = |extra: &[&'static str]| -> BTreeSet<&'static str> { public.iter().chain(extra).copied().collect() };
     let everything = with(&[PRIVATE_THREADS, GATED].concat());

@@ -2,6 +2,7 @@
 
 mod util;
 
+mod bot;
 mod cli;
 mod fake;
 mod index;

@@ -145,8 +145,8 @@ const RECENT: usize = 4096;
 /// Cuts one channel's messages, pushed in id order, into chunks.
 pub struct Chunker<'a> {
     settings: &'a ChunkSettings,
-    count: &'a dyn Fn(&str) -> usize,
-    quote: &'a dyn Fn(u64) -> Option<(String, String)>,
+    count: &'a (dyn Fn(&str) -> usize + Sync),
+    quote: &'a (dyn Fn(u64) -> Option<(String, String)> + Sync),
     open: Option<Open>,
     recent: std::collections::HashMap<u64, (String, String)>,
     recent_order: std::collections::VecDeque<u64>,
@@ -157,8 +157,8 @@ impl<'a> Chunker<'a> {
     /// (author, text) of a replied-to message the chunker has not seen.
     pub fn new(
         settings: &'a ChunkSettings,
-        count: &'a dyn Fn(&str) -> usize,
-        quote: &'a dyn Fn(u64) -> Option<(String, String)>,
+        count: &'a (dyn Fn(&str) -> usize + Sync),
+        quote: &'a (dyn Fn(u64) -> Option<(String, String)> + Sync),
     ) -> Self {
         Chunker { settings, count, quote, open: None, recent: Default::default(), recent_order: Default::default() }
     }
@@ -253,8 +253,8 @@ impl<'a> Chunker<'a> {
 pub fn chunk_channel(
     messages: impl IntoIterator<Item = ChatMessage>,
     settings: &ChunkSettings,
-    count: &dyn Fn(&str) -> usize,
-    quote: &dyn Fn(u64) -> Option<(String, String)>,
+    count: &(dyn Fn(&str) -> usize + Sync),
+    quote: &(dyn Fn(u64) -> Option<(String, String)> + Sync),
 ) -> Vec<Chunk> {
     let mut chunker = Chunker::new(settings, count, quote);
     let mut chunks = Vec::new();

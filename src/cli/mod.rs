@@ -2,6 +2,7 @@
 
 mod activate;
 mod ask;
+mod bot;
 mod drop_index;
 #[cfg(feature = "fake-discord")]
 mod fake_discord;
@@ -62,6 +63,8 @@ pub enum Command {
     Models(models::Args),
     /// Search indexed guilds: hybrid (vector + keyword), as the operator or as a user.
     Ask(ask::Args),
+    /// Run the Discord bot: slash commands, DM /ask, live capture.
+    Bot(bot::Args),
     /// Make a complete index the one search uses for a guild.
     Activate(activate::Args),
     /// Delete a guild's collection for a model.
@@ -106,6 +109,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Index(args) => index::run(args, &settings, cli.json).await,
         Command::Models(args) => models::run(args, &settings, cli.json),
         Command::Ask(args) => ask::run(args, &settings, cli.json).await,
+        Command::Bot(args) => bot::run(args, &settings).await,
         Command::Activate(args) => activate::run(args, &settings, cli.json).await,
         Command::DropIndex(args) => drop_index::run(args, &settings, cli.json).await,
         Command::Guilds(args) => guilds::run(args, &settings, cli.json),

@@ -49,6 +49,12 @@ impl Token {
     fn header(&self) -> String {
         format!("Bot {}", self.0)
     }
+
+    /// The token itself, for the one library that needs it (the bot's
+    /// gateway and interaction client). Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
 impl fmt::Debug for Token {

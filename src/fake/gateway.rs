@@ -105,6 +105,11 @@ impl Gateway {
         let _ = self.events.send(Signal::Close(code));
     }
 
+    /// Forgets every session (as Discord does when one expires).
+    pub fn forget_sessions(&self) {
+        self.sessions.lock().unwrap().clear();
+    }
+
     pub fn sessions(&self) -> usize {
         self.sessions.lock().unwrap().len()
     }
@@ -221,7 +226,7 @@ fn text(v: Value) -> Message {
     Message::Text(v.to_string())
 }
 
-fn ready(world: &World, session: &str, url: &str) -> Value {
+pub(super) fn ready(world: &World, session: &str, url: &str) -> Value {
     json!({
         "v": 10,
         "user": user_json(world, world.bot_user),
@@ -234,7 +239,7 @@ fn ready(world: &World, session: &str, url: &str) -> Value {
     })
 }
 
-fn guild_create(world: &World, g: &super::FakeGuild) -> Value {
+pub(super) fn guild_create(world: &World, g: &super::FakeGuild) -> Value {
     let mut v = guild_json(g);
     let bot = world.bot();
     v["channels"] = g.channels.iter().filter(|c| !c.is_thread()).map(|c| channel_json(g, c)).collect();
@@ -242,7 +247,7 @@ fn guild_create(world: &World, g: &super::FakeGuild) -> Value {
         g.channels.iter().filter(|c| c.is_thread() && c.archived_at_ms.is_none()).map(|c| channel_json(g, c)).collect();
     v["members"] = json!([{"user": user_json(world, world.bot_user),
         "roles": g.members.get(&bot.id).map(|r| r.iter().map(u64::to_string).collect::<Vec<_>>()).unwrap_or_default(),
-        "joined_at": "2021-03-01T00:00:00.000000+00:00", "deaf": false, "mute": false}]);
+        "joined_at": "2021-03-01T00:00:00.000000+00:00", "deaf": false, "mute": false, "flags": 0}]);
     v["member_count"] = json!(g.members.len());
     v["joined_at"] = json!("2021-03-01T00:00:00.000000+00:00");
     v["large"] = json!(false);

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::outbox::{parse_body, Outbox};
 use super::world::{Access, FakeChannel, FakeGuild, FakeMessage, World};
 use super::{Fault, FaultKind, Limits, Recorded};
 use crate::discord::model::channel_type;
@@ -35,6 +36,8 @@ pub(super) struct State {
     global: Mutex<VecDeque<Instant>>,
     /// Where `GET /gateway` sends clients.
     pub gateway_url: String,
+    /// What bots sent (interaction responses, messages, commands).
+    pub outbox: Mutex<Outbox>,
 }
 
 struct Window {
@@ -57,6 +60,7 @@ impl State {
             buckets: Mutex::new(HashMap::new()),
             global: Mutex::new(VecDeque::new()),
             gateway_url,
+            outbox: Mutex::default(),
         }
     }
 }
@@ -87,7 +91,7 @@ pub(super) async fn serve(listener: TcpListener, state: std::sync::Arc<State>, s
     }
 }
 
-type Resp = Response<Full<Bytes>>;
+pub(super) type Resp = Response<Full<Bytes>>;
 
 /// Why a request is answered with a closed connection.
 #[derive(Debug)]
@@ -101,7 +105,7 @@ impl std::fmt::Display for Dropped {
 
 impl std::error::Error for Dropped {}
 
-fn json_response(status: u16, body: &Value) -> Resp {
+pub(super) fn json_response(status: u16, body: &Value) -> Resp {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
@@ -109,7 +113,7 @@ fn json_response(status: u16, body: &Value) -> Resp {
         .expect("valid response")
 }
 
-fn error(status: u16, code: u64, message: &str) -> Resp {
+pub(super) fn error(status: u16, code: u64, message: &str) -> Resp {
     json_response(status, &json!({"message": message, "code": code}))
 }
 
@@ -125,16 +129,19 @@ async fn handle(state: &State, req: Request<Incoming>) -> Result<Resp, Dropped> 
     let path = req.uri().path().to_owned();
     let query = parse_query(req.uri().query());
     let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = parse_body(content_type.as_deref(), &bytes);
     let mut record = Recorded {
         seq,
-        method,
+        method: method.clone(),
         path: path.clone(),
         query: query.clone(),
         status: 0,
         at_ms: arrived.duration_since(state.started).as_secs_f64() * 1000.0,
         outcome: "ok",
     };
-    let result = answer(state, &path, &query, auth.as_deref(), arrived, &mut record).await;
+    let result = answer(state, &method, &path, &query, body, auth.as_deref(), arrived, &mut record).await;
     record.status = match &result {
         Ok(r) => r.status().as_u16(),
         Err(_) => 0,
@@ -164,10 +171,13 @@ fn fault_for(state: &State, path: &str) -> Option<FaultKind> {
     hit
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn answer(
     state: &State,
+    method: &str,
     path: &str,
     query: &[(String, String)],
+    body: Value,
     auth: Option<&str>,
     arrived: Instant,
     record: &mut Recorded,
@@ -215,6 +225,14 @@ async fn answer(
     if segments == ["gateway"] {
         return Ok(json_response(200, &json!({"url": state.gateway_url})));
     }
+    // Interaction responses and their webhooks are authorised by the interaction token.
+    if matches!(segments.first(), Some(&"interactions" | &"webhooks")) {
+        let world = state.world.lock().unwrap();
+        if let Some(resp) = state.outbox.lock().unwrap().tokenless(&world, method, &segments, body) {
+            return Ok(resp);
+        }
+        return Ok(error(404, 0, "404: Not Found"));
+    }
     if auth != Some(&format!("Bot {}", state.world.lock().unwrap().token)) {
         return Ok(error(401, 0, "401: Unauthorized"));
     }
@@ -257,6 +275,7 @@ async fn answer(
                 &json!({"url": state.gateway_url, "shards": 1,
                         "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}}),
             ),
+            _ if method != "GET" => state.outbox.lock().unwrap().authorized(&world, method, &segments, body),
             _ => route(&world, &limits, &segments, query),
         }
     };
@@ -348,7 +367,7 @@ fn route(world: &World, limits: &Limits, seg: &[&str], query: &[(String, String)
                         (Some(roles), Some(index)) => json_response(
                             200,
                             &json!({"user": user_json(world, index as u32), "roles": roles.iter().map(u64::to_string).collect::<Vec<_>>(),
-                                    "joined_at": "2021-03-01T00:00:00.000000+00:00", "deaf": false, "mute": false}),
+                                    "joined_at": "2021-03-01T00:00:00.000000+00:00", "deaf": false, "mute": false, "flags": 0}),
                         ),
                         _ => error(404, 10007, "Unknown Member"),
                     }
@@ -473,7 +492,7 @@ fn messages(
     json_response(200, &Value::Array(page))
 }
 
-fn guild_permissions(guild: &FakeGuild) -> crate::permissions::GuildPermissions {
+pub(super) fn guild_permissions(guild: &FakeGuild) -> crate::permissions::GuildPermissions {
     crate::permissions::GuildPermissions {
         guild_id: guild.id,
         owner_id: guild.owner_id,
@@ -482,7 +501,7 @@ fn guild_permissions(guild: &FakeGuild) -> crate::permissions::GuildPermissions 
 }
 
 /// Threads take their parent's overwrites.
-fn effective_overwrites(guild: &FakeGuild, ch: &FakeChannel) -> Vec<crate::permissions::Overwrite> {
+pub(super) fn effective_overwrites(guild: &FakeGuild, ch: &FakeChannel) -> Vec<crate::permissions::Overwrite> {
     if ch.is_thread() {
         ch.parent_id.and_then(|p| guild.channel(p)).map(|p| p.overwrites.clone()).unwrap_or_default()
     } else {
@@ -511,14 +530,23 @@ fn roles_json(guild: &FakeGuild) -> Vec<Value> {
         .iter()
         .map(|r| {
             json!({"id": r.id.to_string(), "name": r.name, "permissions": r.permissions.to_string(),
-                        "position": r.position, "color": 0, "hoist": false, "managed": false, "mentionable": false})
+                        "position": r.position, "color": 0, "hoist": false, "managed": false, "mentionable": false,
+                   "colors": {"primary_color": 0, "secondary_color": null, "tertiary_color": null},
+                   "icon": null, "unicode_emoji": null, "flags": 0})
         })
         .collect()
 }
 
 pub(crate) fn guild_json(guild: &FakeGuild) -> Value {
     json!({"id": guild.id.to_string(), "name": guild.name, "owner_id": guild.owner_id.to_string(),
-           "icon": null, "roles": roles_json(guild), "emojis": [], "features": []})
+           "icon": null, "splash": null, "discovery_splash": null, "banner": null, "description": null,
+           "roles": roles_json(guild), "emojis": [], "stickers": [], "features": [],
+           "afk_channel_id": null, "afk_timeout": 300, "verification_level": 1,
+           "default_message_notifications": 1, "explicit_content_filter": 2, "mfa_level": 0,
+           "application_id": null, "system_channel_id": null, "system_channel_flags": 0, "rules_channel_id": null,
+           "vanity_url_code": null, "premium_tier": 0, "premium_subscription_count": 0, "preferred_locale": "en-US",
+           "public_updates_channel_id": null, "nsfw_level": 0, "premium_progress_bar_enabled": false,
+           "safety_alerts_channel_id": null})
 }
 
 pub(crate) fn channel_json(guild: &FakeGuild, c: &FakeChannel) -> Value {

@@ -12,6 +12,8 @@
 
 mod gateway;
 mod http;
+mod live;
+mod outbox;
 pub mod world;
 
 use std::net::SocketAddr;
@@ -22,6 +24,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use live::Invocation;
+pub use outbox::Sent;
 pub use world::{Access, AccessCast, FakeChannel, FakeGuild, FakeMessage, FakeUser, World, WorldSpec};
 
 /// The rate limits the fake server enforces.

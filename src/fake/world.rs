@@ -179,7 +179,7 @@ const GUILD_EPOCH: &str = "2021-03-01T00:00:00Z";
 const HISTORY_END: &str = "2026-10-01T00:00:00Z";
 
 impl World {
-    fn next_id(&mut self, ms: u64) -> u64 {
+    pub(super) fn next_id(&mut self, ms: u64) -> u64 {
         self.next_seq += 1;
         (ms << 22) | (self.next_seq & 0x3F_FFFF)
     }

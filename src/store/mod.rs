@@ -287,74 +287,7 @@ impl Store {
         debug_assert!(page.windows(2).all(|w| w[0].value.id < w[1].value.id), "pages are written oldest first");
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut counts = PageCounts::default();
-        let mut authors = HashSet::new();
-        let version = next_version(&tx)?;
-        for raw in page {
-            let m = &raw.value;
-            if authors.insert(m.author.id) {
-                save_user(&tx, &m.author)?;
-            }
-            let created = snowflake::normalize_time(&m.timestamp)
-                .unwrap_or_else(|| snowflake::format_time(snowflake::timestamp(m.id)));
-            let edited = m.edited_timestamp.as_deref().and_then(snowflake::normalize_time);
-            let reference = m.message_reference.as_ref();
-            let values = params![
-                id(m.id),
-                id(m.channel_id),
-                id(guild_id),
-                id(m.author.id),
-                m.content,
-                created,
-                edited,
-                m.kind,
-                m.flags as i64,
-                m.pinned,
-                m.webhook_id.map(id),
-                reference.and_then(|r| r.message_id).map(id),
-                reference.and_then(|r| r.channel_id).map(id),
-                raw.json.get(),
-                version,
-            ];
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO messages (id, channel_id, guild_id, author_id, content, created_at, edited_at,
-                        type, flags, pinned, webhook_id, reply_to_id, reply_to_channel_id, raw, version)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-                )?
-                .execute(values)?;
-            if inserted == 1 {
-                counts.new += 1;
-            } else {
-                // Already stored: replace it only if Discord's copy was edited later.
-                let updated = tx
-                    .prepare_cached(
-                        "UPDATE messages SET channel_id = ?2, guild_id = ?3, author_id = ?4, content = ?5, created_at = ?6,
-                            edited_at = ?7, type = ?8, flags = ?9, pinned = ?10, webhook_id = ?11, reply_to_id = ?12,
-                            reply_to_channel_id = ?13, raw = ?14, version = ?15
-                         WHERE id = ?1 AND ?7 IS NOT NULL AND (edited_at IS NULL OR edited_at < ?7)",
-                    )?
-                    .execute(values)?;
-                if updated == 0 {
-                    counts.unchanged += 1;
-                    continue;
-                }
-                counts.updated += 1;
-                tx.prepare_cached("DELETE FROM attachments WHERE message_id = ?1")?.execute([id(m.id)])?;
-                tx.prepare_cached("DELETE FROM reactions WHERE message_id = ?1")?.execute([id(m.id)])?;
-            }
-            for a in &m.attachments {
-                tx.prepare_cached(
-                    "INSERT OR REPLACE INTO attachments (id, message_id, filename, content_type, size, url, width, height)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![id(a.id), id(m.id), a.filename, a.content_type, a.size as i64, a.url, a.width, a.height])?;
-            }
-            for r in &m.reactions {
-                tx.prepare_cached("INSERT OR REPLACE INTO reactions (message_id, emoji, count) VALUES (?1, ?2, ?3)")?
-                    .execute(params![id(m.id), r.emoji.key(), r.count as i64])?;
-            }
-        }
+        let counts = write_messages(&tx, guild_id, page)?;
         let last = page.last().map_or(0, |m| m.value.id);
         let state = if complete { ChannelState::Complete } else { ChannelState::Partial };
         tx.prepare_cached(
@@ -367,6 +300,67 @@ impl Store {
         .execute(params![id(channel_id), id(guild_id), id(last), state.as_str(), now()])?;
         tx.commit()?;
         Ok(counts)
+    }
+
+    /// Stores a message seen live on the gateway (new or edited), with the
+    /// same rows a loaded page gives it. The checkpoint does not move here:
+    /// see [`advance_checkpoint`](Self::advance_checkpoint).
+    pub fn write_live(&self, guild_id: u64, message: &Raw<Message>) -> Result<PageCounts, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let counts = write_messages(&tx, guild_id, std::slice::from_ref(message))?;
+        tx.commit()?;
+        Ok(counts)
+    }
+
+    /// Moves a loaded channel's checkpoint forward to `message` (never back),
+    /// for a caller that knows every earlier message is stored.
+    pub fn advance_checkpoint(&self, channel_id: u64, message: u64) -> Result<(), StoreError> {
+        self.conn()?.execute(
+            "UPDATE checkpoints SET last_message_id = ?2, loaded_at = ?3
+             WHERE channel_id = ?1 AND state IN ('complete', 'partial') AND last_message_id < ?2",
+            params![id(channel_id), id(message), now()],
+        )?;
+        Ok(())
+    }
+
+    /// Records deletions seen live: removes the messages if stored and leaves
+    /// a tombstone either way, so a late create event cannot store them again.
+    pub fn delete_seen(&self, guild_id: u64, channel_id: u64, ids: &[u64]) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version = next_version(&tx)?;
+        for &m in ids {
+            tx.execute(
+                "INSERT OR REPLACE INTO message_tombstones (id, channel_id, guild_id, version, deleted_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id(m), id(channel_id), id(guild_id), version, now()],
+            )?;
+            tx.execute("DELETE FROM attachments WHERE message_id = ?1", [id(m)])?;
+            tx.execute("DELETE FROM reactions WHERE message_id = ?1", [id(m)])?;
+            tx.execute("DELETE FROM messages WHERE id = ?1", [id(m)])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The guild a channel or thread of the archive belongs to.
+    pub fn channel_guild(&self, channel_id: u64) -> Result<Option<u64>, StoreError> {
+        let conn = self.conn()?;
+        let guild = conn
+            .query_row("SELECT guild_id FROM channels WHERE id = ?1", [id(channel_id)], |r| r.get::<_, i64>(0))
+            .optional()?;
+        Ok(guild.map(|g| g as u64))
+    }
+
+    /// Guilds with at least one loaded channel: the ones a restart catches up.
+    pub fn loaded_guilds(&self) -> Result<Vec<u64>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT DISTINCT guild_id FROM checkpoints WHERE state IN ('complete', 'partial') ORDER BY guild_id",
+        )?;
+        let guilds = stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<Result<Vec<_>, _>>()?;
+        Ok(guilds.into_iter().map(|g| g as u64).collect())
     }
 
     /// Removes messages from the archive (deleted on Discord), leaving
@@ -424,6 +418,103 @@ impl Store {
         )?;
         Ok(())
     }
+}
+
+/// Stores messages (any order) and their attachments and reactions; edits
+/// replace a stored copy only when they are newer, and deleted messages are
+/// not stored again. Returns the counts.
+fn write_messages(
+    tx: &rusqlite::Transaction<'_>,
+    guild_id: u64,
+    page: &[Raw<Message>],
+) -> Result<PageCounts, StoreError> {
+    let mut counts = PageCounts::default();
+    let mut authors = HashSet::new();
+    let version = next_version(tx)?;
+    for raw in page {
+        let m = &raw.value;
+        // Ids are never reused: a deleted message seen again (a late event, a
+        // page fetched just before the delete) stays deleted.
+        let deleted: bool = tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM message_tombstones WHERE id = ?1)")?
+            .query_row([id(m.id)], |r| r.get(0))?;
+        if deleted {
+            counts.unchanged += 1;
+            continue;
+        }
+        if authors.insert(m.author.id) {
+            save_user(tx, &m.author)?;
+        }
+        let created = snowflake::normalize_time(&m.timestamp)
+            .unwrap_or_else(|| snowflake::format_time(snowflake::timestamp(m.id)));
+        let edited = m.edited_timestamp.as_deref().and_then(snowflake::normalize_time);
+        let reference = m.message_reference.as_ref();
+        let values = params![
+            id(m.id),
+            id(m.channel_id),
+            id(guild_id),
+            id(m.author.id),
+            m.content,
+            created,
+            edited,
+            m.kind,
+            m.flags as i64,
+            m.pinned,
+            m.webhook_id.map(id),
+            reference.and_then(|r| r.message_id).map(id),
+            reference.and_then(|r| r.channel_id).map(id),
+            raw.json.get(),
+            version,
+        ];
+        let inserted = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO messages (id, channel_id, guild_id, author_id, content, created_at, edited_at,
+                    type, flags, pinned, webhook_id, reply_to_id, reply_to_channel_id, raw, version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            )?
+            .execute(values)?;
+        if inserted == 1 {
+            counts.new += 1;
+        } else {
+            // Already stored: replace it only if Discord's copy was edited later.
+            let updated = tx
+                .prepare_cached(
+                    "UPDATE messages SET channel_id = ?2, guild_id = ?3, author_id = ?4, content = ?5, created_at = ?6,
+                        edited_at = ?7, type = ?8, flags = ?9, pinned = ?10, webhook_id = ?11, reply_to_id = ?12,
+                        reply_to_channel_id = ?13, raw = ?14, version = ?15
+                     WHERE id = ?1 AND ?7 IS NOT NULL AND (edited_at IS NULL OR edited_at < ?7)",
+                )?
+                .execute(values)?;
+            if updated == 0 {
+                counts.unchanged += 1;
+                continue;
+            }
+            counts.updated += 1;
+            tx.prepare_cached("DELETE FROM attachments WHERE message_id = ?1")?.execute([id(m.id)])?;
+            tx.prepare_cached("DELETE FROM reactions WHERE message_id = ?1")?.execute([id(m.id)])?;
+        }
+        for a in &m.attachments {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO attachments (id, message_id, filename, content_type, size, url, width, height)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                id(a.id),
+                id(m.id),
+                a.filename,
+                a.content_type,
+                a.size as i64,
+                a.url,
+                a.width,
+                a.height
+            ])?;
+        }
+        for r in &m.reactions {
+            tx.prepare_cached("INSERT OR REPLACE INTO reactions (message_id, emoji, count) VALUES (?1, ?2, ?3)")?
+                .execute(params![id(m.id), r.emoji.key(), r.count as i64])?;
+        }
+    }
+    Ok(counts)
 }
 
 /// Takes the next archive version (inside the caller's transaction).

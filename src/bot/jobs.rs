@@ -1,0 +1,242 @@
+//! Background jobs the bot runs for a guild (a load, an index, a catch-up),
+//! at most one per guild at a time, and the progress message that reports on
+//! one.
+//!
+//! A slash command's own response can be edited through its interaction
+//! token for 15 minutes only. [`Progress`] edits that response while the
+//! token is young and then continues in an ordinary channel message (which
+//! the bot may edit for ever), saying so in the original response.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serenity::all::{
+    ChannelId, CommandInteraction, CreateMessage, EditInteractionResponse, EditMessage, Http, MessageId,
+};
+
+use super::Bot;
+use crate::embed::{device, Embedder, ModelInfo};
+use crate::index::{IndexEvent, IndexOptions, IndexSummary};
+use crate::load::{LoadEvent, LoadOptions, LoadSummary};
+
+/// What kind of job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Load,
+    Index,
+    Reindex,
+    CatchUp,
+}
+
+impl JobKind {
+    pub fn describe(self) -> &'static str {
+        match self {
+            JobKind::Load => "a load",
+            JobKind::Index => "an index update",
+            JobKind::Reindex => "a re-index",
+            JobKind::CatchUp => "a catch-up load",
+        }
+    }
+}
+
+/// A running job: what it is, since when, and its latest progress line.
+#[derive(Debug, Clone)]
+pub struct JobInfo {
+    pub kind: JobKind,
+    pub started: Instant,
+    pub status: Arc<Mutex<String>>,
+}
+
+/// The jobs running now, by guild.
+#[derive(Default)]
+pub struct Jobs {
+    running: Mutex<HashMap<u64, JobInfo>>,
+}
+
+/// Holds a guild's job slot; frees it when dropped.
+pub struct JobSlot {
+    jobs: Arc<Jobs>,
+    guild: u64,
+    pub info: JobInfo,
+}
+
+impl Drop for JobSlot {
+    fn drop(&mut self) {
+        self.jobs.running.lock().unwrap().remove(&self.guild);
+    }
+}
+
+impl JobSlot {
+    pub fn set_status(&self, line: String) {
+        *self.info.status.lock().unwrap() = line;
+    }
+}
+
+impl Jobs {
+    /// Takes the guild's slot, or says what already runs there.
+    pub fn start(self: &Arc<Self>, guild: u64, kind: JobKind) -> Result<JobSlot, JobInfo> {
+        let mut running = self.running.lock().unwrap();
+        if let Some(existing) = running.get(&guild) {
+            return Err(existing.clone());
+        }
+        let info = JobInfo { kind, started: Instant::now(), status: Arc::default() };
+        running.insert(guild, info.clone());
+        Ok(JobSlot { jobs: self.clone(), guild, info })
+    }
+
+    pub fn get(&self, guild: u64) -> Option<JobInfo> {
+        self.running.lock().unwrap().get(&guild).cloned()
+    }
+}
+
+/// One progress message for a long job started by a slash command.
+pub struct Progress {
+    http: Arc<Http>,
+    interaction: CommandInteraction,
+    answered: Instant,
+    /// How long the interaction token may be used to edit the response.
+    token_ttl: Duration,
+    continued: Option<(ChannelId, MessageId)>,
+}
+
+impl Progress {
+    /// `answered`: when the interaction was answered (its token's clock starts then).
+    pub fn new(http: Arc<Http>, interaction: CommandInteraction, token_ttl: Duration) -> Self {
+        Progress { http, interaction, answered: Instant::now(), token_ttl, continued: None }
+    }
+
+    /// Shows `text` as the job's current state.
+    pub async fn show(&mut self, text: &str) {
+        if let Err(e) = self.try_show(text).await {
+            tracing::warn!(error = %e, "could not update the progress message");
+        }
+    }
+
+    async fn try_show(&mut self, text: &str) -> serenity::Result<()> {
+        if self.continued.is_none() && self.answered.elapsed() < self.token_ttl {
+            self.interaction.edit_response(&self.http, EditInteractionResponse::new().content(text)).await?;
+            return Ok(());
+        }
+        match self.continued {
+            Some((channel, message)) => {
+                channel.edit_message(&self.http, message, EditMessage::new().content(text)).await?;
+            }
+            None => {
+                let channel = self.interaction.channel_id;
+                let message = channel.send_message(&self.http, CreateMessage::new().content(text)).await?;
+                self.continued = Some((channel, message.id));
+                // The token may already be dead; this is a courtesy.
+                let note = format!(
+                    "This job runs longer than an interaction can be updated: progress continues in {}.",
+                    message.link()
+                );
+                let _ = self.interaction.edit_response(&self.http, EditInteractionResponse::new().content(note)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stage one for a guild (or some of its channels), as the CLI runs it.
+/// Channels it finishes count as caught up for live capture if the gateway
+/// session is still `session`. `status` gets a progress line now and then.
+pub async fn load(
+    bot: &Bot,
+    guild: u64,
+    channels: Vec<u64>,
+    session: u64,
+    status: &(dyn Fn(String) + Send + Sync),
+) -> anyhow::Result<LoadSummary> {
+    let options = LoadOptions { guilds: vec![guild], channels, concurrency: bot.settings.concurrency };
+    let started = Instant::now();
+    let counts = Mutex::new((0usize, 0usize, 0u64)); // channels total, done, new messages
+    let on_event = |e: LoadEvent| {
+        let mut c = counts.lock().unwrap();
+        match e {
+            LoadEvent::Discovered { channels, .. } => c.0 += channels,
+            LoadEvent::Page { new, .. } => c.2 += new,
+            LoadEvent::ChannelDone(report) => {
+                c.1 += 1;
+                if report.outcome.is_ok() {
+                    bot.live.caught_up(session, report.channel_id);
+                }
+            }
+        }
+        let rate = c.2 as f64 / started.elapsed().as_secs_f64().max(0.001);
+        status(format!("{}/{} channels, {} new messages ({rate:.0}/s)", c.1, c.0, c.2));
+    };
+    Ok(crate::load::load(&bot.client, &bot.store, &options, &on_event, &bot.shutdown).await?)
+}
+
+/// Stage two for a guild with a model: incremental, as the CLI runs it;
+/// `activate` makes the model the guild's active one when the index is
+/// complete. Search sees the new state afterwards.
+pub async fn index(
+    bot: &Bot,
+    guild: u64,
+    model: &str,
+    activate: bool,
+    status: &(dyn Fn(String) + Send + Sync),
+) -> anyhow::Result<IndexSummary> {
+    let info = ModelInfo::find(&bot.settings.models_dir, model)?;
+    let embedder = Arc::new(tokio::task::spawn_blocking(move || Embedder::load(info, device())).await??);
+    let mut options = IndexOptions::new(guild);
+    options.activate = activate || bot.store.active_model(guild)?.is_none();
+    options.settings = bot.settings.chunking.clone();
+    options.batch_size = bot.settings.batch_size;
+    let started = Instant::now();
+    let planned = Mutex::new(0u64);
+    let on_event = |e: IndexEvent| match e {
+        IndexEvent::Planned { channels, messages } => {
+            *planned.lock().unwrap() = messages;
+            status(format!("{channels} changed channels, about {messages} messages to read"));
+        }
+        IndexEvent::Progress { messages, embedded, deleted, .. } => {
+            let planned = (*planned.lock().unwrap()).max(messages);
+            let rate = embedded as f64 / started.elapsed().as_secs_f64().max(0.001);
+            status(format!(
+                "{messages}/{planned} messages read, {embedded} chunks embedded ({rate:.1}/s), {deleted} removed"
+            ));
+        }
+    };
+    let summary = crate::index::index(&bot.store, &bot.backend, embedder, &options, &on_event, &bot.shutdown).await?;
+    bot.searcher.reopen();
+    Ok(summary)
+}
+
+/// "3m 05s", "42s".
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_job_per_guild() {
+        let jobs = Arc::new(Jobs::default());
+        let slot = jobs.start(1, JobKind::Load).unwrap();
+        let Err(busy) = jobs.start(1, JobKind::Index) else { panic!("a second job started") };
+        assert_eq!(busy.kind, JobKind::Load);
+        assert!(jobs.start(2, JobKind::Index).is_ok(), "other guilds are free");
+        slot.set_status("3/10 channels".into());
+        assert_eq!(*jobs.get(1).unwrap().status.lock().unwrap(), "3/10 channels");
+        drop(slot);
+        assert!(jobs.get(1).is_none());
+        assert!(jobs.start(1, JobKind::Index).is_ok());
+    }
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(human_duration(Duration::from_secs(42)), "42s");
+        assert_eq!(human_duration(Duration::from_secs(185)), "3m 05s");
+        assert_eq!(human_duration(Duration::from_secs(7300)), "2h 01m");
+    }
+}

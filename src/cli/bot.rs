@@ -1,0 +1,41 @@
+//! `discord-indexer bot`: run the Discord bot.
+
+use std::time::Duration;
+
+use super::{exit, shutdown_on_signal};
+use crate::bot::{self, BotOptions};
+use crate::config::Settings;
+
+/// Run the bot: slash commands for loads, indexes and status in servers,
+/// `/ask` in DMs, and live capture of new, edited and deleted messages.
+///
+/// Token from DISCORD_TOKEN, API base from DISCORD_API_BASE (as for `load`).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Register the commands in this guild only (instant; for development).
+    /// Without it they are registered globally.
+    #[arg(long, value_name = "ID")]
+    pub dev_guild: Option<u64>,
+    /// Seconds between stage-two catch-ups of guilds with an active index.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub index_every: u64,
+    /// Seconds between edits of a job's progress message.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub progress_every: u64,
+    /// Seconds a user waits between two /ask.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub ask_cooldown: u64,
+}
+
+pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<u8> {
+    let options = BotOptions {
+        dev_guild: args.dev_guild,
+        index_every: Duration::from_secs(args.index_every.max(1)),
+        progress_every: Duration::from_secs(args.progress_every.max(1)),
+        ask_cooldown: Duration::from_secs(args.ask_cooldown),
+        ..BotOptions::default()
+    };
+    let shutdown = shutdown_on_signal();
+    bot::run(settings.clone(), options, shutdown.clone()).await?;
+    Ok(if shutdown.is_cancelled() { exit::OK } else { exit::FATAL })
+}

@@ -1,0 +1,307 @@
+//! Things that happen on the fake server while a bot is connected: people
+//! post, edit and delete messages (changing the history the REST API serves
+//! and dispatching the gateway events Discord would send), and invoke slash
+//! commands (INTERACTION_CREATE payloads as Discord builds them, with the
+//! member's permissions in the channel).
+
+use serde_json::{json, Value};
+
+use super::http::{effective_overwrites, guild_permissions, message_json, user_json};
+use super::world::{FakeMessage, World};
+use super::FakeDiscord;
+use crate::snowflake;
+
+/// Who invokes a slash command, and where.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub user: u64,
+    /// The guild channel it is used in; `None` for a DM with the bot.
+    pub channel: Option<u64>,
+    pub command: String,
+    /// `(name, value)` pairs: strings, integers, booleans, and channels
+    /// written `{"channel": id}`.
+    pub options: Vec<(String, Value)>,
+}
+
+impl Invocation {
+    pub fn dm(user: u64, command: &str, options: &[(&str, Value)]) -> Self {
+        Invocation { user, channel: None, command: command.into(), options: own(options) }
+    }
+
+    pub fn in_channel(user: u64, channel: u64, command: &str, options: &[(&str, Value)]) -> Self {
+        Invocation { user, channel: Some(channel), command: command.into(), options: own(options) }
+    }
+}
+
+fn own(options: &[(&str, Value)]) -> Vec<(String, Value)> {
+    options.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+}
+
+fn now_ms() -> u64 {
+    (chrono::Utc::now().timestamp_millis() as u64).saturating_sub(snowflake::DISCORD_EPOCH_MS)
+}
+
+fn member_json(world: &World, guild: u64, user: u64) -> Option<Value> {
+    let g = world.guild(guild)?;
+    let roles = g.members.get(&user)?;
+    Some(json!({"roles": roles.iter().map(u64::to_string).collect::<Vec<_>>(),
+                "joined_at": "2021-03-01T00:00:00.000000+00:00", "deaf": false, "mute": false, "flags": 0}))
+}
+
+fn user_index(world: &World, user: u64) -> u32 {
+    world.users.iter().position(|u| u.id == user).unwrap_or_else(|| panic!("no user {user}")) as u32
+}
+
+impl World {
+    /// Adds a message by `author` (a user id) at the end of a channel's
+    /// history, timestamped now. Returns its id and the MESSAGE_CREATE payload.
+    pub fn post(&mut self, channel: u64, author: u64, text: &str) -> (u64, Value) {
+        let index = user_index(self, author);
+        let last =
+            self.channel(channel).unwrap_or_else(|| panic!("no channel {channel}")).1.messages.last().map(|m| m.id);
+        let mut id = self.next_id(now_ms());
+        if let Some(last) = last.filter(|l| *l >= id) {
+            id = last + 1;
+        }
+        let m = FakeMessage {
+            id,
+            author: index,
+            kind: 0,
+            reply_to: None,
+            edited_ms: None,
+            content: Some(text.to_owned()),
+            attachments: 0,
+            reactions: 0,
+            webhook: false,
+        };
+        self.channel_mut(channel).expect("checked").messages.push(m);
+        (id, self.event_json(channel, id))
+    }
+
+    /// Changes a message's text (and its edit time). Returns the MESSAGE_UPDATE payload.
+    pub fn edit(&mut self, channel: u64, id: u64, text: &str) -> Value {
+        let ch = self.channel_mut(channel).unwrap_or_else(|| panic!("no channel {channel}"));
+        let m = ch.messages.iter_mut().find(|m| m.id == id).unwrap_or_else(|| panic!("no message {id}"));
+        m.content = Some(text.to_owned());
+        m.edited_ms = Some(now_ms().max((id >> 22) + 1));
+        self.event_json(channel, id)
+    }
+
+    /// Removes a message. Returns the MESSAGE_DELETE payload.
+    pub fn delete(&mut self, channel: u64, id: u64) -> Value {
+        let guild = self.channel(channel).map(|(g, _)| g.id).unwrap_or_else(|| panic!("no channel {channel}"));
+        self.channel_mut(channel).expect("checked").messages.retain(|m| m.id != id);
+        json!({"id": id.to_string(), "channel_id": channel.to_string(), "guild_id": guild.to_string()})
+    }
+
+    /// A message as the gateway sends it: the REST object plus `guild_id` and `member`.
+    fn event_json(&self, channel: u64, id: u64) -> Value {
+        let (guild, ch) = self.channel(channel).expect("checked");
+        let m = ch.find(id).expect("checked");
+        let mut v = message_json(self, guild, ch, m, true);
+        v["guild_id"] = json!(guild.id.to_string());
+        let author = self.users[m.author as usize].id;
+        if let Some(member) = member_json(self, guild.id, author) {
+            v["member"] = member;
+        }
+        v
+    }
+
+    /// An INTERACTION_CREATE payload for a slash command. Returns it and its token.
+    pub fn interaction(&mut self, inv: &Invocation, command_id: u64) -> (Value, String) {
+        let id = self.next_id(now_ms());
+        let token = format!("interaction-token-{id}");
+        let user = user_index(self, inv.user);
+        let mut resolved_channels = serde_json::Map::new();
+        let options: Vec<Value> = inv
+            .options
+            .iter()
+            .map(|(name, value)| {
+                if let Some(channel) = value.get("channel").and_then(Value::as_u64) {
+                    // A channel option: its id, and the channel in `resolved`.
+                    let (_, ch) = self.channel(channel).unwrap_or_else(|| panic!("no channel {channel}"));
+                    resolved_channels.insert(
+                        channel.to_string(),
+                        json!({"id": channel.to_string(), "name": ch.name, "type": ch.kind, "permissions": "0"}),
+                    );
+                    return json!({"name": name, "type": 7, "value": channel.to_string()});
+                }
+                let kind = match value {
+                    Value::Bool(_) => 5,
+                    Value::Number(n) if n.is_i64() || n.is_u64() => 4,
+                    Value::Number(_) => 10,
+                    _ => 3,
+                };
+                json!({"name": name, "type": kind, "value": value})
+            })
+            .collect();
+        let mut v = json!({
+            "id": id.to_string(),
+            "application_id": self.application_id.to_string(),
+            "type": 2,
+            "data": {"id": command_id.to_string(), "name": inv.command, "type": 1, "options": options,
+                     "resolved": {"channels": resolved_channels}},
+            "token": token,
+            "version": 1,
+            "locale": "en-US",
+            "entitlements": [],
+            "attachment_size_limit": 10_485_760,
+        });
+        match inv.channel {
+            Some(channel) => {
+                let (guild, ch) = self.channel(channel).unwrap_or_else(|| panic!("no channel {channel}"));
+                let perms = guild_permissions(guild);
+                let overwrites = effective_overwrites(guild, ch);
+                let roles = guild.members.get(&inv.user).cloned().unwrap_or_default();
+                let bot = self.bot().id;
+                let bot_roles = guild.members.get(&bot).cloned().unwrap_or_default();
+                let mut member =
+                    member_json(self, guild.id, inv.user).unwrap_or_else(|| panic!("{} is not a member", inv.user));
+                member["user"] = user_json(self, user);
+                member["permissions"] = json!(perms.in_channel(inv.user, &roles, &overwrites).to_string());
+                v["guild_id"] = json!(guild.id.to_string());
+                v["guild_locale"] = json!("en-US");
+                v["channel_id"] = json!(channel.to_string());
+                v["channel"] = json!({"id": channel.to_string(), "type": ch.kind, "name": ch.name});
+                v["member"] = member;
+                v["app_permissions"] = json!(perms.in_channel(bot, &bot_roles, &overwrites).to_string());
+                v["context"] = json!(0);
+                v["authorizing_integration_owners"] = json!({"0": guild.id.to_string()});
+            }
+            None => {
+                // The DM channel between this user and the bot.
+                let dm = (inv.user ^ 0x5A5A) | (1 << 21);
+                v["channel_id"] = json!(dm.to_string());
+                v["channel"] = json!({"id": dm.to_string(), "type": 1});
+                v["user"] = user_json(self, user);
+                v["app_permissions"] = json!("0");
+                v["context"] = json!(1);
+                v["authorizing_integration_owners"] = json!({"0": "0"});
+            }
+        }
+        (v, token)
+    }
+}
+
+impl FakeDiscord {
+    /// `author` posts `text` in `channel`: it joins the history and every
+    /// gateway session gets MESSAGE_CREATE. Returns the message id.
+    pub fn post_message(&self, channel: u64, author: u64, text: &str) -> u64 {
+        let (id, event) = self.world().post(channel, author, text);
+        self.dispatch("MESSAGE_CREATE", event);
+        id
+    }
+
+    /// Like [`post_message`](Self::post_message), but no gateway event is
+    /// sent: as if it happened while no session was connected.
+    pub fn post_message_unseen(&self, channel: u64, author: u64, text: &str) -> u64 {
+        self.world().post(channel, author, text).0
+    }
+
+    pub fn edit_message(&self, channel: u64, id: u64, text: &str) {
+        let event = self.world().edit(channel, id, text);
+        self.dispatch("MESSAGE_UPDATE", event);
+    }
+
+    pub fn delete_message(&self, channel: u64, id: u64) {
+        let event = self.world().delete(channel, id);
+        self.dispatch("MESSAGE_DELETE", event);
+    }
+
+    /// Sends INTERACTION_CREATE for a slash command; returns the interaction token
+    /// (what the bot's answers are filed under in [`sent`](Self::sent)).
+    pub fn invoke(&self, inv: &Invocation) -> String {
+        let command_id = self.registered_command_id(&inv.command).unwrap_or(1);
+        let (event, token) = self.world().interaction(inv, command_id);
+        self.dispatch("INTERACTION_CREATE", event);
+        token
+    }
+
+    /// The id the bot's registration gave this command, if it registered it.
+    pub fn registered_command_id(&self, name: &str) -> Option<u64> {
+        let outbox = self.state.outbox.lock().unwrap();
+        outbox
+            .commands
+            .iter()
+            .flat_map(|(_, cmds)| cmds.as_array().cloned().unwrap_or_default())
+            .find(|c| c["name"] == name)
+            .and_then(|c| c["id"].as_str().and_then(|s| s.parse().ok()))
+    }
+
+    /// The commands registered so far: (guild, or 0 for global; commands).
+    pub fn registered_commands(&self) -> Vec<(u64, Value)> {
+        self.state.outbox.lock().unwrap().commands.clone()
+    }
+
+    /// Everything bots sent (interaction responses, follow-ups, edits, channel messages).
+    pub fn sent(&self) -> Vec<super::Sent> {
+        self.state.outbox.lock().unwrap().sent.clone()
+    }
+
+    /// What was sent under one interaction token, in order.
+    pub fn replies(&self, token: &str) -> Vec<super::Sent> {
+        self.sent().into_iter().filter(|s| s.token.as_deref() == Some(token)).collect()
+    }
+
+    /// Forgets every gateway session: the next RESUME gets INVALID_SESSION and
+    /// events until the new IDENTIFY are lost to the client.
+    pub fn invalidate_gateway_sessions(&self) {
+        self.gateway.forget_sessions();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::WorldSpec;
+    use serenity::all as s;
+
+    /// Serenity drops a connection whose events it cannot read, so every
+    /// payload the fake sends must parse as serenity's models.
+    #[test]
+    fn payloads_parse_as_serenity_reads_them() {
+        let mut w = World::generate(&WorldSpec::standard());
+        let cast = w.add_access_matrix();
+        let general = w.guilds[0].channel_named("general").id;
+        let staff_room = w.guilds[0].channel_named("staff-room").id;
+
+        let ready = super::super::gateway::ready(&w, "session-1", "ws://127.0.0.1:1/");
+        serde_json::from_value::<s::Ready>(ready).expect("READY");
+        let create = super::super::gateway::guild_create(&w, &w.guilds[0]);
+        let guild = serde_json::from_value::<s::Guild>(create).expect("GUILD_CREATE");
+        assert_eq!(guild.id.get(), w.guilds[0].id);
+
+        let (id, created) = w.post(general, cast.plain, "hello **there**");
+        let m = serde_json::from_value::<s::Message>(created).expect("MESSAGE_CREATE");
+        assert_eq!((m.id.get(), m.content.as_str()), (id, "hello **there**"));
+        assert!(m.guild_id.is_some() && m.member.is_some());
+        let updated = w.edit(general, id, "hello again");
+        let u = serde_json::from_value::<s::MessageUpdateEvent>(updated).expect("MESSAGE_UPDATE");
+        assert_eq!(u.content.as_deref(), Some("hello again"));
+        assert!(u.edited_timestamp.is_some());
+        let deleted = w.delete(general, id);
+        serde_json::from_value::<s::MessageDeleteEvent>(deleted).expect("MESSAGE_DELETE");
+
+        let inv =
+            Invocation::in_channel(cast.staff, staff_room, "load", &[("channel", json!({"channel": staff_room}))]);
+        let (v, token) = w.interaction(&inv, 42);
+        let s::Interaction::Command(c) = serde_json::from_value::<s::Interaction>(v).expect("guild interaction") else {
+            panic!("not a command")
+        };
+        assert_eq!(c.token, token);
+        let member = c.member.expect("member");
+        assert_eq!(member.user.id.get(), cast.staff);
+        let perms = member.permissions.expect("permissions");
+        assert!(perms.view_channel() && !perms.manage_guild());
+        assert_eq!(c.data.options.len(), 1);
+        assert!(c.data.resolved.channels.contains_key(&s::ChannelId::new(staff_room)));
+
+        let inv = Invocation::dm(cast.plain, "ask", &[("question", json!("where are the keys?"))]);
+        let (v, _) = w.interaction(&inv, 43);
+        let s::Interaction::Command(c) = serde_json::from_value::<s::Interaction>(v).expect("DM interaction") else {
+            panic!("not a command")
+        };
+        assert!(c.guild_id.is_none() && c.member.is_none());
+        assert_eq!(c.user.id.get(), cast.plain);
+    }
+}

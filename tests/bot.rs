@@ -1,0 +1,457 @@
+//! The bot end to end: the real `bot::run` (poise, serenity's gateway and
+//! HTTP clients) against the fake server's gateway and REST API, with a real
+//! archive, real qdrant-edge collections and a real (tiny) BERT model.
+//! Slash commands arrive as INTERACTION_CREATE; the tests read what the bot
+//! sent back from the fake server's record.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use discord_indexer::bot::{self, BotOptions};
+use discord_indexer::config::Settings;
+use discord_indexer::discord::Token;
+use discord_indexer::embed::tiny::{self, TinySpec};
+use discord_indexer::embed::{Embedder, ModelInfo};
+use discord_indexer::fake::{AccessCast, FakeDiscord, Fault, FaultKind, Invocation, Sent, World, WorldSpec};
+use discord_indexer::index::{self, IndexOptions};
+use discord_indexer::store::Store;
+use discord_indexer::vector::Backend;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::search::matrix;
+use crate::util::*;
+
+/// Generous: these are upper bounds for conditions that become true, not sleeps.
+const PATIENCE: Duration = Duration::from_secs(90);
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    models: PathBuf,
+    fake: FakeDiscord,
+    guild: u64,
+    cast: AccessCast,
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// A world with the permission matrix and a staff-only secret, served by the fake server.
+async fn world_with_secret() -> (FakeDiscord, AccessCast) {
+    let mut world = World::generate(&WorldSpec::standard());
+    let cast = world.add_access_matrix();
+    let staff_room = world.guilds[0].channel_named("staff-room").id;
+    world.post(staff_room, cast.staff, "the zanzibar vault combination is kept in the blue binder");
+    (start(world, fast_limits()).await, cast)
+}
+
+impl Harness {
+    /// An empty archive and two tiny models; no bot yet.
+    async fn new() -> Harness {
+        let (fake, cast) = world_with_secret().await;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let models = dir.path().join("models");
+        tiny::write(&models.join("tiny"), &TinySpec::default()).unwrap();
+        tiny::write(&models.join("tiny-b"), &TinySpec { seed: 11, ..TinySpec::default() }).unwrap();
+        let guild = guild_id(&fake);
+        Harness { _dir: dir, data, models, fake, guild, cast, stop: CancellationToken::new(), task: None }
+    }
+
+    /// Loads and indexes (tiny, active) through the library, as the CLI would have.
+    async fn preload(&self) {
+        let store = Store::open(&self.data).unwrap();
+        assert!(run_load(&self.fake, &store, 4).await.unwrap().ok);
+        let embedder =
+            Arc::new(Embedder::load(ModelInfo::find(&self.models, "tiny").unwrap(), candle_core::Device::Cpu).unwrap());
+        let mut options = IndexOptions::new(self.guild);
+        options.activate = true;
+        let backend = Backend::new(&self.data, None, None).unwrap();
+        index::index(&store, &backend, embedder, &options, &|_| {}, &CancellationToken::new()).await.unwrap();
+    }
+
+    fn settings(&self) -> Settings {
+        let config = self.data.with_file_name("empty.toml");
+        std::fs::write(&config, "").unwrap();
+        let mut s = Settings::resolve(Some(&config), Some(self.data.clone())).unwrap();
+        s.token = Some(Token::new(self.fake.token()));
+        s.api_base = self.fake.base_url();
+        s.models_dir = self.models.clone();
+        s.model = "tiny".into();
+        s.concurrency = 4;
+        s
+    }
+
+    /// Starts the bot and waits until it has registered its commands and
+    /// finished the catch-up every new session begins with (`/status` says
+    /// when no job runs).
+    async fn start_bot(&mut self, options: BotOptions) {
+        self.stop = CancellationToken::new();
+        let before = self.fake.registered_commands().len();
+        self.task = Some(tokio::spawn(bot::run(self.settings(), options, self.stop.clone())));
+        wait_for("the bot registers its commands", || {
+            (self.fake.registered_commands().len() > before || self.fake.registered_command_id("ask").is_some())
+                .then_some(())
+        })
+        .await;
+        let general = self.channel("general");
+        let started = Instant::now();
+        loop {
+            let (text, _) = self
+                .command(Invocation::in_channel(self.cast.plain, general, "status", &[]), |t| {
+                    t.to_lowercase().contains("running")
+                })
+                .await;
+            if text.contains("No job running") {
+                break;
+            }
+            assert!(started.elapsed() < PATIENCE, "the catch-up never finished: {text}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop_bot(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let result = tokio::time::timeout(PATIENCE, task).await.expect("the bot stops").unwrap();
+            result.expect("the bot stopped cleanly");
+        }
+    }
+
+    fn db(&self) -> PathBuf {
+        self.data.join("archive.db")
+    }
+
+    fn channel(&self, name: &str) -> u64 {
+        self.fake.world().guilds[0].channel_named(name).id
+    }
+
+    /// Invokes a command and waits for a reply under its token whose text satisfies `done`.
+    async fn command(&self, inv: Invocation, done: impl Fn(&str) -> bool) -> (String, Vec<Sent>) {
+        let token = self.fake.invoke(&inv);
+        let what = format!("/{} by {} to finish", inv.command, inv.user);
+        let started = Instant::now();
+        let text = loop {
+            if let Some(t) = self.all_replies(&token).into_iter().map(|s| s.text()).find(|t| done(t)) {
+                break t;
+            }
+            let so_far: Vec<String> = self.all_replies(&token).iter().map(Sent::text).collect();
+            assert!(started.elapsed() < PATIENCE, "timed out waiting for {what}; replies so far: {so_far:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        (text, self.all_replies(&token))
+    }
+
+    /// What was sent under an interaction token, plus channel messages the
+    /// bot continued in from it (long jobs).
+    fn all_replies(&self, token: &str) -> Vec<Sent> {
+        let mine = self.fake.replies(token);
+        let continued: Vec<u64> = self
+            .fake
+            .sent()
+            .into_iter()
+            .filter(|s| s.method == "POST" && s.channel.is_some() && s.token.is_none())
+            .filter_map(|s| s.message_id)
+            .collect();
+        let mut out = mine;
+        out.extend(self.fake.sent().into_iter().filter(|s| s.message_id.is_some_and(|m| continued.contains(&m))));
+        out
+    }
+
+    fn ask(&self, user: u64, question: &str) -> Invocation {
+        Invocation::dm(user, "ask", &[("question", json!(question))])
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn options() -> BotOptions {
+    BotOptions {
+        progress_every: Duration::from_millis(100),
+        ask_cooldown: Duration::ZERO,
+        // Tests run stage two on demand (/index), not on the timer.
+        index_every: Duration::from_secs(3600),
+        ..BotOptions::default()
+    }
+}
+
+/// Polls `f` until it gives a value (every 50 ms, up to [`PATIENCE`]).
+async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(started.elapsed() < PATIENCE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The channel ids in the jump links of an answer.
+fn linked_channels(text: &str, guild: u64) -> BTreeSet<u64> {
+    let prefix = format!("https://discord.com/channels/{guild}/");
+    text.split(&prefix).skip(1).filter_map(|rest| rest.split('/').next()?.parse().ok()).collect()
+}
+
+fn ephemeral(sent: &[Sent]) -> bool {
+    sent.iter().any(|s| s.body["data"]["flags"].as_u64().is_some_and(|f| f & 64 != 0))
+}
+
+fn message_row(db: &Path, id: u64) -> Option<(String, Option<String>)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT content, edited_at FROM messages WHERE id = ?1", [id as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+        .ok()
+}
+
+fn checkpoint(db: &Path, channel: u64) -> u64 {
+    checkpoints(db).get(&channel).copied().unwrap_or(0)
+}
+
+fn is_answer(t: &str) -> bool {
+    t.contains("Results for") || t.contains("Nothing")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ask_in_a_dm_answers_each_user_with_only_what_they_may_read() {
+    let mut h = Harness::new().await;
+    h.preload().await;
+    h.start_bot(options()).await;
+    let names: std::collections::HashMap<u64, String> =
+        h.fake.world().guilds[0].channels.iter().map(|c| (c.id, c.name.clone())).collect();
+    let staff_room = h.channel("staff-room");
+
+    for (who, user, readable) in matrix(&h.cast) {
+        let (text, _) = h.command(h.ask(user, "zanzibar vault combination"), is_answer).await;
+        let linked = linked_channels(&text, h.guild);
+        for c in &linked {
+            assert!(
+                readable.contains(names[c].as_str()),
+                "{who} was shown #{} which they may not read:\n{text}",
+                names[c]
+            );
+        }
+        let may_see_secret = readable.contains("staff-room");
+        assert_eq!(
+            text.contains("blue binder"),
+            may_see_secret,
+            "{who}: the staff-only answer must be found exactly when they may read it:\n{text}"
+        );
+        if may_see_secret {
+            assert!(linked.contains(&staff_room), "{who}: the jump link leads to #staff-room:\n{text}");
+        }
+        if readable.is_empty() {
+            assert!(text.contains("Nothing you can read matches"), "{who}: {text}");
+        } else {
+            assert!(!linked.is_empty(), "{who} gets results with jump links:\n{text}");
+        }
+    }
+
+    // In a server channel /ask is refused, privately, and nothing is searched.
+    let general = h.channel("general");
+    let inv = Invocation::in_channel(h.cast.admin, general, "ask", &[("question", json!("zanzibar vault"))]);
+    let (text, sent) = h.command(inv, |t| t.contains("direct message")).await;
+    assert!(!text.contains("blue binder"));
+    assert!(ephemeral(&sent), "the refusal is only shown to the asker");
+
+    // A server the user does not name exactly is a clear answer.
+    let inv = Invocation::dm(h.cast.plain, "ask", &[("question", json!("anything")), ("server", json!("nope"))]);
+    let (text, _) = h.command(inv, |t| t.contains("No indexed server")).await;
+    assert!(text.contains("nope"));
+    h.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn load_and_reindex_need_manage_server_and_report_to_the_end() {
+    let mut h = Harness::new().await;
+    h.start_bot(options()).await;
+    let general = h.channel("general");
+    let registered = h.fake.registered_commands();
+    let commands = registered[0].1.as_array().unwrap().clone();
+    for name in ["load", "index", "reindex"] {
+        let c = commands.iter().find(|c| c["name"] == name).unwrap();
+        assert_eq!(c["default_member_permissions"], json!("32"), "/{name} is declared for Manage Server");
+    }
+    let ask = commands.iter().find(|c| c["name"] == "ask").unwrap();
+    assert_eq!(ask["contexts"], json!([1]), "/ask is registered for DMs only");
+
+    // Without Manage Server: refused, and nothing is loaded.
+    let (text, sent) =
+        h.command(Invocation::in_channel(h.cast.plain, general, "load", &[]), |t| t.contains("Manage Server")).await;
+    assert!(text.contains("/load needs the Manage Server permission"), "{text}");
+    assert!(ephemeral(&sent));
+    let (text, _) = h
+        .command(Invocation::in_channel(h.cast.staff, general, "reindex", &[("model", json!("tiny-b"))]), |t| {
+            t.contains("Manage Server")
+        })
+        .await;
+    assert!(text.contains("/reindex needs"), "{text}");
+    assert!(Store::open(&h.data).unwrap().guilds().unwrap().is_empty(), "a refused /load stores nothing");
+
+    // With it: the load runs in the background; a second /load meanwhile is told so.
+    h.fake.set_faults(vec![Fault { path_contains: Some("/messages".into()), ..Fault::always(FaultKind::Hold) }]);
+    let first = h.fake.invoke(&Invocation::in_channel(h.cast.admin, general, "load", &[]));
+    wait_for("the load to reach the messages", || (h.fake.held() > 0).then_some(())).await;
+    let (text, sent) =
+        h.command(Invocation::in_channel(h.cast.owner, general, "load", &[]), |t| t.contains("already running")).await;
+    assert!(text.starts_with("A load of this server is already running"), "{text}");
+    assert!(ephemeral(&sent));
+    h.fake.set_faults(vec![]);
+    h.fake.release_held();
+    let done = wait_for("the load's final summary", || {
+        h.all_replies(&first).into_iter().map(|s| s.text()).find(|t| t.starts_with("Load finished"))
+    })
+    .await;
+    assert!(done.contains("new messages"), "{done}");
+    let edits = h.all_replies(&first).iter().filter(|s| s.method == "PATCH").count();
+    assert!(edits >= 1, "the progress message is edited in place");
+    assert_eq!(stored(&h.db()), ground_truth(&h.fake.world()), "the load stored every readable message");
+
+    // /index builds the first index (active); /reindex builds another model's and switches.
+    let (text, _) = h
+        .command(Invocation::in_channel(h.cast.admin, general, "index", &[]), |t| t.starts_with("Index finished"))
+        .await;
+    assert!(text.contains("chunks searchable with tiny (active)"), "{text}");
+    let (text, _) = h
+        .command(Invocation::in_channel(h.cast.admin, general, "reindex", &[("model", json!("tiny-b"))]), |t| {
+            t.starts_with("Index finished")
+        })
+        .await;
+    assert!(text.contains("with tiny-b (switched from tiny)"), "{text}");
+    assert_eq!(Store::open(&h.data).unwrap().active_model(h.guild).unwrap().as_deref(), Some("tiny-b"));
+    let (text, _) = h
+        .command(Invocation::in_channel(h.cast.admin, general, "reindex", &[("model", json!("no-such-model"))]), |t| {
+            t.contains("Cannot use model")
+        })
+        .await;
+    assert!(text.contains("no-such-model"), "{text}");
+
+    // /status says what is there, for anyone in the server.
+    let (text, _) =
+        h.command(Invocation::in_channel(h.cast.plain, general, "status", &[]), |t| t.contains("Archive")).await;
+    assert!(text.contains("tiny-b (active)") && text.contains("No job running"), "{text}");
+    h.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn long_jobs_continue_in_a_channel_message() {
+    let mut h = Harness::new().await;
+    h.preload().await;
+    // As if every interaction token had expired at once.
+    h.start_bot(BotOptions { interaction_ttl: Duration::ZERO, ..options() }).await;
+    let general = h.channel("general");
+    let token = h.fake.invoke(&Invocation::in_channel(h.cast.admin, general, "load", &[]));
+    let done = wait_for("the summary in a channel message", || {
+        h.fake
+            .sent()
+            .into_iter()
+            .filter(|s| s.channel == Some(general) && s.token.is_none())
+            .map(|s| s.text())
+            .find(|t| t.starts_with("Load finished"))
+    })
+    .await;
+    assert!(done.contains("0 new messages"), "already loaded: {done}");
+    let pointer = h.fake.replies(&token).iter().map(Sent::text).any(|t| t.contains("progress continues in"));
+    assert!(pointer, "the original response points to the channel message");
+    h.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_messages_reach_the_archive_and_then_search() {
+    let mut h = Harness::new().await;
+    h.preload().await;
+    h.start_bot(options()).await;
+    let general = h.channel("general");
+    let db = h.db();
+
+    let id = h.fake.post_message(general, h.cast.plain, "the quokka deployment runbook lives in the wiki");
+    wait_for("the new message in SQLite", || message_row(&db, id)).await;
+    wait_for("the checkpoint to cover it", || (checkpoint(&db, general) == id).then_some(())).await;
+
+    h.fake.edit_message(general, id, "the quokka deployment runbook moved to the handbook");
+    let (content, edited) =
+        wait_for("the edit in SQLite", || message_row(&db, id).filter(|(c, _)| c.contains("handbook"))).await;
+    assert!(content.ends_with("handbook") && edited.is_some());
+
+    // A direct message to the bot is never stored.
+    let dm = json!({"id": (id + 7).to_string(), "channel_id": "99", "author": {"id": h.cast.plain.to_string(),
+        "username": "someone", "discriminator": "0", "avatar": null}, "content": "quokka secrets by DM",
+        "timestamp": "2026-11-22T00:00:00.000000+00:00", "edited_timestamp": null, "tts": false,
+        "mention_everyone": false, "mentions": [], "mention_roles": [], "attachments": [], "embeds": [],
+        "pinned": false, "type": 0});
+    h.fake.dispatch("MESSAGE_CREATE", dm);
+    let later = h.fake.post_message(general, h.cast.staff, "unrelated chatter");
+    wait_for("a later message", || message_row(&db, later)).await;
+    assert!(message_row(&db, id + 7).is_none(), "DMs are not stored");
+
+    // After stage two catches up (/index), search finds the edited text.
+    let admin_index = || Invocation::in_channel(h.cast.admin, general, "index", &[]);
+    h.command(admin_index(), |t| t.starts_with("Index finished")).await;
+    let (text, _) = h.command(h.ask(h.cast.plain, "quokka deployment runbook handbook"), is_answer).await;
+    assert!(text.contains("moved to the handbook"), "{text}");
+    assert!(!text.contains("quokka secrets"), "{text}");
+
+    h.fake.delete_message(general, id);
+    wait_for("the delete in SQLite", || message_row(&db, id).is_none().then_some(())).await;
+    h.command(admin_index(), |t| t.starts_with("Index finished")).await;
+    let (text, _) = h.command(h.ask(h.cast.plain, "quokka deployment runbook handbook"), is_answer).await;
+    assert!(!text.contains("runbook moved"), "a deleted message is not found any more:\n{text}");
+    h.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_bot_resumes_after_a_dropped_connection_and_catches_up_after_a_lost_session() {
+    let mut h = Harness::new().await;
+    h.preload().await;
+    h.start_bot(options()).await;
+    let general = h.channel("general");
+    let db = h.db();
+    let identifies = || h.fake.gateway_received().iter().filter(|p| p["op"] == 2).count();
+    let resumes = || h.fake.gateway_received().iter().filter(|p| p["op"] == 6).count();
+    assert_eq!(identifies(), 1);
+
+    // The server drops the connection; events meanwhile are replayed on RESUME.
+    h.fake.close_gateway(4000);
+    let during = h.fake.post_message(general, h.cast.plain, "posted while the connection was down");
+    wait_for("a RESUME", || (resumes() >= 1).then_some(())).await;
+    wait_for("the replayed message in SQLite", || message_row(&db, during)).await;
+    assert_eq!(identifies(), 1, "resumed, not a new session");
+
+    // The session is lost: what happened meanwhile only a load can recover.
+    h.fake.invalidate_gateway_sessions();
+    h.fake.close_gateway(4000);
+    let unseen = h.fake.post_message_unseen(general, h.cast.staff, "posted while the bot had no session");
+    let thread = h.channel("release planning");
+    let unseen_in_thread = h.fake.post_message_unseen(thread, h.cast.plain, "a thread reply nobody streamed");
+    wait_for("a new IDENTIFY", || (identifies() >= 2).then_some(())).await;
+    wait_for("the catch-up to recover the gap", || message_row(&db, unseen)).await;
+    wait_for("... in threads too", || message_row(&db, unseen_in_thread)).await;
+    wait_for("checkpoints at the newest messages", || {
+        (checkpoint(&db, general) == unseen && checkpoint(&db, thread) == unseen_in_thread).then_some(())
+    })
+    .await;
+
+    // And live capture goes on in the new session.
+    let after = h.fake.post_message(general, h.cast.plain, "back to normal");
+    wait_for("a live message in the new session", || message_row(&db, after)).await;
+    wait_for("its checkpoint", || (checkpoint(&db, general) == after).then_some(())).await;
+    assert_prefix_consistent(&db, &ground_truth(&h.fake.world()));
+    h.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_token_is_one_clear_error() {
+    let h = Harness::new().await;
+    let mut settings = h.settings();
+    settings.token = Some(Token::new("not-the-token"));
+    let err = bot::run(settings, options(), CancellationToken::new()).await.unwrap_err();
+    let text = format!("{err:#}");
+    assert!(text.contains("cannot start the bot") && text.to_lowercase().contains("token"), "{text}");
+    assert!(!text.contains("not-the-token"), "the token is never printed: {text}");
+    assert!(h.fake.gateway_received().is_empty(), "no gateway connection with a refused token");
+}
