@@ -112,7 +112,10 @@ impl Harness {
         }
     }
 
+    /// Stops the bot; it must have answered every command without an error of its own.
     async fn stop_bot(&mut self) {
+        let errors: Vec<String> = self.fake.sent().iter().map(Sent::text).filter(|t| t.starts_with("Sorry,")).collect();
+        assert!(errors.is_empty(), "the bot answered with errors: {errors:?}");
         self.stop.cancel();
         if let Some(task) = self.task.take() {
             let result = tokio::time::timeout(PATIENCE, task).await.expect("the bot stops").unwrap();
@@ -136,6 +139,10 @@ impl Harness {
         let text = loop {
             if let Some(t) = self.all_replies(&token).into_iter().map(|s| s.text()).find(|t| done(t)) {
                 break t;
+            }
+            // The bot's own errors ("Sorry, /x failed: ...") are never what a test waits for.
+            if let Some(failed) = self.all_replies(&token).iter().map(Sent::text).find(|t| t.starts_with("Sorry,")) {
+                panic!("{what}: the bot answered with an error: {failed}");
             }
             let so_far: Vec<String> = self.all_replies(&token).iter().map(Sent::text).collect();
             assert!(started.elapsed() < PATIENCE, "timed out waiting for {what}; replies so far: {so_far:?}");
@@ -389,6 +396,15 @@ async fn live_messages_reach_the_archive_and_then_search() {
     wait_for("a later message", || message_row(&db, later)).await;
     assert!(message_row(&db, id + 7).is_none(), "DMs are not stored");
 
+    // A new thread is picked up with its first messages, and followed live.
+    let thread = h.fake.start_thread(general, h.cast.plain, "quokka questions");
+    let first = h.fake.post_message(thread, h.cast.plain, "does the quokka runbook cover rollbacks?");
+    wait_for("the new thread's first message in SQLite", || message_row(&db, first)).await;
+    wait_for("the new thread's checkpoint", || (checkpoint(&db, thread) == first).then_some(())).await;
+    let second = h.fake.post_message(thread, h.cast.staff, "it does, section four");
+    wait_for("a live reply in the new thread", || message_row(&db, second)).await;
+    wait_for("... and its checkpoint", || (checkpoint(&db, thread) == second).then_some(())).await;
+
     // After stage two catches up (/index), search finds the edited text.
     let admin_index = || Invocation::in_channel(h.cast.admin, general, "index", &[]);
     h.command(admin_index(), |t| t.starts_with("Index finished")).await;
@@ -454,4 +470,37 @@ async fn a_bad_token_is_one_clear_error() {
     assert!(text.contains("cannot start the bot") && text.to_lowercase().contains("token"), "{text}");
     assert!(!text.contains("not-the-token"), "the token is never printed: {text}");
     assert!(h.fake.gateway_received().is_empty(), "no gateway connection with a refused token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_bot_command_answers_never_prints_the_token_and_stops_on_sigterm() {
+    let h = Harness::new().await;
+    h.preload().await;
+    let (out_path, err_path) = (h.data.with_file_name("stdout.txt"), h.data.with_file_name("stderr.txt"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_discord-indexer"))
+        .env_remove("QDRANT_URL")
+        .env("DISCORD_TOKEN", h.fake.token())
+        .env("DISCORD_API_BASE", h.fake.base_url())
+        .env("DISCORD_INDEXER_MODELS_DIR", &h.models)
+        .env("RUST_LOG", "trace")
+        .args(["--data-dir", h.data.to_str().unwrap(), "-vv", "bot", "--ask-cooldown", "0"])
+        // Files, not pipes: nothing reads a pipe while the bot runs, and trace logging fills one.
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for("the bot process registers its commands", || h.fake.registered_command_id("ask")).await;
+    let (text, _) = h.command(h.ask(h.cast.staff, "zanzibar vault combination"), is_answer).await;
+    assert!(text.contains("blue binder"), "{text}");
+
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    let (stdout, stderr) = (std::fs::read_to_string(&out_path).unwrap(), std::fs::read_to_string(&err_path).unwrap());
+    let tail: String = stderr.chars().rev().take(3000).collect::<Vec<_>>().into_iter().rev().collect();
+    assert_eq!(status.code(), Some(0), "SIGTERM is a clean stop:\n{tail}");
+    assert!(stderr.contains("slash commands registered"), "the log is there at -vv");
+    let token = h.fake.token();
+    assert!(!stdout.contains(&token) && !stderr.contains(&token), "the token never appears, even at trace level");
+    assert!(!stderr.contains("ERROR"), "no errors:\n{tail}");
 }

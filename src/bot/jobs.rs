@@ -179,8 +179,7 @@ pub async fn index(
     activate: bool,
     status: &(dyn Fn(String) + Send + Sync),
 ) -> anyhow::Result<IndexSummary> {
-    let info = ModelInfo::find(&bot.settings.models_dir, model)?;
-    let embedder = Arc::new(tokio::task::spawn_blocking(move || Embedder::load(info, device())).await??);
+    let embedder = embedder(bot, model).await?;
     let mut options = IndexOptions::new(guild);
     options.activate = activate || bot.store.active_model(guild)?.is_none();
     options.settings = bot.settings.chunking.clone();
@@ -203,6 +202,17 @@ pub async fn index(
     let summary = crate::index::index(&bot.store, &bot.backend, embedder, &options, &on_event, &bot.shutdown).await?;
     bot.searcher.reopen();
     Ok(summary)
+}
+
+/// The model, loaded once per bot (stage two runs every few minutes).
+async fn embedder(bot: &Bot, model: &str) -> anyhow::Result<Arc<Embedder>> {
+    if let Some(e) = bot.embedders.lock().unwrap().get(model) {
+        return Ok(e.clone());
+    }
+    let info = ModelInfo::find(&bot.settings.models_dir, model)?;
+    let embedder = Arc::new(tokio::task::spawn_blocking(move || Embedder::load(info, device())).await??);
+    bot.embedders.lock().unwrap().insert(model.to_owned(), embedder.clone());
+    Ok(embedder)
 }
 
 /// "3m 05s", "42s".

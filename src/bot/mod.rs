@@ -16,6 +16,7 @@ pub mod capture;
 pub mod commands;
 pub mod jobs;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -77,6 +78,8 @@ pub struct Bot {
     pub shutdown: CancellationToken,
     /// The bot's own user id, once the gateway said it.
     pub me: Mutex<Option<u64>>,
+    /// Models loaded for stage two, by name.
+    pub embedders: Mutex<HashMap<String, Arc<crate::embed::Embedder>>>,
 }
 
 pub type Error = anyhow::Error;
@@ -127,6 +130,7 @@ pub async fn run(settings: Settings, options: BotOptions, shutdown: Cancellation
         live: Live::default(),
         shutdown: shutdown.clone(),
         me: Mutex::new(Some(me.id)),
+        embedders: Mutex::default(),
     });
 
     let data = bot.clone();

@@ -6,9 +6,10 @@
 
 use serde_json::{json, Value};
 
-use super::http::{effective_overwrites, guild_permissions, message_json, user_json};
-use super::world::{FakeMessage, World};
+use super::http::{channel_json, effective_overwrites, guild_permissions, message_json, user_json};
+use super::world::{FakeChannel, FakeMessage, World};
 use super::FakeDiscord;
+use crate::discord::model::channel_type;
 use crate::snowflake;
 
 /// Who invokes a slash command, and where.
@@ -76,6 +77,22 @@ impl World {
         };
         self.channel_mut(channel).expect("checked").messages.push(m);
         (id, self.event_json(channel, id))
+    }
+
+    /// Starts a public thread under `parent` (created by `owner`, now).
+    /// Returns its id and the THREAD_CREATE payload.
+    pub fn start_thread(&mut self, parent: u64, owner: u64, name: &str) -> (u64, Value) {
+        let guild = self.channel(parent).map(|(g, _)| g.id).unwrap_or_else(|| panic!("no channel {parent}"));
+        let id = self.next_id(now_ms());
+        let mut thread = FakeChannel::new(id, channel_type::PUBLIC_THREAD, Some(parent), name, 0);
+        thread.owner_id = Some(owner);
+        thread.members = vec![owner];
+        let g = self.guild_mut(guild).expect("checked");
+        g.channels.push(thread);
+        let g = self.guild(guild).expect("checked");
+        let mut v = channel_json(g, g.channel(id).expect("just added"));
+        v["newly_created"] = json!(true);
+        (id, v)
     }
 
     /// Changes a message's text (and its edit time). Returns the MESSAGE_UPDATE payload.
@@ -198,6 +215,13 @@ impl FakeDiscord {
         self.world().post(channel, author, text).0
     }
 
+    /// `owner` starts a thread under `parent`: THREAD_CREATE. Returns its id.
+    pub fn start_thread(&self, parent: u64, owner: u64, name: &str) -> u64 {
+        let (id, event) = self.world().start_thread(parent, owner, name);
+        self.dispatch("THREAD_CREATE", event);
+        id
+    }
+
     pub fn edit_message(&self, channel: u64, id: u64, text: &str) {
         let event = self.world().edit(channel, id, text);
         self.dispatch("MESSAGE_UPDATE", event);
@@ -213,6 +237,8 @@ impl FakeDiscord {
     pub fn invoke(&self, inv: &Invocation) -> String {
         let command_id = self.registered_command_id(&inv.command).unwrap_or(1);
         let (event, token) = self.world().interaction(inv, command_id);
+        let channel = event["channel_id"].as_str().and_then(|c| c.parse().ok()).unwrap_or(1);
+        self.state.outbox.lock().unwrap().interaction_channels.insert(token.clone(), channel);
         self.dispatch("INTERACTION_CREATE", event);
         token
     }
@@ -279,6 +305,8 @@ mod tests {
         let u = serde_json::from_value::<s::MessageUpdateEvent>(updated).expect("MESSAGE_UPDATE");
         assert_eq!(u.content.as_deref(), Some("hello again"));
         assert!(u.edited_timestamp.is_some());
+        let (_, thread) = w.start_thread(general, cast.plain, "a new thread");
+        serde_json::from_value::<s::GuildChannel>(thread).expect("THREAD_CREATE");
         let deleted = w.delete(general, id);
         serde_json::from_value::<s::MessageDeleteEvent>(deleted).expect("MESSAGE_DELETE");
 

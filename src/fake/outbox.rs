@@ -67,6 +67,8 @@ pub(super) struct Outbox {
     messages: Vec<(u64, u64, Value)>,
     /// Interaction token → the original response's message id.
     originals: Vec<(String, u64)>,
+    /// Interaction token → the channel it was used in (its messages' channel).
+    pub interaction_channels: std::collections::HashMap<String, u64>,
     /// Registered commands: (guild or 0, commands).
     pub commands: Vec<(u64, Value)>,
     next_id: u64,
@@ -78,6 +80,11 @@ impl Outbox {
         let ms = (chrono::Utc::now().timestamp_millis() as u64).saturating_sub(snowflake::DISCORD_EPOCH_MS);
         // High sequence bits, so these ids never collide with the world's.
         (ms << 22) | (1 << 21) | (self.next_id & 0x1F_FFFF)
+    }
+
+    /// The channel an interaction's messages are in (ids are never zero).
+    fn channel_of(&self, token: &str) -> u64 {
+        self.interaction_channels.get(token).copied().unwrap_or(1)
     }
 
     fn message(&self, world: &World, id: u64, channel: u64, body: &Value) -> Value {
@@ -98,7 +105,8 @@ impl Outbox {
                     let id = self.new_id();
                     self.originals.push((token.clone(), id));
                     let data = if kind == 4 { body["data"].clone() } else { json!({"content": ""}) };
-                    self.messages.push((id, 0, data));
+                    let channel = self.channel_of(&token);
+                    self.messages.push((id, channel, data));
                     self.record(method, seg, Some(token), None, Some(id), body);
                 } else {
                     self.record(method, seg, Some(token), None, None, body);
@@ -110,8 +118,9 @@ impl Outbox {
                 match (method, rest) {
                     ("POST", []) => {
                         let id = self.new_id();
-                        self.messages.push((id, 0, body.clone()));
-                        let reply = self.message(world, id, 0, &body);
+                        let channel = self.channel_of(&token);
+                        self.messages.push((id, channel, body.clone()));
+                        let reply = self.message(world, id, channel, &body);
                         self.record(method, seg, Some(token), None, Some(id), body);
                         Some(json_response(200, &reply))
                     }
