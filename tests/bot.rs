@@ -319,6 +319,15 @@ async fn load_and_reindex_need_manage_server_and_report_to_the_end() {
     assert!(edits >= 1, "the progress message is edited in place");
     assert_eq!(stored(&h.db()), ground_truth(&h.fake.world()), "the load stored every readable message");
 
+    // Model choices come from the installed models, as the user types.
+    let token = h.fake.invoke(&Invocation::autocomplete(h.cast.admin, general, "reindex", "model", "tin"));
+    let choices = wait_for("autocomplete choices", || {
+        h.fake.replies(&token).into_iter().find(|s| s.body["type"] == 8).map(|s| s.body["data"]["choices"].clone())
+    })
+    .await;
+    let names: Vec<&str> = choices.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["tiny", "tiny-b"]);
+
     // /index builds the first index (active); /reindex builds another model's and switches.
     let (text, _) = h
         .command(Invocation::in_channel(h.cast.admin, general, "index", &[]), |t| t.starts_with("Index finished"))
@@ -483,7 +492,7 @@ async fn the_bot_command_answers_never_prints_the_token_and_stops_on_sigterm() {
         .env("DISCORD_API_BASE", h.fake.base_url())
         .env("DISCORD_INDEXER_MODELS_DIR", &h.models)
         .env("RUST_LOG", "trace")
-        .args(["--data-dir", h.data.to_str().unwrap(), "-vv", "bot", "--ask-cooldown", "0"])
+        .args(["--data-dir", h.data.to_str().unwrap(), "-vv", "bot", "--ask-cooldown", "600"])
         // Files, not pipes: nothing reads a pipe while the bot runs, and trace logging fills one.
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())
@@ -492,6 +501,11 @@ async fn the_bot_command_answers_never_prints_the_token_and_stops_on_sigterm() {
     wait_for("the bot process registers its commands", || h.fake.registered_command_id("ask")).await;
     let (text, _) = h.command(h.ask(h.cast.staff, "zanzibar vault combination"), is_answer).await;
     assert!(text.contains("blue binder"), "{text}");
+    // The cooldown is per user.
+    let (text, sent) = h.command(h.ask(h.cast.staff, "again"), |t| t.contains("wait")).await;
+    assert!(text.starts_with("Please wait") && ephemeral(&sent), "{text}");
+    let (text, _) = h.command(h.ask(h.cast.plain, "zanzibar vault combination"), is_answer).await;
+    assert!(!text.contains("blue binder"), "{text}");
 
     let pid = child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());

@@ -22,15 +22,28 @@ pub struct Invocation {
     /// `(name, value)` pairs: strings, integers, booleans, and channels
     /// written `{"channel": id}`.
     pub options: Vec<(String, Value)>,
+    /// An autocomplete request for this option (its value is what was typed so far).
+    pub focused: Option<String>,
 }
 
 impl Invocation {
     pub fn dm(user: u64, command: &str, options: &[(&str, Value)]) -> Self {
-        Invocation { user, channel: None, command: command.into(), options: own(options) }
+        Invocation { user, channel: None, command: command.into(), options: own(options), focused: None }
     }
 
     pub fn in_channel(user: u64, channel: u64, command: &str, options: &[(&str, Value)]) -> Self {
-        Invocation { user, channel: Some(channel), command: command.into(), options: own(options) }
+        Invocation { user, channel: Some(channel), command: command.into(), options: own(options), focused: None }
+    }
+
+    /// The user is typing `partial` into `option` of a command in a guild channel.
+    pub fn autocomplete(user: u64, channel: u64, command: &str, option: &str, partial: &str) -> Self {
+        Invocation {
+            user,
+            channel: Some(channel),
+            command: command.into(),
+            options: own(&[(option, Value::String(partial.into()))]),
+            focused: Some(option.into()),
+        }
     }
 }
 
@@ -149,13 +162,17 @@ impl World {
                     Value::Number(_) => 10,
                     _ => 3,
                 };
-                json!({"name": name, "type": kind, "value": value})
+                let mut o = json!({"name": name, "type": kind, "value": value});
+                if inv.focused.as_deref() == Some(name.as_str()) {
+                    o["focused"] = json!(true);
+                }
+                o
             })
             .collect();
         let mut v = json!({
             "id": id.to_string(),
             "application_id": self.application_id.to_string(),
-            "type": 2,
+            "type": if inv.focused.is_some() { 4 } else { 2 },
             "data": {"id": command_id.to_string(), "name": inv.command, "type": 1, "options": options,
                      "resolved": {"channels": resolved_channels}},
             "token": token,
