@@ -270,6 +270,11 @@ async fn ask_in_a_dm_answers_each_user_with_only_what_they_may_read() {
     let inv = Invocation::dm(h.cast.plain, "ask", &[("question", json!("anything")), ("server", json!("nope"))]);
     let (text, _) = h.command(inv, |t| t.contains("No indexed server")).await;
     assert!(text.contains("nope"));
+    // ... the same as for a server the user is not in (nobody can probe which servers are indexed).
+    let name = h.fake.world().guilds[0].name.clone();
+    let inv = Invocation::dm(h.cast.outsider, "ask", &[("question", json!("zanzibar")), ("server", json!(name))]);
+    let (text, _) = h.command(inv, |t| t.contains("No indexed server")).await;
+    assert_eq!(text, format!("No indexed server you are in is called {name}."));
     h.stop_bot().await;
 }
 
@@ -406,10 +411,14 @@ async fn live_messages_reach_the_archive_and_then_search() {
     assert!(message_row(&db, id + 7).is_none(), "DMs are not stored");
 
     // A new thread is picked up with its first messages, and followed live.
+    let before = h.fake.request_count();
     let thread = h.fake.start_thread(general, h.cast.plain, "quokka questions");
     let first = h.fake.post_message(thread, h.cast.plain, "does the quokka runbook cover rollbacks?");
     wait_for("the new thread's first message in SQLite", || message_row(&db, first)).await;
     wait_for("the new thread's checkpoint", || (checkpoint(&db, thread) == first).then_some(())).await;
+    let archive_walks =
+        h.fake.requests().iter().filter(|r| r.seq > before && r.path.contains("/threads/archived")).count();
+    assert_eq!(archive_walks, 0, "a new thread is loaded without listing every archived thread");
     let second = h.fake.post_message(thread, h.cast.staff, "it does, section four");
     wait_for("a live reply in the new thread", || message_row(&db, second)).await;
     wait_for("... and its checkpoint", || (checkpoint(&db, thread) == second).then_some(())).await;
@@ -484,15 +493,27 @@ async fn a_bad_token_is_one_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_bot_command_answers_never_prints_the_token_and_stops_on_sigterm() {
     let h = Harness::new().await;
-    h.preload().await;
+    // Loaded and indexed by the CLI, as an operator would before starting the bot
+    // (in other processes: an embedded collection is opened by one process at a time).
+    let cli = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_discord-indexer"));
+        c.env_remove("QDRANT_URL")
+            .env("DISCORD_TOKEN", h.fake.token())
+            .env("DISCORD_API_BASE", h.fake.base_url())
+            .env("DISCORD_INDEXER_MODELS_DIR", &h.models)
+            .args(["--data-dir", h.data.to_str().unwrap()])
+            .args(args);
+        c
+    };
+    let guild = h.guild.to_string();
+    for args in [vec!["load", "--guild", &guild], vec!["index", "--guild", &guild, "--model", "tiny", "--activate"]] {
+        let mut c = cli(&args);
+        let status = tokio::task::spawn_blocking(move || c.output().unwrap().status).await.unwrap();
+        assert!(status.success(), "{args:?}");
+    }
     let (out_path, err_path) = (h.data.with_file_name("stdout.txt"), h.data.with_file_name("stderr.txt"));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_discord-indexer"))
-        .env_remove("QDRANT_URL")
-        .env("DISCORD_TOKEN", h.fake.token())
-        .env("DISCORD_API_BASE", h.fake.base_url())
-        .env("DISCORD_INDEXER_MODELS_DIR", &h.models)
+    let mut child = cli(&["-vv", "bot", "--ask-cooldown", "600"])
         .env("RUST_LOG", "trace")
-        .args(["--data-dir", h.data.to_str().unwrap(), "-vv", "bot", "--ask-cooldown", "600"])
         // Files, not pipes: nothing reads a pipe while the bot runs, and trace logging fills one.
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())

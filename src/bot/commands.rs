@@ -87,71 +87,86 @@ pub async fn load(
         None => "this server".to_owned(),
     };
     ctx.say(format!("Loading {what}: listing channels…")).await?;
-    let mut progress =
-        Progress::new(ctx.serenity_context().http.clone(), interaction(&ctx)?, bot.options.interaction_ttl);
-    tokio::spawn(async move {
-        let started = Instant::now();
-        let session = bot.live.session();
-        let channels: Vec<u64> = channel.map(|c| c.get()).into_iter().collect();
-        let status = slot.info.status.clone();
+    let progress = Progress::new(ctx.serenity_context().http.clone(), interaction(&ctx)?, bot.options.interaction_ttl);
+    let session = bot.live.session();
+    let channels: Vec<u64> = channel.map(|c| c.get()).into_iter().collect();
+    let status = slot.info.status.clone();
+    let b = bot.clone();
+    let run = async move {
         let set_status = move |line| *status.lock().unwrap() = line;
-        let run = jobs::load(&bot, guild, channels, session, &set_status);
-        let line = |s: &str| format!("Loading {what} ({}): {s}", human_duration(started.elapsed()));
-        let result = tick_while(run, bot.options.progress_every, &mut progress, &slot, &line).await;
-        let text = match result {
-            Ok(s) => {
-                let skipped = s.channels.iter().filter(|c| !c.outcome.is_ok() || c.reason.is_some()).count();
-                let failed = s.channels.iter().filter(|c| !c.outcome.is_ok()).count();
-                let mut t = format!(
-                    "Load finished in {}: {} channels, {} new messages, {} updated{}.",
-                    human_duration(started.elapsed()),
-                    s.channels.len(),
-                    s.new,
-                    s.updated,
-                    if skipped > 0 { format!(", {skipped} skipped (no access or gone)") } else { String::new() }
-                );
-                if failed > 0 || s.interrupted {
-                    t.push_str(&format!(" {failed} channels did not finish: run /load again to continue."));
-                }
-                if let Ok(Some(model)) = bot.store.active_model(guild) {
-                    t.push_str(&format!(" The index ({model}) catches up within minutes, or now with /index."));
-                } else {
-                    t.push_str(" Next: /index to make it searchable.");
-                }
-                t
+        jobs::load(&b, guild, channels, session, &set_status).await
+    };
+    let title = format!("Loading {what}");
+    spawn_job(bot.clone(), slot, progress, title, run, move |result, took| match result {
+        Ok(s) => {
+            let skipped = s.channels.iter().filter(|c| !c.outcome.is_ok() || c.reason.is_some()).count();
+            let failed = s.channels.iter().filter(|c| !c.outcome.is_ok()).count();
+            let mut t = format!(
+                "Load finished in {}: {} channels, {} new messages, {} updated{}.",
+                human_duration(took),
+                s.channels.len(),
+                s.new,
+                s.updated,
+                if skipped > 0 { format!(", {skipped} skipped (no access or gone)") } else { String::new() }
+            );
+            if failed > 0 || s.interrupted {
+                t.push_str(&format!(" {failed} channels did not finish: run /load again to continue."));
             }
-            Err(e) => {
-                tracing::error!(guild, error = %format!("{e:#}"), "load failed");
-                format!("Load failed: {e:#}. Nothing stored is lost; run /load again to continue.")
+            if let Ok(Some(model)) = bot.store.active_model(guild) {
+                t.push_str(&format!(" The index ({model}) catches up within minutes, or now with /index."));
+            } else {
+                t.push_str(" Next: /index to make it searchable.");
             }
-        };
-        drop(slot);
-        progress.show(&text).await;
+            t
+        }
+        Err(e) => {
+            tracing::error!(guild, error = %format!("{e:#}"), "load failed");
+            format!("Load failed: {e:#}. Nothing stored is lost; run /load again to continue.")
+        }
     });
     Ok(())
 }
 
-/// Calls `run` to completion, showing `line(status)` every `every`.
-async fn tick_while<T>(
-    run: impl std::future::Future<Output = anyhow::Result<T>>,
-    every: std::time::Duration,
-    progress: &mut Progress,
-    slot: &jobs::JobSlot,
-    line: &(dyn Fn(&str) -> String + Send + Sync),
-) -> anyhow::Result<T> {
-    tokio::pin!(run);
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            result = &mut run => return result,
-            _ = tick.tick() => {
-                let status = slot.info.status.lock().unwrap().clone();
-                if !status.is_empty() {
-                    progress.show(&line(&status)).await;
+/// Runs a job in the background, holding the guild's slot: `run` to
+/// completion while a separate task shows `title (elapsed): status` every
+/// few seconds (so a slow edit never holds the job up), then the summary.
+fn spawn_job<T: Send + 'static>(
+    bot: Arc<Bot>,
+    slot: jobs::JobSlot,
+    progress: Progress,
+    title: String,
+    run: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+    summary: impl FnOnce(anyhow::Result<T>, std::time::Duration) -> String + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let progress = Arc::new(tokio::sync::Mutex::new(progress));
+        let done = tokio_util::sync::CancellationToken::new();
+        let ticker = {
+            let (progress, done, status) = (progress.clone(), done.clone(), slot.info.status.clone());
+            let every = bot.options.progress_every;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    tokio::select! {
+                        _ = done.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    let line = status.lock().unwrap().clone();
+                    if !line.is_empty() {
+                        let text = format!("{title} ({}): {line}", human_duration(started.elapsed()));
+                        progress.lock().await.show(&text).await;
+                    }
                 }
-            }
-        }
-    }
+            })
+        };
+        let result = run.await;
+        done.cancel();
+        let _ = ticker.await;
+        let text = summary(result, started.elapsed());
+        drop(slot);
+        progress.lock().await.show(&text).await;
+    });
 }
 
 async fn autocomplete_model<'a>(ctx: Context<'_>, partial: &'a str) -> impl Stream<Item = String> + 'a {
@@ -217,39 +232,34 @@ async fn run_index(ctx: Context<'_>, guild: u64, model: String, kind: JobKind) -
         _ => format!("Indexing with {model}…"),
     })
     .await?;
-    let mut progress =
-        Progress::new(ctx.serenity_context().http.clone(), interaction(&ctx)?, bot.options.interaction_ttl);
-    tokio::spawn(async move {
-        let started = Instant::now();
-        let status = slot.info.status.clone();
+    let progress = Progress::new(ctx.serenity_context().http.clone(), interaction(&ctx)?, bot.options.interaction_ttl);
+    let status = slot.info.status.clone();
+    let (b, m) = (bot.clone(), model.clone());
+    let run = async move {
         let set_status = move |line| *status.lock().unwrap() = line;
-        let run = jobs::index(&bot, guild, &model, activate, &set_status);
-        let line = |s: &str| format!("Indexing with {model} ({}): {s}", human_duration(started.elapsed()));
-        let text = match tick_while(run, bot.options.progress_every, &mut progress, &slot, &line).await {
-            Ok(s) => format!(
-                "Index finished in {}: {} chunks embedded, {} unchanged, {} removed; {} chunks searchable with {}{}.",
-                human_duration(started.elapsed()),
-                s.embedded,
-                s.unchanged,
-                s.deleted,
-                s.chunks,
-                s.model,
-                match (s.active, &previous) {
-                    (true, Some(p)) if *p != s.model => format!(" (switched from {p})"),
-                    (true, _) => " (active)".to_owned(),
-                    (false, Some(p)) => format!(" (not active: search uses {p}; /reindex switches)"),
-                    (false, None) => String::new(),
-                }
-            ),
-            Err(e) => {
-                tracing::error!(guild, error = %format!("{e:#}"), "index failed");
-                format!(
-                    "Indexing failed: {e:#}. Search still uses the previous index; run the command again to continue."
-                )
+        jobs::index(&b, guild, &m, activate, &set_status).await
+    };
+    let title = format!("Indexing with {model}");
+    spawn_job(bot, slot, progress, title, run, move |result, took| match result {
+        Ok(s) => format!(
+            "Index finished in {}: {} chunks embedded, {} unchanged, {} removed; {} chunks searchable with {}{}.",
+            human_duration(took),
+            s.embedded,
+            s.unchanged,
+            s.deleted,
+            s.chunks,
+            s.model,
+            match (s.active, &previous) {
+                (true, Some(p)) if *p != s.model => format!(" (switched from {p})"),
+                (true, _) => " (active)".to_owned(),
+                (false, Some(p)) => format!(" (not active: search uses {p}; /reindex switches)"),
+                (false, None) => String::new(),
             }
-        };
-        drop(slot);
-        progress.show(&text).await;
+        ),
+        Err(e) => {
+            tracing::error!(guild, error = %format!("{e:#}"), "index failed");
+            format!("Indexing failed: {e:#}. Search still uses the previous index; run the command again to continue.")
+        }
     });
     Ok(())
 }
@@ -334,7 +344,7 @@ pub async fn ask(
                 .map(|(g, _)| *g)
                 .collect();
             if found.is_empty() {
-                ctx.say(format!("No indexed server is called {s}.")).await?;
+                ctx.say(no_such_server(s)).await?;
                 return Ok(());
             }
             found
@@ -365,28 +375,45 @@ pub async fn ask(
         }
         Err(e) => return Err(e.into()),
     };
-    // Guilds the person is not in say nothing about themselves.
-    let notes: Vec<&String> = answer.notes.iter().filter(|n| !n.contains("is not a member")).collect();
+    // Servers the person is not in say nothing about themselves, and notes
+    // (which name servers and causes) stay in the log.
+    let not_member = |g: u64| answer.notes.iter().any(|n| n.ends_with(&format!("is not a member of guild {g}")));
+    if let Some(s) = &server {
+        if answer.searched.iter().all(|g| not_member(*g)) {
+            ctx.say(no_such_server(s.trim())).await?;
+            return Ok(());
+        }
+    }
+    let left_out = answer.notes.iter().any(|n| !n.contains("is not a member"));
+    if left_out {
+        tracing::info!(user = %ctx.author().id, notes = ?answer.notes, "/ask left something out");
+    }
+    const LEFT_OUT: &str = "Some servers or private threads could not be checked just now, so they were left out.";
     if answer.results.is_empty() {
         let mut text = "Nothing you can read matches that.".to_owned();
-        for n in notes {
-            text.push_str(&format!("\n_{n}_"));
+        if left_out {
+            text.push_str(&format!("\n_{LEFT_OUT}_"));
         }
         ctx.say(text).await?;
         return Ok(());
     }
     let names: std::collections::HashMap<u64, String> = indexed.into_iter().collect();
-    let mut embed = CreateEmbed::new().title(truncate(&format!("Results for: {question}"), 250));
+    // Discord's limits: 256 per title and field name, 1024 per field value, 6000 per embed.
+    let mut embed = CreateEmbed::new().title(truncate(&format!("Results for: {question}"), 200));
     for r in &answer.results {
         let (name, value) = result_field(r, names.get(&r.guild_id).map(String::as_str), answer.searched.len() > 1);
         embed = embed.field(name, value, false);
     }
-    if !notes.is_empty() {
-        let notes: Vec<String> = notes.iter().map(|n| n.to_string()).collect();
-        embed = embed.footer(CreateEmbedFooter::new(truncate(&notes.join(" · "), 2000)));
+    if left_out {
+        embed = embed.footer(CreateEmbedFooter::new(LEFT_OUT));
     }
     ctx.send(CreateReply::default().embed(embed)).await?;
     Ok(())
+}
+
+/// The same answer for a server that is not indexed and one the person is not in.
+fn no_such_server(name: &str) -> String {
+    format!("No indexed server you are in is called {}.", truncate(name, 100))
 }
 
 /// One result as an embed field: where and who in the name; snippet and link in the value.
@@ -402,8 +429,8 @@ fn result_field(r: &SearchResult, guild_name: Option<&str>, show_guild: bool) ->
         }
     }
     let link = format!("\n[Jump to the conversation]({})", r.jump_url);
-    let value = format!("{}{link}", truncate(&r.text, 1000 - link.chars().count()));
-    (truncate(&name, 250), value)
+    let value = format!("{}{link}", truncate(&r.text, 900 - link.chars().count()));
+    (truncate(&name, 200), value)
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -420,8 +447,15 @@ pub async fn on_error(error: poise::FrameworkError<'_, Arc<Bot>, Error>) {
     use poise::FrameworkError as E;
     let (ctx, text) = match error {
         E::Command { error, ctx, .. } => {
-            tracing::error!(command = %ctx.command().name, error = %format!("{error:#}"), "command failed");
-            (ctx, format!("Sorry, /{} failed: {error}.", ctx.command().name))
+            let detail = super::jobs::redact(&format!("{error:#}"));
+            tracing::error!(command = %ctx.command().name, error = %detail, "command failed");
+            // Server managers get the cause; people asking in DMs get no internals.
+            let text = if ctx.guild_id().is_some() {
+                format!("Sorry, /{} failed: {}.", ctx.command().name, super::jobs::redact(&error.to_string()))
+            } else {
+                format!("Sorry, /{} failed. The cause is in the bot's log; please try again later.", ctx.command().name)
+            };
+            (ctx, text)
         }
         E::DmOnly { ctx, .. } => (
             ctx,
@@ -453,7 +487,7 @@ pub async fn on_error(error: poise::FrameworkError<'_, Arc<Bot>, Error>) {
         }
     };
     if let Err(e) = ctx.send(CreateReply::default().content(text).ephemeral(true)).await {
-        tracing::error!(error = %e, "could not tell the user about an error");
+        tracing::error!(error = %super::jobs::redact(&e.to_string()), "could not tell the user about an error");
     }
 }
 

@@ -16,7 +16,6 @@ use serenity::all::{
 };
 
 use super::Bot;
-use crate::embed::{device, Embedder, ModelInfo};
 use crate::index::{IndexEvent, IndexOptions, IndexSummary};
 use crate::load::{LoadEvent, LoadOptions, LoadSummary};
 
@@ -27,6 +26,7 @@ pub enum JobKind {
     Index,
     Reindex,
     CatchUp,
+    NewChannels,
 }
 
 impl JobKind {
@@ -36,6 +36,7 @@ impl JobKind {
             JobKind::Index => "an index update",
             JobKind::Reindex => "a re-index",
             JobKind::CatchUp => "a catch-up load",
+            JobKind::NewChannels => "a load of new channels",
         }
     }
 }
@@ -171,7 +172,7 @@ pub async fn load(
 
 /// Stage two for a guild with a model: incremental, as the CLI runs it;
 /// `activate` makes the model the guild's active one when the index is
-/// complete. Search sees the new state afterwards.
+/// complete.
 pub async fn index(
     bot: &Bot,
     guild: u64,
@@ -179,7 +180,8 @@ pub async fn index(
     activate: bool,
     status: &(dyn Fn(String) + Send + Sync),
 ) -> anyhow::Result<IndexSummary> {
-    let embedder = embedder(bot, model).await?;
+    // The searcher's copy: one model in memory for questions and indexing.
+    let embedder = bot.searcher.model(model).await?;
     let mut options = IndexOptions::new(guild);
     options.activate = activate || bot.store.active_model(guild)?.is_none();
     options.settings = bot.settings.chunking.clone();
@@ -199,20 +201,30 @@ pub async fn index(
             ));
         }
     };
-    let summary = crate::index::index(&bot.store, &bot.backend, embedder, &options, &on_event, &bot.shutdown).await?;
-    bot.searcher.reopen();
-    Ok(summary)
+    // The searcher's open collections are the same shards (one per directory
+    // per process), so it sees the new points without reopening.
+    Ok(crate::index::index(&bot.store, &bot.backend, embedder, &options, &on_event, &bot.shutdown).await?)
 }
 
-/// The model, loaded once per bot (stage two runs every few minutes).
-async fn embedder(bot: &Bot, model: &str) -> anyhow::Result<Arc<Embedder>> {
-    if let Some(e) = bot.embedders.lock().unwrap().get(model) {
-        return Ok(e.clone());
+/// Interaction tokens (in webhook URLs) out of a text meant for logs: any
+/// run of token characters longer than 64 becomes `<redacted>`.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        out.push_str(if run.len() > 64 { "<redacted>" } else { run });
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
     }
-    let info = ModelInfo::find(&bot.settings.models_dir, model)?;
-    let embedder = Arc::new(tokio::task::spawn_blocking(move || Embedder::load(info, device())).await??);
-    bot.embedders.lock().unwrap().insert(model.to_owned(), embedder.clone());
-    Ok(embedder)
+    flush(&mut run, &mut out);
+    out
 }
 
 /// "3m 05s", "42s".
@@ -241,6 +253,16 @@ mod tests {
         drop(slot);
         assert!(jobs.get(1).is_none());
         assert!(jobs.start(1, JobKind::Index).is_ok());
+    }
+
+    #[test]
+    fn interaction_tokens_are_redacted() {
+        let token = "aW50ZXJhY3Rpb246MTIzNDU2Nzg5MDEyMzQ1Njc4OjEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MA";
+        let e = format!(
+            "error sending request for url (https://discord.com/api/v10/webhooks/123/{token}/messages/@original)"
+        );
+        let r = redact(&e);
+        assert!(!r.contains(token) && r.contains("/webhooks/123/<redacted>/messages/@original"), "{r}");
     }
 
     #[test]

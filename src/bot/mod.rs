@@ -16,7 +16,6 @@ pub mod capture;
 pub mod commands;
 pub mod jobs;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -78,8 +77,6 @@ pub struct Bot {
     pub shutdown: CancellationToken,
     /// The bot's own user id, once the gateway said it.
     pub me: Mutex<Option<u64>>,
-    /// Models loaded for stage two, by name.
-    pub embedders: Mutex<HashMap<String, Arc<crate::embed::Embedder>>>,
 }
 
 pub type Error = anyhow::Error;
@@ -130,7 +127,6 @@ pub async fn run(settings: Settings, options: BotOptions, shutdown: Cancellation
         live: Live::default(),
         shutdown: shutdown.clone(),
         me: Mutex::new(Some(me.id)),
-        embedders: Mutex::default(),
     });
 
     let data = bot.clone();
@@ -146,12 +142,20 @@ pub async fn run(settings: Settings, options: BotOptions, shutdown: Cancellation
         .setup(move |ctx, _ready, framework| {
             Box::pin(async move {
                 let commands = &framework.options().commands;
-                match dev_guild {
-                    Some(g) => poise::builtins::register_in_guild(ctx, commands, GuildId::new(g)).await?,
-                    None => poise::builtins::register_globally(ctx, commands).await?,
+                let registered = match dev_guild {
+                    Some(g) => poise::builtins::register_in_guild(ctx, commands, GuildId::new(g)).await,
+                    None => poise::builtins::register_globally(ctx, commands).await,
+                };
+                // Not fatal: commands registered by an earlier run keep working,
+                // and live capture does not need them.
+                match registered {
+                    Ok(()) => tracing::info!(guild = ?dev_guild, "slash commands registered"),
+                    Err(e) => tracing::error!(
+                        error = %jobs::redact(&e.to_string()),
+                        "could not register the slash commands; those registered earlier still work"
+                    ),
                 }
-                tracing::info!(guild = ?dev_guild, "slash commands registered");
-                capture::start_background(ctx.http.clone(), data.clone());
+                capture::start_background(data.clone());
                 Ok(data)
             })
         })

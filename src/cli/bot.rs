@@ -35,7 +35,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<u8> {
         ask_cooldown: Duration::from_secs(args.ask_cooldown),
         ..BotOptions::default()
     };
-    let shutdown = shutdown_on_signal();
-    bot::run(settings.clone(), options, shutdown.clone()).await?;
-    Ok(if shutdown.is_cancelled() { exit::OK } else { exit::FATAL })
+    // Returns when Ctrl-C/SIGTERM stopped it; a refused token or intent is an error.
+    bot::run(settings.clone(), options, shutdown_on_signal()).await?;
+    Ok(exit::OK)
 }

@@ -32,12 +32,15 @@ pub struct Discovery {
 }
 
 /// Lists a guild's channels and threads. `bot` is the bot's user id, `roles`
-/// its roles in the guild.
+/// its roles in the guild. When every channel in `wanted` (non-empty) is
+/// among the channels and active threads, archived threads are not listed:
+/// a new thread or channel costs two requests, not a walk of every archive.
 pub async fn discover(
     client: &Client,
     perms: &GuildPermissions,
     bot: u64,
     roles: &[u64],
+    wanted: &[u64],
 ) -> Result<Discovery, ApiError> {
     let guild_id = perms.guild_id;
     let mut channels = client.guild_channels(guild_id).await?;
@@ -53,7 +56,14 @@ pub async fn discover(
             Vec::new()
         }
     };
-    for parent in channels.iter().filter(|c| channel_type::holds_threads(c.value.kind)) {
+    let listed = |id: u64| channels.iter().chain(threads.iter()).any(|c| c.value.id == id);
+    let list_archived = wanted.is_empty() || !wanted.iter().all(|&w| listed(w));
+    let parents: Vec<&Raw<Channel>> = if list_archived {
+        channels.iter().filter(|c| channel_type::holds_threads(c.value.kind)).collect()
+    } else {
+        Vec::new()
+    };
+    for parent in parents {
         let p = &parent.value;
         let label = format!("#{}", p.name.as_deref().unwrap_or("?"));
         let allowed = perms.in_channel(bot, roles, &p.permission_overwrites);

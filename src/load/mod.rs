@@ -183,7 +183,7 @@ pub async fn load(
     let mut targets = Vec::new();
     for &guild_id in &guild_ids {
         let mut report = GuildReport { guild_id, name: None, error: None, notes: Vec::new() };
-        match discover_guild(client, store, me.id, guild_id, &mut report).await {
+        match discover_guild(client, store, me.id, guild_id, &options.channels, &mut report).await {
             Ok(found) => {
                 let found: Vec<Target> = found
                     .into_iter()
@@ -260,6 +260,7 @@ async fn discover_guild(
     store: &Store,
     bot: u64,
     guild_id: u64,
+    wanted: &[u64],
     report: &mut GuildReport,
 ) -> Result<Vec<Target>, LoadError> {
     let guild = client.guild(guild_id).await?;
@@ -270,7 +271,7 @@ async fn discover_guild(
         owner_id: guild.value.owner_id,
         roles: guild.value.roles.iter().map(|r| (r.value.id, r.value.permissions)).collect(),
     };
-    let found = discover::discover(client, &perms, bot, &member.roles).await?;
+    let found = discover::discover(client, &perms, bot, &member.roles, wanted).await?;
     report.notes = found.notes;
     let store2 = store.clone();
     let channels = found.channels;

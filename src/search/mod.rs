@@ -238,17 +238,17 @@ impl Searcher {
     }
 
     async fn embedder(&self, guild: u64, model: &str) -> Result<Arc<Embedder>, SearchError> {
+        self.model(model).await.map_err(|source| SearchError::Model { guild, model: model.to_owned(), source })
+    }
+
+    /// A model by name, loaded once and kept (also for indexing in the same process).
+    pub async fn model(&self, model: &str) -> Result<Arc<Embedder>, ModelError> {
         if let Some(e) = self.embedders.lock().unwrap().get(model) {
             return Ok(e.clone());
         }
-        let wrap = |source| SearchError::Model { guild, model: model.to_owned(), source };
-        let info = ModelInfo::find(&self.models_dir, model).map_err(wrap)?;
-        let embedder = Arc::new(
-            tokio::task::spawn_blocking(move || Embedder::load(info, device()))
-                .await
-                .expect("load task")
-                .map_err(wrap)?,
-        );
+        let info = ModelInfo::find(&self.models_dir, model)?;
+        let embedder =
+            Arc::new(tokio::task::spawn_blocking(move || Embedder::load(info, device())).await.expect("load task")?);
         self.embedders.lock().unwrap().insert(model.to_owned(), embedder.clone());
         Ok(embedder)
     }

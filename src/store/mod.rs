@@ -287,7 +287,7 @@ impl Store {
         debug_assert!(page.windows(2).all(|w| w[0].value.id < w[1].value.id), "pages are written oldest first");
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let counts = write_messages(&tx, guild_id, page)?;
+        let counts = write_messages(&tx, guild_id, page, false)?;
         let last = page.last().map_or(0, |m| m.value.id);
         let state = if complete { ChannelState::Complete } else { ChannelState::Partial };
         tx.prepare_cached(
@@ -305,10 +305,17 @@ impl Store {
     /// Stores a message seen live on the gateway (new or edited), with the
     /// same rows a loaded page gives it. The checkpoint does not move here:
     /// see [`advance_checkpoint`](Self::advance_checkpoint).
-    pub fn write_live(&self, guild_id: u64, message: &Raw<Message>) -> Result<PageCounts, StoreError> {
+    /// `keep_reactions`: the event did not carry reactions (edits do not), so
+    /// the stored ones stay.
+    pub fn write_live(
+        &self,
+        guild_id: u64,
+        message: &Raw<Message>,
+        keep_reactions: bool,
+    ) -> Result<PageCounts, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let counts = write_messages(&tx, guild_id, std::slice::from_ref(message))?;
+        let counts = write_messages(&tx, guild_id, std::slice::from_ref(message), keep_reactions)?;
         tx.commit()?;
         Ok(counts)
     }
@@ -344,11 +351,16 @@ impl Store {
         Ok(())
     }
 
-    /// The guild a channel or thread of the archive belongs to.
-    pub fn channel_guild(&self, channel_id: u64) -> Result<Option<u64>, StoreError> {
+    /// The guild of a loaded channel or thread (one with a checkpoint that a
+    /// load wrote); `None` for channels never loaded, skipped or failed.
+    pub fn loaded_channel_guild(&self, channel_id: u64) -> Result<Option<u64>, StoreError> {
         let conn = self.conn()?;
         let guild = conn
-            .query_row("SELECT guild_id FROM channels WHERE id = ?1", [id(channel_id)], |r| r.get::<_, i64>(0))
+            .query_row(
+                "SELECT guild_id FROM checkpoints WHERE channel_id = ?1 AND state IN ('complete', 'partial')",
+                [id(channel_id)],
+                |r| r.get::<_, i64>(0),
+            )
             .optional()?;
         Ok(guild.map(|g| g as u64))
     }
@@ -427,6 +439,7 @@ fn write_messages(
     tx: &rusqlite::Transaction<'_>,
     guild_id: u64,
     page: &[Raw<Message>],
+    keep_reactions: bool,
 ) -> Result<PageCounts, StoreError> {
     let mut counts = PageCounts::default();
     let mut authors = HashSet::new();
@@ -491,7 +504,9 @@ fn write_messages(
             }
             counts.updated += 1;
             tx.prepare_cached("DELETE FROM attachments WHERE message_id = ?1")?.execute([id(m.id)])?;
-            tx.prepare_cached("DELETE FROM reactions WHERE message_id = ?1")?.execute([id(m.id)])?;
+            if !keep_reactions {
+                tx.prepare_cached("DELETE FROM reactions WHERE message_id = ?1")?.execute([id(m.id)])?;
+            }
         }
         for a in &m.attachments {
             tx.prepare_cached(

@@ -64,6 +64,30 @@ fn register(shard: Shard) -> Arc<Shard> {
     shard
 }
 
+/// Loads a shard, waiting while its WAL lock is held: a shard of this
+/// process that was just dropped releases it only when its final flush ends
+/// (on another thread), and another process may hold it for a moment.
+fn load_when_free(path: &Path) -> Result<EdgeShard, VectorError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match EdgeShard::load(path, None) {
+            Err(e) if format!("{e}").contains("WouldBlock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(err(
+                        path,
+                        format!("in use by another process (a `discord-indexer index`, or a running bot?): {e}"),
+                    ));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other.map_err(|e| err(path, e)),
+        }
+    }
+}
+
+/// How long an open waits for a shard's WAL lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Shard {
     /// Opens the shard at `path`, creating it for `dim`-dimensional vectors.
     pub fn open(path: PathBuf, model: &str, dim: usize) -> Result<Arc<Shard>, VectorError> {
@@ -81,7 +105,7 @@ impl Shard {
             return Ok(open);
         }
         let shard = if path.join(CONFIG_FILE).exists() {
-            EdgeShard::load(&path, None).map_err(|e| err(&path, e))?
+            load_when_free(&path)?
         } else {
             EdgeShard::new(&path, config(dim)).map_err(|e| err(&path, e))?
         };
@@ -113,7 +137,7 @@ impl Shard {
         if let Some(open) = already_open(&path) {
             return Ok(Some(open));
         }
-        let shard = EdgeShard::load(&path, None).map_err(|e| err(&path, e))?;
+        let shard = load_when_free(&path)?;
         let dim = shard.config().vectors.get(VECTOR).map_or(0, |v| v.size);
         Ok(Some(register(Shard { path, shard, dim, write: Mutex::new(()) })))
     }
