@@ -363,8 +363,10 @@ async fn load_and_reindex_need_manage_server_and_report_to_the_end() {
 async fn long_jobs_continue_in_a_channel_message() {
     let mut h = Harness::new().await;
     h.preload().await;
-    // As if every interaction token had expired at once.
-    h.start_bot(BotOptions { interaction_ttl: Duration::ZERO, ..options() }).await;
+    // As if every interaction token had expired at once; commands registered in the guild only.
+    h.start_bot(BotOptions { interaction_ttl: Duration::ZERO, dev_guild: Some(h.guild), ..options() }).await;
+    let registered: Vec<u64> = h.fake.registered_commands().iter().map(|(g, _)| *g).collect();
+    assert_eq!(registered, [h.guild], "--dev-guild registers in that guild, not globally");
     let general = h.channel("general");
     let token = h.fake.invoke(&Invocation::in_channel(h.cast.admin, general, "load", &[]));
     let done = wait_for("the summary in a channel message", || {
