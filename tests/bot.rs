@@ -539,5 +539,10 @@ async fn the_bot_command_answers_never_prints_the_token_and_stops_on_sigterm() {
     assert!(stderr.contains("slash commands registered"), "the log is there at -vv");
     let token = h.fake.token();
     assert!(!stdout.contains(&token) && !stderr.contains(&token), "the token never appears, even at trace level");
+    for sent in h.fake.sent() {
+        if let Some(t) = sent.token {
+            assert!(!stderr.contains(&t), "interaction tokens never appear in the log");
+        }
+    }
     assert!(!stderr.contains("ERROR"), "no errors:\n{tail}");
 }

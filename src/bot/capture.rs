@@ -10,8 +10,8 @@
 //!   event does not carry are kept. The `raw` column holds the event as
 //!   serenity re-serialises it (fields serenity does not model are missing
 //!   until a later edit is loaded).
-//! - THREAD_CREATE and CHANNEL_CREATE under a loaded channel or guild queue
-//!   the new channel for a load, which picks it up with its first messages.
+//! - THREAD_CREATE and CHANNEL_CREATE in a loaded guild queue the new
+//!   channel for a load, which picks it up with its first messages.
 //! - Every new gateway session (READY, not RESUMED) starts a catch-up load of
 //!   every loaded guild: events from before the session may be lost, so the
 //!   gap since each checkpoint is filled by stage one before live events are
@@ -39,6 +39,7 @@ use serenity::all::FullEvent;
 use super::jobs::{self, JobKind};
 use super::Bot;
 use crate::discord::model::{channel_type, Message, Raw};
+use crate::load::Outcome;
 
 /// How long after a live message was stored its channel's checkpoint may move to it.
 pub const SETTLE: Duration = Duration::from_secs(2);
@@ -61,6 +62,10 @@ struct LiveState {
     writing: HashMap<u64, usize>,
     /// New channels waiting for a load, per guild.
     new_channels: HashMap<u64, HashSet<u64>>,
+    /// When a live message of a channel was last lost (a failed write, an
+    /// unreadable event, a channel not loaded yet): a load that began before
+    /// that cannot vouch for the channel.
+    tainted: HashMap<u64, Instant>,
 }
 
 impl Live {
@@ -68,12 +73,30 @@ impl Live {
         self.state.lock().unwrap().session
     }
 
-    /// A load that began in `session` finished this channel.
-    pub fn caught_up(&self, session: u64, channel: u64) {
+    /// A load that began in `session` at `started` finished this channel,
+    /// completely (`complete`: every message up to now is stored) or not.
+    pub fn loaded(&self, session: u64, started: Instant, channel: u64, complete: bool) {
         let mut s = self.state.lock().unwrap();
-        if s.session == session {
+        let tainted = s.tainted.get(&channel).is_some_and(|t| *t >= started);
+        if complete && !tainted && s.session == session {
             s.caught_up.insert(channel);
+        } else {
+            s.caught_up.remove(&channel);
+            s.pending.retain(|p| p.0 != channel);
         }
+    }
+
+    pub fn is_caught_up(&self, channel: u64) -> bool {
+        self.state.lock().unwrap().caught_up.contains(&channel)
+    }
+
+    /// A live message of this channel was not stored: only a load that
+    /// begins after now may vouch for the channel again.
+    fn taint(&self, channel: u64) {
+        let mut s = self.state.lock().unwrap();
+        s.tainted.insert(channel, Instant::now());
+        s.caught_up.remove(&channel);
+        s.pending.retain(|p| p.0 != channel);
     }
 
     fn new_session(&self) -> u64 {
@@ -81,6 +104,9 @@ impl Live {
         s.session += 1;
         s.caught_up.clear();
         s.pending.clear();
+        s.tainted.clear();
+        // Loads queued in the old session are dropped; the catch-up covers them.
+        s.new_channels.clear();
         s.session
     }
 
@@ -88,23 +114,25 @@ impl Live {
         *self.state.lock().unwrap().writing.entry(channel).or_default() += 1;
     }
 
-    /// Ends a handler's write; `stored` is the message it stored, if any.
+    /// Ends a handler's write: `Ok(Some(id))` stored a message, `Ok(None)`
+    /// stored nothing that matters (an edit), `Err` lost one.
     fn end_write(&self, channel: u64, stored: Result<Option<u64>, ()>) {
-        let mut s = self.state.lock().unwrap();
-        if let Some(n) = s.writing.get_mut(&channel) {
-            *n -= 1;
-            if *n == 0 {
-                s.writing.remove(&channel);
+        {
+            let mut s = self.state.lock().unwrap();
+            if let Some(n) = s.writing.get_mut(&channel) {
+                *n -= 1;
+                if *n == 0 {
+                    s.writing.remove(&channel);
+                }
+            }
+            if let Ok(Some(id)) = stored {
+                if s.caught_up.contains(&channel) {
+                    s.pending.push((channel, id, Instant::now()));
+                }
             }
         }
-        match stored {
-            Ok(Some(id)) if s.caught_up.contains(&channel) => s.pending.push((channel, id, Instant::now())),
-            Ok(_) => {}
-            Err(()) => {
-                // Something may be missing now: only a load may move this checkpoint again.
-                s.caught_up.remove(&channel);
-                s.pending.retain(|p| p.0 != channel);
-            }
+        if stored.is_err() {
+            self.taint(channel);
         }
     }
 
@@ -151,7 +179,7 @@ pub async fn on_event(_ctx: &serenity::all::Context, event: &FullEvent, bot: &Ar
         FullEvent::Resume { .. } => tracing::info!("gateway session resumed"),
         FullEvent::Message { new_message } => {
             if let Some(guild) = new_message.guild_id {
-                store_live(bot, guild.get(), serde_json::to_value(new_message)?).await;
+                store_live(bot, guild.get(), serde_json::to_value(new_message)?, false).await;
             }
         }
         FullEvent::MessageUpdate { event, .. } => {
@@ -162,7 +190,7 @@ pub async fn on_event(_ctx: &serenity::all::Context, event: &FullEvent, bot: &Ar
                     .iter()
                     .all(|k| value.get(*k).is_some_and(|v| !v.is_null()));
                 if full {
-                    store_live(bot, guild.get(), value).await;
+                    store_live(bot, guild.get(), value, true).await;
                 }
             }
         }
@@ -173,15 +201,11 @@ pub async fn on_event(_ctx: &serenity::all::Context, event: &FullEvent, bot: &Ar
             let ids = multiple_deleted_messages_ids.iter().map(|m| m.get()).collect();
             delete_live(bot, guild.get(), channel_id.get(), ids).await;
         }
-        FullEvent::ThreadCreate { thread } => new_channel(
-            bot,
-            thread.guild_id.get(),
-            thread.id.get(),
-            u8::from(thread.kind),
-            thread.parent_id.map(|p| p.get()),
-        ),
+        FullEvent::ThreadCreate { thread } => {
+            new_channel(bot, thread.guild_id.get(), thread.id.get(), u8::from(thread.kind))
+        }
         FullEvent::ChannelCreate { channel } => {
-            new_channel(bot, channel.guild_id.get(), channel.id.get(), u8::from(channel.kind), None)
+            new_channel(bot, channel.guild_id.get(), channel.id.get(), u8::from(channel.kind))
         }
         _ => {}
     }
@@ -192,8 +216,8 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> anyhow::Result<T> + Sen
     tokio::task::spawn_blocking(f).await?
 }
 
-/// Stores a message event of a loaded channel.
-async fn store_live(bot: &Arc<Bot>, guild: u64, mut value: Value) {
+/// Stores a message event (`edit`: MESSAGE_UPDATE) of a loaded channel.
+async fn store_live(bot: &Arc<Bot>, guild: u64, mut value: Value, edit: bool) {
     // Serenity writes absent fields as null; the archive's model wants them absent.
     if let Some(map) = value.as_object_mut() {
         map.retain(|_, v| !v.is_null());
@@ -203,13 +227,14 @@ async fn store_live(bot: &Arc<Bot>, guild: u64, mut value: Value) {
         Err(e) => {
             tracing::warn!(error = %e, "a message event could not be read; the next load fetches it");
             if let Some(channel) = value["channel_id"].as_str().and_then(|c| c.parse().ok()) {
-                bot.live.begin_write(channel);
-                bot.live.end_write(channel, Err(()));
+                bot.live.taint(channel);
             }
             return;
         }
     };
-    if Some(raw.value.author.id) == *bot.me.lock().unwrap() {
+    // The bot edits its progress messages every few seconds: those edits are
+    // left to loads (its new messages are stored, as loads store them).
+    if edit && Some(raw.value.author.id) == *bot.me.lock().unwrap() {
         return;
     }
     let (channel, id) = (raw.value.channel_id, raw.value.id);
@@ -218,14 +243,15 @@ async fn store_live(bot: &Arc<Bot>, guild: u64, mut value: Value) {
     let store = bot.store.clone();
     let result = blocking(move || {
         if store.loaded_channel_guild(channel)? != Some(guild) {
-            return Ok(None);
+            // Not loaded (yet): a load that is running may have passed it already.
+            return Ok(Err(()));
         }
         store.write_live(guild, &raw, keep_reactions)?;
-        Ok(Some(id))
+        Ok(Ok(if edit { None } else { Some(id) }))
     })
     .await;
     match result {
-        Ok(stored) => bot.live.end_write(channel, Ok(stored)),
+        Ok(stored) => bot.live.end_write(channel, stored),
         Err(e) => {
             tracing::warn!(channel, error = %e, "a live message could not be stored; the next load fetches it");
             bot.live.end_write(channel, Err(()));
@@ -248,27 +274,55 @@ async fn delete_live(bot: &Arc<Bot>, guild: u64, channel: u64, ids: Vec<u64>) {
     }
 }
 
-/// A channel or thread appeared: queue it for a load if its guild (or, for a
-/// thread, its parent) is loaded; one load per guild takes what is queued.
-fn new_channel(bot: &Arc<Bot>, guild: u64, channel: u64, kind: u8, parent: Option<u64>) {
+/// A channel or thread appeared: queue it for a load if its guild is loaded;
+/// one load per guild takes what is queued.
+fn new_channel(bot: &Arc<Bot>, guild: u64, channel: u64, kind: u8) {
     if !channel_type::holds_messages(kind) {
         return;
     }
-    let loaded = match parent {
-        Some(p) => bot.store.loaded_channel_guild(p).is_ok_and(|g| g == Some(guild)),
-        None => bot.store.loaded_guilds().is_ok_and(|g| g.contains(&guild)),
-    };
+    // Threads and forum posts follow their guild (a forum holds no messages, so it has no checkpoint).
+    let loaded = bot.store.loaded_guilds().is_ok_and(|g| g.contains(&guild));
     if !loaded || !bot.live.queue_new_channel(guild, channel) {
         return;
     }
     let bot = bot.clone();
     tokio::spawn(async move {
         let session = bot.live.session();
-        let Some(slot) = wait_for_slot(&bot, guild, JobKind::NewChannels, session).await else { return };
-        let channels = bot.live.take_new_channels(guild);
-        match jobs::load(&bot, guild, channels.clone(), session, &|line| slot.set_status(line)).await {
-            Ok(s) => tracing::info!(guild, ?channels, new = s.new, "new channels loaded"),
-            Err(e) => tracing::warn!(guild, ?channels, error = %format!("{e:#}"), "could not load new channels"),
+        let Some(slot) = wait_for_slot(&bot, guild, JobKind::NewChannels, session).await else {
+            bot.live.take_new_channels(guild);
+            return;
+        };
+        let mut channels = bot.live.take_new_channels(guild);
+        // A reply that arrives while a new thread is being loaded may be missed
+        // by the load (it taints the thread); a second load, from the
+        // checkpoint, vouches for it.
+        for _attempt in 0..3 {
+            if channels.is_empty() {
+                break;
+            }
+            match jobs::load(&bot, guild, channels.clone(), session, &|line| slot.set_status(line)).await {
+                Ok(s) => {
+                    tracing::info!(guild, ?channels, new = s.new, "new channels loaded");
+                    channels = s
+                        .channels
+                        .iter()
+                        .filter(|c| matches!(c.outcome, Outcome::Complete | Outcome::UpToDate))
+                        .map(|c| c.channel_id)
+                        .filter(|c| !bot.live.is_caught_up(*c))
+                        .collect();
+                }
+                // Deleted before its turn: load the others.
+                Err(e) => match e.downcast_ref::<crate::load::LoadError>() {
+                    Some(crate::load::LoadError::UnknownChannel(gone)) => {
+                        let gone = *gone;
+                        channels.retain(|c| *c != gone);
+                    }
+                    _ => {
+                        tracing::warn!(guild, ?channels, error = %format!("{e:#}"), "could not load new channels");
+                        channels.clear();
+                    }
+                },
+            }
         }
     });
 }
@@ -372,8 +426,9 @@ mod tests {
     fn checkpoints_move_only_for_caught_up_channels_and_settled_messages() {
         let live = Live::default();
         let s = live.new_session();
-        live.caught_up(s, 10);
-        live.caught_up(s - 1, 20); // a load from an older session does not count
+        let started = Instant::now();
+        live.loaded(s, started, 10, true);
+        live.loaded(s - 1, started, 20, true); // a load from an older session does not count
         for (channel, id) in [(10, 5), (10, 7), (20, 9)] {
             live.begin_write(channel);
             live.end_write(channel, Ok(Some(id)));
@@ -401,10 +456,18 @@ mod tests {
         live.end_write(10, Ok(Some(12)));
         assert!(live.settled(Instant::now() + SETTLE * 2).is_empty());
 
-        live.caught_up(s, 10);
+        // A load that began before the loss cannot vouch; one that began after can.
+        live.loaded(s, started, 10, true);
+        assert!(!live.state.lock().unwrap().caught_up.contains(&10));
+        live.loaded(s, Instant::now(), 10, true);
+        assert!(live.state.lock().unwrap().caught_up.contains(&10));
+        live.loaded(s, Instant::now(), 10, false);
+        assert!(!live.state.lock().unwrap().caught_up.contains(&10), "an unfinished load takes it back");
+
+        live.loaded(s, Instant::now(), 10, true);
         let s2 = live.new_session();
         assert!(s2 > s);
-        live.caught_up(s, 10);
+        live.loaded(s, Instant::now(), 10, true);
         live.begin_write(10);
         live.end_write(10, Ok(Some(13)));
         assert!(live.settled(Instant::now() + SETTLE * 2).is_empty(), "a new session starts over");

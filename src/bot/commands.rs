@@ -160,11 +160,14 @@ fn spawn_job<T: Send + 'static>(
                 }
             })
         };
-        let result = run.await;
-        done.cancel();
+        let result = {
+            // Stops the ticker however `run` ends (a panic included).
+            let _stop_ticker = done.clone().drop_guard();
+            run.await
+        };
+        drop(slot);
         let _ = ticker.await;
         let text = summary(result, started.elapsed());
-        drop(slot);
         progress.lock().await.show(&text).await;
     });
 }

@@ -17,7 +17,7 @@ use serenity::all::{
 
 use super::Bot;
 use crate::index::{IndexEvent, IndexOptions, IndexSummary};
-use crate::load::{LoadEvent, LoadOptions, LoadSummary};
+use crate::load::{LoadEvent, LoadOptions, LoadSummary, Outcome};
 
 /// What kind of job runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,7 +110,7 @@ impl Progress {
     /// Shows `text` as the job's current state.
     pub async fn show(&mut self, text: &str) {
         if let Err(e) = self.try_show(text).await {
-            tracing::warn!(error = %e, "could not update the progress message");
+            tracing::warn!(error = %redact(&e.to_string()), "could not update the progress message");
         }
     }
 
@@ -159,9 +159,8 @@ pub async fn load(
             LoadEvent::Page { new, .. } => c.2 += new,
             LoadEvent::ChannelDone(report) => {
                 c.1 += 1;
-                if report.outcome.is_ok() {
-                    bot.live.caught_up(session, report.channel_id);
-                }
+                let complete = matches!(report.outcome, Outcome::Complete | Outcome::UpToDate);
+                bot.live.loaded(session, started, report.channel_id, complete);
             }
         }
         let rate = c.2 as f64 / started.elapsed().as_secs_f64().max(0.001);

@@ -96,6 +96,13 @@ pub fn init_logging(verbose: u8) {
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    // Interaction tokens must not reach the log: serenity's HTTP spans record
+    // each request's route (events inside them, from hyper, would print it),
+    // its debug spans record gateway payloads, and tungstenite traces frames.
+    let mut filter = filter;
+    for directive in ["serenity=info", "serenity::http=warn", "tungstenite=info", "tokio_tungstenite=info"] {
+        filter = filter.add_directive(directive.parse().expect("valid directive"));
+    }
     let _ =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
 }
