@@ -193,6 +193,21 @@ impl Settings {
         })
     }
 
+    /// A Discord client for these settings' API base and global rate limit.
+    pub fn client(&self, token: Token) -> Result<crate::discord::Client, crate::discord::ApiError> {
+        let mut options = crate::discord::ClientOptions::new(self.api_base.clone(), token);
+        options.global_per_second = self.requests_per_second;
+        crate::discord::Client::new(options)
+    }
+
+    /// Stage-two options for a guild, with these settings' chunking and batch size.
+    pub fn index_options(&self, guild: u64) -> crate::index::IndexOptions {
+        let mut options = crate::index::IndexOptions::new(guild);
+        options.settings = self.chunking.clone();
+        options.batch_size = self.batch_size;
+        options
+    }
+
     /// The token, or a clear error saying where to put it.
     pub fn require_token(&self) -> anyhow::Result<Token> {
         self.token.clone().context("no bot token: set DISCORD_TOKEN (or `token = \"...\"` in discord-indexer.toml)")

@@ -16,7 +16,7 @@ use serenity::all::{
 };
 
 use super::Bot;
-use crate::index::{IndexEvent, IndexOptions, IndexSummary};
+use crate::index::{IndexEvent, IndexSummary};
 use crate::load::{LoadEvent, LoadOptions, LoadSummary, Outcome};
 
 /// What kind of job runs.
@@ -181,10 +181,8 @@ pub async fn index(
 ) -> anyhow::Result<IndexSummary> {
     // The searcher's copy: one model in memory for questions and indexing.
     let embedder = bot.searcher.model(model).await?;
-    let mut options = IndexOptions::new(guild);
+    let mut options = bot.settings.index_options(guild);
     options.activate = activate || bot.store.active_model(guild)?.is_none();
-    options.settings = bot.settings.chunking.clone();
-    options.batch_size = bot.settings.batch_size;
     let started = Instant::now();
     let planned = Mutex::new(0u64);
     let on_event = |e: IndexEvent| match e {

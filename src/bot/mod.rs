@@ -24,7 +24,7 @@ use serenity::all::{ClientBuilder, GatewayIntents, GuildId, HttpBuilder};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::discord::{Client, ClientOptions, DEFAULT_API_BASE};
+use crate::discord::{Client, DEFAULT_API_BASE};
 use crate::search::Searcher;
 use crate::store::Store;
 use crate::vector::Backend;
@@ -94,9 +94,7 @@ pub async fn run(settings: Settings, options: BotOptions, shutdown: Cancellation
     let token = settings.require_token()?;
     let store = Store::open(&settings.data_dir)?;
     let backend = crate::cli::backend(&settings)?;
-    let mut client_options = ClientOptions::new(settings.api_base.clone(), token.clone());
-    client_options.global_per_second = settings.requests_per_second;
-    let client = Client::new(client_options)?;
+    let client = settings.client(token.clone())?;
     // Fail fast, with the loader's clear messages, on a bad token or an unreachable API.
     let me = client.current_user().await.context("cannot start the bot")?;
     tracing::info!(bot = %me.username, "token accepted");

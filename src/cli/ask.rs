@@ -2,7 +2,6 @@
 
 use super::exit;
 use crate::config::Settings;
-use crate::discord::{Client, ClientOptions};
 use crate::search::{Mode, Query, Searcher, Viewer};
 use crate::store::Store;
 
@@ -59,11 +58,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         }
     };
     let client = match (&settings.token, viewer) {
-        (Some(token), Viewer::User(_)) => {
-            let mut options = ClientOptions::new(settings.api_base.clone(), token.clone());
-            options.global_per_second = settings.requests_per_second;
-            Some(Client::new(options)?)
-        }
+        (Some(token), Viewer::User(_)) => Some(settings.client(token.clone())?),
         _ => None,
     };
     let searcher =

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::{exit, shutdown_on_signal};
 use crate::config::Settings;
 use crate::embed::{device, device_name, Embedder, ModelInfo};
-use crate::index::{self, IndexError, IndexEvent, IndexOptions, IndexSummary};
+use crate::index::{self, IndexError, IndexEvent, IndexSummary};
 use crate::store::Store;
 
 /// Chunk, embed and store a loaded guild's history in its vector collection.
@@ -55,11 +55,9 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     let shutdown = shutdown_on_signal();
     let mut summaries = Vec::new();
     for guild in args.guilds {
-        let mut options = IndexOptions::new(guild);
+        let mut options = settings.index_options(guild);
         options.rebuild = args.rebuild;
         options.activate = args.activate;
-        options.settings = settings.chunking.clone();
-        options.batch_size = settings.batch_size;
         let view = View::new();
         let result = index::index(&store, &backend, embedder.clone(), &options, &|e| view.on_event(e), &shutdown).await;
         view.bar.finish_and_clear();

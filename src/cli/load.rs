@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{exit, shutdown_on_signal};
 use crate::config::Settings;
-use crate::discord::{Client, ClientOptions};
+use crate::discord::Client;
 use crate::load::{self, LoadEvent, LoadOptions, LoadSummary, Outcome};
 use crate::store::Store;
 
@@ -39,9 +39,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     }
     let token = settings.require_token()?;
     let store = Store::open(&settings.data_dir)?;
-    let mut client_options = ClientOptions::new(settings.api_base.clone(), token);
-    client_options.global_per_second = settings.requests_per_second;
-    let client = Client::new(client_options)?;
+    let client = settings.client(token)?;
     let options = LoadOptions {
         guilds: args.guilds,
         channels: args.channels,

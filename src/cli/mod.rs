@@ -95,11 +95,10 @@ pub fn init_logging(verbose: u8) {
         1 => "info,discord_indexer=debug,qdrant_edge=warn",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     // Interaction tokens must not reach the log: serenity's HTTP spans record
     // each request's route (events inside them, from hyper, would print it),
     // its debug spans record gateway payloads, and tungstenite traces frames.
-    let mut filter = filter;
     for directive in ["serenity=info", "serenity::http=warn", "tungstenite=info", "tokio_tungstenite=info"] {
         filter = filter.add_directive(directive.parse().expect("valid directive"));
     }
