@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::http::{channel_json, guild_json, user_json, State};
+use super::http::{channel_json, guild_json, member_json, user_json, State, JOINED_AT};
 use super::World;
 
 /// Gateway opcodes.
@@ -245,11 +245,9 @@ pub(super) fn guild_create(world: &World, g: &super::FakeGuild) -> Value {
     v["channels"] = g.channels.iter().filter(|c| !c.is_thread()).map(|c| channel_json(g, c)).collect();
     v["threads"] =
         g.channels.iter().filter(|c| c.is_thread() && c.archived_at_ms.is_none()).map(|c| channel_json(g, c)).collect();
-    v["members"] = json!([{"user": user_json(world, world.bot_user),
-        "roles": g.members.get(&bot.id).map(|r| r.iter().map(u64::to_string).collect::<Vec<_>>()).unwrap_or_default(),
-        "joined_at": "2021-03-01T00:00:00.000000+00:00", "deaf": false, "mute": false, "flags": 0}]);
+    v["members"] = member_json(world, g, bot.id).into_iter().collect();
     v["member_count"] = json!(g.members.len());
-    v["joined_at"] = json!("2021-03-01T00:00:00.000000+00:00");
+    v["joined_at"] = json!(JOINED_AT);
     v["large"] = json!(false);
     v["unavailable"] = json!(false);
     v["voice_states"] = json!([]);

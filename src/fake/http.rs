@@ -361,17 +361,10 @@ fn route(world: &World, limits: &Limits, seg: &[&str], query: &[(String, String)
                         guild.channels.iter().filter(|c| !c.is_thread()).map(|c| channel_json(guild, c)).collect(),
                     ),
                 ),
-                ["members", user] => {
-                    let user: u64 = user.parse().unwrap_or(0);
-                    match (guild.members.get(&user), world.users.iter().position(|u| u.id == user)) {
-                        (Some(roles), Some(index)) => json_response(
-                            200,
-                            &json!({"user": user_json(world, index as u32), "roles": roles.iter().map(u64::to_string).collect::<Vec<_>>(),
-                                    "joined_at": "2021-03-01T00:00:00.000000+00:00", "deaf": false, "mute": false, "flags": 0}),
-                        ),
-                        _ => error(404, 10007, "Unknown Member"),
-                    }
-                }
+                ["members", user] => match member_json(world, guild, user.parse().unwrap_or(0)) {
+                    Some(member) => json_response(200, &member),
+                    None => error(404, 10007, "Unknown Member"),
+                },
                 ["threads", "active"] => {
                     let threads: Vec<Value> = guild
                         .channels
@@ -509,7 +502,24 @@ pub(super) fn effective_overwrites(guild: &FakeGuild, ch: &FakeChannel) -> Vec<c
     }
 }
 
-fn discord_time(ms: u64) -> String {
+/// When every generated member joined.
+pub(super) const JOINED_AT: &str = "2021-03-01T00:00:00.000000+00:00";
+
+/// A guild member object (`None` if the user is not a member).
+pub(crate) fn member_json(world: &World, guild: &FakeGuild, user: u64) -> Option<Value> {
+    let roles = guild.members.get(&user)?;
+    let index = world.users.iter().position(|u| u.id == user)?;
+    Some(json!({"user": user_json(world, index as u32), "roles": roles.iter().map(u64::to_string).collect::<Vec<_>>(),
+                "joined_at": JOINED_AT, "deaf": false, "mute": false, "flags": 0}))
+}
+
+/// Milliseconds since the Discord epoch, now.
+pub(super) fn now_ms() -> u64 {
+    (chrono::Utc::now().timestamp_millis() as u64).saturating_sub(snowflake::DISCORD_EPOCH_MS)
+}
+
+/// A time as Discord writes it, from milliseconds since the Discord epoch.
+pub(super) fn discord_time(ms: u64) -> String {
     let t = snowflake::timestamp(ms << 22);
     t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
 }

@@ -6,11 +6,12 @@
 
 use serde_json::{json, Value};
 
-use super::http::{channel_json, effective_overwrites, guild_permissions, message_json, user_json};
+use super::http::{
+    channel_json, effective_overwrites, guild_permissions, member_json, message_json, now_ms, user_json,
+};
 use super::world::{FakeChannel, FakeMessage, World};
 use super::FakeDiscord;
 use crate::discord::model::channel_type;
-use crate::snowflake;
 
 /// Who invokes a slash command, and where.
 #[derive(Debug, Clone)]
@@ -49,17 +50,6 @@ impl Invocation {
 
 fn own(options: &[(&str, Value)]) -> Vec<(String, Value)> {
     options.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
-}
-
-fn now_ms() -> u64 {
-    (chrono::Utc::now().timestamp_millis() as u64).saturating_sub(snowflake::DISCORD_EPOCH_MS)
-}
-
-fn member_json(world: &World, guild: u64, user: u64) -> Option<Value> {
-    let g = world.guild(guild)?;
-    let roles = g.members.get(&user)?;
-    Some(json!({"roles": roles.iter().map(u64::to_string).collect::<Vec<_>>(),
-                "joined_at": "2021-03-01T00:00:00.000000+00:00", "deaf": false, "mute": false, "flags": 0}))
 }
 
 fn user_index(world: &World, user: u64) -> u32 {
@@ -130,8 +120,9 @@ impl World {
         let m = ch.find(id).expect("checked");
         let mut v = message_json(self, guild, ch, m, true);
         v["guild_id"] = json!(guild.id.to_string());
-        let author = self.users[m.author as usize].id;
-        if let Some(member) = member_json(self, guild.id, author) {
+        // Message events carry the author's member object without its `user`.
+        if let Some(mut member) = member_json(self, guild, self.users[m.author as usize].id) {
+            member.as_object_mut().expect("an object").remove("user");
             v["member"] = member;
         }
         v
@@ -190,8 +181,7 @@ impl World {
                 let bot = self.bot().id;
                 let bot_roles = guild.members.get(&bot).cloned().unwrap_or_default();
                 let mut member =
-                    member_json(self, guild.id, inv.user).unwrap_or_else(|| panic!("{} is not a member", inv.user));
-                member["user"] = user_json(self, user);
+                    member_json(self, guild, inv.user).unwrap_or_else(|| panic!("{} is not a member", inv.user));
                 member["permissions"] = json!(perms.in_channel(inv.user, &roles, &overwrites).to_string());
                 v["guild_id"] = json!(guild.id.to_string());
                 v["guild_locale"] = json!("en-US");

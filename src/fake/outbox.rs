@@ -12,9 +12,8 @@
 
 use serde_json::{json, Value};
 
-use super::http::{error, json_response, user_json, Resp};
+use super::http::{discord_time, error, json_response, now_ms, user_json, Resp};
 use super::World;
-use crate::snowflake;
 
 /// One thing the bot sent.
 #[derive(Debug, Clone)]
@@ -77,9 +76,8 @@ pub(super) struct Outbox {
 impl Outbox {
     fn new_id(&mut self) -> u64 {
         self.next_id += 1;
-        let ms = (chrono::Utc::now().timestamp_millis() as u64).saturating_sub(snowflake::DISCORD_EPOCH_MS);
         // High sequence bits, so these ids never collide with the world's.
-        (ms << 22) | (1 << 21) | (self.next_id & 0x1F_FFFF)
+        (now_ms() << 22) | (1 << 21) | (self.next_id & 0x1F_FFFF)
     }
 
     /// The channel an interaction's messages are in (ids are never zero).
@@ -254,14 +252,12 @@ fn merge(into: &mut Value, edit: &Value) {
 
 /// A message object as Discord returns it for something the bot sent.
 fn message_object(world: &World, id: u64, channel: u64, body: &Value) -> Value {
-    let ms = id >> 22;
-    let time = snowflake::timestamp(ms << 22).format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string();
     json!({
         "id": id.to_string(),
         "channel_id": channel.to_string(),
         "author": user_json(world, world.bot_user),
         "content": body["content"].as_str().unwrap_or_default(),
-        "timestamp": time,
+        "timestamp": discord_time(id >> 22),
         "edited_timestamp": null,
         "tts": false,
         "mention_everyone": false,
