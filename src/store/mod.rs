@@ -343,9 +343,7 @@ impl Store {
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![id(m), id(channel_id), id(guild_id), version, now()],
             )?;
-            tx.execute("DELETE FROM attachments WHERE message_id = ?1", [id(m)])?;
-            tx.execute("DELETE FROM reactions WHERE message_id = ?1", [id(m)])?;
-            tx.execute("DELETE FROM messages WHERE id = ?1", [id(m)])?;
+            remove_message(&tx, m)?;
         }
         tx.commit()?;
         Ok(())
@@ -388,9 +386,7 @@ impl Store {
                  SELECT id, channel_id, guild_id, ?2, ?3 FROM messages WHERE id = ?1",
                 params![id(m), version, now()],
             )?;
-            tx.execute("DELETE FROM attachments WHERE message_id = ?1", [id(m)])?;
-            tx.execute("DELETE FROM reactions WHERE message_id = ?1", [id(m)])?;
-            tx.execute("DELETE FROM messages WHERE id = ?1", [id(m)])?;
+            remove_message(&tx, m)?;
         }
         tx.commit()?;
         Ok(deleted)
@@ -530,6 +526,14 @@ fn write_messages(
         }
     }
     Ok(counts)
+}
+
+/// Deletes a message's rows (its tombstone is the caller's).
+fn remove_message(tx: &rusqlite::Transaction<'_>, message: u64) -> Result<(), rusqlite::Error> {
+    tx.execute("DELETE FROM attachments WHERE message_id = ?1", [id(message)])?;
+    tx.execute("DELETE FROM reactions WHERE message_id = ?1", [id(message)])?;
+    tx.execute("DELETE FROM messages WHERE id = ?1", [id(message)])?;
+    Ok(())
 }
 
 /// Takes the next archive version (inside the caller's transaction).
