@@ -60,6 +60,14 @@ impl Harness {
         Harness { _dir: dir, data, models, fake, guild, cast, stop: CancellationToken::new(), task: None }
     }
 
+    /// A loaded and indexed archive with the bot running on the default test options.
+    async fn indexed_with_bot() -> Harness {
+        let mut h = Harness::new().await;
+        h.preload().await;
+        h.start_bot(options()).await;
+        h
+    }
+
     /// Loads and indexes (tiny, active) through the library, as the CLI would have.
     async fn preload(&self) {
         let store = Store::open(&self.data).unwrap();
@@ -226,9 +234,7 @@ fn is_answer(t: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ask_in_a_dm_answers_each_user_with_only_what_they_may_read() {
-    let mut h = Harness::new().await;
-    h.preload().await;
-    h.start_bot(options()).await;
+    let mut h = Harness::indexed_with_bot().await;
     let names: std::collections::HashMap<u64, String> =
         h.fake.world().guilds[0].channels.iter().map(|c| (c.id, c.name.clone())).collect();
     let staff_room = h.channel("staff-room");
@@ -386,9 +392,7 @@ async fn long_jobs_continue_in_a_channel_message() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn live_messages_reach_the_archive_and_then_search() {
-    let mut h = Harness::new().await;
-    h.preload().await;
-    h.start_bot(options()).await;
+    let mut h = Harness::indexed_with_bot().await;
     let general = h.channel("general");
     let db = h.db();
 
@@ -442,9 +446,7 @@ async fn live_messages_reach_the_archive_and_then_search() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_bot_resumes_after_a_dropped_connection_and_catches_up_after_a_lost_session() {
-    let mut h = Harness::new().await;
-    h.preload().await;
-    h.start_bot(options()).await;
+    let mut h = Harness::indexed_with_bot().await;
     let general = h.channel("general");
     let db = h.db();
     let identifies = || h.fake.gateway_received().iter().filter(|p| p["op"] == 2).count();
