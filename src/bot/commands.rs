@@ -50,7 +50,7 @@ fn interaction(ctx: &Context<'_>) -> anyhow::Result<serenity::all::CommandIntera
 
 /// Says what already runs in this guild instead of starting twice.
 async fn busy(ctx: Context<'_>, running: &jobs::JobInfo) -> Result<(), Error> {
-    let status = running.status.lock().unwrap().clone();
+    let status = running.status();
     ctx.send(
         CreateReply::default()
             .content(format!(
@@ -90,12 +90,8 @@ pub async fn load(
     let progress = Progress::new(ctx.serenity_context().http.clone(), interaction(&ctx)?, bot.options.interaction_ttl);
     let session = bot.live.session();
     let channels: Vec<u64> = channel.map(|c| c.get()).into_iter().collect();
-    let status = slot.info.status.clone();
-    let b = bot.clone();
-    let run = async move {
-        let set_status = move |line| *status.lock().unwrap() = line;
-        jobs::load(&b, guild, channels, session, &set_status).await
-    };
+    let (b, info) = (bot.clone(), slot.info.clone());
+    let run = async move { jobs::load(&b, guild, channels, session, &|line| info.set_status(line)).await };
     let title = format!("Loading {what}");
     spawn_job(bot.clone(), slot, progress, title, run, move |result, took| match result {
         Ok(s) => {
@@ -143,7 +139,7 @@ fn spawn_job<T: Send + 'static>(
         let progress = Arc::new(tokio::sync::Mutex::new(progress));
         let done = tokio_util::sync::CancellationToken::new();
         let ticker = {
-            let (progress, done, status) = (progress.clone(), done.clone(), slot.info.status.clone());
+            let (progress, done, info) = (progress.clone(), done.clone(), slot.info.clone());
             let every = bot.options.progress_every;
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -152,7 +148,7 @@ fn spawn_job<T: Send + 'static>(
                         _ = done.cancelled() => return,
                         _ = tick.tick() => {}
                     }
-                    let line = status.lock().unwrap().clone();
+                    let line = info.status();
                     if !line.is_empty() {
                         let text = format!("{title} ({}): {line}", human_duration(started.elapsed()));
                         progress.lock().await.show(&text).await;
@@ -236,12 +232,8 @@ async fn run_index(ctx: Context<'_>, guild: u64, model: String, kind: JobKind) -
     })
     .await?;
     let progress = Progress::new(ctx.serenity_context().http.clone(), interaction(&ctx)?, bot.options.interaction_ttl);
-    let status = slot.info.status.clone();
-    let (b, m) = (bot.clone(), model.clone());
-    let run = async move {
-        let set_status = move |line| *status.lock().unwrap() = line;
-        jobs::index(&b, guild, &m, activate, &set_status).await
-    };
+    let (b, m, info) = (bot.clone(), model.clone(), slot.info.clone());
+    let run = async move { jobs::index(&b, guild, &m, activate, &|line| info.set_status(line)).await };
     let title = format!("Indexing with {model}");
     spawn_job(bot, slot, progress, title, run, move |result, took| match result {
         Ok(s) => format!(
@@ -309,7 +301,7 @@ pub async fn status(ctx: Context<'_>) -> Result<(), Error> {
     }
     match bot.jobs.get(guild) {
         Some(job) => {
-            let status = job.status.lock().unwrap().clone();
+            let status = job.status();
             lines.push(format!(
                 "**Running**: {} for {}{}.",
                 job.kind.describe(),

@@ -46,7 +46,18 @@ impl JobKind {
 pub struct JobInfo {
     pub kind: JobKind,
     pub started: Instant,
-    pub status: Arc<Mutex<String>>,
+    status: Arc<Mutex<String>>,
+}
+
+impl JobInfo {
+    /// The latest progress line ("" before the first).
+    pub fn status(&self) -> String {
+        self.status.lock().unwrap().clone()
+    }
+
+    pub fn set_status(&self, line: String) {
+        *self.status.lock().unwrap() = line;
+    }
 }
 
 /// The jobs running now, by guild.
@@ -70,7 +81,7 @@ impl Drop for JobSlot {
 
 impl JobSlot {
     pub fn set_status(&self, line: String) {
-        *self.info.status.lock().unwrap() = line;
+        self.info.set_status(line);
     }
 }
 
@@ -102,7 +113,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// `answered`: when the interaction was answered (its token's clock starts then).
+    /// Call it right after answering the interaction: the token's clock starts then.
     pub fn new(http: Arc<Http>, interaction: CommandInteraction, token_ttl: Duration) -> Self {
         Progress { http, interaction, answered: Instant::now(), token_ttl, continued: None }
     }
@@ -246,7 +257,7 @@ mod tests {
         assert_eq!(busy.kind, JobKind::Load);
         assert!(jobs.start(2, JobKind::Index).is_ok(), "other guilds are free");
         slot.set_status("3/10 channels".into());
-        assert_eq!(*jobs.get(1).unwrap().status.lock().unwrap(), "3/10 channels");
+        assert_eq!(jobs.get(1).unwrap().status(), "3/10 channels");
         drop(slot);
         assert!(jobs.get(1).is_none());
         assert!(jobs.start(1, JobKind::Index).is_ok());
