@@ -85,10 +85,6 @@ impl Outbox {
         self.interaction_channels.get(token).copied().unwrap_or(1)
     }
 
-    fn message(&self, world: &World, id: u64, channel: u64, body: &Value) -> Value {
-        message_object(world, id, channel, body)
-    }
-
     /// Routes that need no bot token: interactions and their webhooks.
     pub fn tokenless(&mut self, world: &World, method: &str, seg: &[&str], body: Value) -> Option<Resp> {
         match (method, seg) {
@@ -118,7 +114,7 @@ impl Outbox {
                         let id = self.new_id();
                         let channel = self.channel_of(&token);
                         self.messages.push((id, channel, body.clone()));
-                        let reply = self.message(world, id, channel, &body);
+                        let reply = message_object(world, id, channel, &body);
                         self.record(method, seg, Some(token), None, Some(id), body);
                         Some(json_response(200, &reply))
                     }
@@ -137,12 +133,12 @@ impl Outbox {
                         match method {
                             "GET" => {
                                 let (_, ch, b) = &self.messages[pos];
-                                Some(json_response(200, &self.message(world, id, *ch, b)))
+                                Some(json_response(200, &message_object(world, id, *ch, b)))
                             }
                             "PATCH" => {
                                 merge(&mut self.messages[pos].2, &body);
                                 let (_, ch, b) = &self.messages[pos];
-                                let reply = self.message(world, id, *ch, b);
+                                let reply = message_object(world, id, *ch, b);
                                 self.record(method, seg, Some(token), None, Some(id), body);
                                 Some(json_response(200, &reply))
                             }
@@ -171,7 +167,7 @@ impl Outbox {
                 }
                 let id = self.new_id();
                 self.messages.push((id, channel, body.clone()));
-                let reply = self.message(world, id, channel, &body);
+                let reply = message_object(world, id, channel, &body);
                 self.record(method, seg, None, Some(channel), Some(id), body);
                 json_response(200, &reply)
             }
@@ -181,7 +177,7 @@ impl Outbox {
                     return error(404, 10008, "Unknown Message");
                 };
                 merge(&mut self.messages[pos].2, &body);
-                let reply = self.message(world, id, channel, &self.messages[pos].2);
+                let reply = message_object(world, id, channel, &self.messages[pos].2);
                 self.record(method, seg, None, Some(channel), Some(id), body);
                 json_response(200, &reply)
             }
