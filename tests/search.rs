@@ -198,6 +198,9 @@ async fn each_user_finds_exactly_what_they_may_read() {
         assert_eq!(answer.results.len(), expected_all.len().min(5), "{who}");
         if names.is_empty() {
             assert!(answer.notes.iter().any(|n| n.contains("not a member")), "{:?}", answer.notes);
+            assert_eq!(answer.not_member, [s.guild], "{who}");
+        } else {
+            assert!(answer.not_member.is_empty(), "{who}");
         }
     }
     // The operator sees every chunk.

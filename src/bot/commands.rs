@@ -372,14 +372,13 @@ pub async fn ask(
     };
     // Servers the person is not in say nothing about themselves, and notes
     // (which name servers and causes) stay in the log.
-    let not_member = |g: u64| answer.notes.iter().any(|n| n.ends_with(&format!("is not a member of guild {g}")));
     if let Some(s) = &server {
-        if answer.searched.iter().all(|g| not_member(*g)) {
+        if answer.searched.iter().all(|g| answer.not_member.contains(g)) {
             ctx.say(no_such_server(s.trim())).await?;
             return Ok(());
         }
     }
-    let left_out = answer.notes.iter().any(|n| !n.contains("is not a member"));
+    let left_out = answer.notes.len() > answer.not_member.len();
     if left_out {
         tracing::info!(user = %ctx.author().id, notes = ?answer.notes, "/ask left something out");
     }

@@ -56,6 +56,8 @@ pub struct AccessSource<'a> {
 #[derive(Debug, Clone)]
 pub struct GuildReadable {
     pub readable: Readable,
+    /// False when the viewer is not a member of the guild (nothing is readable).
+    pub member: bool,
     pub notes: Vec<String>,
 }
 
@@ -67,7 +69,7 @@ impl AccessSource<'_> {
     /// What `viewer` may read in `guild`.
     pub async fn readable(&self, guild: u64, viewer: Viewer) -> Result<GuildReadable, AccessError> {
         let user = match viewer {
-            Viewer::Operator => return Ok(GuildReadable { readable: Readable::All, notes: Vec::new() }),
+            Viewer::Operator => return Ok(GuildReadable { readable: Readable::All, member: true, notes: Vec::new() }),
             Viewer::User(u) => u,
         };
         let undetermined = |reason: String| AccessError::Undetermined { guild, user, reason };
@@ -113,7 +115,7 @@ impl AccessSource<'_> {
         };
         let Some(roles) = roles else {
             notes.push(format!("user {user} is not a member of guild {guild}"));
-            return Ok(GuildReadable { readable: Readable::Only(Vec::new()), notes });
+            return Ok(GuildReadable { readable: Readable::Only(Vec::new()), member: false, notes });
         };
 
         // 3. Every channel; threads follow their parent.
@@ -156,7 +158,7 @@ impl AccessSource<'_> {
             ));
         }
         readable.sort_unstable();
-        Ok(GuildReadable { readable: Readable::Only(readable), notes })
+        Ok(GuildReadable { readable: Readable::Only(readable), member: true, notes })
     }
 
     async fn refresh_guild(&self, client: &Client, guild: u64) -> Result<(), anyhow::Error> {

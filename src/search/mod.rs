@@ -156,6 +156,9 @@ pub struct Answer {
     /// Guilds actually searched.
     #[serde(serialize_with = "serialize_ids")]
     pub searched: Vec<u64>,
+    /// Searched guilds the viewer is not a member of (each also has one note).
+    #[serde(serialize_with = "serialize_ids")]
+    pub not_member: Vec<u64>,
     pub timings: Timings,
 }
 
@@ -306,12 +309,16 @@ impl Searcher {
             max_age: self.options.permissions_max_age,
         };
         let mut notes = Vec::new();
+        let mut not_member = Vec::new();
         let mut targets = Vec::new();
         let mut first_error = None;
         for (&guild, model) in guilds.iter().zip(&models) {
             match source.readable(guild, q.viewer).await {
                 Ok(r) => {
                     notes.extend(r.notes);
+                    if !r.member {
+                        not_member.push(guild);
+                    }
                     let collection = self.collection(guild, model).await?;
                     targets.push(Target { guild, model: model.clone(), collection, readable: r.readable });
                 }
@@ -449,7 +456,7 @@ impl Searcher {
         }
         timings.fuse_ms = ms(t);
         timings.total_ms = ms(started);
-        Ok(Answer { results, notes, searched, timings })
+        Ok(Answer { results, notes, searched, not_member, timings })
     }
 
     /// Sets each keyword hit's fusion weight from how much of the question its chunk covers.
