@@ -18,8 +18,8 @@ use discord_indexer::discord::model::Channel;
 use discord_indexer::discord::model::{Guild, Message, Raw};
 use discord_indexer::embed::{Embedder, ModelInfo};
 use discord_indexer::search::{Mode, Query, SearchOptions, Searcher, Timings, Viewer};
-use discord_indexer::store::{ChunkRecord, NewIndex, Store};
-use discord_indexer::vector::{Backend, Point};
+use discord_indexer::store::{ChunkRecord, GuildFacts, NewIndex, Store};
+use discord_indexer::vector::{Backend, ChunkPayload, Point};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -84,7 +84,6 @@ async fn build(n: u64, dir: &std::path::Path, embedder: &Embedder, fixture_words
         .to_string(),
     )
     .expect("guild");
-    store.save_guild(&guild).expect("guild saved");
     let channels: Vec<Raw<Channel>> = (0..CHANNELS)
         .map(|c| {
             let overwrites = if c < 20 {
@@ -101,8 +100,7 @@ async fn build(n: u64, dir: &std::path::Path, embedder: &Embedder, fixture_words
             .expect("channel")
         })
         .collect();
-    store.save_channels(GUILD, &channels).expect("channels saved");
-    store.mark_permissions_synced(GUILD).expect("synced");
+    store.record_guild(&GuildFacts { guild: &guild, channels: &channels, bot_member: None }).expect("guild saved");
 
     // Centers: real embeddings of fixture-like texts.
     let mut rng = StdRng::seed_from_u64(5);
@@ -123,7 +121,7 @@ async fn build(n: u64, dir: &std::path::Path, embedder: &Embedder, fixture_words
     let name = backend.collection_name(GUILD, MODEL);
     store
         .begin_index(
-            &NewIndex { guild: GUILD, model: MODEL, backend: "edge", collection: &name, dim: 384, settings: "{}" },
+            &NewIndex { guild: GUILD, model: MODEL, backend: "edge", collection: &name, dim: 384, chunking: "{}" },
             true,
         )
         .expect("index record");
@@ -152,10 +150,19 @@ async fn build(n: u64, dir: &std::path::Path, embedder: &Embedder, fixture_words
         points.push(Point {
             id: chunk_id,
             vector: v,
-            payload: serde_json::json!({"guild_id": GUILD, "channel_id": channel, "channel_name": format!("channel-{}", channel - 1),
-                "parent_id": null, "is_thread": false, "author_ids": [], "author_names": ["User"], "message_ids": ids,
-                "first_message_id": ids[0], "last_message_id": ids[2], "piece": 0, "start": "2024-05-01T12:00:00Z",
-                "end": "2024-05-01T12:02:00Z", "text": lines.join("\n")}),
+            payload: ChunkPayload {
+                guild_id: GUILD,
+                channel_id: channel,
+                channel_name: format!("channel-{}", channel - 1),
+                author_names: vec!["User".into()],
+                first_message_id: ids[0],
+                last_message_id: ids[2],
+                start: "2024-05-01T12:00:00Z".into(),
+                end: "2024-05-01T12:02:00Z".into(),
+                text: lines.join("\n"),
+                message_ids: ids.clone(),
+                ..Default::default()
+            },
         });
         records.push(ChunkRecord {
             chunk_id,

@@ -17,11 +17,11 @@ use discord_indexer::bot::{self, BotOptions};
 use discord_indexer::config::Settings;
 use discord_indexer::discord::{Client, ClientOptions, Token};
 use discord_indexer::embed::{device, Embedder, ModelInfo};
-use discord_indexer::fake::{FakeDiscord, Invocation, Limits, World, WorldSpec};
 use discord_indexer::index::{self, IndexOptions};
 use discord_indexer::load::{self, LoadOptions};
 use discord_indexer::store::Store;
 use discord_indexer::vector::Backend;
+use fake_discord::{FakeDiscord, Invocation, Limits, World, WorldSpec};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use discord_indexer::chunk::{ChunkSettings, Chunker};
+use discord_indexer::chunk::{ChunkRules, Chunker};
 use discord_indexer::embed::{Embedder, ModelInfo};
 use discord_indexer::store::Store;
 
@@ -23,7 +23,7 @@ fn main() -> anyhow::Result<()> {
     let store = Store::open_existing(Path::new(data))?;
     let embedder = Embedder::load(ModelInfo::read(Path::new(model))?, discord_indexer::embed::device())?;
     let settings =
-        ChunkSettings { max_tokens: embedder.info.max_tokens - embedder.special_tokens(), ..Default::default() };
+        ChunkRules { max_tokens: embedder.info.max_tokens - embedder.special_tokens(), ..Default::default() };
     let count = |t: &str| embedder.count_content_tokens(t);
     // Chunk channels in turn until N texts are collected.
     let mut texts = Vec::new();

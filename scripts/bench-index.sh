@@ -20,12 +20,14 @@ if [ ! -x .bench-venv/bin/python ]; then
   .bench-venv/bin/pip install --quiet --disable-pip-version-check torch sentence-transformers
 fi
 cargo build --release --quiet --bin discord-indexer --example bench_embed
+cargo build --release --quiet -p fake-discord
 BIN=target/release/discord-indexer
+FAKE_BIN=target/release/fake-discord
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 # A loaded archive of CHANNELS × MESSAGES generated messages.
-"$BIN" fake-discord --channels "$CHANNELS" --messages "$MESSAGES" --per-route 100000 --global 100000 > "$WORK/fake.json" 2>/dev/null &
+"$FAKE_BIN" --channels "$CHANNELS" --messages "$MESSAGES" --per-route 100000 --global 100000 > "$WORK/fake.json" 2>/dev/null &
 for _ in $(seq 1 600); do [ -s "$WORK/fake.json" ] && break; sleep 0.1; done
 field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$WORK/fake.json" "$1"; }
 printf '[load]\nrequests_per_second = 100000\n' > "$WORK/config.toml"

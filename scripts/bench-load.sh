@@ -13,13 +13,15 @@ PER_CHANNEL=10000; STORE_N=1000000; BIG=1000000
 if [ "$QUICK" = "--quick" ]; then PER_CHANNEL=1000; STORE_N=50000; BIG=100000; fi
 
 cargo build --release --quiet --bin discord-indexer --example bench_store
+cargo build --release --quiet -p fake-discord
 BIN=target/release/discord-indexer
+FAKE_BIN=target/release/fake-discord
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 # Starts the fake server with the given arguments; sets BASE, TOKEN, GUILD, FAKE_PID.
 start_fake() {
-  "$BIN" fake-discord "$@" > "$WORK/fake.json" 2> "$WORK/fake.err" &
+  "$FAKE_BIN" "$@" > "$WORK/fake.json" 2> "$WORK/fake.err" &
   FAKE_PID=$!
   for _ in $(seq 1 600); do [ -s "$WORK/fake.json" ] && break; sleep 0.1; done
   BASE=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["base_url"])' "$WORK/fake.json")

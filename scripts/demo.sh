@@ -9,9 +9,11 @@ cd "$(dirname "$0")/.."
 DATA=${1:-data/demo}
 scripts/fetch-model.sh all-MiniLM-L6-v2
 cargo build --release --quiet --bin discord-indexer
+cargo build --release --quiet -p fake-discord
 BIN=target/release/discord-indexer
+FAKE_BIN=target/release/fake-discord
 INFO=$(mktemp)
-"$BIN" fake-discord --full-cast --channels 3 --messages 1000 --per-route 5 --window-ms 250 > "$INFO" &
+"$FAKE_BIN" --full-cast --channels 3 --messages 1000 --per-route 5 --window-ms 250 > "$INFO" &
 FAKE=$!
 trap 'kill -INT $FAKE 2>/dev/null || true; rm -f "$INFO"' EXIT
 for _ in $(seq 1 100); do [ -s "$INFO" ] && break; sleep 0.1; done

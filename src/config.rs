@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 
-use crate::chunk::ChunkSettings;
+use crate::chunk::ChunkRules;
 use crate::discord::{Token, DEFAULT_API_BASE};
 
 /// The model stage two uses when none is named: one a fresh machine can fetch
@@ -100,7 +100,7 @@ pub struct Settings {
     /// Stage two's default model.
     pub model: String,
     pub models_dir: PathBuf,
-    pub chunking: ChunkSettings,
+    pub chunking: ChunkRules,
     pub batch_size: usize,
     /// A Qdrant server to use instead of the embedded store.
     pub qdrant_url: Option<String>,
@@ -151,9 +151,9 @@ impl Settings {
         if requests_per_second == 0 {
             bail!("[load] requests_per_second must be at least 1");
         }
-        let defaults = ChunkSettings::default();
+        let defaults = ChunkRules::default();
         let i = file.index;
-        let chunking = ChunkSettings {
+        let chunking = ChunkRules {
             silence_minutes: i.silence_minutes.unwrap_or(defaults.silence_minutes),
             max_tokens: i.max_chunk_tokens.unwrap_or(crate::embed::BERT_MAX_TOKENS),
             skip_bots: i.skip_bots.unwrap_or(defaults.skip_bots),
@@ -200,10 +200,16 @@ impl Settings {
         crate::discord::Client::new(options)
     }
 
+    /// The vector store these settings name: a Qdrant server, or the embedded one.
+    pub fn backend(&self) -> Result<crate::vector::Backend, crate::vector::VectorError> {
+        let key = self.qdrant_api_key.as_ref().map(|k| k.0.as_str());
+        crate::vector::Backend::new(&self.data_dir, self.qdrant_url.as_deref(), key)
+    }
+
     /// Stage-two options for a guild, with these settings' chunking and batch size.
     pub fn index_options(&self, guild: u64) -> crate::index::IndexOptions {
         let mut options = crate::index::IndexOptions::new(guild);
-        options.settings = self.chunking.clone();
+        options.chunking = self.chunking.clone();
         options.batch_size = self.batch_size;
         options
     }

@@ -14,13 +14,18 @@
 //!   migrations, writes and status queries.
 //! - [`permissions`]: Discord's permission algorithm (who may read what).
 //! - [`snowflake`]: ids, their times, and the store's time format.
+//! - [`blocking`]: running blocking work (SQLite, qdrant-edge, the model)
+//!   from async code.
+//! - [`failpoint`]: named crash points, armed only by the crash-safety tests.
 //! - [`config`]: settings from defaults, file, environment and flags.
 //! - [`bot`]: the Discord bot (poise/serenity): slash commands, DM `/ask`,
 //!   live capture of gateway events, and the catch-up after a restart.
 //! - [`cli`]: one file per subcommand; `main.rs` only dispatches.
-//! - [`fake`] (feature `fake-discord`): a loopback fake Discord server for
-//!   tests, benchmarks and demos.
+//!
+//! The fake Discord server that tests, benchmarks and the demo run against is
+//! test equipment, in its own crate (`tests/fake-discord`).
 
+pub mod blocking;
 pub mod bot;
 pub mod chunk;
 pub mod cli;
@@ -28,8 +33,6 @@ pub mod config;
 pub mod discord;
 pub mod embed;
 pub mod failpoint;
-#[cfg(feature = "fake-discord")]
-pub mod fake;
 pub mod index;
 pub mod load;
 pub mod permissions;

@@ -14,10 +14,10 @@ use discord_indexer::config::Settings;
 use discord_indexer::discord::Token;
 use discord_indexer::embed::tiny::{self, TinySpec};
 use discord_indexer::embed::{Embedder, ModelInfo};
-use discord_indexer::fake::{AccessCast, FakeDiscord, Fault, FaultKind, Invocation, Sent, World, WorldSpec};
 use discord_indexer::index::{self, IndexOptions};
 use discord_indexer::store::Store;
 use discord_indexer::vector::Backend;
+use fake_discord::{AccessCast, FakeDiscord, Fault, FaultKind, Invocation, Sent, World, WorldSpec};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 

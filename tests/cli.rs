@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use discord_indexer::fake::{FakeDiscord, Fault, FaultKind};
+use fake_discord::{FakeDiscord, Fault, FaultKind};
 
 use crate::util::*;
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use discord_indexer::fake::Limits;
+use fake_discord::Limits;
 use serde_json::Value;
 
 use crate::util::*;

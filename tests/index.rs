@@ -69,7 +69,7 @@ impl Setup {
         let collection = self.backend().open_existing(self.guild, model).await.unwrap().expect("collection exists");
         let ids: Vec<u64> = self.manifest(model).keys().copied().collect();
         let points: BTreeMap<u64, serde_json::Value> =
-            collection.payloads(ids.clone()).await.unwrap().into_iter().collect();
+            collection.payloads(ids.clone()).await.unwrap().into_iter().map(|(id, p)| (id, p.to_json())).collect();
         assert_eq!(points.len(), ids.len(), "every manifest chunk has its point");
         assert_eq!(collection.count().await.unwrap(), ids.len() as u64, "and no other point exists");
         points
@@ -220,8 +220,13 @@ async fn assert_same_as_a_fresh_build(s: &Setup, model: &str) {
     let fresh_manifest = manifest(copy.path(), model);
     assert_eq!(fresh_manifest, s.manifest(model), "same chunk ids and contents as a fresh build");
     let collection = backend.open_existing(s.guild, model).await.unwrap().unwrap();
-    let fresh: BTreeMap<u64, serde_json::Value> =
-        collection.payloads(fresh_manifest.keys().copied().collect()).await.unwrap().into_iter().collect();
+    let fresh: BTreeMap<u64, serde_json::Value> = collection
+        .payloads(fresh_manifest.keys().copied().collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, p)| (id, p.to_json()))
+        .collect();
     for (id, p) in &incremental {
         assert_eq!(p["text"], fresh[id]["text"], "chunk {id}");
         assert_eq!(p["message_ids"], fresh[id]["message_ids"], "chunk {id}");
@@ -286,8 +291,8 @@ async fn bad_models_and_guilds_are_clear_errors_that_change_nothing() {
     assert_eq!(rebuilt.dim, 48);
     assert_eq!(rebuilt.points, rebuilt.chunks);
     // Changed chunking settings ask for a rebuild too.
-    let err = s.index("tiny", |o| o.settings.silence_minutes = 60).await.unwrap_err();
-    assert!(matches!(err, IndexError::SettingsChanged { .. }), "{err}");
+    let err = s.index("tiny", |o| o.chunking.silence_minutes = 60).await.unwrap_err();
+    assert!(matches!(err, IndexError::ChunkingChanged { .. }), "{err}");
     // A guild that was never loaded.
     let mut options = IndexOptions::new(42);
     options.flush_chunks = 64;

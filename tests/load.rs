@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use discord_indexer::discord::ApiError;
-use discord_indexer::fake::{Fault, FaultKind, Limits};
 use discord_indexer::load::{LoadError, Outcome};
 use discord_indexer::store::Store;
+use fake_discord::{Fault, FaultKind, Limits};
 
 use crate::util::*;
 
@@ -152,8 +152,7 @@ async fn the_global_limit_is_respected_across_channels() {
     // 20 requests per second for the bot, buckets generous: 16 channels must share.
     let limits =
         Limits { per_route: 50, window: Duration::from_millis(100), global_per_second: 20, archived_page_size: 100 };
-    let fake =
-        start(discord_indexer::fake::World::generate(&discord_indexer::fake::WorldSpec::plain(16, 250)), limits).await;
+    let fake = start(fake_discord::World::generate(&fake_discord::WorldSpec::plain(16, 250)), limits).await;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let mut client_opts = discord_indexer::discord::ClientOptions::new(

@@ -10,11 +10,11 @@ use std::time::Duration;
 
 use discord_indexer::embed::tiny::{self, TinySpec};
 use discord_indexer::embed::{Embedder, ModelInfo};
-use discord_indexer::fake::{AccessCast, FakeDiscord, Fault, FaultKind, World, WorldSpec};
 use discord_indexer::index::{self, IndexOptions};
 use discord_indexer::search::{Answer, Mode, Query, SearchError, SearchOptions, Searcher, Viewer};
 use discord_indexer::store::Store;
 use discord_indexer::vector::Backend;
+use fake_discord::{AccessCast, FakeDiscord, Fault, FaultKind, World, WorldSpec};
 use tokio_util::sync::CancellationToken;
 
 use crate::util::*;
@@ -86,16 +86,7 @@ impl Setup {
             .unwrap()
             .map(|r| r.unwrap() as u64)
             .collect();
-        collection
-            .payloads(ids)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|(id, p)| {
-                let messages = p["message_ids"].as_array().unwrap().iter().map(|m| m.as_u64().unwrap()).collect();
-                (id, (p["channel_id"].as_u64().unwrap(), messages))
-            })
-            .collect()
+        collection.payloads(ids).await.unwrap().into_iter().map(|(id, p)| (id, (p.channel_id, p.message_ids))).collect()
     }
 
     fn channel_ids(&self, names: &BTreeSet<&str>) -> BTreeSet<u64> {

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use discord_indexer::discord::model::channel_type;
 use discord_indexer::discord::{Client, ClientOptions, Token};
-use discord_indexer::fake::{Access, FakeDiscord, Limits, World, WorldSpec};
 use discord_indexer::load::{self, LoadError, LoadOptions, LoadSummary};
 use discord_indexer::snowflake;
 use discord_indexer::store::Store;
+use fake_discord::{Access, FakeDiscord, Limits, World, WorldSpec};
 use tokio_util::sync::CancellationToken;
 
 /// Channels of the standard world the bot may not read.

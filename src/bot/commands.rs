@@ -9,15 +9,16 @@
 //! their summary (see [`super::jobs::Progress`]).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::{Stream, StreamExt};
 use poise::CreateReply;
 use serenity::all::{ChannelId, CreateEmbed, CreateEmbedFooter};
 
-use super::jobs::{self, human_duration, JobKind, Progress};
+use super::format::{capitalize, human_duration, no_such_server, redact, result_field, truncate};
+use super::jobs::{self, JobKind, Progress};
 use super::{Bot, BotOptions, Context, Error};
-use crate::search::{Mode, Query, SearchError, SearchResult, Viewer};
+use crate::search::{Mode, Query, SearchError, Viewer};
+use crate::store::LoadState;
 
 /// Every command, with the configured cooldowns.
 pub fn all(options: &BotOptions) -> Vec<poise::Command<Arc<Bot>, Error>> {
@@ -65,11 +66,6 @@ async fn busy(ctx: Context<'_>, running: &jobs::JobInfo) -> Result<(), Error> {
     Ok(())
 }
 
-fn capitalize(s: &str) -> String {
-    let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
-}
-
 /// Load this server's message history into the archive (or one channel's).
 #[poise::command(slash_command, guild_only, default_member_permissions = "MANAGE_GUILD", check = "manage_server")]
 pub async fn load(
@@ -93,7 +89,7 @@ pub async fn load(
     let (b, info) = (bot.clone(), slot.info.clone());
     let run = async move { jobs::load(&b, guild, channels, session, &|line| info.set_status(line)).await };
     let title = format!("Loading {what}");
-    spawn_job(bot.clone(), slot, progress, title, run, move |result, took| match result {
+    jobs::spawn(bot.clone(), slot, progress, title, run, move |result, took| match result {
         Ok(s) => {
             let skipped = s.channels.iter().filter(|c| !c.outcome.is_ok() || c.reason.is_some()).count();
             let failed = s.channels.iter().filter(|c| !c.outcome.is_ok()).count();
@@ -123,51 +119,6 @@ pub async fn load(
     Ok(())
 }
 
-/// Runs a job in the background, holding the guild's slot: `run` to
-/// completion while a separate task shows `title (elapsed): status` every
-/// few seconds (so a slow edit never holds the job up), then the summary.
-fn spawn_job<T: Send + 'static>(
-    bot: Arc<Bot>,
-    slot: jobs::JobSlot,
-    progress: Progress,
-    title: String,
-    run: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
-    summary: impl FnOnce(anyhow::Result<T>, std::time::Duration) -> String + Send + 'static,
-) {
-    tokio::spawn(async move {
-        let started = Instant::now();
-        let progress = Arc::new(tokio::sync::Mutex::new(progress));
-        let done = tokio_util::sync::CancellationToken::new();
-        let ticker = {
-            let (progress, done, info) = (progress.clone(), done.clone(), slot.info.clone());
-            let every = bot.options.progress_every;
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-                loop {
-                    tokio::select! {
-                        _ = done.cancelled() => return,
-                        _ = tick.tick() => {}
-                    }
-                    let line = info.status();
-                    if !line.is_empty() {
-                        let text = format!("{title} ({}): {line}", human_duration(started.elapsed()));
-                        progress.lock().await.show(&text).await;
-                    }
-                }
-            })
-        };
-        let result = {
-            // Stops the ticker however `run` ends (a panic included).
-            let _stop_ticker = done.clone().drop_guard();
-            run.await
-        };
-        drop(slot);
-        let _ = ticker.await;
-        let text = summary(result, started.elapsed());
-        progress.lock().await.show(&text).await;
-    });
-}
-
 async fn autocomplete_model<'a>(ctx: Context<'_>, partial: &'a str) -> impl Stream<Item = String> + 'a {
     let mut names: Vec<String> = crate::embed::installed(&ctx.data().settings.models_dir)
         .into_iter()
@@ -190,7 +141,12 @@ pub async fn index(
     let guild = guild_of(&ctx)?;
     let model = match model {
         Some(m) => m,
-        None => ctx.data().store.active_model(guild)?.unwrap_or_else(|| ctx.data().settings.model.clone()),
+        None => ctx
+            .data()
+            .store
+            .call(move |s| s.active_model(guild))
+            .await?
+            .unwrap_or_else(|| ctx.data().settings.model.clone()),
     };
     run_index(ctx, guild, model, JobKind::Index).await
 }
@@ -209,7 +165,7 @@ pub async fn reindex(
 
 async fn run_index(ctx: Context<'_>, guild: u64, model: String, kind: JobKind) -> Result<(), Error> {
     let bot = ctx.data().clone();
-    if !bot.store.has_guild(guild)? {
+    if !bot.store.call(move |s| s.has_guild(guild)).await? {
         ctx.say("Nothing of this server is archived yet: run /load first.").await?;
         return Ok(());
     }
@@ -222,7 +178,7 @@ async fn run_index(ctx: Context<'_>, guild: u64, model: String, kind: JobKind) -
         Ok(slot) => slot,
         Err(running) => return busy(ctx, &running).await,
     };
-    let previous = bot.store.active_model(guild)?;
+    let previous = bot.store.call(move |s| s.active_model(guild)).await?;
     let activate = kind == JobKind::Reindex;
     ctx.say(match (&previous, activate) {
         (Some(p), true) if *p != model => {
@@ -235,7 +191,7 @@ async fn run_index(ctx: Context<'_>, guild: u64, model: String, kind: JobKind) -
     let (b, m, info) = (bot.clone(), model.clone(), slot.info.clone());
     let run = async move { jobs::index(&b, guild, &m, activate, &|line| info.set_status(line)).await };
     let title = format!("Indexing with {model}");
-    spawn_job(bot, slot, progress, title, run, move |result, took| match result {
+    jobs::spawn(bot, slot, progress, title, run, move |result, took| match result {
         Ok(s) => format!(
             "Index finished in {}: {} chunks embedded, {} unchanged, {} removed; {} chunks searchable with {}{}.",
             human_duration(took),
@@ -265,11 +221,15 @@ pub async fn status(ctx: Context<'_>) -> Result<(), Error> {
     let guild = guild_of(&ctx)?;
     let bot = ctx.data();
     let mut lines = Vec::new();
-    match bot.store.status(&[guild])?.into_iter().next() {
+    match bot.store.call(move |s| s.status(&[guild])).await?.into_iter().next() {
         None => lines.push("Nothing of this server is archived yet: /load starts.".to_owned()),
         Some(g) => {
-            let loaded = g.channels.iter().filter(|c| matches!(c.state.as_str(), "complete" | "partial")).count();
-            let skipped = g.channels.iter().filter(|c| matches!(c.state.as_str(), "forbidden" | "gone")).count();
+            let state = |c: &crate::store::ChannelStatus| match c.state {
+                LoadState::Checkpoint(s) => Some(s),
+                _ => None,
+            };
+            let loaded = g.channels.iter().filter_map(state).filter(|s| s.is_loaded()).count();
+            let skipped = g.channels.iter().filter_map(state).filter(|s| s.is_unreadable()).count();
             lines.push(format!(
                 "**Archive**: {} messages in {loaded} channels and threads{}; last load {}.",
                 g.messages,
@@ -324,11 +284,8 @@ pub async fn ask(
 ) -> Result<(), Error> {
     let bot = ctx.data().clone();
     ctx.defer().await?;
-    let indexed: Vec<(u64, String)> = {
-        let active: Vec<u64> =
-            bot.store.index_records(None)?.into_iter().filter(|r| r.active).map(|r| r.guild_id).collect();
-        bot.store.guilds()?.into_iter().filter(|(g, _, _)| active.contains(g)).map(|(g, name, _)| (g, name)).collect()
-    };
+    let indexed: Vec<(u64, String)> =
+        bot.store.call(|s| s.active_indexes()).await?.into_iter().map(|a| (a.guild_id, a.guild_name)).collect();
     let guilds: Vec<u64> = match &server {
         None => indexed.iter().map(|(g, _)| *g).collect(),
         Some(s) => {
@@ -405,47 +362,16 @@ pub async fn ask(
     Ok(())
 }
 
-/// The same answer for a server that is not indexed and one the person is not in.
-fn no_such_server(name: &str) -> String {
-    format!("No indexed server you are in is called {}.", truncate(name, 100))
-}
-
-/// One result as an embed field: where and who in the name; snippet and link in the value.
-fn result_field(r: &SearchResult, guild_name: Option<&str>, show_guild: bool) -> (String, String) {
-    let place = if r.is_thread { format!("🧵 {}", r.channel_name) } else { format!("#{}", r.channel_name) };
-    let when = chrono::DateTime::parse_from_rfc3339(&r.start)
-        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_else(|_| r.start.clone());
-    let mut name = format!("{place} · {} · {when}", r.authors.join(", "));
-    if show_guild {
-        if let Some(g) = guild_name {
-            name = format!("{g} · {name}");
-        }
-    }
-    let link = format!("\n[Jump to the conversation]({})", r.jump_url);
-    let value = format!("{}{link}", truncate(&r.text, 900 - link.chars().count()));
-    (truncate(&name, 200), value)
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_owned();
-    }
-    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
-    t.push('…');
-    t
-}
-
 /// Answers the user with what went wrong, and logs the detail.
 pub async fn on_error(error: poise::FrameworkError<'_, Arc<Bot>, Error>) {
     use poise::FrameworkError as E;
     let (ctx, text) = match error {
         E::Command { error, ctx, .. } => {
-            let detail = super::jobs::redact(&format!("{error:#}"));
+            let detail = redact(&format!("{error:#}"));
             tracing::error!(command = %ctx.command().name, error = %detail, "command failed");
             // Server managers get the cause; people asking in DMs get no internals.
             let text = if ctx.guild_id().is_some() {
-                format!("Sorry, /{} failed: {}.", ctx.command().name, super::jobs::redact(&error.to_string()))
+                format!("Sorry, /{} failed: {}.", ctx.command().name, redact(&error.to_string()))
             } else {
                 format!("Sorry, /{} failed. The cause is in the bot's log; please try again later.", ctx.command().name)
             };
@@ -481,20 +407,6 @@ pub async fn on_error(error: poise::FrameworkError<'_, Arc<Bot>, Error>) {
         }
     };
     if let Err(e) = ctx.send(CreateReply::default().content(text).ephemeral(true)).await {
-        tracing::error!(error = %super::jobs::redact(&e.to_string()), "could not tell the user about an error");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_texts_are_cut_to_discord_limits() {
-        assert_eq!(truncate("short", 10), "short");
-        let t = truncate(&"é".repeat(2000), 1000);
-        assert_eq!(t.chars().count(), 1000);
-        assert!(t.ends_with('…'));
-        assert_eq!(capitalize("a load"), "A load");
+        tracing::error!(error = %redact(&e.to_string()), "could not tell the user about an error");
     }
 }

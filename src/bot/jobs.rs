@@ -15,6 +15,7 @@ use serenity::all::{
     ChannelId, CommandInteraction, CreateMessage, EditInteractionResponse, EditMessage, Http, MessageId,
 };
 
+use super::format::redact;
 use super::Bot;
 use crate::index::{IndexEvent, IndexSummary};
 use crate::load::{LoadEvent, LoadOptions, LoadSummary, Outcome};
@@ -193,7 +194,7 @@ pub async fn index(
     // The searcher's copy: one model in memory for questions and indexing.
     let embedder = bot.searcher.model(model).await?;
     let mut options = bot.settings.index_options(guild);
-    options.activate = activate || bot.store.active_model(guild)?.is_none();
+    options.activate = activate || bot.store.call(move |s| s.active_model(guild)).await?.is_none();
     let started = Instant::now();
     let planned = Mutex::new(0u64);
     let on_event = |e: IndexEvent| match e {
@@ -214,35 +215,49 @@ pub async fn index(
     Ok(crate::index::index(&bot.store, &bot.backend, embedder, &options, &on_event, &bot.shutdown).await?)
 }
 
-/// Interaction tokens (in webhook URLs) out of a text meant for logs: any
-/// run of token characters longer than 64 becomes `<redacted>`.
-pub fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        out.push_str(if run.len() > 64 { "<redacted>" } else { run });
-        run.clear();
-    };
-    for c in text.chars() {
-        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-            run.push(c);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut run, &mut out);
-    out
-}
-
-/// "3m 05s", "42s".
-pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m {:02}s", s / 60, s % 60),
-        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
-    }
+/// Runs a job in the background, holding the guild's slot: `run` to
+/// completion while a separate task shows `title (elapsed): status` every
+/// few seconds (so a slow edit never holds the job up), then the summary.
+pub fn spawn<T: Send + 'static>(
+    bot: Arc<Bot>,
+    slot: JobSlot,
+    progress: Progress,
+    title: String,
+    run: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+    summary: impl FnOnce(anyhow::Result<T>, std::time::Duration) -> String + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let progress = Arc::new(tokio::sync::Mutex::new(progress));
+        let done = tokio_util::sync::CancellationToken::new();
+        let ticker = {
+            let (progress, done, info) = (progress.clone(), done.clone(), slot.info.clone());
+            let every = bot.options.progress_every;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                loop {
+                    tokio::select! {
+                        _ = done.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    let line = info.status();
+                    if !line.is_empty() {
+                        let text = format!("{title} ({}): {line}", super::format::human_duration(started.elapsed()));
+                        progress.lock().await.show(&text).await;
+                    }
+                }
+            })
+        };
+        let result = {
+            // Stops the ticker however `run` ends (a panic included).
+            let _stop_ticker = done.clone().drop_guard();
+            run.await
+        };
+        drop(slot);
+        let _ = ticker.await;
+        let text = summary(result, started.elapsed());
+        progress.lock().await.show(&text).await;
+    });
 }
 
 #[cfg(test)]
@@ -261,22 +276,5 @@ mod tests {
         drop(slot);
         assert!(jobs.get(1).is_none());
         assert!(jobs.start(1, JobKind::Index).is_ok());
-    }
-
-    #[test]
-    fn interaction_tokens_are_redacted() {
-        let token = "aW50ZXJhY3Rpb246MTIzNDU2Nzg5MDEyMzQ1Njc4OjEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MA";
-        let e = format!(
-            "error sending request for url (https://discord.com/api/v10/webhooks/123/{token}/messages/@original)"
-        );
-        let r = redact(&e);
-        assert!(!r.contains(token) && r.contains("/webhooks/123/<redacted>/messages/@original"), "{r}");
-    }
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(human_duration(Duration::from_secs(42)), "42s");
-        assert_eq!(human_duration(Duration::from_secs(185)), "3m 05s");
-        assert_eq!(human_duration(Duration::from_secs(7300)), "2h 01m");
     }
 }

@@ -3,9 +3,14 @@
 //!
 //! - [`commands`]: the slash commands (`/load`, `/index`, `/reindex`,
 //!   `/status` in servers; `/ask` in DMs) and the one error handler.
-//! - [`capture`]: live capture of gateway events into the archive, and the
-//!   catch-up load that runs whenever a new gateway session begins.
-//! - [`jobs`]: one background job per guild and its progress message.
+//! - [`format`]: the text they show (durations, Discord's limits, `/ask`
+//!   result fields) and log text with interaction tokens redacted.
+//! - [`jobs`]: one background job per guild, its progress message and ticker.
+//! - [`capture`]: live capture of gateway events into the archive.
+//! - [`checkpoints`]: the rules for when a live message may move its
+//!   channel's checkpoint.
+//! - [`schedule`]: what the bot runs on its own: the catch-up when a gateway
+//!   session begins, loads of new channels, and the timers.
 //!
 //! The bot holds one [`Store`], one [`Searcher`] (models and collections stay
 //! open between questions) and one rate-limited [`Client`] for loads. Serenity
@@ -13,8 +18,11 @@
 //! (the loopback fake server) its HTTP goes through that base too.
 
 pub mod capture;
+pub mod checkpoints;
 pub mod commands;
+pub mod format;
 pub mod jobs;
+pub mod schedule;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,7 +36,7 @@ use crate::discord::{Client, DEFAULT_API_BASE};
 use crate::search::Searcher;
 use crate::store::Store;
 use crate::vector::Backend;
-use capture::Live;
+use checkpoints::Live;
 use jobs::Jobs;
 
 /// How the bot runs.
@@ -93,7 +101,7 @@ pub fn intents() -> GatewayIntents {
 pub async fn run(settings: Settings, options: BotOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
     let token = settings.require_token()?;
     let store = Store::open(&settings.data_dir)?;
-    let backend = crate::cli::backend(&settings)?;
+    let backend = settings.backend()?;
     let client = settings.client(token.clone())?;
     // Fail fast, with the loader's clear messages, on a bad token or an unreachable API.
     let me = client.current_user().await.context("cannot start the bot")?;
@@ -149,11 +157,11 @@ pub async fn run(settings: Settings, options: BotOptions, shutdown: Cancellation
                 match registered {
                     Ok(()) => tracing::info!(guild = ?dev_guild, "slash commands registered"),
                     Err(e) => tracing::error!(
-                        error = %jobs::redact(&e.to_string()),
+                        error = %format::redact(&e.to_string()),
                         "could not register the slash commands; those registered earlier still work"
                     ),
                 }
-                capture::start_background(data.clone());
+                schedule::start_background(data.clone());
                 Ok(data)
             })
         })

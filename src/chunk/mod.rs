@@ -3,7 +3,7 @@
 //! at long silences and at the model's token budget, one line per message,
 //! each line led by the author's display name, replies carrying a short quote
 //! of what they answer. Messages that carry nothing searchable (system
-//! messages, empty text, bots, command invocations) are left out, by settings.
+//! messages, empty text, bots, command invocations) are left out, as the rules say.
 //!
 //! Chunking is deterministic and stateless across chunk boundaries: chunking a
 //! channel from any chunk's first message gives the same chunks from there on
@@ -13,6 +13,8 @@
 //! and reruns upsert instead of duplicating.
 
 use std::time::Duration;
+
+use crate::discord::model::message_type;
 
 /// A message as the chunker sees it.
 #[derive(Debug, Clone)]
@@ -27,10 +29,10 @@ pub struct ChatMessage {
     pub reply_to: Option<u64>,
 }
 
-/// The chunking and filtering settings (part of an index's identity: changing
+/// The chunking and filtering rules (part of an index's identity: changing
 /// them means rebuilding the index).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ChunkSettings {
+pub struct ChunkRules {
     /// A silence longer than this starts a new chunk.
     pub silence_minutes: u64,
     /// Most tokens a chunk's text may have (special tokens excluded).
@@ -45,9 +47,9 @@ pub struct ChunkSettings {
     pub quote_words: usize,
 }
 
-impl Default for ChunkSettings {
+impl Default for ChunkRules {
     fn default() -> Self {
-        ChunkSettings {
+        ChunkRules {
             silence_minutes: 15,
             max_tokens: 254,
             skip_bots: true,
@@ -58,16 +60,11 @@ impl Default for ChunkSettings {
     }
 }
 
-/// Message types that carry a person's text: DEFAULT, REPLY, THREAD_STARTER_MESSAGE.
-fn is_conversation(kind: u8) -> bool {
-    matches!(kind, 0 | 19 | 21)
-}
-
-impl ChunkSettings {
+impl ChunkRules {
     /// Whether a message is left out of the index.
     pub fn skips(&self, m: &ChatMessage) -> bool {
         let text = m.content.trim();
-        !is_conversation(m.kind)
+        !message_type::is_conversation(m.kind)
             || text.is_empty()
             || (self.skip_bots && m.author_is_bot)
             || self.skip_authors.contains(&m.author_id)
@@ -144,7 +141,7 @@ const RECENT: usize = 4096;
 
 /// Cuts one channel's messages, pushed in id order, into chunks.
 pub struct Chunker<'a> {
-    settings: &'a ChunkSettings,
+    rules: &'a ChunkRules,
     count: &'a (dyn Fn(&str) -> usize + Sync),
     quote: &'a (dyn Fn(u64) -> Option<(String, String)> + Sync),
     open: Option<Open>,
@@ -156,22 +153,22 @@ impl<'a> Chunker<'a> {
     /// `count` gives a text's tokens without special tokens; `quote` gives the
     /// (author, text) of a replied-to message the chunker has not seen.
     pub fn new(
-        settings: &'a ChunkSettings,
+        rules: &'a ChunkRules,
         count: &'a (dyn Fn(&str) -> usize + Sync),
         quote: &'a (dyn Fn(u64) -> Option<(String, String)> + Sync),
     ) -> Self {
-        Chunker { settings, count, quote, open: None, recent: Default::default(), recent_order: Default::default() }
+        Chunker { rules, count, quote, open: None, recent: Default::default(), recent_order: Default::default() }
     }
 
     /// Takes the next message; returns the chunks it closed.
     pub fn push(&mut self, m: ChatMessage) -> Vec<Chunk> {
-        let settings = self.settings;
+        let rules = self.rules;
         let count = self.count;
-        let budget = settings.max_tokens.max(8);
+        let budget = rules.max_tokens.max(8);
         let mut closed = Vec::new();
         let content = one_line(&m.content);
         self.remember(m.id, m.author_name.clone(), content.clone());
-        if settings.skips(&m) {
+        if rules.skips(&m) {
             return closed;
         }
         let replied = m.reply_to.and_then(|r| self.recent.get(&r).cloned().or_else(|| (self.quote)(r)));
@@ -179,8 +176,8 @@ impl<'a> Chunker<'a> {
             Some((who, what)) => {
                 let words: Vec<&str> = what.split_whitespace().collect();
                 let who = one_line(&who);
-                let cut = words.len() > settings.quote_words;
-                let mut q = words[..words.len().min(settings.quote_words)].join(" ");
+                let cut = words.len() > rules.quote_words;
+                let mut q = words[..words.len().min(rules.quote_words)].join(" ");
                 if cut {
                     q.push('…');
                 }
@@ -189,7 +186,7 @@ impl<'a> Chunker<'a> {
             None => format!("{}: {content}", m.author_name),
         };
         let tokens = count(&line);
-        let silent = self.open.as_ref().is_some_and(|o| gap(o.last_id, m.id) > settings.silence());
+        let silent = self.open.as_ref().is_some_and(|o| gap(o.last_id, m.id) > rules.silence());
         let full = self.open.as_ref().is_some_and(|o| o.tokens + tokens > budget);
         if silent || full || tokens > budget {
             if let Some(o) = self.open.take() {
@@ -252,11 +249,11 @@ impl<'a> Chunker<'a> {
 /// Cuts one channel's messages (in id order) into chunks.
 pub fn chunk_channel(
     messages: impl IntoIterator<Item = ChatMessage>,
-    settings: &ChunkSettings,
+    rules: &ChunkRules,
     count: &(dyn Fn(&str) -> usize + Sync),
     quote: &(dyn Fn(u64) -> Option<(String, String)> + Sync),
 ) -> Vec<Chunk> {
-    let mut chunker = Chunker::new(settings, count, quote);
+    let mut chunker = Chunker::new(rules, count, quote);
     let mut chunks = Vec::new();
     for m in messages {
         chunks.extend(chunker.push(m));

@@ -33,7 +33,7 @@ fn texts(chunks: &[Chunk]) -> Vec<String> {
 fn long_silences_cut_chunks() {
     let ms =
         vec![msg(0, 1, 1, "hi there"), msg(3, 2, 2, "hello"), msg(30, 3, 1, "anyone around?"), msg(31, 4, 3, "yes")];
-    let chunks = chunk_channel(ms, &ChunkSettings::default(), &words, &none);
+    let chunks = chunk_channel(ms, &ChunkRules::default(), &words, &none);
     assert_eq!(texts(&chunks), ["user1: hi there\nuser2: hello", "user1: anyone around?\nuser3: yes"]);
     assert_eq!(chunks[0].author_ids, vec![1, 2]);
     assert_eq!(chunks[1].message_ids.len(), 2);
@@ -41,19 +41,15 @@ fn long_silences_cut_chunks() {
 
 #[test]
 fn the_token_budget_cuts_chunks_and_nothing_is_truncated() {
-    let settings = ChunkSettings { max_tokens: 10, ..Default::default() };
+    let rules = ChunkRules { max_tokens: 10, ..Default::default() };
     let ms: Vec<ChatMessage> = (0..6).map(|i| msg(i, i, 1, "one two three")).collect(); // 4 tokens a line
-    let chunks = chunk_channel(ms, &settings, &words, &none);
+    let chunks = chunk_channel(ms, &rules, &words, &none);
     assert_eq!(chunks.len(), 3);
     assert!(chunks.iter().all(|c| c.tokens <= 10 && words(&c.text) == c.tokens));
     // A message longer than the budget becomes several chunks with all its words.
     let long = (0..25).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
-    let chunks = chunk_channel(
-        vec![msg(0, 1, 1, "before"), msg(1, 2, 1, &long), msg(2, 3, 1, "after")],
-        &settings,
-        &words,
-        &none,
-    );
+    let chunks =
+        chunk_channel(vec![msg(0, 1, 1, "before"), msg(1, 2, 1, &long), msg(2, 3, 1, "after")], &rules, &words, &none);
     assert_eq!(chunks.len(), 5, "{:#?}", texts(&chunks));
     assert_eq!(chunks[0].text, "user1: before");
     let pieces: Vec<&Chunk> = chunks.iter().filter(|c| c.message_ids == [msg(1, 2, 1, "").id]).collect();
@@ -72,7 +68,7 @@ fn replies_quote_what_they_answer() {
     reply.kind = 19;
     reply.reply_to = Some(msg(0, 1, 1, "").id);
     let ms = vec![msg(0, 1, 1, "how do we rotate the notary keys now that vault is gone?"), reply.clone()];
-    let chunks = chunk_channel(ms, &ChunkSettings::default(), &words, &none);
+    let chunks = chunk_channel(ms, &ChunkRules::default(), &words, &none);
     assert_eq!(
         chunks[0].text.lines().nth(1).unwrap(),
         "user2 (replying to user1: \"how do we rotate the notary keys now…\"): we moved key rotation to the new runbook"
@@ -80,7 +76,7 @@ fn replies_quote_what_they_answer() {
     // A reply to a message outside this run is quoted from the store.
     let outside = |id: u64| (id == 77).then(|| ("Carol".to_string(), "old question".to_string()));
     reply.reply_to = Some(77);
-    let chunks = chunk_channel(vec![reply], &ChunkSettings::default(), &words, &outside);
+    let chunks = chunk_channel(vec![reply], &ChunkRules::default(), &words, &outside);
     assert!(chunks[0].text.starts_with("user2 (replying to Carol: \"old question\"): "));
 }
 
@@ -94,27 +90,27 @@ fn filters_leave_out_what_carries_nothing_searchable() {
     pinned.kind = 6;
     let ms =
         vec![bot.clone(), join, pinned, msg(0, 4, 1, "   "), msg(0, 5, 1, "!play song"), msg(0, 6, 1, "real talk")];
-    let chunks = chunk_channel(ms.clone(), &ChunkSettings::default(), &words, &none);
+    let chunks = chunk_channel(ms.clone(), &ChunkRules::default(), &words, &none);
     assert_eq!(texts(&chunks), ["user1: real talk"]);
-    // Filters are settings.
-    let keep_bots = ChunkSettings { skip_bots: false, command_prefixes: vec![], ..Default::default() };
+    // Filters are rules.
+    let keep_bots = ChunkRules { skip_bots: false, command_prefixes: vec![], ..Default::default() };
     let chunks = chunk_channel(ms, &keep_bots, &words, &none);
     assert_eq!(texts(&chunks), ["user5: build #12 finished\nuser1: !play song\nuser1: real talk"]);
-    let no_one = ChunkSettings { skip_authors: vec![1], ..Default::default() };
+    let no_one = ChunkRules { skip_authors: vec![1], ..Default::default() };
     assert!(chunk_channel(vec![msg(0, 1, 1, "x")], &no_one, &words, &none).is_empty());
 }
 
 #[test]
 fn chunking_from_any_chunk_start_reproduces_the_rest() {
-    let settings = ChunkSettings { max_tokens: 12, ..Default::default() };
+    let rules = ChunkRules { max_tokens: 12, ..Default::default() };
     let mut ms: Vec<ChatMessage> =
         (0..40u64).map(|i| msg(i * 7 % 50 + i, i, i % 3, &"word ".repeat((i % 5 + 1) as usize))).collect();
     ms.sort_by_key(|m| m.id);
-    let all = chunk_channel(ms.clone(), &settings, &words, &none);
+    let all = chunk_channel(ms.clone(), &rules, &words, &none);
     assert!(all.len() > 5);
     for c in &all {
         let from: Vec<ChatMessage> = ms.iter().filter(|m| m.id >= c.first_message_id()).cloned().collect();
-        let again = chunk_channel(from, &settings, &words, &none);
+        let again = chunk_channel(from, &rules, &words, &none);
         let tail: Vec<&Chunk> = all.iter().filter(|x| x.first_message_id() >= c.first_message_id()).collect();
         assert_eq!(again.iter().collect::<Vec<_>>(), tail);
     }
@@ -122,9 +118,9 @@ fn chunking_from_any_chunk_start_reproduces_the_rest() {
 
 #[test]
 fn ids_are_stable_and_hashes_follow_the_content() {
-    let a = chunk_channel(vec![msg(0, 1, 1, "hello")], &ChunkSettings::default(), &words, &none);
-    let b = chunk_channel(vec![msg(0, 1, 1, "hello"), msg(1, 2, 2, "more")], &ChunkSettings::default(), &words, &none);
-    let c = chunk_channel(vec![msg(0, 1, 1, "hello, edited")], &ChunkSettings::default(), &words, &none);
+    let a = chunk_channel(vec![msg(0, 1, 1, "hello")], &ChunkRules::default(), &words, &none);
+    let b = chunk_channel(vec![msg(0, 1, 1, "hello"), msg(1, 2, 2, "more")], &ChunkRules::default(), &words, &none);
+    let c = chunk_channel(vec![msg(0, 1, 1, "hello, edited")], &ChunkRules::default(), &words, &none);
     assert_eq!(a[0].id, b[0].id, "a growing chunk keeps its id");
     assert_eq!(a[0].id, c[0].id);
     assert_ne!(a[0].hash, b[0].hash);

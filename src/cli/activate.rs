@@ -1,6 +1,6 @@
 //! `discord-indexer activate`: choose which complete index search uses.
 
-use super::exit;
+use super::{exit, IndexRef};
 use crate::config::Settings;
 use crate::store::Store;
 
@@ -13,31 +13,12 @@ pub struct Args {
 
 pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
     let store = Store::open_existing(&settings.data_dir)?;
-    let Some(record) = store.index_record(args.index.guild, &args.index.model)? else {
-        anyhow::bail!(
-            "guild {} has no index with model {}: run `discord-indexer index --guild {} --model {}`",
-            args.index.guild,
-            args.index.model,
-            args.index.guild,
-            args.index.model
-        );
-    };
-    if record.state != "complete" {
-        anyhow::bail!(
-            "the {} index of guild {} is not complete yet: rerun `index` to finish it",
-            args.index.model,
-            args.index.guild
-        );
-    }
-    super::backend(settings)?.activate(args.index.guild, &args.index.model).await?;
-    store.activate_index(args.index.guild, &args.index.model)?;
+    let IndexRef { guild, model } = &args.index;
+    crate::index::activate(&store, &settings.backend()?, *guild, model).await?;
     if json {
-        println!(
-            "{}",
-            serde_json::json!({"guild_id": args.index.guild.to_string(), "model": args.index.model, "active": true})
-        );
+        println!("{}", serde_json::json!({"guild_id": guild.to_string(), "model": model, "active": true}));
     } else {
-        println!("guild {} now searches with {}", args.index.guild, args.index.model);
+        println!("guild {guild} now searches with {model}");
     }
     Ok(exit::OK)
 }

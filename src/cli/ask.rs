@@ -38,11 +38,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     let store = Store::open_existing(&settings.data_dir)?;
     let mut guilds = args.guilds.clone();
     if guilds.is_empty() {
-        for (id, _, _) in store.guilds()? {
-            if store.active_model(id)?.is_some() {
-                guilds.push(id);
-            }
-        }
+        guilds = store.active_indexes()?.into_iter().map(|a| a.guild_id).collect();
         if guilds.is_empty() {
             anyhow::bail!(
                 "no guild in {} has an active index: run `discord-indexer index --guild ID` first",
@@ -62,7 +58,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         _ => None,
     };
     let searcher =
-        Searcher::new(store, super::backend(settings)?, settings.models_dir.clone(), client, settings.search.clone());
+        Searcher::new(store, settings.backend()?, settings.models_dir.clone(), client, settings.search.clone());
     let query = Query {
         text: args.question.clone(),
         guilds: guilds.clone(),

@@ -26,7 +26,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
             args.index.guild
         );
     }
-    let backend = super::backend(settings)?;
+    let backend = settings.backend()?;
     backend.drop_collection(args.index.guild, &args.index.model).await?;
     store.forget_index(args.index.guild, &args.index.model)?;
     if json {

@@ -38,9 +38,9 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     let name = args.model.clone().unwrap_or_else(|| settings.model.clone());
     let info = ModelInfo::find(&settings.models_dir, &name)?;
     let device = device();
-    let backend = super::backend(settings)?;
+    let backend = settings.backend()?;
     tracing::info!(model = %info.name, device = device_name(&device), "loading model");
-    let embedder = Arc::new(tokio::task::spawn_blocking(move || Embedder::load(info, device)).await??);
+    let embedder = Arc::new(crate::blocking::run(move || Embedder::load(info, device)).await?);
     if !json {
         eprintln!(
             "model {} ({} dimensions, {:?} pooling, {} tokens) on {}; store: {}",

@@ -4,8 +4,6 @@ mod activate;
 mod ask;
 mod bot;
 mod drop_index;
-#[cfg(feature = "fake-discord")]
-mod fake_discord;
 mod guilds;
 mod index;
 mod load;
@@ -71,9 +69,6 @@ pub enum Command {
     DropIndex(drop_index::Args),
     /// The guilds in the archive (for scripts: --json).
     Guilds(guilds::Args),
-    /// Run the loopback fake Discord server (for demos and benchmarks).
-    #[cfg(feature = "fake-discord")]
-    FakeDiscord(fake_discord::Args),
 }
 
 /// Names one index: a guild and a model.
@@ -119,15 +114,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Activate(args) => activate::run(args, &settings, cli.json).await,
         Command::DropIndex(args) => drop_index::run(args, &settings, cli.json).await,
         Command::Guilds(args) => guilds::run(args, &settings, cli.json),
-        #[cfg(feature = "fake-discord")]
-        Command::FakeDiscord(args) => fake_discord::run(args).await,
     }
-}
-
-/// The vector store the settings name: a Qdrant server, or the embedded one.
-pub fn backend(settings: &Settings) -> anyhow::Result<crate::vector::Backend> {
-    let key = settings.qdrant_api_key.as_ref().map(|k| k.0.as_str());
-    Ok(crate::vector::Backend::new(&settings.data_dir, settings.qdrant_url.as_deref(), key)?)
 }
 
 /// A token cancelled by the first Ctrl-C or SIGTERM; a second Ctrl-C exits at

@@ -16,7 +16,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     let store = Store::open_existing(&settings.data_dir)?;
     let mut guilds = store.status(&args.guilds)?;
     // Count each collection's points (skipped if another process holds it open).
-    let backend = super::backend(settings)?;
+    let backend = settings.backend()?;
     for g in &mut guilds {
         for i in &mut g.indexes {
             if let Ok(Some(c)) = backend.open_existing(g.guild_id, &i.model).await {

@@ -64,6 +64,35 @@ pub mod channel_type {
     }
 }
 
+/// Message types, as numbered by Discord, and which of them are conversation.
+pub mod message_type {
+    pub const DEFAULT: u8 = 0;
+    pub const REPLY: u8 = 19;
+    /// The first message of a thread started from a message: it points at that
+    /// message and carries no text of its own.
+    pub const THREAD_STARTER_MESSAGE: u8 = 21;
+
+    /// The types that carry what people say: what stage two indexes and
+    /// keyword search matches. Everything else (joins, pins, boosts...) is a
+    /// system message.
+    pub const CONVERSATION: [u8; 3] = [DEFAULT, REPLY, THREAD_STARTER_MESSAGE];
+
+    pub fn is_conversation(kind: u8) -> bool {
+        CONVERSATION.contains(&kind)
+    }
+
+    /// Conversation that a person typed into this message: every
+    /// conversation type but the thread starter, which is blank by design.
+    pub fn is_typed(kind: u8) -> bool {
+        is_conversation(kind) && kind != THREAD_STARTER_MESSAGE
+    }
+
+    /// [`CONVERSATION`] as an SQL list: `m.type IN (0, 19, 21)`.
+    pub fn conversation_sql() -> String {
+        CONVERSATION.map(|k| k.to_string()).join(", ")
+    }
+}
+
 /// Message flag: the message started a thread whose id equals the message's id.
 pub const MESSAGE_FLAG_HAS_THREAD: u64 = 1 << 5;
 

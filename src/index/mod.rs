@@ -20,14 +20,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::chunk::{Chunk, ChunkSettings, Chunker};
+use crate::chunk::{Chunk, ChunkRules, Chunker};
 use crate::embed::{device_name, Embedder, ModelError};
 use crate::snowflake;
-use crate::store::{ChannelInfo, ChunkRecord, NewIndex, Store, StoreError};
-use crate::vector::{Backend, Point, VectorError};
+use crate::store::{ChannelInfo, ChunkRecord, IndexState, NewIndex, Store, StoreError};
+use crate::vector::{Backend, ChunkPayload, Point, VectorError};
 
 /// What to index.
 #[derive(Debug, Clone)]
@@ -38,7 +37,7 @@ pub struct IndexOptions {
     /// Make this model the guild's active one once the index is complete.
     pub activate: bool,
     /// Chunking and filters; `max_tokens` is capped at the model's limit.
-    pub settings: ChunkSettings,
+    pub chunking: ChunkRules,
     /// Texts per forward pass.
     pub batch_size: usize,
     /// Chunks embedded and stored per step (one manifest transaction each).
@@ -51,7 +50,7 @@ impl IndexOptions {
             guild,
             rebuild: false,
             activate: false,
-            settings: ChunkSettings::default(),
+            chunking: ChunkRules::default(),
             batch_size: 32,
             flush_chunks: 128,
         }
@@ -96,7 +95,7 @@ pub struct IndexSummary {
     pub points: u64,
     /// Vectors covered by the HNSW index.
     pub indexed_vectors: u64,
-    pub state: &'static str,
+    pub state: IndexState,
     pub active: bool,
     pub seconds: f64,
 }
@@ -114,21 +113,21 @@ pub enum IndexError {
     #[error(
         "the index of guild {guild} with model {model} was built with other chunking settings; rerun with --rebuild"
     )]
-    SettingsChanged { guild: u64, model: String },
+    ChunkingChanged { guild: u64, model: String },
     #[error("the index of guild {guild} with model {model} has {found}-dimensional vectors but the model now makes {wanted}; rerun with --rebuild")]
     DimensionChanged { guild: u64, model: String, found: usize, wanted: usize },
+    #[error(
+        "guild {guild} has no index with model {model}: run `discord-indexer index --guild {guild} --model {model}`"
+    )]
+    NoSuchIndex { guild: u64, model: String },
+    #[error("the {model} index of guild {guild} is not complete yet: rerun `index` to finish it")]
+    Incomplete { guild: u64, model: String },
     #[error("interrupted; rerun to continue (nothing is lost)")]
     Interrupted,
 }
 
 /// Messages read from the archive per query.
 const READ_PAGE: usize = 2000;
-
-async fn blocking<T: Send + 'static, E: Send + 'static>(
-    f: impl FnOnce() -> Result<T, E> + Send + 'static,
-) -> Result<T, E> {
-    tokio::task::spawn_blocking(f).await.expect("blocking task panicked")
-}
 
 /// Runs stage two for one guild with one model.
 pub async fn index(
@@ -143,13 +142,12 @@ pub async fn index(
     let guild = options.guild;
     let model = embedder.info.name.clone();
     let dim = embedder.info.dim;
-    let s = store.clone();
-    if !blocking(move || s.has_guild(guild)).await? {
+    if !store.call(move |s| s.has_guild(guild)).await? {
         return Err(IndexError::UnknownGuild(guild));
     }
-    let mut settings = options.settings.clone();
-    settings.max_tokens = settings.max_tokens.min(embedder.info.max_tokens.saturating_sub(embedder.special_tokens()));
-    let settings_json = serde_json::to_string(&settings).expect("settings serialize");
+    let mut rules = options.chunking.clone();
+    rules.max_tokens = rules.max_tokens.min(embedder.info.max_tokens.saturating_sub(embedder.special_tokens()));
+    let rules_json = serde_json::to_string(&rules).expect("chunking rules serialize");
 
     let existing = store.index_record(guild, &model)?;
     let mut reset = options.rebuild;
@@ -157,8 +155,8 @@ pub async fn index(
         if !options.rebuild && record.dim != dim {
             return Err(IndexError::DimensionChanged { guild, model, found: record.dim, wanted: dim });
         }
-        if !options.rebuild && record.settings != settings_json {
-            return Err(IndexError::SettingsChanged { guild, model });
+        if !options.rebuild && record.chunking != rules_json {
+            return Err(IndexError::ChunkingChanged { guild, model });
         }
     } else {
         // No record: any collection left on disk is not ours to trust.
@@ -176,17 +174,15 @@ pub async fn index(
             backend: backend.kind(),
             collection: &collection_name,
             dim,
-            settings: &settings_json,
+            chunking: &rules_json,
         },
         reset,
     )?;
     let since = if reset { 0 } else { existing.as_ref().map_or(0, |r| r.version) };
     let version_now = store.version()?;
 
-    let s = store.clone();
-    let changed = blocking(move || s.changed_channels(guild, since)).await?;
-    let s = store.clone();
-    let channels: Arc<HashMap<u64, ChannelInfo>> = Arc::new(blocking(move || s.channel_infos(guild)).await?);
+    let changed = store.call(move |s| s.changed_channels(guild, since)).await?;
+    let channels: Arc<HashMap<u64, ChannelInfo>> = Arc::new(store.call(move |s| s.channel_infos(guild)).await?);
     let mut run = Run {
         store,
         guild,
@@ -199,14 +195,14 @@ pub async fn index(
         pending: Vec::new(),
         counts: Counts::default(),
     };
-    let (s, c) = (store.clone(), changed.clone());
-    let planned = blocking(move || s.messages_from(&c)).await?;
+    let c = changed.clone();
+    let planned = store.call(move |s| s.messages_from(&c)).await?;
     progress(IndexEvent::Planned { channels: changed.len(), messages: planned });
     for &(channel, first_change) in &changed {
         if shutdown.is_cancelled() {
             return Err(IndexError::Interrupted);
         }
-        run.channel(channel, first_change, &settings, shutdown).await?;
+        run.channel(channel, first_change, &rules, shutdown).await?;
     }
     run.flush().await?;
     let counts = run.counts;
@@ -216,8 +212,7 @@ pub async fn index(
     let chunks = store.complete_index(guild, &model, version_now)?;
     let mut active = store.active_model(guild)?.as_deref() == Some(model.as_str());
     if options.activate && !active {
-        backend.activate(guild, &model).await?;
-        store.activate_index(guild, &model)?;
+        activate(store, backend, guild, &model).await?;
         active = true;
     }
     Ok(IndexSummary {
@@ -236,10 +231,25 @@ pub async fn index(
         chunks,
         points: collection.count().await?,
         indexed_vectors: collection.indexed_vectors().await?,
-        state: "complete",
+        state: IndexState::Complete,
         active,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Makes a guild's complete index for `model` the one search uses: the
+/// server's alias first (a no-op for the embedded store), then the archive's
+/// record in one statement. Every switch (`index --activate`, `activate`, the
+/// bot's `/reindex`) comes through here.
+pub async fn activate(store: &Store, backend: &Backend, guild: u64, model: &str) -> Result<(), IndexError> {
+    let record =
+        store.index_record(guild, model)?.ok_or_else(|| IndexError::NoSuchIndex { guild, model: model.to_owned() })?;
+    if record.state != IndexState::Complete {
+        return Err(IndexError::Incomplete { guild, model: model.to_owned() });
+    }
+    backend.activate(guild, model).await?;
+    store.activate_index(guild, model)?;
+    Ok(())
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -271,29 +281,29 @@ impl Run<'_> {
         &mut self,
         channel: u64,
         first_change: u64,
-        settings: &ChunkSettings,
+        rules: &ChunkRules,
         shutdown: &CancellationToken,
     ) -> Result<(), IndexError> {
-        let (store, guild, model) = (self.store.clone(), self.guild, self.model.to_owned());
-        let (start, known) = blocking(move || {
-            let start = store.chunk_start_before(guild, &model, channel, first_change)?.unwrap_or(0);
-            let known = store.chunks_from(guild, &model, channel, start)?;
-            Ok::<_, StoreError>((start, known))
-        })
-        .await?;
+        let (guild, model) = (self.guild, self.model.to_owned());
+        let (start, known) = self
+            .store
+            .call(move |s| {
+                let start = s.chunk_start_before(guild, &model, channel, first_change)?.unwrap_or(0);
+                Ok((start, s.chunks_from(guild, &model, channel, start)?))
+            })
+            .await?;
         let mut seen: HashSet<u64> = HashSet::new();
         let embedder = self.embedder.clone();
         let count = move |text: &str| embedder.count_content_tokens(text);
         let quote_store = self.store.clone();
         let quote = move |id: u64| quote_store.quote(id, channel).ok().flatten();
-        let mut chunker = Chunker::new(settings, &count, &quote);
+        let mut chunker = Chunker::new(rules, &count, &quote);
         let mut from = start;
         loop {
             if shutdown.is_cancelled() {
                 return Err(IndexError::Interrupted);
             }
-            let store = self.store.clone();
-            let page = blocking(move || store.chat_messages(channel, from, READ_PAGE)).await?;
+            let page = self.store.call(move |s| s.chat_messages(channel, from, READ_PAGE)).await?;
             let done = page.len() < READ_PAGE;
             if let Some(last) = page.last() {
                 from = last.id + 1;
@@ -304,7 +314,7 @@ impl Run<'_> {
                 closed.extend(chunker.push(m));
             }
             if done {
-                closed.extend(std::mem::replace(&mut chunker, Chunker::new(settings, &count, &quote)).finish());
+                closed.extend(std::mem::replace(&mut chunker, Chunker::new(rules, &count, &quote)).finish());
             }
             for chunk in closed {
                 seen.insert(chunk.id);
@@ -329,9 +339,9 @@ impl Run<'_> {
             self.flush().await?;
             self.collection.delete(gone.clone()).await?;
             self.collection.persist().await?;
-            let (store, guild, model) = (self.store.clone(), self.guild, self.model.to_owned());
+            let (guild, model) = (self.guild, self.model.to_owned());
             let n = gone.len() as u64;
-            blocking(move || store.forget_chunks(guild, &model, &gone)).await?;
+            self.store.call(move |s| s.forget_chunks(guild, &model, &gone)).await?;
             self.counts.deleted += n;
             self.report();
         }
@@ -346,7 +356,7 @@ impl Run<'_> {
         let chunks = std::mem::take(&mut self.pending);
         let embedder = self.embedder.clone();
         let batch = self.options.batch_size;
-        let (chunks, vectors, tokens) = blocking(move || {
+        let (chunks, vectors, tokens) = crate::blocking::run(move || {
             let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
             let (vectors, tokens) = embedder.embed(&texts, batch)?;
             Ok::<_, ModelError>((chunks, vectors, tokens))
@@ -367,8 +377,8 @@ impl Run<'_> {
                 hash: c.hash,
             })
             .collect();
-        let (store, guild, model) = (self.store.clone(), self.guild, self.model.to_owned());
-        blocking(move || store.record_chunks(guild, &model, &records)).await?;
+        let (guild, model) = (self.guild, self.model.to_owned());
+        self.store.call(move |s| s.record_chunks(guild, &model, &records)).await?;
         crate::failpoint::hit("index-after-flush");
         self.counts.embedded += chunks.len() as u64;
         self.counts.tokens += tokens as u64;
@@ -385,24 +395,24 @@ impl Run<'_> {
         });
     }
 
-    fn payload(&self, c: &Chunk) -> serde_json::Value {
+    fn payload(&self, c: &Chunk) -> ChunkPayload {
         let info = self.channels.get(&c.channel_id).cloned().unwrap_or_default();
         let time = |id: u64| snowflake::format_time(snowflake::timestamp(id));
-        json!({
-            "guild_id": self.guild,
-            "channel_id": c.channel_id,
-            "channel_name": info.name,
-            "parent_id": info.parent_id,
-            "is_thread": crate::discord::model::channel_type::is_thread(info.kind),
-            "author_ids": c.author_ids,
-            "author_names": c.author_names,
-            "message_ids": c.message_ids,
-            "first_message_id": c.first_message_id(),
-            "last_message_id": c.last_message_id(),
-            "piece": c.piece,
-            "start": time(c.first_message_id()),
-            "end": time(c.last_message_id()),
-            "text": c.text,
-        })
+        ChunkPayload {
+            guild_id: self.guild,
+            channel_id: c.channel_id,
+            channel_name: info.name,
+            parent_id: info.parent_id,
+            is_thread: crate::discord::model::channel_type::is_thread(info.kind),
+            author_ids: c.author_ids.clone(),
+            author_names: c.author_names.clone(),
+            message_ids: c.message_ids.clone(),
+            first_message_id: c.first_message_id(),
+            last_message_id: c.last_message_id(),
+            piece: c.piece,
+            start: time(c.first_message_id()),
+            end: time(c.last_message_id()),
+            text: c.text.clone(),
+        }
     }
 }

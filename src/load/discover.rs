@@ -9,7 +9,7 @@ use crate::permissions::{self, GuildPermissions, Overwrite};
 
 /// A channel or thread whose history may be loaded.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct ChannelToLoad {
     pub guild_id: u64,
     pub channel_id: u64,
     pub name: String,
@@ -26,7 +26,7 @@ pub struct Discovery {
     /// Every channel and thread, for the store.
     pub channels: Vec<Raw<Channel>>,
     /// Message-holding channels and threads, in listing order.
-    pub targets: Vec<Target>,
+    pub targets: Vec<ChannelToLoad>,
     /// Things that could not be listed, in words for the summary.
     pub notes: Vec<String>,
 }
@@ -135,7 +135,7 @@ pub async fn discover(
         } else {
             None
         };
-        targets.push(Target {
+        targets.push(ChannelToLoad {
             guild_id,
             channel_id: c.id,
             name: c.name.clone().unwrap_or_default(),

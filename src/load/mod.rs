@@ -19,13 +19,13 @@ use std::time::Instant;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::discord::model::{channel_type, Message, Raw};
+use crate::discord::model::{channel_type, message_type, Message, Raw};
 use crate::discord::ratelimit::StatsSnapshot;
 use crate::discord::{ApiError, Client, PAGE_SIZE};
 use crate::permissions::GuildPermissions;
 use crate::snowflake;
-use crate::store::{ChannelState, PageCounts, Store, StoreError};
-pub use discover::Target;
+use crate::store::{ChannelState, GuildFacts, PageCounts, Store, StoreError};
+pub use discover::ChannelToLoad;
 
 /// What to load.
 #[derive(Debug, Clone)]
@@ -185,7 +185,7 @@ pub async fn load(
         let mut report = GuildReport { guild_id, name: None, error: None, notes: Vec::new() };
         match discover_guild(client, store, me.id, guild_id, &options.channels, &mut report).await {
             Ok(found) => {
-                let found: Vec<Target> = found
+                let found: Vec<ChannelToLoad> = found
                     .into_iter()
                     .filter(|t| options.channels.is_empty() || options.channels.contains(&t.channel_id))
                     .collect();
@@ -262,7 +262,7 @@ async fn discover_guild(
     guild_id: u64,
     wanted: &[u64],
     report: &mut GuildReport,
-) -> Result<Vec<Target>, LoadError> {
+) -> Result<Vec<ChannelToLoad>, LoadError> {
     let guild = client.guild(guild_id).await?;
     report.name = Some(guild.value.name.clone());
     let member = client.guild_member(guild_id, bot).await?;
@@ -273,23 +273,13 @@ async fn discover_guild(
     };
     let found = discover::discover(client, &perms, bot, &member.roles, wanted).await?;
     report.notes = found.notes;
-    let store2 = store.clone();
     let channels = found.channels;
-    let bot_roles = member.roles.clone();
-    blocking(move || {
-        store2.save_guild(&guild)?;
-        store2.save_channels(guild_id, &channels)?;
-        store2.save_member(guild_id, bot, Some(&bot_roles))?;
-        store2.mark_permissions_synced(guild_id)
-    })
-    .await?;
+    store
+        .call(move |s| {
+            s.record_guild(&GuildFacts { guild: &guild, channels: &channels, bot_member: Some((bot, &member.roles)) })
+        })
+        .await?;
     Ok(found.targets)
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f).await.expect("store task panicked")
 }
 
 struct Ctx<'a> {
@@ -310,7 +300,7 @@ impl Ctx<'_> {
         self.stop.cancel();
     }
 
-    async fn load_channel(&self, t: Target) -> ChannelReport {
+    async fn load_channel(&self, t: ChannelToLoad) -> ChannelReport {
         let mut report = ChannelReport {
             guild_id: t.guild_id,
             channel_id: t.channel_id,
@@ -355,10 +345,9 @@ impl Ctx<'_> {
             }
         };
         if let Some(state) = state {
-            let store = self.store.clone();
             let reason = report.reason.clone();
             let (g, c) = (t.guild_id, t.channel_id);
-            if let Err(e) = blocking(move || store.mark_channel(g, c, state, reason.as_deref())).await {
+            if let Err(e) = self.store.call(move |s| s.mark_channel(g, c, state, reason.as_deref())).await {
                 self.fail(e.into());
             }
         }
@@ -367,17 +356,15 @@ impl Ctx<'_> {
     }
 
     /// Pages one channel from its checkpoint to the end.
-    async fn page_through(&self, t: &Target, report: &mut ChannelReport) -> Result<Outcome, LoadError> {
+    async fn page_through(&self, t: &ChannelToLoad, report: &mut ChannelReport) -> Result<Outcome, LoadError> {
         if let Some(reason) = &t.forbidden {
             report.reason = Some(reason.clone());
-            let store = self.store.clone();
             let (g, c, r) = (t.guild_id, t.channel_id, reason.clone());
-            blocking(move || store.mark_channel(g, c, ChannelState::Forbidden, Some(&r))).await?;
+            self.store.call(move |s| s.mark_channel(g, c, ChannelState::Forbidden, Some(&r))).await?;
             return Ok(Outcome::Forbidden);
         }
-        let store = self.store.clone();
         let id = t.channel_id;
-        let checkpoint = blocking(move || store.checkpoint(id)).await?;
+        let checkpoint = self.store.call(move |s| s.checkpoint(id)).await?;
         let mut after = checkpoint.as_ref().map_or(0, |c| c.last_message_id);
         report.last_message_id = after;
         // The channel object names its newest message: nothing newer, nothing to ask.
@@ -407,11 +394,10 @@ impl Ctx<'_> {
             // A short page is the end; so is reaching the newest message the
             // channel listing named (saves asking for an empty page).
             let end = !full || t.last_message_id.is_some_and(|newest| last >= newest);
-            let store = self.store.clone();
             let (g, c) = (t.guild_id, t.channel_id);
             // Once fetched, a page is written even if a stop arrives meanwhile:
             // it lands with its checkpoint, whole.
-            let counts: PageCounts = blocking(move || store.write_page(g, c, &page, end)).await?;
+            let counts: PageCounts = self.store.call(move |s| s.write_page(g, c, &page, end)).await?;
             report.new += counts.new;
             report.updated += counts.updated;
             report.already_present += counts.unchanged;
@@ -438,11 +424,11 @@ fn oldest_first(mut page: Vec<Raw<Message>>, after: u64) -> Vec<Raw<Message>> {
     page
 }
 
-fn check_not_blank(t: &Target, page: &[Raw<Message>]) -> Result<(), LoadError> {
+fn check_not_blank(t: &ChannelToLoad, page: &[Raw<Message>]) -> Result<(), LoadError> {
     let ordinary: Vec<&Message> = page
         .iter()
         .map(|m| &m.value)
-        .filter(|m| !m.author.bot && m.webhook_id.is_none() && matches!(m.kind, 0 | 19))
+        .filter(|m| !m.author.bot && m.webhook_id.is_none() && message_type::is_typed(m.kind))
         .collect();
     if ordinary.len() >= BLANK_PAGE_EVIDENCE && ordinary.iter().all(|m| m.is_blank()) {
         return Err(LoadError::MissingIntent(format!(
@@ -476,7 +462,7 @@ mod tests {
 
     #[test]
     fn a_blank_page_of_human_messages_means_no_intent() {
-        let t = Target {
+        let t = ChannelToLoad {
             guild_id: 1,
             channel_id: 1,
             name: "g".into(),

@@ -16,7 +16,7 @@ use chrono::Utc;
 use crate::discord::model::channel_type::{is_thread, PRIVATE_THREAD};
 use crate::discord::{ApiError, Client};
 use crate::permissions::{can_read_history, MANAGE_THREADS};
-use crate::store::{Store, StoreError};
+use crate::store::{GuildFacts, Store, StoreError};
 
 /// Who is searching.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +34,21 @@ pub enum Readable {
     All,
     /// These channels and threads (possibly none).
     Only(Vec<u64>),
+}
+
+impl Readable {
+    /// The channels as a search filter: `None` means no filter (everything).
+    pub fn channels(&self) -> Option<Vec<u64>> {
+        match self {
+            Readable::All => None,
+            Readable::Only(c) => Some(c.clone()),
+        }
+    }
+
+    /// Whether nothing at all may be read.
+    pub fn is_nothing(&self) -> bool {
+        matches!(self, Readable::Only(c) if c.is_empty())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +92,7 @@ impl AccessSource<'_> {
 
         // 1. Roles and channel overwrites.
         let missing = || undetermined("the guild is not in the archive".into());
-        let mut access = self.store.guild_access(guild)?.ok_or_else(missing)?;
+        let mut access = self.store.call(move |s| s.guild_access(guild)).await?.ok_or_else(missing)?;
         if !access.synced_at.is_some_and(|t| fresh(t, self.max_age)) {
             let client = self.client.ok_or_else(|| {
                 undetermined(
@@ -88,11 +103,11 @@ impl AccessSource<'_> {
             self.refresh_guild(client, guild)
                 .await
                 .map_err(|e| undetermined(format!("refreshing roles and channels failed: {e}")))?;
-            access = self.store.guild_access(guild)?.ok_or_else(missing)?;
+            access = self.store.call(move |s| s.guild_access(guild)).await?.ok_or_else(missing)?;
         }
 
         // 2. The member's roles.
-        let roles = match self.store.member(guild, user)? {
+        let roles = match self.store.call(move |s| s.member(guild, user)).await? {
             Some(m) if fresh(m.fetched_at, self.max_age) => m.roles,
             _ => {
                 let client = self.client.ok_or_else(|| {
@@ -102,11 +117,12 @@ impl AccessSource<'_> {
                 })?;
                 match client.guild_member(guild, user).await {
                     Ok(member) => {
-                        self.store.save_member(guild, user, Some(&member.roles))?;
+                        let roles = member.roles.clone();
+                        self.store.call(move |s| s.save_member(guild, user, Some(&roles))).await?;
                         Some(member.roles)
                     }
                     Err(ApiError::NotFound { .. }) => {
-                        self.store.save_member(guild, user, None)?;
+                        self.store.call(move |s| s.save_member(guild, user, None)).await?;
                         None
                     }
                     Err(e) => return Err(undetermined(format!("reading the user's roles failed: {e}"))),
@@ -164,15 +180,15 @@ impl AccessSource<'_> {
     async fn refresh_guild(&self, client: &Client, guild: u64) -> Result<(), anyhow::Error> {
         let g = client.guild(guild).await?;
         let channels = client.guild_channels(guild).await?;
-        self.store.save_guild(&g)?;
-        self.store.save_channels(guild, &channels)?;
-        self.store.mark_permissions_synced(guild)?;
+        self.store
+            .call(move |s| s.record_guild(&GuildFacts { guild: &g, channels: &channels, bot_member: None }))
+            .await?;
         Ok(())
     }
 
     /// Some(is member), or None when it cannot be established.
     async fn thread_membership(&self, thread: u64, user: u64) -> Result<Option<bool>, StoreError> {
-        if let Some((member, at)) = self.store.thread_member(thread, user)? {
+        if let Some((member, at)) = self.store.call(move |s| s.thread_member(thread, user)).await? {
             if fresh(at, self.max_age) {
                 return Ok(Some(member));
             }
@@ -180,7 +196,7 @@ impl AccessSource<'_> {
         let Some(client) = self.client else { return Ok(None) };
         match client.is_thread_member(thread, user).await {
             Ok(member) => {
-                self.store.save_thread_member(thread, user, member)?;
+                self.store.call(move |s| s.save_thread_member(thread, user, member)).await?;
                 Ok(Some(member))
             }
             Err(e) => {

@@ -17,18 +17,61 @@ pub struct IndexRecord {
     pub backend: String,
     pub collection: String,
     pub dim: usize,
+    /// The chunking rules it was built with (JSON): changing them means a rebuild.
     #[serde(skip)]
-    pub settings: String,
+    pub chunking: String,
     /// Archive version fully indexed (the stage-two checkpoint).
     pub version: i64,
-    /// building | complete
-    pub state: String,
+    pub state: IndexState,
     pub chunks: u64,
     pub active: bool,
     pub updated_at: String,
     /// Points in the collection, when the caller looked (status does).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub points: Option<u64>,
+}
+
+/// Where an index stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexState {
+    /// A run started and has not finished: search may not switch to it.
+    Building,
+    /// Every chunk of the archive up to the record's version is stored.
+    Complete,
+}
+
+impl IndexState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexState::Building => "building",
+            IndexState::Complete => "complete",
+        }
+    }
+}
+
+impl std::fmt::Display for IndexState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl rusqlite::types::FromSql for IndexState {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        match v.as_str()? {
+            "building" => Ok(IndexState::Building),
+            "complete" => Ok(IndexState::Complete),
+            other => Err(rusqlite::types::FromSqlError::Other(format!("unknown index state {other:?}").into())),
+        }
+    }
+}
+
+/// A guild whose search has an active index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveIndex {
+    pub guild_id: u64,
+    pub guild_name: String,
+    pub model: String,
 }
 
 /// What an index record starts with.
@@ -39,8 +82,8 @@ pub struct NewIndex<'a> {
     pub backend: &'a str,
     pub collection: &'a str,
     pub dim: usize,
-    /// The chunking settings, as JSON.
-    pub settings: &'a str,
+    /// The chunking rules, as JSON.
+    pub chunking: &'a str,
 }
 
 /// A chunk in an index's collection.
@@ -187,7 +230,7 @@ impl Store {
                 backend: r.get(2)?,
                 collection: r.get(3)?,
                 dim: r.get::<_, i64>(4)? as usize,
-                settings: r.get(5)?,
+                chunking: r.get(5)?,
                 version: r.get(6)?,
                 state: r.get(7)?,
                 chunks: r.get::<_, i64>(8)? as u64,
@@ -201,7 +244,7 @@ impl Store {
 
     /// Starts (or restarts, with `reset`) an index record in state `building`.
     pub fn begin_index(&self, new: &NewIndex<'_>, reset: bool) -> Result<(), StoreError> {
-        let NewIndex { guild, model, backend, collection, dim, settings } = *new;
+        let NewIndex { guild, model, backend, collection, dim, chunking } = *new;
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if reset {
@@ -212,14 +255,14 @@ impl Store {
             "INSERT INTO indexes (guild_id, model, backend, collection, dim, settings, version, state, chunks, created_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 'building', 0, ?7, ?7)
              ON CONFLICT(guild_id, model) DO UPDATE SET updated_at = excluded.updated_at",
-            params![id(guild), model, backend, collection, dim as i64, settings, now()],
+            params![id(guild), model, backend, collection, dim as i64, chunking, now()],
         )?;
         tx.commit()?;
         Ok(())
     }
 
-    /// The manifest's chunk that a change at `message` falls in: the last one
-    /// of the channel starting at or before it.
+    /// The manifest's chunk that a change at `message` falls in: where the
+    /// last chunk of the channel starting at or before it starts.
     pub fn chunk_start_before(
         &self,
         guild: u64,
@@ -227,15 +270,7 @@ impl Store {
         channel: u64,
         message: u64,
     ) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .conn()?
-            .query_row(
-                "SELECT max(first_message_id) FROM index_chunks
-             WHERE guild_id = ?1 AND model = ?2 AND channel_id = ?3 AND first_message_id <= ?4",
-                params![id(guild), model, id(channel), id(message)],
-                |r| r.get::<_, Option<i64>>(0),
-            )?
-            .map(|v| v as u64))
+        Ok(self.last_chunk_from(guild, model, channel, message)?.map(|c| c.first_message_id))
     }
 
     /// The manifest of a channel from `first` on: chunk id → hash.
@@ -319,6 +354,19 @@ impl Store {
         Ok(())
     }
 
+    /// Every guild with an active index (what search answers from), by guild id.
+    pub fn active_indexes(&self) -> Result<Vec<ActiveIndex>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT a.guild_id, g.name, a.model FROM active_indexes a JOIN guilds g ON g.id = a.guild_id
+             ORDER BY a.guild_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(ActiveIndex { guild_id: r.get::<_, i64>(0)? as u64, guild_name: r.get(1)?, model: r.get(2)? })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn active_model(&self, guild: u64) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn()?
@@ -335,5 +383,45 @@ impl Store {
         tx.execute("DELETE FROM active_indexes WHERE guild_id = ?1 AND model = ?2", params![id(guild), model])?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// The chunk of an index that holds a message, if any (messages the
+    /// chunker left out belong to none).
+    pub fn chunk_of_message(
+        &self,
+        guild: u64,
+        model: &str,
+        channel: u64,
+        message: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let chunk = self.last_chunk_from(guild, model, channel, message)?;
+        Ok(chunk.filter(|c| c.last_message_id >= message).map(|c| c.chunk_id))
+    }
+
+    /// The channel's last manifest chunk that starts at or before `message`.
+    fn last_chunk_from(
+        &self,
+        guild: u64,
+        model: &str,
+        channel: u64,
+        message: u64,
+    ) -> Result<Option<ChunkRecord>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT chunk_id, first_message_id, last_message_id, hash FROM index_chunks
+             WHERE guild_id = ?1 AND model = ?2 AND channel_id = ?3 AND first_message_id <= ?4
+             ORDER BY first_message_id DESC LIMIT 1",
+        )?;
+        Ok(stmt
+            .query_row(params![id(guild), model, id(channel), id(message)], |r| {
+                Ok(ChunkRecord {
+                    chunk_id: r.get::<_, i64>(0)? as u64,
+                    channel_id: channel,
+                    first_message_id: r.get::<_, i64>(1)? as u64,
+                    last_message_id: r.get::<_, i64>(2)? as u64,
+                    hash: r.get::<_, i64>(3)? as u64,
+                })
+            })
+            .optional()?)
     }
 }

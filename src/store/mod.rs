@@ -7,8 +7,9 @@
 //! checkpoint that covers it land together or not at all, which is what makes
 //! a killed load resumable. See the README for the contract other tools rely on.
 
+mod access;
 mod index;
-mod search;
+mod keyword;
 mod status;
 
 use std::collections::HashSet;
@@ -18,11 +19,12 @@ use std::time::Duration;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use crate::discord::model::{Channel, Guild, Message, Raw, User};
+use crate::discord::model::{Message, Raw, User};
 use crate::snowflake;
-pub use index::{ChannelInfo, ChunkRecord, IndexRecord, NewIndex};
-pub use search::{ChannelAccess, GuildAccess, KeywordHit, KeywordOrder, StoredMember};
-pub use status::{ChannelStatus, GuildStatus};
+pub use access::{ChannelAccess, GuildAccess, GuildFacts, StoredMember};
+pub use index::{ActiveIndex, ChannelInfo, ChunkRecord, IndexRecord, IndexState, NewIndex};
+pub use keyword::{KeywordHit, KeywordOrder};
+pub use status::{ChannelStatus, GuildStatus, LoadState};
 
 /// Numbered migrations; `user_version` is the count applied.
 const MIGRATIONS: &[&str] = &[
@@ -79,6 +81,16 @@ impl ChannelState {
         }
     }
 
+    /// Loaded channels whose messages are (at least partly) stored.
+    pub fn is_loaded(self) -> bool {
+        matches!(self, ChannelState::Partial | ChannelState::Complete)
+    }
+
+    /// Channels the bot may not read or that no longer exist.
+    pub fn is_unreadable(self) -> bool {
+        matches!(self, ChannelState::Forbidden | ChannelState::Gone)
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
             "partial" => ChannelState::Partial,
@@ -88,6 +100,12 @@ impl ChannelState {
             "failed" => ChannelState::Failed,
             _ => return None,
         })
+    }
+}
+
+impl std::fmt::Display for ChannelState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -173,6 +191,16 @@ impl Store {
         Ok(Store { pool, path: path.into() })
     }
 
+    /// Runs `f` with this store on the blocking pool: how async code reads
+    /// and writes the archive.
+    pub async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        crate::blocking::run(move || f(&store)).await
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -180,85 +208,6 @@ impl Store {
     /// A pooled connection, for readers elsewhere in the crate.
     pub fn conn(&self) -> Result<r2d2::PooledConnection<SqliteConnectionManager>, StoreError> {
         Ok(self.pool.get()?)
-    }
-
-    /// Saves a guild and replaces its roles.
-    pub fn save_guild(&self, guild: &Raw<Guild>) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let g = &guild.value;
-        tx.execute(
-            "INSERT INTO guilds (id, name, owner_id, raw, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(id) DO UPDATE SET name = excluded.name, owner_id = excluded.owner_id,
-                raw = excluded.raw, updated_at = excluded.updated_at
-             WHERE raw IS NOT excluded.raw",
-            params![id(g.id), g.name, id(g.owner_id), guild.json.get(), now()],
-        )?;
-        let keep: HashSet<u64> = g.roles.iter().map(|r| r.value.id).collect();
-        let stored: Vec<i64> = tx
-            .prepare("SELECT id FROM roles WHERE guild_id = ?1")?
-            .query_map([id(g.id)], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        for old in stored {
-            if !keep.contains(&(old as u64)) {
-                tx.execute("DELETE FROM roles WHERE id = ?1", [old])?;
-            }
-        }
-        for role in &g.roles {
-            let r = &role.value;
-            tx.execute(
-                "INSERT INTO roles (id, guild_id, name, permissions, position, raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(id) DO UPDATE SET name = excluded.name, permissions = excluded.permissions,
-                    position = excluded.position, raw = excluded.raw
-                 WHERE raw IS NOT excluded.raw",
-                params![id(r.id), id(g.id), r.name, r.permissions as i64, r.position, role.json.get()],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Saves channels and threads of a guild (rows change only when Discord's copy did).
-    pub fn save_channels<'a>(
-        &self,
-        guild_id: u64,
-        channels: impl IntoIterator<Item = &'a Raw<Channel>>,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO channels (id, guild_id, parent_id, type, name, topic, position, owner_id, archived,
-                    permission_overwrites, raw, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                 ON CONFLICT(id) DO UPDATE SET guild_id = excluded.guild_id, parent_id = excluded.parent_id,
-                    type = excluded.type, name = excluded.name, topic = excluded.topic, position = excluded.position,
-                    owner_id = excluded.owner_id, archived = excluded.archived,
-                    permission_overwrites = excluded.permission_overwrites, raw = excluded.raw,
-                    updated_at = excluded.updated_at
-                 WHERE raw IS NOT excluded.raw",
-            )?;
-            for ch in channels {
-                let c = &ch.value;
-                let overwrites = serde_json::to_string(&c.permission_overwrites).expect("overwrites serialize");
-                stmt.execute(params![
-                    id(c.id),
-                    id(guild_id),
-                    c.parent_id.map(id),
-                    c.kind,
-                    c.name,
-                    c.topic,
-                    c.position,
-                    c.owner_id.map(id),
-                    c.thread_metadata.as_ref().map(|t| t.archived),
-                    overwrites,
-                    ch.json.get(),
-                    now(),
-                ])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
     }
 
     pub fn checkpoint(&self, channel_id: u64) -> Result<Option<Checkpoint>, StoreError> {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use rusqlite::params;
 
-use super::{Store, StoreError};
+use super::{ChannelState, Store, StoreError};
 use crate::discord::model::channel_type;
 
 /// One guild's archive.
@@ -34,11 +34,44 @@ pub struct ChannelStatus {
     pub messages: u64,
     #[serde(serialize_with = "crate::snowflake::serialize_id")]
     pub last_message_id: u64,
-    /// complete, partial, forbidden, gone, failed, or "not loaded".
-    pub state: String,
+    /// complete, partial, forbidden, gone, failed, "not loaded" or "holds threads".
+    pub state: LoadState,
     pub detail: Option<String>,
     /// When the checkpoint last moved.
     pub loaded_at: Option<String>,
+}
+
+/// Where a listed channel stands with the loader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadState {
+    /// It has a checkpoint.
+    Checkpoint(ChannelState),
+    /// Listed, never loaded.
+    NotLoaded,
+    /// A forum or media channel: it has no messages of its own, only threads.
+    HoldsThreads,
+}
+
+impl LoadState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadState::Checkpoint(s) => s.as_str(),
+            LoadState::NotLoaded => "not loaded",
+            LoadState::HoldsThreads => "holds threads",
+        }
+    }
+}
+
+impl std::fmt::Display for LoadState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for LoadState {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl Store {
@@ -99,10 +132,10 @@ impl Store {
                 if !channel_type::holds_messages(kind) && !channel_type::holds_threads(kind) {
                     continue;
                 }
-                let state = match state {
-                    Some(s) => s,
-                    None if !channel_type::holds_messages(kind) => "holds threads".into(),
-                    None => "not loaded".into(),
+                let state = match state.as_deref().and_then(ChannelState::parse) {
+                    Some(s) => LoadState::Checkpoint(s),
+                    None if !channel_type::holds_messages(kind) => LoadState::HoldsThreads,
+                    None => LoadState::NotLoaded,
                 };
                 let messages = counts.get(&(id as i64)).copied().unwrap_or(0);
                 g.messages += messages;

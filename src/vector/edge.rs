@@ -15,7 +15,7 @@ use qdrant_edge::{
     QueryRequest, ScoringQuery, UpdateOperation, VectorInternal, WithPayloadInterface, WithVector,
 };
 
-use super::{Hit, Point, VectorError, INDEXED_FIELDS, VECTOR};
+use super::{ChunkPayload, StoredHit as Hit, StoredPoint as Point, VectorError, VECTOR};
 
 const CONFIG_FILE: &str = "edge_config.json";
 
@@ -120,7 +120,7 @@ impl Shard {
         }
         let s = Shard { path, shard, dim, write: Mutex::new(()) };
         // Re-issued after every load: a segment created at load time may lack them.
-        for field in INDEXED_FIELDS {
+        for field in ChunkPayload::INDEXED {
             s.update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
                 field_name: JsonPath::try_from(field).expect("valid field name"),
                 field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Integer)),
@@ -160,6 +160,10 @@ impl Shard {
     fn update(&self, op: UpdateOperation) -> Result<(), VectorError> {
         let _guard = self.write.lock().unwrap();
         self.shard.update(op).map_err(|e| err(&self.path, e))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn upsert(&self, points: Vec<Point>) -> Result<(), VectorError> {

@@ -3,17 +3,19 @@
 //! in process. Configuring `[qdrant] url` uses a Qdrant server or cluster
 //! instead (collections `discord_<guild>_<model>`, with an alias
 //! `discord_<guild>` on the active one). Both backends store the same points:
-//! a u64 id (the chunk id), one named vector, and a JSON payload.
+//! a u64 id (the chunk id), one named vector, and a [`ChunkPayload`] (as a
+//! JSON object inside the engines; typed everywhere else).
 
 mod edge;
+mod payload;
 mod remote;
 
 use std::path::PathBuf;
 
+pub use payload::ChunkPayload;
+
 /// The name of the one vector every point carries.
 pub const VECTOR: &str = "chunk";
-/// Payload fields with an index (what searches filter on).
-pub const INDEXED_FIELDS: [&str; 3] = ["channel_id", "author_ids", "first_message_id"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum VectorError {
@@ -23,6 +25,8 @@ pub enum VectorError {
     Edge { path: PathBuf, detail: String },
     #[error("Qdrant server {url}: {detail}")]
     Remote { url: String, detail: String },
+    #[error("point {id} of the collection {name} has an unreadable payload ({detail}); rebuild with --rebuild")]
+    Payload { name: String, id: u64, detail: String },
 }
 
 /// A point to store.
@@ -30,7 +34,7 @@ pub enum VectorError {
 pub struct Point {
     pub id: u64,
     pub vector: Vec<f32>,
-    pub payload: serde_json::Value,
+    pub payload: ChunkPayload,
 }
 
 /// A search result.
@@ -38,7 +42,21 @@ pub struct Point {
 pub struct Hit {
     pub id: u64,
     pub score: f32,
-    pub payload: serde_json::Value,
+    pub payload: ChunkPayload,
+}
+
+/// A point as the engines store it: the payload as a JSON object.
+pub struct StoredPoint {
+    id: u64,
+    vector: Vec<f32>,
+    payload: serde_json::Value,
+}
+
+/// A search result as the engines return it.
+pub struct StoredHit {
+    id: u64,
+    score: f32,
+    payload: serde_json::Value,
 }
 
 /// Where collections live.
@@ -94,7 +112,7 @@ impl Backend {
             Backend::Edge { root } => {
                 let path = root.join(guild.to_string()).join(slug(model));
                 let model = model.to_owned();
-                Inner::Edge(spawn(move || edge::Shard::open(path, &model, dim)).await?)
+                Inner::Edge(crate::blocking::run(move || edge::Shard::open(path, &model, dim)).await?)
             }
             Backend::Remote(server) => Inner::Remote(server.open(guild, model, dim).await?),
         };
@@ -106,7 +124,7 @@ impl Backend {
         let inner = match self {
             Backend::Edge { root } => {
                 let path = root.join(guild.to_string()).join(slug(model));
-                match spawn(move || edge::Shard::open_existing(path)).await? {
+                match crate::blocking::run(move || edge::Shard::open_existing(path)).await? {
                     Some(shard) => Inner::Edge(shard),
                     None => return Ok(None),
                 }
@@ -124,7 +142,7 @@ impl Backend {
         match self {
             Backend::Edge { root } => {
                 let path = root.join(guild.to_string()).join(slug(model));
-                spawn(move || edge::Shard::remove(&path)).await
+                crate::blocking::run(move || edge::Shard::remove(&path)).await
             }
             Backend::Remote(server) => server.drop_collection(guild, model).await,
         }
@@ -150,13 +168,23 @@ enum Inner {
     Remote(remote::RemoteCollection),
 }
 
-async fn spawn<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, VectorError> + Send + 'static,
-) -> Result<T, VectorError> {
-    tokio::task::spawn_blocking(f).await.expect("vector store task panicked")
-}
-
 impl Collection {
+    /// The shard directory, or the server collection's name (for messages).
+    pub fn name(&self) -> String {
+        match &self.inner {
+            Inner::Edge(s) => s.path().display().to_string(),
+            Inner::Remote(c) => c.name().to_owned(),
+        }
+    }
+
+    fn decode(&self, id: u64, payload: serde_json::Value) -> Result<ChunkPayload, VectorError> {
+        ChunkPayload::from_json(payload).map_err(|e| VectorError::Payload {
+            name: self.name(),
+            id,
+            detail: e.to_string(),
+        })
+    }
+
     pub fn dim(&self) -> usize {
         match &self.inner {
             Inner::Edge(s) => s.dim(),
@@ -168,10 +196,14 @@ impl Collection {
         if points.is_empty() {
             return Ok(());
         }
+        let points: Vec<StoredPoint> = points
+            .into_iter()
+            .map(|p| StoredPoint { id: p.id, vector: p.vector, payload: p.payload.to_json() })
+            .collect();
         match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                spawn(move || s.upsert(points)).await
+                crate::blocking::run(move || s.upsert(points)).await
             }
             Inner::Remote(c) => c.upsert(points).await,
         }
@@ -184,7 +216,7 @@ impl Collection {
         match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                spawn(move || s.delete(ids)).await
+                crate::blocking::run(move || s.delete(ids)).await
             }
             Inner::Remote(c) => c.delete(ids).await,
         }
@@ -194,7 +226,7 @@ impl Collection {
         match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                spawn(move || s.count()).await
+                crate::blocking::run(move || s.count()).await
             }
             Inner::Remote(c) => c.count().await,
         }
@@ -208,24 +240,26 @@ impl Collection {
         channels: Option<Vec<u64>>,
         limit: usize,
     ) -> Result<Vec<Hit>, VectorError> {
-        match &self.inner {
+        let hits = match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                spawn(move || s.search(vector, channels, limit)).await
+                crate::blocking::run(move || s.search(vector, channels, limit)).await
             }
             Inner::Remote(c) => c.search(vector, channels, limit).await,
-        }
+        }?;
+        hits.into_iter().map(|h| Ok(Hit { id: h.id, score: h.score, payload: self.decode(h.id, h.payload)? })).collect()
     }
 
     /// The stored payloads of these points (missing ones left out).
-    pub async fn payloads(&self, ids: Vec<u64>) -> Result<Vec<(u64, serde_json::Value)>, VectorError> {
-        match &self.inner {
+    pub async fn payloads(&self, ids: Vec<u64>) -> Result<Vec<(u64, ChunkPayload)>, VectorError> {
+        let found = match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                spawn(move || s.payloads(ids)).await
+                crate::blocking::run(move || s.payloads(ids)).await
             }
             Inner::Remote(c) => c.payloads(ids).await,
-        }
+        }?;
+        found.into_iter().map(|(id, p)| Ok((id, self.decode(id, p)?))).collect()
     }
 
     /// Makes every write so far durable (before the archive records it).
@@ -233,7 +267,7 @@ impl Collection {
         match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                spawn(move || s.persist()).await
+                crate::blocking::run(move || s.persist()).await
             }
             // Writes to a server wait for it (`wait=true`).
             Inner::Remote(_) => Ok(()),
@@ -245,7 +279,7 @@ impl Collection {
         match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                spawn(move || s.finish()).await
+                crate::blocking::run(move || s.finish()).await
             }
             Inner::Remote(_) => Ok(()),
         }

@@ -12,7 +12,7 @@ use qdrant_client::qdrant::{
 };
 use qdrant_client::{Payload, Qdrant};
 
-use super::{slug, Hit, Point, VectorError, INDEXED_FIELDS, VECTOR};
+use super::{slug, ChunkPayload, StoredHit as Hit, StoredPoint as Point, VectorError, VECTOR};
 
 pub fn collection_name(guild: u64, model: &str) -> String {
     format!("discord_{guild}_{}", slug(model).replace(['-', '.'], "_"))
@@ -92,7 +92,7 @@ impl Server {
                     .map_err(|e| err(&self.url, e))?;
             }
         }
-        for field in INDEXED_FIELDS {
+        for field in ChunkPayload::INDEXED {
             self.client
                 .create_field_index(CreateFieldIndexCollectionBuilder::new(&name, field, FieldType::Integer).wait(true))
                 .await
@@ -126,6 +126,10 @@ impl Server {
 }
 
 impl RemoteCollection {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     fn url(&self) -> &str {
         &self.server.url
     }

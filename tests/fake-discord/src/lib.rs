@@ -1,5 +1,6 @@
-//! A faithful fake Discord REST server on loopback, for tests, benchmarks and
-//! demos (`discord-indexer fake-discord`).
+//! Test equipment: a faithful fake Discord (REST, gateway) on loopback, for
+//! discord-indexer's tests, benchmarks and demo (the `fake-discord` binary).
+//! It is not part of the program users install.
 //!
 //! It serves a generated [`World`] with Discord's semantics: newest-first
 //! message pages with `before`/`after`/`around`/`limit`, thread listings
@@ -14,6 +15,7 @@ mod gateway;
 mod http;
 mod live;
 mod outbox;
+mod wire;
 pub mod world;
 
 use std::net::SocketAddr;

@@ -9,9 +9,11 @@ use std::collections::HashMap;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::discord::model::channel_type::*;
-use crate::permissions::{Overwrite, OverwriteKind, ADMINISTRATOR, MANAGE_THREADS, READ_MESSAGE_HISTORY, VIEW_CHANNEL};
-use crate::snowflake;
+use discord_indexer::discord::model::channel_type::*;
+use discord_indexer::permissions::{
+    Overwrite, OverwriteKind, ADMINISTRATOR, MANAGE_THREADS, READ_MESSAGE_HISTORY, VIEW_CHANNEL,
+};
+use discord_indexer::snowflake;
 
 /// @everyone's default permissions in generated guilds: view, send, read history, and more.
 pub const EVERYONE_PERMISSIONS: u64 = VIEW_CHANNEL | READ_MESSAGE_HISTORY | (1 << 11) | (1 << 6);

@@ -20,7 +20,8 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::http::{channel_json, guild_json, member_json, user_json, State, JOINED_AT};
+use super::http::State;
+use super::wire::{channel_json, guild_json, member_json, user_json, JOINED_AT};
 use super::World;
 
 /// Gateway opcodes.

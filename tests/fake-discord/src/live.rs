@@ -6,12 +6,12 @@
 
 use serde_json::{json, Value};
 
-use super::http::{
+use super::wire::{
     channel_json, effective_overwrites, guild_permissions, member_json, message_json, now_ms, user_json,
 };
 use super::world::{FakeChannel, FakeMessage, World};
 use super::FakeDiscord;
-use crate::discord::model::channel_type;
+use discord_indexer::discord::model::channel_type;
 
 /// Who invokes a slash command, and where.
 #[derive(Debug, Clone)]
@@ -286,7 +286,7 @@ impl FakeDiscord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::WorldSpec;
+    use crate::WorldSpec;
     use serenity::all as s;
 
     /// Serenity drops a connection whose events it cannot read, so every

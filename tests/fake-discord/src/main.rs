@@ -5,45 +5,56 @@
 use std::time::Duration;
 
 use super::exit;
-use crate::fake::{FakeDiscord, Limits, World, WorldSpec};
+use crate::{FakeDiscord, Limits, World, WorldSpec};
 
 /// Serve a generated guild on loopback with Discord's paging and rate limits.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+struct Args {
     /// Port on 127.0.0.1 (0 = any free port).
     #[arg(long, default_value_t = 0)]
-    pub port: u16,
+    port: u16,
     /// Plain text channels to generate.
     #[arg(long, default_value_t = 4)]
-    pub channels: usize,
+    channels: usize,
     /// Messages per text channel.
     #[arg(long, default_value_t = 1000)]
-    pub messages: usize,
+    messages: usize,
     /// Also generate threads, a forum, voice chat, unreadable channels, and
     /// role-gated channels with members of each kind (printed as "members").
     #[arg(long)]
-    pub full_cast: bool,
+    full_cast: bool,
     /// Requests per bucket window, per channel.
     #[arg(long, default_value_t = 5)]
-    pub per_route: u32,
+    per_route: u32,
     /// Bucket window in milliseconds.
     #[arg(long, default_value_t = 1000)]
-    pub window_ms: u64,
+    window_ms: u64,
     /// Requests per second for the whole bot.
     #[arg(long, default_value_t = 50)]
-    pub global: u32,
+    global: u32,
     /// Pretend the MESSAGE_CONTENT intent is not granted.
     #[arg(long)]
-    pub no_intent: bool,
+    no_intent: bool,
     /// Generator seed.
     #[arg(long, default_value_t = 7)]
-    pub seed: u64,
+    seed: u64,
     /// On exit, write every request (arrival ms, status, outcome, path) as JSON lines here.
     #[arg(long, value_name = "FILE")]
-    pub request_log: Option<std::path::PathBuf>,
+    request_log: Option<std::path::PathBuf>,
 }
 
-pub async fn run(args: Args) -> anyhow::Result<u8> {
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let spec = WorldSpec {
         seed: args.seed,
         text_channels: args.channels,
@@ -99,5 +110,5 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         std::fs::write(path, out)?;
     }
     server.shutdown().await;
-    Ok(exit::OK)
+    Ok(())
 }

@@ -12,7 +12,7 @@
 
 use serde_json::{json, Value};
 
-use super::http::{discord_time, error, json_response, now_ms, user_json, Resp};
+use super::wire::{discord_time, error, json_response, now_ms, user_json, Resp};
 use super::World;
 
 /// One thing the bot sent.

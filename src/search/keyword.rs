@@ -1,0 +1,153 @@
+//! Step 3 of a question: the keyword list. SQLite FTS5 (bm25) over message
+//! text, with the viewer's readable channels in the SQL query; each matching
+//! message stands for the chunk of the active index that holds it (its first
+//! occurrence ranks the chunk).
+//!
+//! The plan bounds the cost on big archives: terms found in a large share of
+//! all messages cost the most to rank and say the least, so they are left out
+//! when the question has rarer ones. A question of frequent terms only takes
+//! the newest messages that have them all (then any of them), which costs no
+//! more than the messages read.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use super::fuse::Candidate;
+use super::text::{self, Term};
+use super::{Readable, SearchError, SearchedGuild, Searcher};
+use crate::store::{KeywordOrder, Store, StoreError};
+
+/// The keyword list and the IDF of each of the question's terms (fusion weighs hits with it).
+pub(super) struct KeywordList {
+    pub hits: Vec<Candidate>,
+    pub idf: Vec<f64>,
+}
+
+/// One guild as the keyword search needs it (owned: the search runs on the blocking pool).
+struct KeywordScope {
+    guild: u64,
+    model: String,
+    readable: Readable,
+}
+
+impl Searcher {
+    /// The `depth` best keyword hits for `terms` among what the viewer may read.
+    pub(super) async fn keyword_list(
+        &self,
+        terms: &[Term],
+        guilds: &[&SearchedGuild],
+        depth: usize,
+    ) -> Result<KeywordList, SearchError> {
+        let n = self.message_count().await?;
+        let terms = terms.to_vec();
+        let scope: Vec<KeywordScope> = guilds
+            .iter()
+            .map(|g| KeywordScope { guild: g.guild, model: g.model.clone(), readable: g.readable.clone() })
+            .collect();
+        Ok(self.store.call(move |store| keyword_list(store, &terms, n, &scope, depth)).await?)
+    }
+
+    /// Messages in the archive (for IDF), counted at most every five minutes.
+    async fn message_count(&self) -> Result<u64, SearchError> {
+        if let Some((n, at)) = *self.messages.lock().unwrap() {
+            if at.elapsed() < Duration::from_secs(300) {
+                return Ok(n);
+            }
+        }
+        let n = self.store.call(|s| s.message_count()).await?;
+        *self.messages.lock().unwrap() = Some((n, Instant::now()));
+        Ok(n)
+    }
+}
+
+fn keyword_list(
+    store: &Store,
+    terms: &[Term],
+    messages: u64,
+    scope: &[KeywordScope],
+    depth: usize,
+) -> Result<KeywordList, StoreError> {
+    let dfs = document_frequencies(store, terms, messages)?;
+    let idf = dfs.iter().map(|&(df, _)| text::idf(df, messages)).collect();
+    let rare: Vec<Term> = terms.iter().zip(&dfs).filter(|(_, (_, common))| !common).map(|(t, _)| t.clone()).collect();
+    let plan = if rare.is_empty() {
+        vec![(text::fts_query_all(terms), KeywordOrder::Newest), (text::fts_query(terms), KeywordOrder::Newest)]
+    } else {
+        vec![(text::fts_query(&rare), KeywordOrder::Relevance)]
+    };
+    let mut hits = Vec::new();
+    for (fts, order) in plan {
+        if let Some(fts) = fts {
+            hits = keyword_hits(store, &fts, scope, depth, order)?;
+        }
+        if !hits.is_empty() {
+            break;
+        }
+    }
+    Ok(KeywordList { hits, idf })
+}
+
+/// Each term's document frequency, with whether the term is common. Counting
+/// stops at the "common" threshold (0.1% of messages, at least 200, at most
+/// 2,000), which bounds the cost of a frequent term; its IDF is then computed
+/// from the threshold.
+fn document_frequencies(store: &Store, terms: &[Term], messages: u64) -> Result<Vec<(u64, bool)>, StoreError> {
+    let cap = (messages / 1000).clamp(200, 2_000);
+    terms
+        .iter()
+        .map(|t| {
+            let df = store.keyword_count(&t.phrase(), cap)?;
+            Ok((df, df >= cap))
+        })
+        .collect()
+}
+
+/// Best-matching messages of one FTS query, each standing for its chunk.
+fn keyword_hits(
+    store: &Store,
+    fts: &str,
+    scope: &[KeywordScope],
+    depth: usize,
+    order: KeywordOrder,
+) -> Result<Vec<Candidate>, StoreError> {
+    let ids: Vec<u64> = scope.iter().map(|g| g.guild).collect();
+    let channels: Option<Vec<u64>> = if scope.iter().all(|g| g.readable == Readable::All) {
+        None
+    } else {
+        // Mixed: a guild searched as operator contributes all its stored channels.
+        let mut all = Vec::new();
+        for g in scope {
+            match &g.readable {
+                Readable::Only(c) => all.extend(c),
+                Readable::All => all.extend(store.channel_infos(g.guild)?.into_keys()),
+            }
+        }
+        Some(all)
+    };
+    let models: HashMap<u64, &str> = scope.iter().map(|g| (g.guild, g.model.as_str())).collect();
+    // Several messages of one chunk may match: read deeper than needed.
+    let hits = store.keyword_search(fts, &ids, channels.as_deref(), depth * 4, order)?;
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for h in hits {
+        let model = models[&h.guild_id];
+        let Some(chunk) = store.chunk_of_message(h.guild_id, model, h.channel_id, h.message_id)? else {
+            continue;
+        };
+        if seen.insert(chunk) {
+            out.push(Candidate {
+                guild: h.guild_id,
+                model: model.to_owned(),
+                chunk,
+                vector_score: None,
+                bm25: Some(h.bm25),
+                weight: 1.0,
+                payload: None,
+            });
+            if out.len() >= depth {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,100 @@
+//! The keyword index: SQLite FTS5 over message text, kept in step with
+//! `messages` by triggers (see migration 003), and the counts keyword search
+//! weighs terms with.
+
+use rusqlite::params;
+
+use super::{Store, StoreError};
+use crate::discord::model::message_type;
+
+/// How keyword matches are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeywordOrder {
+    /// The best `limit` by bm25 among all matches.
+    Relevance,
+    /// The newest `limit` matches, then by bm25 (bounded cost for frequent terms).
+    Newest,
+}
+
+/// A message the keyword index matched.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeywordHit {
+    pub message_id: u64,
+    pub channel_id: u64,
+    pub guild_id: u64,
+    /// FTS5's bm25: lower is better (it is negative).
+    pub bm25: f64,
+}
+
+impl Store {
+    /// Messages matching an FTS5 query, in these guilds and, when `channels`
+    /// is given, only in those channels (the filter is part of the query).
+    /// Messages by bots and system messages are left out, as the chunker
+    /// leaves them out.
+    ///
+    /// `KeywordOrder::Relevance` ranks every match by bm25 (cost grows with
+    /// the number of matches: use it for terms that are not too frequent);
+    /// `KeywordOrder::Newest` takes the newest `limit` matches, stopping there,
+    /// and returns them by bm25.
+    pub fn keyword_search(
+        &self,
+        fts_query: &str,
+        guilds: &[u64],
+        channels: Option<&[u64]>,
+        limit: usize,
+        order: KeywordOrder,
+    ) -> Result<Vec<KeywordHit>, StoreError> {
+        let conn = self.conn()?;
+        let guilds_json = serde_json::to_string(guilds).expect("ids serialize");
+        let channels_json = channels.map(|c| serde_json::to_string(c).expect("ids serialize"));
+        let order_by = match order {
+            KeywordOrder::Relevance => "score",
+            KeywordOrder::Newest => "messages_fts.rowid DESC",
+        };
+        let conversation = message_type::conversation_sql();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT m.id, m.channel_id, m.guild_id, bm25(messages_fts) AS score
+             FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid
+             WHERE messages_fts MATCH ?1
+               AND m.guild_id IN (SELECT value FROM json_each(?2))
+               AND (?3 IS NULL OR m.channel_id IN (SELECT value FROM json_each(?3)))
+               AND m.type IN ({conversation})
+               AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = m.author_id AND u.bot)
+             ORDER BY {order_by} LIMIT ?4"
+        ))?;
+        let rows = stmt.query_map(params![fts_query, guilds_json, channels_json, limit as i64], |r| {
+            Ok(KeywordHit {
+                message_id: r.get::<_, i64>(0)? as u64,
+                channel_id: r.get::<_, i64>(1)? as u64,
+                guild_id: r.get::<_, i64>(2)? as u64,
+                bm25: r.get(3)?,
+            })
+        })?;
+        let mut hits: Vec<KeywordHit> = rows.collect::<Result<_, _>>()?;
+        if order == KeywordOrder::Newest {
+            hits.sort_by(|a, b| a.bm25.total_cmp(&b.bm25));
+        }
+        Ok(hits)
+    }
+
+    /// How many messages match an FTS5 query (a term's document frequency),
+    /// counting no further than `cap`.
+    pub fn keyword_count(&self, fts_query: &str, cap: u64) -> Result<u64, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT count(*) FROM (SELECT 1 FROM messages_fts WHERE messages_fts MATCH ?1 LIMIT ?2)")?;
+        Ok(stmt.query_row(params![fts_query, cap as i64], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// How many messages the archive holds.
+    pub fn message_count(&self) -> Result<u64, StoreError> {
+        Ok(self.conn()?.query_row("SELECT count(*) FROM messages", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Rebuilds the keyword index from the messages table (after a restore,
+    /// or if it was ever suspected to be out of step).
+    pub fn rebuild_keyword_index(&self) -> Result<(), StoreError> {
+        self.conn()?.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')", [])?;
+        Ok(())
+    }
+}
