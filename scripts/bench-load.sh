@@ -12,8 +12,8 @@ QUICK=${1:-}
 PER_CHANNEL=10000; STORE_N=1000000; BIG=1000000
 if [ "$QUICK" = "--quick" ]; then PER_CHANNEL=1000; STORE_N=50000; BIG=100000; fi
 
-cargo build --release --quiet --bin discord-indexer --example bench_store
-cargo build --release --quiet -p fake-discord
+# One build for both packages, so that their shared dependencies are built once.
+cargo build --release --quiet -p discord-indexer -p fake-discord --bins --examples
 BIN=target/release/discord-indexer
 FAKE_BIN=target/release/fake-discord
 WORK=$(mktemp -d)

@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-data/demo}
 scripts/fetch-model.sh all-MiniLM-L6-v2
-cargo build --release --quiet --bin discord-indexer
-cargo build --release --quiet -p fake-discord
+# One build for both packages, so that their shared dependencies are built once.
+cargo build --release --quiet -p discord-indexer -p fake-discord --bins
 BIN=target/release/discord-indexer
 FAKE_BIN=target/release/fake-discord
 INFO=$(mktemp)

@@ -12,7 +12,7 @@
 //! | embedding model | `[index] model` | — |
 //! | model directory | `[index] models_dir` | `DISCORD_INDEXER_MODELS_DIR` |
 //! | chunking and filters | `[index] silence_minutes`, `max_chunk_tokens`, `skip_bots`, `skip_authors`, `command_prefixes` | — |
-//! | texts per forward pass | `[index] batch_size` | — |
+//! | texts per forward pass; embedding threads | `[index] batch_size`, `threads` | — |
 //! | Qdrant server (instead of the embedded store) | `[qdrant] url`, `api_key` | `QDRANT_URL`, `QDRANT_API_KEY` |
 //! | how old stored permissions may be before search re-reads them | `[search] permissions_max_age_secs` | — |
 //! | results each list contributes to fusion; snippet length | `[search] candidates`, `snippet_chars` | — |
@@ -66,6 +66,7 @@ struct IndexSection {
     skip_authors: Option<Vec<u64>>,
     command_prefixes: Option<Vec<String>>,
     batch_size: Option<usize>,
+    threads: Option<usize>,
 }
 
 #[derive(Default, serde::Deserialize)]
@@ -102,6 +103,8 @@ pub struct Settings {
     pub models_dir: PathBuf,
     pub chunking: ChunkRules,
     pub batch_size: usize,
+    /// Threads for embedding (default: one per CPU core).
+    pub threads: Option<usize>,
     /// A Qdrant server to use instead of the embedded store.
     pub qdrant_url: Option<String>,
     pub qdrant_api_key: Option<Secret>,
@@ -164,7 +167,10 @@ impl Settings {
         if chunking.max_tokens < 16 {
             bail!("[index] max_chunk_tokens must be at least 16");
         }
-        let batch_size = i.batch_size.unwrap_or(8).max(1);
+        let batch_size = i.batch_size.unwrap_or(crate::embed::DEFAULT_BATCH_TEXTS).max(1);
+        if i.threads == Some(0) {
+            bail!("[index] threads must be at least 1");
+        }
         let d = crate::search::SearchOptions::default();
         let search = crate::search::SearchOptions {
             permissions_max_age: file
@@ -187,6 +193,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from("models")),
             chunking,
             batch_size,
+            threads: i.threads,
             qdrant_url: nonempty(env("QDRANT_URL")).or(file.qdrant.url),
             qdrant_api_key: nonempty(env("QDRANT_API_KEY")).or(file.qdrant.api_key).map(Secret),
             search,
@@ -198,6 +205,18 @@ impl Settings {
         let mut options = crate::discord::ClientOptions::new(self.api_base.clone(), token);
         options.global_per_second = self.requests_per_second;
         crate::discord::Client::new(options)
+    }
+
+    /// Sizes the thread pool that embedding runs on (once per process;
+    /// without the setting it has one thread per CPU core).
+    pub fn init_threads(&self) -> anyhow::Result<()> {
+        if let Some(n) = self.threads {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global()
+                .context("cannot size the embedding thread pool")?;
+        }
+        Ok(())
     }
 
     /// The vector store these settings name: a Qdrant server, or the embedded one.

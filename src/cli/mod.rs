@@ -104,6 +104,7 @@ pub fn init_logging(verbose: u8) {
 /// Runs the chosen subcommand and returns its exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let settings = Settings::resolve(cli.config.as_deref(), cli.data_dir.clone())?;
+    settings.init_threads()?;
     match cli.command {
         Command::Load(args) => load::run(args, &settings, cli.json).await,
         Command::Status(args) => status::run(args, &settings, cli.json).await,

@@ -1,14 +1,13 @@
-//! A BERT encoder forward pass for CPU inference, written for speed.
+//! BERT weights, and the encoder's forward pass on candle tensors (the path
+//! for GPUs; on a CPU the weights move into [`super::cpu::CpuBert`]).
 //!
-//! candle-transformers' `BertModel` runs every dense layer as a batched
-//! matmul over a broadcast weight, its three attention projections
-//! separately, and a generic softmax; on a CPU that spends most of the time
-//! outside the matrix kernels. This one flattens (batch, sequence) into one
-//! matrix for every dense layer, fuses Q, K and V into one matmul, keeps
-//! weights pre-transposed and contiguous, and uses candle's fused softmax and
-//! layer norm. Same weights (sentence-transformers' `model.safetensors`, with or
-//! without a `bert.` prefix), same arithmetic: the parity test against
-//! sentence-transformers holds it to that.
+//! Loading reads sentence-transformers' `model.safetensors` (with or without a
+//! `bert.` prefix, LayerNorm weights named weight/bias or gamma/beta), fuses
+//! Q, K and V into one dense layer and keeps weights transposed. The forward
+//! pass flattens (batch, sequence) into one matrix for every dense layer and
+//! uses candle's fused softmax and layer norm. Padding is masked with the most
+//! negative value of the compute type, as transformers does (`finfo.min`), so
+//! half precision gets a finite mask too.
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
@@ -42,14 +41,7 @@ fn default_eps() -> f64 {
     1e-12
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Activation {
-    /// Exact GELU (erf), BERT's "gelu".
-    Gelu,
-    /// The tanh approximation ("gelu_new", "gelu_pytorch_tanh").
-    GeluTanh,
-    Relu,
-}
+use super::cpu::{self, Activation};
 
 impl Config {
     fn activation(&self) -> std::result::Result<Activation, String> {
@@ -174,6 +166,41 @@ impl Bert {
         Ok(Bert { words, positions, types, norm, layers, heads: config.num_attention_heads, hidden: h, activation })
     }
 
+    /// The same weights as plain f32 rows, for the CPU encoder.
+    pub fn into_cpu(self) -> Result<cpu::CpuBert> {
+        let rows = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
+        let linear = |d: &Dense| -> Result<cpu::Linear> {
+            let (input, output) = d.w_t.dims2()?;
+            Ok(cpu::Linear { w_t: rows(&d.w_t)?, b: rows(&d.b)?, input, output })
+        };
+        let norm =
+            |n: &Norm| -> Result<cpu::LayerNorm> { Ok(cpu::LayerNorm { w: rows(&n.w)?, b: rows(&n.b)?, eps: n.eps }) };
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(cpu::Layer {
+                    qkv: linear(&l.qkv)?,
+                    attention_out: linear(&l.attention_out)?,
+                    attention_norm: norm(&l.attention_norm)?,
+                    intermediate: linear(&l.intermediate)?,
+                    output: linear(&l.output)?,
+                    output_norm: norm(&l.output_norm)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(cpu::CpuBert {
+            hidden: self.hidden,
+            heads: self.heads,
+            activation: self.activation,
+            words: rows(self.words.embeddings())?,
+            positions: rows(self.positions.embeddings())?,
+            types: rows(self.types.embeddings())?,
+            norm: norm(&self.norm)?,
+            layers,
+        })
+    }
+
     /// `ids`, `type_ids`, `mask`: (batch, seq) u32, right-padded. Returns (batch, seq, hidden) f32.
     pub fn forward(&self, ids: &Tensor, type_ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (b, s) = ids.dims2()?;
@@ -183,8 +210,16 @@ impl Bert {
         let x = (self.words.forward(ids)? + self.types.forward(type_ids)?)?
             .broadcast_add(&self.positions.forward(&positions)?)?;
         let mut x = self.norm.forward(&x)?.reshape((b * s, h))?;
-        // Padding gets the most negative score, as transformers does (finfo.min).
-        let mask = ((1.0 - mask.to_dtype(DType::F32)?)? * f64::from(f32::MIN))?.reshape((b, 1, 1, s))?;
+        // Padding gets the most negative score, as transformers does (finfo.min):
+        // finite in every precision (half precision's min, not f32's, which
+        // would be -inf there and turn 0 · -inf into NaN).
+        let dtype = x.dtype();
+        let min = match dtype {
+            DType::F16 => -65504.0,         // f16::MIN
+            DType::BF16 => -3.389_531_4e38, // bf16::MIN
+            _ => f64::from(f32::MIN),
+        };
+        let mask = ((1.0 - mask.to_dtype(DType::F32)?)? * min)?.to_dtype(dtype)?.reshape((b, 1, 1, s))?;
         let scale = 1.0 / (hd as f64).sqrt();
         for layer in &self.layers {
             let qkv = layer.qkv.forward(&x)?.reshape((b, s, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?.contiguous()?;
@@ -196,7 +231,7 @@ impl Bert {
             x = layer.attention_norm.forward(&attended)?;
             let inner = layer.intermediate.forward(&x)?;
             let inner = match self.activation {
-                Activation::Gelu => gelu_erf(&inner)?,
+                Activation::Gelu => inner.gelu_erf()?,
                 Activation::GeluTanh => inner.gelu()?,
                 Activation::Relu => inner.relu()?,
             };
@@ -204,38 +239,5 @@ impl Bert {
             x = layer.output_norm.forward(&out)?;
         }
         x.reshape((b, s, h))
-    }
-}
-
-/// Exact GELU, `x/2 · (1 + erf(x/√2))`, with an erf the compiler vectorises
-/// (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7): candle's CPU `gelu_erf`
-/// calls libm's scalar erf per element, which was an eighth of all the time.
-fn gelu_erf(x: &Tensor) -> Result<Tensor> {
-    let shape = x.shape().clone();
-    let mut v = x.flatten_all()?.to_vec1::<f32>()?;
-    for y in v.iter_mut() {
-        let z = *y * std::f32::consts::FRAC_1_SQRT_2;
-        let a = z.abs();
-        let t = 1.0 / (1.0 + 0.327_591_1 * a);
-        let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-        let erf = (1.0 - poly * (-a * a).exp()).copysign(z);
-        *y = 0.5 * *y * (1.0 + erf);
-    }
-    Tensor::from_vec(v, shape, x.device())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fast_gelu_matches_candles_exact_gelu() {
-        let xs: Vec<f32> = (-400..400).map(|i| i as f32 / 50.0).collect();
-        let t = Tensor::new(xs.as_slice(), &candle_core::Device::Cpu).unwrap();
-        let ours = gelu_erf(&t).unwrap().to_vec1::<f32>().unwrap();
-        let exact = t.gelu_erf().unwrap().to_vec1::<f32>().unwrap();
-        for (a, b) in ours.iter().zip(&exact) {
-            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
-        }
     }
 }

@@ -4,11 +4,14 @@
 //! A model directory holds `config.json`, `tokenizer.json`, `model.safetensors`
 //! and `1_Pooling/config.json` (which pooling: CLS for BGE, masked mean for
 //! MiniLM), optionally `sentence_bert_config.json` (`max_seq_length`).
-//! Vectors are computed in F32 (candle's BERT gives NaN in F16), pooled as the
-//! model's own config says and L2-normalised: the same vectors as
-//! sentence-transformers gives for the same model (checked by a test against
-//! reference vectors it produced). Texts are embedded in batches sorted by
-//! length, so little compute is spent on padding.
+//! Vectors are computed in F32, pooled as the model's own config says and
+//! L2-normalised: the same vectors as sentence-transformers gives for the
+//! same model (checked by a test against reference vectors it produced).
+//!
+//! On a CPU the encoder is [`cpu`]'s: texts are tokenized, sorted by length
+//! and cut into batches by a token budget; a batch is its texts' real tokens
+//! packed together, so no compute is spent on padding. On a GPU the
+//! tensor forward of [`bert`] runs padded batches.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +21,14 @@ use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, Tr
 
 /// BERT's hard limit on sequence length, special tokens included.
 pub const BERT_MAX_TOKENS: usize = 512;
+
+/// How many texts one forward pass takes at most, by default.
+pub const DEFAULT_BATCH_TEXTS: usize = 64;
+
+/// Values of hidden state one CPU forward pass holds per buffer at most
+/// (tokens × hidden size): about 8k tokens of MiniLM, 4k of BGE-large. Bigger
+/// batches gain little once the dense products have a few thousand rows.
+const BATCH_VALUES: usize = 1 << 22;
 
 /// How token vectors become one sentence vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -173,12 +184,18 @@ pub fn device_name(d: &Device) -> &'static str {
 /// A loaded model, ready to embed.
 pub struct Embedder {
     pub info: ModelInfo,
-    model: Bert,
-    /// Pads each batch to its longest text and truncates at `max_tokens`.
+    encoder: Encoder,
+    /// Truncates at `max_tokens`; pads each batch to its longest text for the
+    /// tensor encoder, not for the CPU one.
     tokenizer: Tokenizer,
     /// No padding, no truncation: for counting tokens.
     counter: Tokenizer,
     device: Device,
+}
+
+enum Encoder {
+    Cpu(cpu::CpuBert),
+    Tensor(Bert),
 }
 
 impl std::fmt::Debug for Embedder {
@@ -200,6 +217,10 @@ impl Embedder {
             file: weights.clone(),
             detail: format!("does not fit config.json: {e}"),
         })?;
+        let encoder = match device {
+            Device::Cpu => Encoder::Cpu(model.into_cpu()?),
+            _ => Encoder::Tensor(model),
+        };
         let tok_path = info.dir.join("tokenizer.json");
         let mut counter = Tokenizer::from_file(&tok_path)
             .map_err(|e| ModelError::Malformed { file: tok_path.clone(), detail: e.to_string() })?;
@@ -208,14 +229,16 @@ impl Embedder {
         counter.with_padding(None);
         counter.with_truncation(None).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         let mut tokenizer = counter.clone();
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            direction: PaddingDirection::Right,
-            pad_to_multiple_of: None,
-            pad_id,
-            pad_type_id: 0,
-            pad_token,
-        }));
+        if matches!(encoder, Encoder::Tensor(_)) {
+            tokenizer.with_padding(Some(PaddingParams {
+                strategy: PaddingStrategy::BatchLongest,
+                direction: PaddingDirection::Right,
+                pad_to_multiple_of: None,
+                pad_id,
+                pad_type_id: 0,
+                pad_token,
+            }));
+        }
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: info.max_tokens,
@@ -224,7 +247,7 @@ impl Embedder {
                 direction: tokenizers::TruncationDirection::Right,
             }))
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        Ok(Embedder { info, model, tokenizer, counter, device })
+        Ok(Embedder { info, encoder, tokenizer, counter, device })
     }
 
     pub fn device(&self) -> &Device {
@@ -246,29 +269,103 @@ impl Embedder {
         self.count_tokens("").min(self.info.max_tokens)
     }
 
-    /// Embeds texts (in any order) into L2-normalised vectors, in the same order.
-    /// Returns the vectors and the number of real (unpadded) tokens processed.
-    pub fn embed(&self, texts: &[&str], batch_size: usize) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
+    /// Embeds texts (in any order) into L2-normalised vectors, in the same
+    /// order, at most `batch_texts` texts per forward pass. Returns the
+    /// vectors and the number of real (unpadded) tokens processed.
+    pub fn embed(&self, texts: &[&str], batch_texts: usize) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
+        let batch_texts = batch_texts.max(1);
+        match &self.encoder {
+            Encoder::Cpu(model) => self.embed_cpu(model, texts, batch_texts),
+            Encoder::Tensor(model) => {
+                let mut order: Vec<usize> = (0..texts.len()).collect();
+                // Sort by length so each batch pads little.
+                order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
+                let mut out = vec![Vec::new(); texts.len()];
+                let mut tokens = 0;
+                for batch in order.chunks(batch_texts) {
+                    let inputs: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
+                    let (vectors, n) = self.embed_padded(model, &inputs)?;
+                    tokens += n;
+                    for (&i, v) in batch.iter().zip(vectors) {
+                        out[i] = v;
+                    }
+                }
+                Ok((out, tokens))
+            }
+        }
+    }
+
+    fn encode(&self, texts: &[&str]) -> Result<Vec<tokenizers::Encoding>, ModelError> {
+        self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| ModelError::Tokenizer(e.to_string()))
+    }
+
+    /// The CPU path: longest texts first, batches cut by `batch_texts` and a
+    /// token budget, each batch's real tokens packed with no padding.
+    fn embed_cpu(
+        &self,
+        model: &cpu::CpuBert,
+        texts: &[&str],
+        batch_texts: usize,
+    ) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
+        let encodings = self.encode(texts)?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
-        // Sort by length so each batch pads little.
-        let lengths: Vec<usize> = texts.iter().map(|t| t.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].len()));
+        let budget = (BATCH_VALUES / model.hidden).max(self.info.max_tokens);
+        let h = model.hidden;
         let mut out = vec![Vec::new(); texts.len()];
         let mut tokens = 0;
-        for batch in order.chunks(batch_size.max(1)) {
-            let inputs: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
-            let (vectors, n) = self.embed_batch(&inputs)?;
-            tokens += n;
-            for (&i, v) in batch.iter().zip(vectors) {
-                out[i] = v;
+        let mut start = 0;
+        while start < order.len() {
+            let mut end = start;
+            let mut batch_tokens = 0;
+            while end < order.len() && end - start < batch_texts {
+                let len = encodings[order[end]].len();
+                if end > start && batch_tokens + len > budget {
+                    break;
+                }
+                batch_tokens += len;
+                end += 1;
             }
+            let batch = &order[start..end];
+            let inputs: Vec<cpu::Tokens<'_>> = batch
+                .iter()
+                .map(|&i| cpu::Tokens { ids: encodings[i].get_ids(), type_ids: encodings[i].get_type_ids() })
+                .collect();
+            let hidden = model.forward(&inputs);
+            let mut row = 0;
+            for (&i, input) in batch.iter().zip(&inputs) {
+                let len = input.ids.len();
+                let rows = &hidden[row * h..(row + len) * h];
+                let mut v = match self.info.pooling {
+                    Pooling::Cls => rows[..h].to_vec(),
+                    Pooling::Mean => {
+                        let mut sum = vec![0f32; h];
+                        for r in rows.chunks_exact(h) {
+                            for (s, x) in sum.iter_mut().zip(r) {
+                                *s += x;
+                            }
+                        }
+                        // sentence-transformers: sum / max(count, 1e-9)
+                        let count = (len as f32).max(1e-9);
+                        sum.iter_mut().for_each(|s| *s /= count);
+                        sum
+                    }
+                };
+                // torch.nn.functional.normalize(p=2, eps=1e-12)
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                v.iter_mut().for_each(|x| *x /= norm);
+                out[i] = v;
+                row += len;
+            }
+            tokens += batch_tokens;
+            start = end;
         }
         Ok((out, tokens))
     }
 
-    fn embed_batch(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
-        let encodings =
-            self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    /// The tensor path: one padded batch.
+    fn embed_padded(&self, model: &Bert, texts: &[&str]) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
+        let encodings = self.encode(texts)?;
         let (b, len) = (encodings.len(), encodings.first().map_or(0, |e| e.len()));
         let mut ids = Vec::with_capacity(b * len);
         let mut types = Vec::with_capacity(b * len);
@@ -282,7 +379,7 @@ impl Embedder {
         let ids = Tensor::from_vec(ids, (b, len), &self.device)?;
         let types = Tensor::from_vec(types, (b, len), &self.device)?;
         let mask = Tensor::from_vec(mask, (b, len), &self.device)?;
-        let hidden = self.model.forward(&ids, &types, &mask)?;
+        let hidden = model.forward(&ids, &types, &mask)?.to_dtype(DType::F32)?;
         let pooled = match self.info.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
             Pooling::Mean => {
@@ -301,6 +398,7 @@ impl Embedder {
 }
 
 mod bert;
+mod cpu;
 pub mod tiny;
 
 use bert::{Bert, Config};

@@ -10,6 +10,10 @@
 //! embeds the chunks that are new or whose content changed, deletes the points
 //! of chunks that no longer exist, and finally records the new version.
 //!
+//! Pipelined: chunks are embedded in batches on the blocking pool while the
+//! next batch is read and chunked, and a batch's points are stored while the
+//! next one is embedded.
+//!
 //! Crash safety: a chunk enters the manifest (`index_chunks`) only after its
 //! point is stored and flushed to disk, and leaves it only after its point's
 //! deletion is; the version
@@ -51,7 +55,7 @@ impl IndexOptions {
             rebuild: false,
             activate: false,
             chunking: ChunkRules::default(),
-            batch_size: 32,
+            batch_size: crate::embed::DEFAULT_BATCH_TEXTS,
             flush_chunks: 128,
         }
     }
@@ -193,6 +197,7 @@ pub async fn index(
         options,
         progress,
         pending: Vec::new(),
+        embedding: None,
         counts: Counts::default(),
     };
     let c = changed.clone();
@@ -204,7 +209,7 @@ pub async fn index(
         }
         run.channel(channel, first_change, &rules, shutdown).await?;
     }
-    run.flush().await?;
+    run.drain().await?;
     let counts = run.counts;
     if counts.embedded + counts.deleted > 0 || reset {
         collection.finish().await?;
@@ -272,8 +277,13 @@ struct Run<'a> {
     progress: &'a (dyn Fn(IndexEvent) + Send + Sync),
     /// Chunks waiting to be embedded.
     pending: Vec<Chunk>,
+    /// The batch being embedded now, to store when it is done.
+    embedding: Option<crate::blocking::Pending<Result<Embedded, ModelError>>>,
     counts: Counts,
 }
+
+/// A batch of chunks with their vectors and the tokens it took.
+type Embedded = (Vec<Chunk>, Vec<Vec<f32>>, usize);
 
 impl Run<'_> {
     /// Re-chunks one channel from the chunk its first change falls in.
@@ -336,7 +346,7 @@ impl Run<'_> {
         if !gone.is_empty() {
             // A pending upsert of a gone id cannot exist (ids are unique per start), but
             // keep order simple: store what is pending first.
-            self.flush().await?;
+            self.drain().await?;
             self.collection.delete(gone.clone()).await?;
             self.collection.persist().await?;
             let (guild, model) = (self.guild, self.model.to_owned());
@@ -348,20 +358,38 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Embeds and stores the pending chunks, then records them.
+    /// Starts embedding the pending chunks, and stores the batch embedded
+    /// before (so storing one batch overlaps embedding the next, and both
+    /// overlap reading and chunking).
     async fn flush(&mut self) -> Result<(), IndexError> {
-        if self.pending.is_empty() {
-            return Ok(());
+        let previous = self.embedding.take();
+        if !self.pending.is_empty() {
+            let chunks = std::mem::take(&mut self.pending);
+            let embedder = self.embedder.clone();
+            let batch = self.options.batch_size;
+            self.embedding = Some(crate::blocking::spawn(move || {
+                let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+                let (vectors, tokens) = embedder.embed(&texts, batch)?;
+                Ok((chunks, vectors, tokens))
+            }));
         }
-        let chunks = std::mem::take(&mut self.pending);
-        let embedder = self.embedder.clone();
-        let batch = self.options.batch_size;
-        let (chunks, vectors, tokens) = crate::blocking::run(move || {
-            let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
-            let (vectors, tokens) = embedder.embed(&texts, batch)?;
-            Ok::<_, ModelError>((chunks, vectors, tokens))
-        })
-        .await?;
+        if let Some(previous) = previous {
+            self.save(previous.join().await?).await?;
+        }
+        Ok(())
+    }
+
+    /// Embeds and stores everything pending.
+    async fn drain(&mut self) -> Result<(), IndexError> {
+        self.flush().await?;
+        if let Some(last) = self.embedding.take() {
+            self.save(last.join().await?).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores a batch's points, then records its chunks in the manifest.
+    async fn save(&mut self, (chunks, vectors, tokens): Embedded) -> Result<(), IndexError> {
         let points: Vec<Point> =
             chunks.iter().zip(vectors).map(|(c, v)| Point { id: c.id, vector: v, payload: self.payload(c) }).collect();
         self.collection.upsert(points).await?;

@@ -1,14 +1,16 @@
-//! `discord-indexer fake-discord`: the loopback fake Discord server as a
-//! process, for demos and benchmarks. Prints one JSON line (base URL, token,
-//! guild and channel ids) on stdout, then serves until Ctrl-C.
+//! `fake-discord`: the loopback fake Discord server as a process, for the
+//! demo and the benchmarks. Prints one JSON line (base URL, token, guild and
+//! channel ids) on stdout, then serves until Ctrl-C.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
-use super::exit;
-use crate::{FakeDiscord, Limits, World, WorldSpec};
+use clap::Parser;
+use fake_discord::{FakeDiscord, Limits, World, WorldSpec};
 
 /// Serve a generated guild on loopback with Discord's paging and rate limits.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Parser)]
+#[command(name = "fake-discord", version, about)]
 struct Args {
     /// Port on 127.0.0.1 (0 = any free port).
     #[arg(long, default_value_t = 0)]
