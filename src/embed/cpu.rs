@@ -82,6 +82,13 @@ struct SharedMut(*mut f32);
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
+impl SharedMut {
+    /// The pointer (a method, so closures capture the whole Send wrapper).
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
 impl CpuBert {
     /// The last hidden state of every real token, texts one after another:
     /// `(sum of lengths, hidden)` row-major.
@@ -151,7 +158,6 @@ impl CpuBert {
             let base = offsets[t] * 3 * h + head * hd;
             scores.clear();
             scores.resize(len * len, 0.0);
-            let out = out;
             // SAFETY: every pointer stays inside `qkv`, `scores` or this
             // (text, head)'s block of `context` (rows offsets[t].., columns
             // head*hd..), which no other task writes; strides are in elements.
@@ -186,7 +192,7 @@ impl CpuBert {
                     len,
                     hd,
                     len,
-                    out.0.add(offsets[t] * h + head * hd),
+                    out.ptr().add(offsets[t] * h + head * hd),
                     1,
                     h as isize,
                     false,
