@@ -5,6 +5,8 @@
 //!   server), its rate limiter and the typed Discord objects.
 //! - [`load`]: stage one, paging every readable channel into the archive,
 //!   oldest first, resumably.
+//! - [`import`]: DiscordChatExporter exports (JSON, CSV) into the same
+//!   archive rows a load writes; `load` then continues them.
 //! - [`chunk`]: stage two's chunker: conversations into windows of messages.
 //! - [`embed`]: sentence embeddings with candle (BERT-family models).
 //! - [`vector`]: the vector stores: embedded qdrant-edge, or a Qdrant server.
@@ -33,6 +35,7 @@ pub mod config;
 pub mod discord;
 pub mod embed;
 pub mod failpoint;
+pub mod import;
 pub mod index;
 pub mod load;
 pub mod permissions;

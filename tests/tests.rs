@@ -5,6 +5,7 @@ mod util;
 mod bot;
 mod cli;
 mod fake;
+mod import;
 mod index;
 mod load;
 mod search;

@@ -5,6 +5,7 @@ mod ask;
 mod bot;
 mod drop_index;
 mod guilds;
+mod import;
 mod index;
 mod load;
 mod models;
@@ -53,6 +54,8 @@ pub struct Cli {
 pub enum Command {
     /// Stage one: load guild history into the archive (resumable).
     Load(load::Args),
+    /// Import DiscordChatExporter exports (JSON, CSV) into the archive.
+    Import(import::Args),
     /// What the archive holds, per guild and channel, and its indexes.
     Status(status::Args),
     /// Stage two: chunk, embed and store a guild's history for search.
@@ -107,6 +110,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     settings.init_threads()?;
     match cli.command {
         Command::Load(args) => load::run(args, &settings, cli.json).await,
+        Command::Import(args) => import::run(args, &settings, cli.json).await,
         Command::Status(args) => status::run(args, &settings, cli.json).await,
         Command::Index(args) => index::run(args, &settings, cli.json).await,
         Command::Models(args) => models::run(args, &settings, cli.json),

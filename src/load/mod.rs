@@ -274,11 +274,22 @@ async fn discover_guild(
     let found = discover::discover(client, &perms, bot, &member.roles, wanted).await?;
     report.notes = found.notes;
     let channels = found.channels;
-    store
+    let unseen = store
         .call(move |s| {
-            s.record_guild(&GuildFacts { guild: &guild, channels: &channels, bot_member: Some((bot, &member.roles)) })
+            s.record_guild(&GuildFacts { guild: &guild, channels: &channels, bot_member: Some((bot, &member.roles)) })?;
+            s.export_only_channels(guild_id)
         })
         .await?;
+    if !unseen.is_empty() {
+        let names: Vec<String> =
+            unseen.iter().map(|(id, name)| format!("#{} ({id})", name.as_deref().unwrap_or("?"))).collect();
+        report.notes.push(format!(
+            "{} imported channel(s) are not visible to the bot (deleted, or not readable); their imported history \
+             is kept, shown to the operator only: {}",
+            unseen.len(),
+            names.join(", ")
+        ));
+    }
     Ok(found.targets)
 }
 

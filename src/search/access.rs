@@ -139,7 +139,13 @@ impl AccessSource<'_> {
         let by_id: HashMap<u64, &crate::store::ChannelAccess> = access.channels.iter().map(|c| (c.id, c)).collect();
         let mut readable = Vec::new();
         let mut private_threads = Vec::new();
+        let mut export_only = 0;
         for c in &access.channels {
+            // Known only from an export: its overwrites are unknown (fail closed).
+            if !c.listed_by_discord {
+                export_only += 1;
+                continue;
+            }
             if !is_thread(c.kind) {
                 if can_read_history(perms.in_channel(user, &roles, &c.overwrites)) {
                     readable.push(c.id);
@@ -147,7 +153,9 @@ impl AccessSource<'_> {
                 continue;
             }
             // A thread whose parent is unknown cannot be judged: leave it out.
-            let Some(parent) = c.parent_id.and_then(|p| by_id.get(&p)) else { continue };
+            let Some(parent) = c.parent_id.and_then(|p| by_id.get(&p)).filter(|p| p.listed_by_discord) else {
+                continue;
+            };
             let in_parent = perms.in_channel(user, &roles, &parent.overwrites);
             if !can_read_history(in_parent) {
                 continue;
@@ -157,6 +165,13 @@ impl AccessSource<'_> {
             } else {
                 readable.push(c.id);
             }
+        }
+
+        if export_only > 0 {
+            notes.push(format!(
+                "{export_only} imported channel(s) in guild {guild} were left out: their permissions are unknown \
+                 until `discord-indexer load` reads them from Discord"
+            ));
         }
 
         // 4. Private threads: only for their members.

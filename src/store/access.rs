@@ -30,6 +30,9 @@ pub struct ChannelAccess {
     pub kind: u8,
     pub parent_id: Option<u64>,
     pub overwrites: Vec<Overwrite>,
+    /// False for a channel known only from an export file: its overwrites
+    /// were never read from Discord, so nobody but the operator may see it.
+    pub listed_by_discord: bool,
 }
 
 /// Everything stored about who may read what in a guild.
@@ -85,12 +88,14 @@ impl Store {
             .prepare("SELECT id, permissions FROM roles WHERE guild_id = ?1")?
             .query_map([id(guild)], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))?
             .collect::<Result<HashMap<_, _>, _>>()?;
-        let mut stmt =
-            conn.prepare("SELECT id, type, parent_id, permission_overwrites FROM channels WHERE guild_id = ?1")?;
+        let mut stmt = conn
+            .prepare("SELECT id, type, parent_id, permission_overwrites, source FROM channels WHERE guild_id = ?1")?;
         let channels = stmt
             .query_map([id(guild)], |r| {
                 let overwrites: String = r.get(3)?;
+                let source: String = r.get(4)?;
                 Ok(ChannelAccess {
+                    listed_by_discord: source == "discord",
                     id: r.get::<_, i64>(0)? as u64,
                     kind: r.get(1)?,
                     parent_id: r.get::<_, Option<i64>>(2)?.map(|p| p as u64),
@@ -202,14 +207,14 @@ fn save_channels(tx: &Transaction<'_>, guild_id: u64, channels: &[Raw<Channel>])
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO channels (id, guild_id, parent_id, type, name, topic, position, owner_id, archived,
-                    permission_overwrites, raw, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                    permission_overwrites, raw, updated_at, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'discord')
                  ON CONFLICT(id) DO UPDATE SET guild_id = excluded.guild_id, parent_id = excluded.parent_id,
                     type = excluded.type, name = excluded.name, topic = excluded.topic, position = excluded.position,
                     owner_id = excluded.owner_id, archived = excluded.archived,
                     permission_overwrites = excluded.permission_overwrites, raw = excluded.raw,
-                    updated_at = excluded.updated_at
-                 WHERE raw IS NOT excluded.raw",
+                    updated_at = excluded.updated_at, source = 'discord'
+                 WHERE raw IS NOT excluded.raw OR source IS NOT 'discord'",
         )?;
         for ch in channels {
             let c = &ch.value;

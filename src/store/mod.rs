@@ -8,6 +8,7 @@
 //! a killed load resumable. See the README for the contract other tools rely on.
 
 mod access;
+mod import;
 mod index;
 mod keyword;
 mod status;
@@ -22,6 +23,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use crate::discord::model::{Message, Raw, User};
 use crate::snowflake;
 pub use access::{ChannelAccess, GuildAccess, GuildFacts, StoredMember};
+pub use import::ImportedChannel;
 pub use index::{ActiveIndex, ChannelInfo, ChunkRecord, IndexRecord, IndexState, NewIndex};
 pub use keyword::{KeywordHit, KeywordOrder};
 pub use status::{ChannelStatus, GuildStatus, LoadState};
@@ -31,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_archive.sql"),
     include_str!("migrations/002_index.sql"),
     include_str!("migrations/003_search.sql"),
+    include_str!("migrations/004_import.sql"),
 ];
 
 /// The file name of the archive inside the data directory.
@@ -68,6 +71,9 @@ pub enum ChannelState {
     Gone,
     /// The last attempt failed (see detail); a rerun tries again.
     Failed,
+    /// History up to the checkpoint came from an export file; a load
+    /// continues after it (see `discord-indexer import`).
+    Imported,
 }
 
 impl ChannelState {
@@ -78,6 +84,7 @@ impl ChannelState {
             ChannelState::Forbidden => "forbidden",
             ChannelState::Gone => "gone",
             ChannelState::Failed => "failed",
+            ChannelState::Imported => "imported",
         }
     }
 
@@ -98,6 +105,7 @@ impl ChannelState {
             "forbidden" => ChannelState::Forbidden,
             "gone" => ChannelState::Gone,
             "failed" => ChannelState::Failed,
+            "imported" => ChannelState::Imported,
             _ => return None,
         })
     }
@@ -236,7 +244,7 @@ impl Store {
         debug_assert!(page.windows(2).all(|w| w[0].value.id < w[1].value.id), "pages are written oldest first");
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let counts = write_messages(&tx, guild_id, page, false)?;
+        let counts = write_messages(&tx, guild_id, page, false, Users::Replace)?;
         let last = page.last().map_or(0, |m| m.value.id);
         let state = if complete { ChannelState::Complete } else { ChannelState::Partial };
         tx.prepare_cached(
@@ -264,7 +272,7 @@ impl Store {
     ) -> Result<PageCounts, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let counts = write_messages(&tx, guild_id, std::slice::from_ref(message), keep_reactions)?;
+        let counts = write_messages(&tx, guild_id, std::slice::from_ref(message), keep_reactions, Users::Replace)?;
         tx.commit()?;
         Ok(counts)
     }
@@ -377,6 +385,15 @@ impl Store {
     }
 }
 
+/// How [`write_messages`] treats the authors' user rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Users {
+    /// Discord's copy is current: it replaces the stored user.
+    Replace,
+    /// An export's copy may be years old: it only fills in unknown users.
+    KeepStored,
+}
+
 /// Stores messages (any order) and their attachments and reactions; edits
 /// replace a stored copy only when they are newer, and deleted messages are
 /// not stored again. Returns the counts.
@@ -385,6 +402,7 @@ fn write_messages(
     guild_id: u64,
     page: &[Raw<Message>],
     keep_reactions: bool,
+    users: Users,
 ) -> Result<PageCounts, StoreError> {
     let mut counts = PageCounts::default();
     let mut authors = HashSet::new();
@@ -401,7 +419,7 @@ fn write_messages(
             continue;
         }
         if authors.insert(m.author.id) {
-            save_user(tx, &m.author)?;
+            save_user(tx, &m.author, users)?;
         }
         let created = snowflake::normalize_time(&m.timestamp)
             .unwrap_or_else(|| snowflake::format_time(snowflake::timestamp(m.id)));
@@ -519,7 +537,15 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn save_user(conn: &Connection, u: &User) -> Result<(), rusqlite::Error> {
+fn save_user(conn: &Connection, u: &User, users: Users) -> Result<(), rusqlite::Error> {
+    if users == Users::KeepStored {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO users (id, username, global_name, discriminator, avatar, bot)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![id(u.id), u.username, u.global_name, u.discriminator, u.avatar, u.bot])?;
+        return Ok(());
+    }
     conn.prepare_cached(
         "INSERT INTO users (id, username, global_name, discriminator, avatar, bot) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(id) DO UPDATE SET username = excluded.username, global_name = excluded.global_name,

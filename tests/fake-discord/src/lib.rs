@@ -11,6 +11,7 @@
 //! 5xx, dropped connections, slow answers, held requests and 401s. Every
 //! request is recorded so tests can assert on the client's behaviour.
 
+pub mod dce;
 mod gateway;
 mod http;
 mod live;

@@ -43,6 +43,10 @@ struct Args {
     /// On exit, write every request (arrival ms, status, outcome, path) as JSON lines here.
     #[arg(long, value_name = "FILE")]
     request_log: Option<std::path::PathBuf>,
+    /// Instead of serving: write the first text channel's history as a
+    /// DiscordChatExporter JSON export to FILE (for the import benchmark).
+    #[arg(long, value_name = "FILE")]
+    write_dce_json: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -67,6 +71,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut world = World::generate(&spec);
     if args.no_intent {
         world.app_flags = 0;
+    }
+    if let Some(path) = &args.write_dce_json {
+        let guild = &world.guilds[0];
+        let channel = guild.channels.iter().max_by_key(|c| c.messages.len()).expect("a channel");
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        fake_discord::dce::write_json(&mut out, &world, guild, channel, &channel.messages)?;
+        std::io::Write::flush(&mut out)?;
+        return Ok(());
     }
     let cast = (args.full_cast && args.channels > 0).then(|| world.add_access_matrix());
     let limits = Limits {
