@@ -1,6 +1,7 @@
 //! The keyword index: SQLite FTS5 over message text, kept in step with
-//! `messages` by triggers (see migration 003), and the counts keyword search
-//! weighs terms with.
+//! `messages` in the same transactions (new rows by `write_messages`, edits
+//! and deletions by triggers: migrations 003 and 005), and the counts keyword
+//! search weighs terms with.
 
 use rusqlite::params;
 

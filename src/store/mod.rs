@@ -34,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/002_index.sql"),
     include_str!("migrations/003_search.sql"),
     include_str!("migrations/004_import.sql"),
+    include_str!("migrations/005_keyword_batches.sql"),
 ];
 
 /// The file name of the archive inside the data directory.
@@ -406,15 +407,38 @@ fn write_messages(
 ) -> Result<PageCounts, StoreError> {
     let mut counts = PageCounts::default();
     let mut authors = HashSet::new();
+    let mut new_text = Vec::new();
     let version = next_version(tx)?;
+    // Ids are never reused: a deleted message seen again (a late event, a
+    // page fetched just before the delete) stays deleted. One look for the
+    // whole page: tombstones are rare.
+    let (low, high) = page.iter().fold((u64::MAX, 0), |(lo, hi), m| (lo.min(m.value.id), hi.max(m.value.id)));
+    let deleted: HashSet<u64> = tx
+        .prepare_cached("SELECT id FROM message_tombstones WHERE id BETWEEN ?1 AND ?2")?
+        .query_map([id(low), id(high)], |r| r.get::<_, i64>(0))?
+        .map(|r| r.map(|v| v as u64))
+        .collect::<Result<_, _>>()?;
+    let mut insert = tx.prepare_cached(
+        "INSERT OR IGNORE INTO messages (id, channel_id, guild_id, author_id, content, created_at, edited_at,
+            type, flags, pinned, webhook_id, reply_to_id, reply_to_channel_id, raw, version)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?;
+    // Already stored: replace it only if Discord's copy was edited later.
+    let mut update = tx.prepare_cached(
+        "UPDATE messages SET channel_id = ?2, guild_id = ?3, author_id = ?4, content = ?5, created_at = ?6,
+            edited_at = ?7, type = ?8, flags = ?9, pinned = ?10, webhook_id = ?11, reply_to_id = ?12,
+            reply_to_channel_id = ?13, raw = ?14, version = ?15
+         WHERE id = ?1 AND ?7 IS NOT NULL AND (edited_at IS NULL OR edited_at < ?7)",
+    )?;
+    let mut attachment = tx.prepare_cached(
+        "INSERT OR REPLACE INTO attachments (id, message_id, filename, content_type, size, url, width, height)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    let mut reaction =
+        tx.prepare_cached("INSERT OR REPLACE INTO reactions (message_id, emoji, count) VALUES (?1, ?2, ?3)")?;
     for raw in page {
         let m = &raw.value;
-        // Ids are never reused: a deleted message seen again (a late event, a
-        // page fetched just before the delete) stays deleted.
-        let deleted: bool = tx
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM message_tombstones WHERE id = ?1)")?
-            .query_row([id(m.id)], |r| r.get(0))?;
-        if deleted {
+        if deleted.contains(&m.id) {
             counts.unchanged += 1;
             continue;
         }
@@ -442,26 +466,11 @@ fn write_messages(
             raw.json.get(),
             version,
         ];
-        let inserted = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO messages (id, channel_id, guild_id, author_id, content, created_at, edited_at,
-                    type, flags, pinned, webhook_id, reply_to_id, reply_to_channel_id, raw, version)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            )?
-            .execute(values)?;
-        if inserted == 1 {
+        if insert.execute(values)? == 1 {
             counts.new += 1;
+            new_text.push((m.id, m.content.as_str()));
         } else {
-            // Already stored: replace it only if Discord's copy was edited later.
-            let updated = tx
-                .prepare_cached(
-                    "UPDATE messages SET channel_id = ?2, guild_id = ?3, author_id = ?4, content = ?5, created_at = ?6,
-                        edited_at = ?7, type = ?8, flags = ?9, pinned = ?10, webhook_id = ?11, reply_to_id = ?12,
-                        reply_to_channel_id = ?13, raw = ?14, version = ?15
-                     WHERE id = ?1 AND ?7 IS NOT NULL AND (edited_at IS NULL OR edited_at < ?7)",
-                )?
-                .execute(values)?;
-            if updated == 0 {
+            if update.execute(values)? == 0 {
                 counts.unchanged += 1;
                 continue;
             }
@@ -472,11 +481,7 @@ fn write_messages(
             }
         }
         for a in &m.attachments {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO attachments (id, message_id, filename, content_type, size, url, width, height)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
+            attachment.execute(params![
                 id(a.id),
                 id(m.id),
                 a.filename,
@@ -488,9 +493,15 @@ fn write_messages(
             ])?;
         }
         for r in &m.reactions {
-            tx.prepare_cached("INSERT OR REPLACE INTO reactions (message_id, emoji, count) VALUES (?1, ?2, ?3)")?
-                .execute(params![id(m.id), r.emoji.key(), r.count as i64])?;
+            reaction.execute(params![id(m.id), r.emoji.key(), r.count as i64])?;
         }
+    }
+    // The keyword index of the new rows (see migration 005), last: FTS5
+    // writes its pending terms to disk whenever a later statement of the
+    // transaction opens a statement journal, so these come after all others.
+    let mut fts = tx.prepare_cached("INSERT INTO messages_fts (rowid, content) VALUES (?1, ?2)")?;
+    for (message, text) in new_text {
+        fts.execute(params![id(message), text])?;
     }
     Ok(counts)
 }
