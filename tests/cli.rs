@@ -211,3 +211,14 @@ async fn sigterm_stops_cleanly_with_exit_130() {
     assert_eq!(summary["interrupted"], true);
     assert_prefix_consistent(&dir.path().join("archive.db"), &ground_truth(&fake.world()));
 }
+
+#[tokio::test]
+async fn the_version_names_the_optional_features_built_in() {
+    let mut c = bin();
+    c.arg("--version");
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(0));
+    let version = text(&out.stdout);
+    assert!(version.starts_with(&format!("discord-indexer {}", env!("CARGO_PKG_VERSION"))), "{version}");
+    assert!(version.contains(if cfg!(feature = "cuda") { "features: cuda" } else { "features: none" }), "{version}");
+}

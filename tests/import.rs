@@ -669,3 +669,33 @@ async fn imported_history_is_searchable_and_hidden_from_members_until_discord_sa
     let answer = searcher(true).ask(&ask(Viewer::User(member))).await.unwrap();
     assert!(!channels(&answer).contains(&gone.id));
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_on_stdout_ends_the_program_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("general.json");
+    std::fs::write(&file, channel_export(MORE)).unwrap();
+    // `discord-indexer ... | head -0`: the reader is gone before the first line.
+    let closed = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        writer
+    };
+    let mut import = import_cmd(&data, &[&file]);
+    import.stdout(closed());
+    let mut status = bin();
+    status.args(["status", "--data-dir"]).arg(&data).stdout(closed());
+    let mut guilds = bin();
+    guilds.args(["guilds", "--json", "--data-dir"]).arg(&data).stdout(closed());
+    for (what, c) in [("import", import), ("status", status), ("guilds", guilds)] {
+        let out = output(c).await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{what}: {stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{what}: {stderr}");
+    }
+    // The import itself happened in full before its summary was printed.
+    let n: i64 = query_one(&data.join("archive.db"), "SELECT count(*) FROM messages");
+    assert_eq!(n, 4);
+}

@@ -16,9 +16,9 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     let IndexRef { guild, model } = &args.index;
     crate::index::activate(&store, &settings.backend()?, *guild, model).await?;
     if json {
-        println!("{}", serde_json::json!({"guild_id": guild.to_string(), "model": model, "active": true}));
+        out!("{}", serde_json::json!({"guild_id": guild.to_string(), "model": model, "active": true}));
     } else {
-        println!("guild {guild} now searches with {model}");
+        out!("guild {guild} now searches with {model}");
     }
     Ok(exit::OK)
 }

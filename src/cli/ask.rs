@@ -71,20 +71,20 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         eprintln!("note: {note}");
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&answer.results)?);
+        out!("{}", serde_json::to_string_pretty(&answer.results)?);
     } else if answer.results.is_empty() {
-        println!("nothing found");
+        out!("nothing found");
     } else {
         for (i, r) in answer.results.iter().enumerate() {
             let place =
                 if r.is_thread { format!("thread “{}”", r.channel_name) } else { format!("#{}", r.channel_name) };
             let when = r.start.get(..16).unwrap_or(&r.start).replace('T', " ");
-            println!("{}. {place} · {} · {when} UTC · score {:.4}", i + 1, r.authors.join(", "), r.score);
-            println!("   {}", r.jump_url);
+            out!("{}. {place} · {} · {when} UTC · score {:.4}", i + 1, r.authors.join(", "), r.score);
+            out!("   {}", r.jump_url);
             for line in r.text.lines() {
-                println!("   │ {line}");
+                out!("   │ {line}");
             }
-            println!();
+            out!();
         }
     }
     Ok(if answer.searched.len() < guilds.len() { exit::PARTIAL } else { exit::OK })

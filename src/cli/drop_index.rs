@@ -30,12 +30,12 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     backend.drop_collection(args.index.guild, &args.index.model).await?;
     store.forget_index(args.index.guild, &args.index.model)?;
     if json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({"guild_id": args.index.guild.to_string(), "model": args.index.model, "dropped": true})
         );
     } else {
-        println!("dropped the {} index of guild {} ({} chunks)", args.index.model, args.index.guild, record.chunks);
+        out!("dropped the {} index of guild {} ({} chunks)", args.index.model, args.index.guild, record.chunks);
     }
     Ok(exit::OK)
 }

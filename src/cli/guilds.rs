@@ -20,7 +20,7 @@ pub fn run(_args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
                                         "active_model": active, "indexes": mine}));
         } else {
             let models: Vec<String> = mine.iter().map(|i| format!("{} ({})", i.model, i.state)).collect();
-            println!(
+            out!(
                 "{id}  {name}  {messages} messages  active: {}  indexes: {}",
                 active.as_deref().unwrap_or("-"),
                 if models.is_empty() { "-".into() } else { models.join(", ") }
@@ -28,7 +28,7 @@ pub fn run(_args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        out!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(exit::OK)
 }

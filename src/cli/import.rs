@@ -53,7 +53,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     })
     .await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        out!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print_summary(&summary);
     }
@@ -97,8 +97,8 @@ fn print_summary(s: &ImportSummary) {
             Format::Csv => "csv",
         };
         match &src.error {
-            Some(e) => println!("FAILED {kind} {what}{more}: {e}"),
-            None => println!(
+            Some(e) => out!("FAILED {kind} {what}{more}: {e}"),
+            None => out!(
                 "  {kind} {what}{more}: {} new, {} updated, {} already present{}",
                 src.new,
                 src.updated,
@@ -107,17 +107,17 @@ fn print_summary(s: &ImportSummary) {
             ),
         }
         if src.error.is_some() && src.new + src.updated > 0 {
-            println!("    ({} messages read before the error are stored)", src.new + src.updated);
+            out!("    ({} messages read before the error are stored)", src.new + src.updated);
         }
         for r in &src.rejected_rows {
-            println!("    rejected {} at {}: {}", r.file.display(), r.at, r.reason);
+            out!("    rejected {} at {}: {}", r.file.display(), r.at, r.reason);
         }
         if src.rejected > src.rejected_rows.len() as u64 {
-            println!("    ... and {} more rejected rows", src.rejected - src.rejected_rows.len() as u64);
+            out!("    ... and {} more rejected rows", src.rejected - src.rejected_rows.len() as u64);
         }
     }
     let rate = (s.new + s.updated + s.unchanged) as f64 / s.seconds.max(0.001);
-    println!(
+    out!(
         "{} files, {} channels: {} new, {} updated, {} already present messages; {} rows rejected; {:.1}s ({:.0} messages/s){}{}",
         s.files,
         s.channels,

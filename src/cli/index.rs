@@ -76,7 +76,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&summaries)?);
+        out!("{}", serde_json::to_string_pretty(&summaries)?);
     }
     Ok(exit::OK)
 }
@@ -119,7 +119,7 @@ impl View {
 }
 
 fn print_summary(s: &IndexSummary) {
-    println!(
+    out!(
         "guild {} with {}: {} chunks embedded, {} unchanged, {} removed ({} tokens) from {} messages in {} changed channels; \
          {} points in {} ({}), {} in the HNSW index; {:.1}s{}",
         s.guild_id,

@@ -51,7 +51,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     view.finish();
     let summary = summary?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        out!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         print_summary(&summary);
     }
@@ -140,11 +140,11 @@ fn print_summary(s: &LoadSummary) {
     for g in &s.guilds {
         let name = g.name.as_deref().unwrap_or("?");
         match &g.error {
-            Some(e) => println!("guild {} ({name}): FAILED: {e}", g.guild_id),
-            None => println!("guild {} ({name})", g.guild_id),
+            Some(e) => out!("guild {} ({name}): FAILED: {e}", g.guild_id),
+            None => out!("guild {} ({name})", g.guild_id),
         }
         for note in &g.notes {
-            println!("  note: {note}");
+            out!("  note: {note}");
         }
         for c in s.channels.iter().filter(|c| c.guild_id == g.guild_id) {
             let what = match c.outcome {
@@ -157,11 +157,11 @@ fn print_summary(s: &LoadSummary) {
                 Outcome::Failed => format!("FAILED ({} new so far): {}", c.new, c.reason.as_deref().unwrap_or("")),
                 Outcome::Interrupted => format!("interrupted ({} new so far)", c.new),
             };
-            println!("  #{:<24} {:<15} {what}", c.name, c.kind);
+            out!("  #{:<24} {:<15} {what}", c.name, c.kind);
         }
     }
     let failed = s.channels.iter().filter(|c| !c.outcome.is_ok()).count();
-    println!(
+    out!(
         "{} new and {} updated messages in {:.1}s; {} requests, {} rate-limit waits ({} ms), {} retries, {} 429s{}",
         s.new,
         s.updated,

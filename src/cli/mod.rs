@@ -1,5 +1,14 @@
 //! The command line: global options, one file per subcommand, exit codes.
 
+/// `println!` for results on stdout. A closed pipe (`discord-indexer status |
+/// head -1`) ends the program quietly, as ripgrep does: the reader has what
+/// it wanted, and results are printed only after every write to the stores
+/// is committed.
+macro_rules! out {
+    () => { $crate::cli::write_out(format_args!("")) };
+    ($($arg:tt)*) => { $crate::cli::write_out(format_args!($($arg)*)) };
+}
+
 mod activate;
 mod ask;
 mod bot;
@@ -30,9 +39,19 @@ pub mod exit {
     pub const INTERRUPTED: u8 = 130;
 }
 
+/// The version, with the optional features this binary was built with.
+const VERSION: &str = if cfg!(feature = "cuda") {
+    concat!(env!("CARGO_PKG_VERSION"), " (features: cuda)")
+} else {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (features: none; embedding on the CPU only, build with --features cuda for NVIDIA GPUs)"
+    )
+};
+
 /// Archive Discord servers into SQLite and make them searchable.
 #[derive(Debug, Parser)]
-#[command(name = "discord-indexer", version, about, propagate_version = true)]
+#[command(name = "discord-indexer", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// Configuration file (default: ./discord-indexer.toml if present).
     #[arg(long, global = true, value_name = "FILE")]
@@ -83,6 +102,19 @@ pub struct IndexRef {
     /// Model name (a directory under models/).
     #[arg(long)]
     pub model: String,
+}
+
+/// Writes one line of results to stdout (see `out!`).
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(exit::OK as i32);
+        }
+        eprintln!("error: cannot write the results to stdout: {e}");
+        std::process::exit(exit::FATAL as i32);
+    }
 }
 
 /// Logs go to stderr; `-v` raises the level, `RUST_LOG` overrides it.

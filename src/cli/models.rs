@@ -20,11 +20,11 @@ pub fn run(_args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
                 Err(e) => serde_json::json!({"name": name, "ok": false, "error": e.to_string()}),
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        out!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(exit::OK);
     }
     if models.is_empty() {
-        println!(
+        out!(
             "no models in {}: install one with scripts/fetch-model.sh all-MiniLM-L6-v2",
             settings.models_dir.display()
         );
@@ -32,14 +32,14 @@ pub fn run(_args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
     for (name, r) in &models {
         let default = if *name == settings.model { " (default)" } else { "" };
         match r {
-            Ok(i) => println!(
+            Ok(i) => out!(
                 "{name}{default}: {} dimensions, {:?} pooling, {} tokens, {:.0} MB",
                 i.dim,
                 i.pooling,
                 i.max_tokens,
                 i.weights_bytes as f64 / 1e6
             ),
-            Err(e) => println!("{name}: unusable: {e}"),
+            Err(e) => out!("{name}: unusable: {e}"),
         }
     }
     Ok(exit::OK)

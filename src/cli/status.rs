@@ -28,14 +28,14 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         anyhow::bail!("guild {missing} is not in the archive {}", store.path().display());
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "guilds": guilds }))?);
+        out!("{}", serde_json::to_string_pretty(&serde_json::json!({ "guilds": guilds }))?);
         return Ok(exit::OK);
     }
     if guilds.is_empty() {
-        println!("the archive {} holds no guilds yet", store.path().display());
+        out!("the archive {} holds no guilds yet", store.path().display());
     }
     for g in &guilds {
-        println!(
+        out!(
             "guild {} ({}): {} messages; last load {} ({})",
             g.guild_id,
             g.name,
@@ -44,7 +44,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
             g.last_load_outcome.as_deref().unwrap_or("-"),
         );
         for i in &g.indexes {
-            println!(
+            out!(
                 "  index {}{}: {}, {} chunks, {} points, {} dimensions, checkpoint version {}, {} ({})",
                 i.model,
                 if i.active { " (active)" } else { "" },
@@ -60,7 +60,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         for c in &g.channels {
             let indent = if c.parent_id.is_some() && c.kind.contains("thread") { "    " } else { "  " };
             let detail = c.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
-            println!(
+            out!(
                 "{indent}#{:<24} {:<15} {:>8} messages  checkpoint {:<20} {}{detail}",
                 c.name.as_deref().unwrap_or("?"),
                 c.kind,
