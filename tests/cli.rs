@@ -132,6 +132,17 @@ async fn bad_input_gets_one_clear_message_and_a_nonzero_exit() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("no archive"));
     assert!(!empty.path().join("archive.db").exists());
+    // For scripts, --json on a new data directory is an empty result (exit 0), and creates nothing.
+    for (args, expected) in
+        [(["status", "--json"], serde_json::json!({"guilds": []})), (["guilds", "--json"], serde_json::json!([]))]
+    {
+        let mut c = bin();
+        c.args(args).arg("--data-dir").arg(empty.path());
+        let out = output(c).await;
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(), expected);
+    }
+    assert!(!empty.path().join("archive.db").exists());
 }
 
 /// Kills the loader (SIGKILL) while a message request hangs, at several

@@ -9,6 +9,11 @@ use crate::store::Store;
 pub struct Args {}
 
 pub fn run(_args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
+    if json && !settings.data_dir.join(crate::store::ARCHIVE_FILE).exists() {
+        // A new data directory holds no guilds: an empty list, for scripts.
+        out!("[]");
+        return Ok(exit::OK);
+    }
     let store = Store::open_existing(&settings.data_dir)?;
     let indexes = store.index_records(None)?;
     let mut out = Vec::new();

@@ -13,6 +13,11 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
+    if json && args.guilds.is_empty() && !settings.data_dir.join(crate::store::ARCHIVE_FILE).exists() {
+        // A new data directory holds no guilds: an empty result, for scripts.
+        out!("{}", serde_json::to_string_pretty(&serde_json::json!({ "guilds": [] }))?);
+        return Ok(exit::OK);
+    }
     let store = Store::open_existing(&settings.data_dir)?;
     let mut guilds = store.status(&args.guilds)?;
     // Count each collection's points (skipped if another process holds it open).
