@@ -331,7 +331,7 @@ async fn the_ask_command_prints_results_for_people_and_scripts() {
     c.args(["ask", "restart the helm chart", "--guild", &g, "--json", "--limit", "3"]);
     let (code, out, err) = run(c).await;
     assert_eq!(code, Some(0), "{err}");
-    assert!(err.contains("searching as the operator"), "{err}");
+    assert!(err.contains("searched as the operator"), "{err}");
     let results: serde_json::Value = serde_json::from_str(&out).unwrap();
     let results = results.as_array().unwrap();
     assert_eq!(results.len(), 3);
@@ -360,6 +360,7 @@ async fn the_ask_command_prints_results_for_people_and_scripts() {
     let (code, out, err) = run(c).await;
     assert_eq!(code, Some(0), "{err}");
     assert!(!err.contains(&s.fake.token()));
+    assert!(err.contains(&format!("searched as user {}", cast.plain)), "{err}");
     let results: serde_json::Value = serde_json::from_str(&out).unwrap();
     let public = s.channel_ids(&PUBLIC.iter().copied().collect());
     assert!(!results.as_array().unwrap().is_empty());
@@ -378,6 +379,7 @@ async fn the_ask_command_prints_results_for_people_and_scripts() {
         let (code, _, err) = run(c).await;
         assert_eq!(code, Some(2), "{args:?}: {err}");
         assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(!err.contains("searched as"), "bad input comes before any banner: {err}");
         assert_eq!(err.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
     }
 }

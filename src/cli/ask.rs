@@ -46,13 +46,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
             );
         }
     }
-    let viewer = match args.as_user {
-        Some(u) => Viewer::User(u),
-        None => {
-            eprintln!("searching as the operator: every stored channel (use --as-user ID to search as a member)");
-            Viewer::Operator
-        }
-    };
+    let viewer = args.as_user.map_or(Viewer::Operator, Viewer::User);
     let client = match (&settings.token, viewer) {
         (Some(token), Viewer::User(_)) => Some(settings.client(token.clone())?),
         _ => None,
@@ -67,6 +61,13 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         mode: args.mode,
     };
     let answer = searcher.ask(&query).await?;
+    // Whom the results are for; after the search, so that bad input is the only message.
+    match viewer {
+        Viewer::Operator => {
+            eprintln!("searched as the operator: every stored channel (use --as-user ID to search as a member)")
+        }
+        Viewer::User(u) => eprintln!("searched as user {u}: only the channels and threads they may read now"),
+    }
     for note in &answer.notes {
         eprintln!("note: {note}");
     }
