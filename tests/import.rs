@@ -698,4 +698,14 @@ async fn a_closed_pipe_on_stdout_ends_the_program_quietly() {
     // The import itself happened in full before its summary was printed.
     let n: i64 = query_one(&data.join("archive.db"), "SELECT count(*) FROM messages");
     assert_eq!(n, 4);
+    // `status` says where each imported channel stands and when its checkpoint moved.
+    let mut status = bin();
+    status.args(["status", "--data-dir"]).arg(&data);
+    let out = output(status).await;
+    let stdout = text(&out.stdout);
+    let line = stdout.lines().find(|l| l.contains("#general")).unwrap_or_else(|| panic!("{stdout}"));
+    let moved: String =
+        query_one(&data.join("archive.db"), "SELECT loaded_at FROM checkpoints WHERE channel_id = 900000000000000010");
+    let moved = format!("moved {}", moved[..16].replace('T', " "));
+    assert!(line.contains("imported") && line.contains(&moved), "{line}");
 }

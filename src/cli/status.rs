@@ -65,8 +65,10 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         for c in &g.channels {
             let indent = if c.parent_id.is_some() && c.kind.contains("thread") { "    " } else { "  " };
             let detail = c.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default();
+            // When the checkpoint last moved, to the minute.
+            let moved = c.loaded_at.as_deref().and_then(|t| t.get(..16)).map_or("-".into(), |t| t.replace('T', " "));
             out!(
-                "{indent}#{:<24} {:<15} {:>8} messages  checkpoint {:<20} {}{detail}",
+                "{indent}#{:<24} {:<15} {:>8} messages  checkpoint {:<20} moved {moved:<16}  {}{detail}",
                 c.name.as_deref().unwrap_or("?"),
                 c.kind,
                 c.messages,
