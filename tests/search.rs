@@ -514,3 +514,41 @@ async fn several_guilds_are_searched_together() {
     assert_eq!(hybrid.results.len(), 20);
     assert!(hybrid.results.windows(2).all(|w| w[0].score >= w[1].score));
 }
+
+/// A damaged embedded store (here: a truncated vector file, on which
+/// qdrant-edge panics) is one error naming the store and the way out, not a
+/// crash; the rebuild it names makes search work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_vector_store_is_one_clear_error_and_a_rebuild_repairs_it() {
+    let s = setup(World::generate(&WorldSpec::plain(2, 60)), None).await;
+    let g = s.guild.to_string();
+    let segments = s.data.join("qdrant").join(&g).join("tiny").join("segments");
+    let mut damaged = 0;
+    for segment in std::fs::read_dir(&segments).unwrap() {
+        let file = segment.unwrap().path().join("vector_storage-chunk/vectors/chunk_0.mmap");
+        if file.exists() {
+            std::fs::File::options().write(true).open(&file).unwrap().set_len(0).unwrap();
+            damaged += 1;
+        }
+    }
+    assert!(damaged > 0, "no vector file under {}", segments.display());
+
+    let mut c = bin(&s);
+    c.args(["ask", "restart the deploy", "--guild", &g]);
+    let (code, _, err) = run(c).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains("is damaged") && errors[0].contains(&format!("index --guild {g} --rebuild")), "{err}");
+
+    let mut c = bin(&s);
+    c.args(["index", "--guild", &g, "--model", "tiny", "--rebuild"]);
+    let (code, _, err) = run(c).await;
+    assert_eq!(code, Some(0), "{err}");
+    let mut c = bin(&s);
+    c.args(["ask", "restart the deploy", "--guild", &g, "--json"]);
+    let (code, out, err) = run(c).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap().is_empty());
+}

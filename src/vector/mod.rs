@@ -27,6 +27,26 @@ pub enum VectorError {
     Remote { url: String, detail: String },
     #[error("point {id} of the collection {name} has an unreadable payload ({detail}); rebuild with --rebuild")]
     Payload { name: String, id: u64, detail: String },
+    #[error(
+        "the embedded vector store {} is damaged ({detail}); rebuild it: discord-indexer index --guild {} --rebuild (with --model if it is not the default)",
+        path.display(),
+        path.parent().and_then(|g| g.file_name()).map_or("ID".into(), |g| g.to_string_lossy())
+    )]
+    Damaged { path: PathBuf, detail: String },
+}
+
+/// Runs qdrant-edge work for the store at `path` on the blocking pool. The
+/// engine panics on some damaged files (a truncated vector file, a garbled
+/// tracker); such a panic becomes [`VectorError::Damaged`], naming the store
+/// and how to rebuild it, instead of taking the process down.
+async fn engine<T: Send + 'static>(
+    path: PathBuf,
+    f: impl FnOnce() -> Result<T, VectorError> + Send + 'static,
+) -> Result<T, VectorError> {
+    crate::blocking::run(move || {
+        crate::blocking::contained(f).unwrap_or_else(|detail| Err(VectorError::Damaged { path, detail }))
+    })
+    .await
 }
 
 /// A point to store.
@@ -112,7 +132,7 @@ impl Backend {
             Backend::Edge { root } => {
                 let path = root.join(guild.to_string()).join(slug(model));
                 let model = model.to_owned();
-                Inner::Edge(crate::blocking::run(move || edge::Shard::open(path, &model, dim)).await?)
+                Inner::Edge(engine(path.clone(), move || edge::Shard::open(path, &model, dim)).await?)
             }
             Backend::Remote(server) => Inner::Remote(server.open(guild, model, dim).await?),
         };
@@ -124,7 +144,7 @@ impl Backend {
         let inner = match self {
             Backend::Edge { root } => {
                 let path = root.join(guild.to_string()).join(slug(model));
-                match crate::blocking::run(move || edge::Shard::open_existing(path)).await? {
+                match engine(path.clone(), move || edge::Shard::open_existing(path)).await? {
                     Some(shard) => Inner::Edge(shard),
                     None => return Ok(None),
                 }
@@ -142,7 +162,7 @@ impl Backend {
         match self {
             Backend::Edge { root } => {
                 let path = root.join(guild.to_string()).join(slug(model));
-                crate::blocking::run(move || edge::Shard::remove(&path)).await
+                engine(path.clone(), move || edge::Shard::remove(&path)).await
             }
             Backend::Remote(server) => server.drop_collection(guild, model).await,
         }
@@ -203,7 +223,7 @@ impl Collection {
         match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                crate::blocking::run(move || s.upsert(points)).await
+                engine(s.path().to_path_buf(), move || s.upsert(points)).await
             }
             Inner::Remote(c) => c.upsert(points).await,
         }
@@ -216,7 +236,7 @@ impl Collection {
         match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                crate::blocking::run(move || s.delete(ids)).await
+                engine(s.path().to_path_buf(), move || s.delete(ids)).await
             }
             Inner::Remote(c) => c.delete(ids).await,
         }
@@ -226,7 +246,7 @@ impl Collection {
         match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                crate::blocking::run(move || s.count()).await
+                engine(s.path().to_path_buf(), move || s.count()).await
             }
             Inner::Remote(c) => c.count().await,
         }
@@ -243,7 +263,7 @@ impl Collection {
         let hits = match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                crate::blocking::run(move || s.search(vector, channels, limit)).await
+                engine(s.path().to_path_buf(), move || s.search(vector, channels, limit)).await
             }
             Inner::Remote(c) => c.search(vector, channels, limit).await,
         }?;
@@ -255,7 +275,7 @@ impl Collection {
         let found = match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                crate::blocking::run(move || s.payloads(ids)).await
+                engine(s.path().to_path_buf(), move || s.payloads(ids)).await
             }
             Inner::Remote(c) => c.payloads(ids).await,
         }?;
@@ -267,7 +287,7 @@ impl Collection {
         match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                crate::blocking::run(move || s.persist()).await
+                engine(s.path().to_path_buf(), move || s.persist()).await
             }
             // Writes to a server wait for it (`wait=true`).
             Inner::Remote(_) => Ok(()),
@@ -279,7 +299,7 @@ impl Collection {
         match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                crate::blocking::run(move || s.finish()).await
+                engine(s.path().to_path_buf(), move || s.finish()).await
             }
             Inner::Remote(_) => Ok(()),
         }
@@ -288,7 +308,10 @@ impl Collection {
     /// How many vectors the search index (HNSW) covers.
     pub async fn indexed_vectors(&self) -> Result<u64, VectorError> {
         match &self.inner {
-            Inner::Edge(s) => Ok(s.indexed_vectors()),
+            Inner::Edge(s) => {
+                let s = s.clone();
+                engine(s.path().to_path_buf(), move || Ok(s.indexed_vectors())).await
+            }
             Inner::Remote(c) => c.indexed_vectors().await,
         }
     }
