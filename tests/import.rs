@@ -709,3 +709,30 @@ async fn a_closed_pipe_on_stdout_ends_the_program_quietly() {
     let moved = format!("moved {}", moved[..16].replace('T', " "));
     assert!(line.contains("imported") && line.contains(&moved), "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_say_each_cause_once_in_words_a_person_understands() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = dir.path().join("general.json");
+    std::fs::write(&file, channel_export("")).unwrap();
+    assert_eq!(output(import_cmd(&data, &[&file])).await.status.code(), Some(0));
+    let models = dir.path().join("no-models");
+    std::fs::create_dir_all(&models).unwrap();
+    let mut c = bin();
+    c.env("DISCORD_INDEXER_MODELS_DIR", &models)
+        .args(["index", "--guild", "900000000000000001", "--data-dir"])
+        .arg(&data);
+    let out = output(c).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.matches("no model").count(), 1, "the cause is said once: {err}");
+    assert!(err.contains("fetch-model.sh"), "{err}");
+    // An id that is not a number says what an id is and where to find one.
+    let mut c = bin();
+    c.args(["status", "--guild", "abc", "--data-dir"]).arg(&data);
+    let out = output(c).await;
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("not a Discord id") && err.contains("Copy ID") && !err.contains("invalid digit"), "{err}");
+}

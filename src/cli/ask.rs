@@ -17,11 +17,11 @@ pub struct Args {
     /// The question.
     pub question: String,
     /// Guild id to search; repeat for several (default: every guild with an active index).
-    #[arg(long = "guild", value_name = "ID")]
+    #[arg(long = "guild", value_name = "ID", value_parser = super::discord_id)]
     pub guilds: Vec<u64>,
     /// Search as this Discord user: only channels and threads they may read.
     /// Permissions are refreshed from Discord when stale (needs DISCORD_TOKEN).
-    #[arg(long, value_name = "USER_ID")]
+    #[arg(long, value_name = "USER_ID", value_parser = super::discord_id)]
     pub as_user: Option<u64>,
     /// How many results.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]

@@ -14,7 +14,7 @@ use crate::config::Settings;
 pub struct Args {
     /// Register the commands in this guild only (instant; for development).
     /// Without it they are registered globally.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = super::discord_id)]
     pub dev_guild: Option<u64>,
     /// Seconds between stage-two catch-ups of guilds with an active index.
     #[arg(long, value_name = "SECS", default_value_t = 300)]

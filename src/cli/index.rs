@@ -20,7 +20,7 @@ use crate::store::Store;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Guild id (as loaded); repeat for several.
-    #[arg(long = "guild", value_name = "ID", required = true)]
+    #[arg(long = "guild", value_name = "ID", required = true, value_parser = super::discord_id)]
     pub guilds: Vec<u64>,
     /// Model directory name under models/ (default: [index] model, else all-MiniLM-L6-v2).
     #[arg(long)]

@@ -23,10 +23,10 @@ use crate::store::Store;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Guild (server) id to load; repeat for several.
-    #[arg(long = "guild", value_name = "ID")]
+    #[arg(long = "guild", value_name = "ID", value_parser = super::discord_id)]
     pub guilds: Vec<u64>,
     /// Only this channel or thread id; repeat for several.
-    #[arg(long = "channel", value_name = "ID")]
+    #[arg(long = "channel", value_name = "ID", value_parser = super::discord_id)]
     pub channels: Vec<u64>,
     /// Channels loaded at the same time (default 8, or [load] concurrency).
     #[arg(long, value_name = "N")]

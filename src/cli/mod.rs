@@ -97,11 +97,34 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct IndexRef {
     /// Guild id.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", value_parser = discord_id)]
     pub guild: u64,
     /// Model name (a directory under models/).
     #[arg(long)]
     pub model: String,
+}
+
+/// Parses a Discord id (guild, channel, user) given on the command line.
+fn discord_id(text: &str) -> Result<u64, String> {
+    text.trim().parse::<u64>().ok().filter(|&id| id > 0 && id <= i64::MAX as u64).ok_or_else(|| {
+        "not a Discord id: ids are numbers like 123456789012345678 (in Discord, turn on Developer Mode, \
+         then right-click a server, channel or user and choose Copy ID; `discord-indexer guilds` lists the archive's)"
+            .to_owned()
+    })
+}
+
+/// An error and its causes on one line, each said once: many messages
+/// already embed their cause's text, which the chain would repeat.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// Writes one line of results to stdout (see `out!`).
@@ -185,5 +208,29 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("no model \"x\" in models: {source}")]
+    struct Embeds {
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn ids_are_explained_when_they_are_not_numbers() {
+        assert_eq!(super::discord_id("123456789012345678"), Ok(123456789012345678));
+        assert!(super::discord_id("abc").unwrap_err().contains("Copy ID"));
+        assert!(super::discord_id("-5").is_err() && super::discord_id("0").is_err());
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let e = anyhow::Error::new(Embeds { source: std::io::Error::other("not found") }).context("index failed");
+        assert_eq!(super::error_text(&e), "index failed: no model \"x\" in models: not found");
+        let e = anyhow::Error::new(std::io::Error::other("disk full")).context("writing the archive");
+        assert_eq!(super::error_text(&e), "writing the archive: disk full");
     }
 }

@@ -8,7 +8,7 @@ use crate::store::Store;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Only this guild; repeat for several.
-    #[arg(long = "guild", value_name = "ID")]
+    #[arg(long = "guild", value_name = "ID", value_parser = super::discord_id)]
     pub guilds: Vec<u64>,
 }
 
