@@ -100,13 +100,17 @@ async fn bad_input_gets_one_clear_message_and_a_nonzero_exit() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("DISCORD_TOKEN"));
 
-    // An unknown guild: the run ends with that guild failed (exit 1).
+    // An unknown guild: bad input, nothing done (exit 2); beside a known one, a partial run (exit 1).
     let mut c = bin();
     c.env("DISCORD_TOKEN", fake.token()).env("DISCORD_API_BASE", fake.base_url());
     c.args(["load", "--guild", "42", "--data-dir"]).arg(dir.path());
     let out = output(c).await;
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stdout).contains("unknown guild"), "{}", text(&out.stdout));
+    let mut c = load_cmd(&fake, dir.path());
+    c.args(["--guild", "42"]);
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
 
     // Nothing asked for.
     let mut c = bin();

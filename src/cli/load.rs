@@ -19,7 +19,8 @@ use crate::store::Store;
 ///
 /// Reruns continue where the last run stopped. Exit codes: 0 all done
 /// (forbidden or deleted channels are skipped, not failures), 1 some channels
-/// failed (rerun to continue), 2 fatal error, 130 interrupted.
+/// or guilds failed (rerun to continue), 2 fatal error or no guild could be
+/// listed (unknown ids), 130 interrupted.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Guild (server) id to load; repeat for several.
@@ -55,8 +56,14 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     } else {
         print_summary(&summary);
     }
+    // Not one guild could be listed (unknown ids, or guilds without the bot):
+    // nothing was done, so it is bad input rather than a partial run.
+    let nothing =
+        !summary.guilds.is_empty() && summary.guilds.iter().all(|g| g.error.is_some()) && summary.channels.is_empty();
     Ok(if summary.interrupted {
         exit::INTERRUPTED
+    } else if nothing {
+        exit::FATAL
     } else if summary.ok {
         exit::OK
     } else {
