@@ -386,6 +386,18 @@ fn unreadable_rows_are_listed_and_the_rest_imported() {
     assert!(rejected[0].reason.contains("unrecognised date \"the day before yesterday\""), "{rejected:?}");
     assert!(rejected[1].reason.contains("author id"), "{rejected:?}");
     assert_eq!(summary.rejected_reasons.len(), 2);
+
+    // Every rejected row is counted per reason, not only the ones listed.
+    let many = dir.path().join("many.csv");
+    let mut rows = String::from("AuthorID,Author,Date,Content,Attachments,Reactions\n");
+    for i in 0..25 {
+        rows += &format!("\"1\",\"a\",\"not a date {i}\",\"x\",\"\",\"\"\n");
+    }
+    std::fs::write(&many, rows).unwrap();
+    let summary = run(&[&many], &Store::open(&dir.path().join("data2")).unwrap());
+    assert_eq!(summary.rejected, 25);
+    assert_eq!(summary.sources[0].rejected_rows.len(), 20);
+    assert_eq!(summary.rejected_reasons.get("unrecognised date"), Some(&25));
 }
 
 async fn output(mut c: Command) -> Output {

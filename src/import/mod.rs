@@ -92,6 +92,9 @@ pub struct SourceReport {
     pub rejected: u64,
     /// The first rejected rows (all are counted in `rejected`).
     pub rejected_rows: Vec<Rejected>,
+    /// Every rejected row, counted per reason.
+    #[serde(skip)]
+    rejected_reasons: BTreeMap<String, u64>,
     /// Why the source failed (what it yielded before stays stored).
     pub error: Option<String>,
 }
@@ -178,6 +181,7 @@ impl Sink {
 
     pub(crate) fn reject(&mut self, file: &Path, at: u64, reason: String) {
         self.report.rejected += 1;
+        *self.report.rejected_reasons.entry(reason_kind(&reason)).or_default() += 1;
         if self.report.rejected_rows.len() < REJECTED_LISTED {
             self.report.rejected_rows.push(Rejected { file: file.into(), at, reason });
         }
@@ -287,8 +291,8 @@ pub fn import(
     channels.dedup();
     summary.channels = channels.len();
     for s in &summary.sources {
-        for r in &s.rejected_rows {
-            *summary.rejected_reasons.entry(reason_kind(&r.reason)).or_default() += 1;
+        for (reason, n) in &s.rejected_reasons {
+            *summary.rejected_reasons.entry(reason.clone()).or_default() += n;
         }
     }
     summary.seconds = started.elapsed().as_secs_f64();
@@ -325,6 +329,7 @@ fn import_source(
         unchanged: 0,
         rejected: 0,
         rejected_rows: Vec::new(),
+        rejected_reasons: BTreeMap::new(),
         error: None,
     };
     let sink = Sink { tx, channel: None, pending: Vec::with_capacity(batch), batch, report, stop: stop.clone() };
