@@ -22,6 +22,12 @@ pub fn from_timestamp(time: DateTime<Utc>) -> u64 {
     ms.saturating_sub(DISCORD_EPOCH_MS) << 22
 }
 
+/// A Discord id written as text (exports, arguments): a positive integer that
+/// fits the store's signed 64-bit columns.
+pub fn parse(text: &str) -> Option<u64> {
+    text.parse().ok().filter(|&id: &u64| id > 0 && id <= i64::MAX as u64)
+}
+
 /// Formats a time the one way the store writes times: RFC 3339, UTC, microseconds,
 /// `Z` suffix. A fixed format means stored times also compare correctly as text.
 pub fn format_time(time: DateTime<Utc>) -> String {

@@ -2,19 +2,21 @@
 
 use super::exit;
 use crate::config::Settings;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// List loaded guilds with their message counts, indexes and active model.
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
 pub fn run(_args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
-    if json && !settings.data_dir.join(crate::store::ARCHIVE_FILE).exists() {
+    let store = match Store::open_existing(&settings.data_dir) {
         // A new data directory holds no guilds: an empty list, for scripts.
-        out!("[]");
-        return Ok(exit::OK);
-    }
-    let store = Store::open_existing(&settings.data_dir)?;
+        Err(StoreError::Missing(_)) if json => {
+            out!("[]");
+            return Ok(exit::OK);
+        }
+        store => store?,
+    };
     let indexes = store.index_records(None)?;
     let mut out = Vec::new();
     for (id, name, messages) in store.guilds()? {

@@ -1,11 +1,7 @@
 //! `discord-indexer import`: DiscordChatExporter exports into the archive,
 //! with a progress bar on a terminal and a summary at the end.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::Duration;
-
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::{exit, shutdown_on_signal};
 use crate::config::Settings;
@@ -39,7 +35,10 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     let options = ImportOptions { paths: args.paths, guild_name: args.guild_name, batch: args.batch_size };
     let shutdown = shutdown_on_signal();
     let summary = crate::blocking::run(move || {
-        let bar = progress_bar();
+        let bar = super::progress_bar(
+            Some(0),
+            "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})  {msg}",
+        );
         let on_event = |e: ImportEvent| match e {
             ImportEvent::Started { bytes, .. } => bar.set_length(bytes),
             ImportEvent::Progress { bytes, messages } => {
@@ -67,21 +66,6 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     } else {
         exit::OK
     })
-}
-
-fn progress_bar() -> ProgressBar {
-    let target =
-        if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
-    let bar = ProgressBar::with_draw_target(Some(0), target);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})  {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
 }
 
 fn print_summary(s: &ImportSummary) {

@@ -1,10 +1,9 @@
 //! `discord-indexer index`: stage two from the command line.
 
-use std::io::IsTerminal;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use super::{exit, shutdown_on_signal};
 use crate::config::Settings;
@@ -89,11 +88,7 @@ struct View {
 
 impl View {
     fn new() -> Self {
-        let target =
-            if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
-        let bar = ProgressBar::with_draw_target(None, target);
-        bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}").expect("valid template"));
-        bar.enable_steady_tick(Duration::from_millis(200));
+        let bar = super::progress_bar(None, "{spinner} [{elapsed_precise}] {msg}");
         View { bar, started: Instant::now(), planned: Default::default() }
     }
 

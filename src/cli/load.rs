@@ -1,13 +1,12 @@
 //! `discord-indexer load`: stage one from the command line, with a live
 //! progress bar on a terminal and a per-channel summary at the end.
 
-use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use super::{exit, shutdown_on_signal};
 use crate::config::Settings;
@@ -82,17 +81,10 @@ struct ProgressView {
 
 impl ProgressView {
     fn new(client: Client) -> Arc<Self> {
-        let target =
-            if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
-        let bar = ProgressBar::with_draw_target(Some(0), target);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} channels  {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
+        let bar = super::progress_bar(
+            Some(0),
+            "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} channels  {msg}",
         );
-        bar.enable_steady_tick(Duration::from_millis(200));
         Arc::new(ProgressView {
             bar,
             client,

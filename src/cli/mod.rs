@@ -106,11 +106,24 @@ pub struct IndexRef {
 
 /// Parses a Discord id (guild, channel, user) given on the command line.
 fn discord_id(text: &str) -> Result<u64, String> {
-    text.trim().parse::<u64>().ok().filter(|&id| id > 0 && id <= i64::MAX as u64).ok_or_else(|| {
+    crate::snowflake::parse(text.trim()).ok_or_else(|| {
         "not a Discord id: ids are numbers like 123456789012345678 (in Discord, turn on Developer Mode, \
          then right-click a server, channel or user and choose Copy ID; `discord-indexer guilds` lists the archive's)"
             .to_owned()
     })
+}
+
+/// A progress bar on stderr when it is a terminal (hidden otherwise), with
+/// `template` and a steady tick; `len` None for a spinner without a total.
+fn progress_bar(len: Option<u64>, template: &str) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    use std::io::IsTerminal;
+    let target =
+        if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+    let bar = ProgressBar::with_draw_target(len, target);
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
 }
 
 /// An error and its causes on one line, each said once: many messages

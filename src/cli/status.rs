@@ -2,7 +2,7 @@
 
 use super::exit;
 use crate::config::Settings;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Show per guild and channel: messages stored, checkpoint, last load, state.
 #[derive(Debug, clap::Args)]
@@ -13,12 +13,14 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
-    if json && args.guilds.is_empty() && !settings.data_dir.join(crate::store::ARCHIVE_FILE).exists() {
+    let store = match Store::open_existing(&settings.data_dir) {
         // A new data directory holds no guilds: an empty result, for scripts.
-        out!("{}", serde_json::to_string_pretty(&serde_json::json!({ "guilds": [] }))?);
-        return Ok(exit::OK);
-    }
-    let store = Store::open_existing(&settings.data_dir)?;
+        Err(StoreError::Missing(_)) if json && args.guilds.is_empty() => {
+            out!("{}", serde_json::to_string_pretty(&serde_json::json!({ "guilds": [] }))?);
+            return Ok(exit::OK);
+        }
+        store => store?,
+    };
     let mut guilds = store.status(&args.guilds)?;
     // Count each collection's points (skipped if another process holds it open).
     let backend = settings.backend()?;

@@ -282,7 +282,7 @@ fn attachment(url: &str) -> Option<Attachment> {
     let mut parts = rest.split('/');
     let (_channel, id, filename) = (parts.next()?, parts.next()?, parts.next()?);
     Some(Attachment {
-        id: id.parse().ok().filter(|&v: &u64| v > 0 && v <= i64::MAX as u64)?,
+        id: crate::snowflake::parse(id)?,
         filename: filename.to_owned(),
         content_type: None,
         size: 0,

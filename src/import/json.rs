@@ -249,9 +249,7 @@ impl Sink {
     }
 }
 
-fn snowflake(text: &str) -> Option<u64> {
-    text.parse().ok().filter(|&v: &u64| v > 0 && v <= i64::MAX as u64)
-}
+use crate::snowflake::parse as snowflake;
 
 fn opt_snowflake(text: Option<&str>) -> Option<u64> {
     text.filter(|t| !t.is_empty()).and_then(snowflake)
