@@ -170,6 +170,7 @@ async fn build(n: u64, dir: &std::path::Path, embedder: &Embedder, fixture_words
             first_message_id: ids[0],
             last_message_id: ids[2],
             hash: 0,
+            parts: 0,
         });
         let page = &mut pages[(channel - 1) as usize];
         if page.len() >= 99 {

@@ -106,9 +106,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let messages: i64 =
         conn.query_row("SELECT count(*) FROM messages WHERE guild_id = ?1", [guild as i64], |r| r.get(0))?;
+    // A chunk's own point and one per part.
     let points: i64 = conn.query_row(
-        "SELECT chunks FROM indexes i JOIN active_indexes a ON a.guild_id = i.guild_id AND a.model = i.model
-         WHERE i.guild_id = ?1",
+        "SELECT count(*) + coalesce(sum(c.parts), 0) FROM index_chunks c
+         JOIN active_indexes a ON a.guild_id = c.guild_id AND a.model = c.model WHERE c.guild_id = ?1",
         [guild as i64],
         |r| r.get(0),
     )?;

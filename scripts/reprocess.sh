@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reruns stage two for every loaded guild (or the listed ones) with one model,
 # activating each index when it completes. Prints one JSON line per guild:
-#   {"guild": "...", "model": "...", "chunks": N, "points": N, "seconds": S, "status": "ok"}
+#   {"guild": "...", "model": "...", "chunks": N, "parts": N, "points": N, "seconds": S, "status": "ok"}
 #   {"guild": "...", "model": "...", "status": "failed", "exit": C, "error": "..."}
 # and exits non-zero if any guild failed. It drives only the CLI's own
 # subcommands (`guilds --json`, `index --json`), so a script of yours can too.
@@ -47,7 +47,7 @@ for G in "${GUILDS[@]}"; do
     printf '%s' "$OUT" | python3 -c '
 import json, sys
 s = json.load(sys.stdin)[0]
-print(json.dumps({"guild": s["guild_id"], "model": s["model"], "chunks": s["chunks"], "points": s["points"],
+print(json.dumps({"guild": s["guild_id"], "model": s["model"], "chunks": s["chunks"], "parts": s["parts"], "points": s["points"],
                   "seconds": float(sys.argv[1]), "status": "ok"}))' "$SECONDS_TAKEN"
   else
     FAILED=1

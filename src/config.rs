@@ -11,7 +11,7 @@
 //! | requests per second for the bot | `[load] requests_per_second` | — |
 //! | embedding model | `[index] model` | — |
 //! | model directory | `[index] models_dir` | `DISCORD_INDEXER_MODELS_DIR` |
-//! | chunking and filters | `[index] silence_minutes`, `max_chunk_tokens`, `skip_bots`, `skip_authors`, `command_prefixes` | — |
+//! | chunking and filters | `[index] silence_minutes`, `max_chunk_tokens`, `part_tokens`, `skip_bots`, `skip_authors`, `command_prefixes` | — |
 //! | texts per forward pass; embedding threads | `[index] batch_size`, `threads` | — |
 //! | Qdrant server (instead of the embedded store) | `[qdrant] url`, `api_key` | `QDRANT_URL`, `QDRANT_API_KEY` |
 //! | how old stored permissions may be before search re-reads them | `[search] permissions_max_age_secs` | — |
@@ -62,6 +62,7 @@ struct IndexSection {
     models_dir: Option<PathBuf>,
     silence_minutes: Option<u64>,
     max_chunk_tokens: Option<usize>,
+    part_tokens: Option<usize>,
     skip_bots: Option<bool>,
     skip_authors: Option<Vec<u64>>,
     command_prefixes: Option<Vec<String>>,
@@ -163,6 +164,7 @@ impl Settings {
             skip_authors: i.skip_authors.unwrap_or(defaults.skip_authors),
             command_prefixes: i.command_prefixes.unwrap_or(defaults.command_prefixes),
             quote_words: defaults.quote_words,
+            part_tokens: i.part_tokens.unwrap_or(defaults.part_tokens),
         };
         if chunking.max_tokens < 16 {
             bail!("[index] max_chunk_tokens must be at least 16");

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use discord_indexer::chunk::part_id;
 use discord_indexer::discord::model::{Message, Raw};
 use discord_indexer::embed::tiny::{self, TinySpec};
 use discord_indexer::embed::{Embedder, ModelInfo, Pooling};
@@ -59,29 +60,43 @@ impl Setup {
             .await
     }
 
-    /// The manifest: chunk id → (channel, hash).
-    fn manifest(&self, model: &str) -> BTreeMap<u64, (u64, u64)> {
+    /// The manifest: chunk id → (channel, hash, parts).
+    fn manifest(&self, model: &str) -> BTreeMap<u64, (u64, u64, u32)> {
         manifest(&self.data, model)
     }
 
-    /// Every point's payload, read back from the collection.
+    /// Every chunk's payload, read back from the collection, after checking
+    /// that each chunk's parts have their points (and nothing else is there).
     async fn points(&self, model: &str) -> BTreeMap<u64, serde_json::Value> {
         let collection = self.backend().open_existing(self.guild, model).await.unwrap().expect("collection exists");
-        let ids: Vec<u64> = self.manifest(model).keys().copied().collect();
+        let manifest = self.manifest(model);
+        let ids: Vec<u64> = manifest.keys().copied().collect();
         let points: BTreeMap<u64, serde_json::Value> =
             collection.payloads(ids.clone()).await.unwrap().into_iter().map(|(id, p)| (id, p.to_json())).collect();
         assert_eq!(points.len(), ids.len(), "every manifest chunk has its point");
-        assert_eq!(collection.count().await.unwrap(), ids.len() as u64, "and no other point exists");
+        let part_ids: BTreeMap<u64, u64> =
+            manifest.iter().flat_map(|(&c, &(_, _, parts))| (0..parts).map(move |i| (part_id(c, i), c))).collect();
+        let parts = collection.payloads(part_ids.keys().copied().collect()).await.unwrap();
+        assert_eq!(parts.len(), part_ids.len(), "every part has its point");
+        for (id, part) in &parts {
+            let chunk = &points[&part_ids[id]];
+            assert_eq!(part.part_of, part_ids[id]);
+            assert_eq!(Some(part.channel_id), chunk["channel_id"].as_u64());
+            let in_chunk = message_ids(chunk);
+            assert!(part.message_ids.iter().all(|m| in_chunk.contains(m)), "a part holds its chunk's messages");
+            assert!(part.text.is_empty(), "the text is stored once, with the chunk");
+        }
+        assert_eq!(collection.count().await.unwrap(), (ids.len() + part_ids.len()) as u64, "and no other point exists");
         points
     }
 }
 
-fn manifest(data: &Path, model: &str) -> BTreeMap<u64, (u64, u64)> {
+fn manifest(data: &Path, model: &str) -> BTreeMap<u64, (u64, u64, u32)> {
     let conn = rusqlite::Connection::open(data.join("archive.db")).unwrap();
-    let mut stmt = conn.prepare("SELECT chunk_id, channel_id, hash FROM index_chunks WHERE model = ?1").unwrap();
+    let mut stmt = conn.prepare("SELECT chunk_id, channel_id, hash, parts FROM index_chunks WHERE model = ?1").unwrap();
     let rows = stmt
         .query_map([model], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)))
+            Ok((r.get::<_, i64>(0)? as u64, (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64, r.get(3)?)))
         })
         .unwrap();
     rows.map(Result::unwrap).collect()
@@ -96,7 +111,7 @@ async fn the_archive_becomes_points_with_the_right_payloads() {
     let s = setup().await;
     let summary = s.index("tiny", |_| {}).await.unwrap();
     assert!(summary.embedded > 100, "{summary:?}");
-    assert_eq!(summary.points, summary.chunks);
+    assert_eq!(summary.points, summary.chunks + summary.parts);
     assert_eq!(summary.embedded, summary.chunks);
     let points = s.points("tiny").await;
     let conn = rusqlite::Connection::open(s.data.join("archive.db")).unwrap();
@@ -142,6 +157,8 @@ async fn the_archive_becomes_points_with_the_right_payloads() {
     assert_eq!(covered.len() as i64, expected);
     // Threads know their parent, for permission checks later.
     assert!(points.values().any(|p| p["is_thread"] == true && p["parent_id"].is_u64()));
+    // Long chunks have parts (checked in `points`).
+    assert!(summary.parts > 0, "{summary:?}");
     // Replies quote what they answer.
     assert!(points.values().any(|p| p["text"].as_str().unwrap().contains("(replying to ")));
 }
@@ -165,7 +182,7 @@ async fn a_rerun_embeds_nothing_and_new_messages_embed_only_the_tail() {
     assert_eq!(after.channels, 1);
     assert!(after.embedded >= 1 && after.embedded <= 3, "only the tail is embedded: {after:?}");
     assert!(after.messages < 200, "only the tail is read: {after:?}");
-    assert_eq!(after.points, after.chunks);
+    assert_eq!(after.points, after.chunks + after.parts);
     assert_same_as_a_fresh_build(&s, "tiny").await;
 }
 
@@ -264,8 +281,8 @@ async fn a_second_model_builds_beside_the_first_and_activation_switches() {
     assert_eq!((a.dim, b.dim), (32, 48));
     assert_eq!(s.store.active_model(s.guild).unwrap().as_deref(), Some("tiny"));
     // Both collections exist, the first untouched.
-    assert_eq!(s.points("tiny").await.len() as u64, a.points);
-    assert_eq!(s.points("tiny-cls").await.len() as u64, b.points);
+    assert_eq!(s.points("tiny").await.len() as u64, a.chunks);
+    assert_eq!(s.points("tiny-cls").await.len() as u64, b.chunks);
     // Activate the second: one step.
     let b2 = s.index("tiny-cls", |o| o.activate = true).await.unwrap();
     assert!(b2.active && b2.embedded == 0);
@@ -289,7 +306,7 @@ async fn bad_models_and_guilds_are_clear_errors_that_change_nothing() {
     // --rebuild starts over with the new model.
     let rebuilt = s.index("tiny", |o| o.rebuild = true).await.unwrap();
     assert_eq!(rebuilt.dim, 48);
-    assert_eq!(rebuilt.points, rebuilt.chunks);
+    assert_eq!(rebuilt.points, rebuilt.chunks + rebuilt.parts);
     // Changed chunking settings ask for a rebuild too.
     let err = s.index("tiny", |o| o.chunking.silence_minutes = 60).await.unwrap_err();
     assert!(matches!(err, IndexError::ChunkingChanged { .. }), "{err}");
@@ -331,7 +348,10 @@ async fn a_crashed_index_resumes_to_the_same_collection() {
     let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary[0]["points"], summary[0]["chunks"]);
+    assert_eq!(
+        summary[0]["points"].as_u64().unwrap(),
+        summary[0]["chunks"].as_u64().unwrap() + summary[0]["parts"].as_u64().unwrap()
+    );
     assert_same_as_a_fresh_build(&s, "tiny").await;
 }
 
@@ -373,7 +393,7 @@ async fn the_cli_lists_models_guilds_and_indexes() {
         (index["model"].as_str(), index["state"].as_str(), index["active"].as_bool()),
         (Some("tiny"), Some("complete"), Some(true))
     );
-    assert_eq!(index["points"], index["chunks"]);
+    assert_eq!(index["points"].as_u64().unwrap(), index["chunks"].as_u64().unwrap() + index["parts"].as_u64().unwrap());
     // The active index cannot be dropped by accident.
     let (code, _, err) = run(&["drop-index", "--guild", &g, "--model", "tiny"]);
     assert_eq!(code, Some(2));
@@ -424,7 +444,7 @@ async fn the_qdrant_server_backend_holds_the_same_index() {
     let summary = index::index(&s.store, &backend, s.embedder("tiny"), &options, &|_| {}, &CancellationToken::new())
         .await
         .unwrap();
-    assert_eq!(summary.points, summary.chunks);
+    assert_eq!(summary.points, summary.chunks + summary.parts);
     let again = index::index(
         &s.store,
         &backend,
@@ -463,7 +483,10 @@ async fn reprocess_script_reindexes_every_guild_and_reports_json_lines() {
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["guild"], s.guild.to_string());
     assert_eq!(lines[0]["status"], "ok");
-    assert_eq!(lines[0]["points"], lines[0]["chunks"]);
+    assert_eq!(
+        lines[0]["points"].as_u64().unwrap(),
+        lines[0]["chunks"].as_u64().unwrap() + lines[0]["parts"].as_u64().unwrap()
+    );
     assert!(lines[0]["seconds"].as_f64().is_some());
     assert_eq!(s.store.active_model(s.guild).unwrap().as_deref(), Some("tiny-cls"));
     let (code, lines) = run("no-such-model");

@@ -483,7 +483,7 @@ async fn several_guilds_are_searched_together() {
         limit,
         mode,
     };
-    let mut points = 0;
+    let mut chunks = 0;
     for guild in [first, second] {
         if guild == second {
             // One guild without an index: a clear error naming it.
@@ -494,11 +494,12 @@ async fn several_guilds_are_searched_together() {
             Arc::new(Embedder::load(ModelInfo::find(&models, "tiny").unwrap(), candle_core::Device::Cpu).unwrap());
         let mut o = IndexOptions::new(guild);
         o.activate = true;
-        points +=
-            index::index(&store, &backend, embedder, &o, &|_| {}, &CancellationToken::new()).await.unwrap().points;
+        chunks +=
+            index::index(&store, &backend, embedder, &o, &|_| {}, &CancellationToken::new()).await.unwrap().chunks;
     }
+    // Every chunk once: parts stand for their chunks.
     let all = searcher.ask(&ask(Viewer::Operator, 100_000, Mode::Vector)).await.unwrap();
-    assert_eq!(all.results.len() as u64, points);
+    assert_eq!(all.results.len() as u64, chunks);
     assert_eq!(all.searched, vec![first.min(second), first.max(second)]);
     let guilds: BTreeSet<u64> = all.results.iter().map(|r| r.guild_id).collect();
     assert_eq!(guilds, BTreeSet::from([first, second]));

@@ -128,3 +128,32 @@ fn ids_are_stable_and_hashes_follow_the_content() {
     assert_eq!(chunk_id(1, 2, 0), chunk_id(1, 2, 0));
     assert!(chunk_id(u64::MAX, u64::MAX, 7) <= i64::MAX as u64);
 }
+
+#[test]
+fn long_chunks_are_also_cut_into_parts_of_whole_lines() {
+    let rules = ChunkRules { max_tokens: 40, part_tokens: 10, ..Default::default() };
+    // Lines of 4 tokens ("userN: a b c"); the last one is 12 tokens, over the part budget.
+    let mut ms: Vec<ChatMessage> = (0..6).map(|i| msg(i, i, i % 2 + 1, "a b c")).collect();
+    ms.push(msg(6, 6, 3, "one two three four five six seven eight nine ten eleven"));
+    let chunks = chunk_channel(ms.clone(), &rules, &words, &none);
+    assert_eq!(chunks.len(), 1);
+    let c = &chunks[0];
+    let runs: Vec<usize> = c.parts.iter().map(|p| p.message_ids.len()).collect();
+    assert_eq!(runs, [2, 2, 2, 1], "greedy runs of at most 10 tokens; a longer line alone");
+    // Parts cover the chunk's lines in order, each line once.
+    let joined: Vec<String> = c.parts.iter().map(|p| p.text.clone()).collect();
+    assert_eq!(joined.join("\n"), c.text);
+    let ids: Vec<u64> = c.parts.iter().flat_map(|p| p.message_ids.clone()).collect();
+    assert_eq!(ids, c.message_ids);
+    assert_eq!(c.parts[0].author_ids, [1, 2]);
+    assert_eq!(c.parts[3].author_ids, [3]);
+    // Short chunks, single lines and `part_tokens = 0` have none.
+    assert!(chunk_channel(ms[..2].to_vec(), &rules, &words, &none)[0].parts.is_empty());
+    assert!(chunk_channel(ms[6..].to_vec(), &rules, &words, &none)[0].parts.is_empty());
+    let none_wanted = ChunkRules { part_tokens: 0, ..rules.clone() };
+    assert!(chunk_channel(ms, &none_wanted, &words, &none)[0].parts.is_empty());
+    // Part ids are stable, distinct from each other and from chunk ids.
+    assert_eq!(part_id(c.id, 1), part_id(c.id, 1));
+    assert_ne!(part_id(c.id, 0), part_id(c.id, 1));
+    assert_ne!(part_id(c.id, 0), c.id);
+}

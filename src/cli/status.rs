@@ -52,11 +52,12 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         );
         for i in &g.indexes {
             out!(
-                "  index {}{}: {}, {} chunks, {} points, {} dimensions, checkpoint version {}, {} ({})",
+                "  index {}{}: {}, {} chunks and {} parts, {} points, {} dimensions, checkpoint version {}, {} ({})",
                 i.model,
                 if i.active { " (active)" } else { "" },
                 i.state,
                 i.chunks,
+                i.parts,
                 i.points.map_or("?".into(), |p| p.to_string()),
                 i.dim,
                 i.version,

@@ -14,6 +14,10 @@
 //! next batch is read and chunked, and a batch's points are stored while the
 //! next one is embedded.
 //!
+//! Each chunk is stored as its own point and one point per part (see
+//! `chunk`); the manifest counts a chunk's parts, so they are replaced and
+//! deleted with it.
+//!
 //! Crash safety: a chunk enters the manifest (`index_chunks`) only after its
 //! point is stored and flushed to disk, and leaves it only after its point's
 //! deletion is; the version
@@ -26,7 +30,7 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::chunk::{Chunk, ChunkRules, Chunker};
+use crate::chunk::{part_id, Chunk, ChunkRules, Chunker};
 use crate::embed::{device_name, Embedder, ModelError};
 use crate::snowflake;
 use crate::store::{ChannelInfo, ChunkRecord, IndexState, NewIndex, Store, StoreError};
@@ -95,6 +99,8 @@ pub struct IndexSummary {
     pub tokens: u64,
     /// Chunks in the index after the run.
     pub chunks: u64,
+    /// Their parts (each a point too): the collection holds `chunks + parts` points.
+    pub parts: u64,
     /// Points in the collection after the run.
     pub points: u64,
     /// Vectors covered by the HNSW index.
@@ -214,7 +220,7 @@ pub async fn index(
     if counts.embedded + counts.deleted > 0 || reset {
         collection.finish().await?;
     }
-    let chunks = store.complete_index(guild, &model, version_now)?;
+    let (chunks, parts) = store.complete_index(guild, &model, version_now)?;
     let mut active = store.active_model(guild)?.as_deref() == Some(model.as_str());
     if options.activate && !active {
         activate(store, backend, guild, &model).await?;
@@ -234,6 +240,7 @@ pub async fn index(
         unchanged: counts.unchanged,
         tokens: counts.tokens,
         chunks,
+        parts,
         points: collection.count().await?,
         indexed_vectors: collection.indexed_vectors().await?,
         state: IndexState::Complete,
@@ -275,15 +282,16 @@ struct Run<'a> {
     channels: &'a Arc<HashMap<u64, ChannelInfo>>,
     options: &'a IndexOptions,
     progress: &'a (dyn Fn(IndexEvent) + Send + Sync),
-    /// Chunks waiting to be embedded.
-    pending: Vec<Chunk>,
+    /// Chunks waiting to be embedded, with the parts their stored version has.
+    pending: Vec<(Chunk, u32)>,
     /// The batch being embedded now, to store when it is done.
     embedding: Option<crate::blocking::Pending<Result<Embedded, ModelError>>>,
     counts: Counts,
 }
 
-/// A batch of chunks with their vectors and the tokens it took.
-type Embedded = (Vec<Chunk>, Vec<Vec<f32>>, usize);
+/// A batch of chunks (with their stored versions' parts), the vectors of
+/// their texts and then of their parts' texts, in order, and the tokens it took.
+type Embedded = (Vec<(Chunk, u32)>, Vec<Vec<f32>>, usize);
 
 impl Run<'_> {
     /// Re-chunks one channel from the chunk its first change falls in.
@@ -328,10 +336,12 @@ impl Run<'_> {
             }
             for chunk in closed {
                 seen.insert(chunk.id);
-                if known.get(&chunk.id) == Some(&chunk.hash) {
-                    self.counts.unchanged += 1;
-                } else {
-                    self.pending.push(chunk);
+                match known.get(&chunk.id) {
+                    Some(&(hash, _)) if hash == chunk.hash => self.counts.unchanged += 1,
+                    stored => {
+                        let stored_parts = stored.map_or(0, |&(_, parts)| parts);
+                        self.pending.push((chunk, stored_parts));
+                    }
                 }
             }
             if self.pending.len() >= self.options.flush_chunks {
@@ -347,7 +357,9 @@ impl Run<'_> {
             // A pending upsert of a gone id cannot exist (ids are unique per start), but
             // keep order simple: store what is pending first.
             self.drain().await?;
-            self.collection.delete(gone.clone()).await?;
+            let points =
+                gone.iter().flat_map(|&c| std::iter::once(c).chain((0..known[&c].1).map(move |i| part_id(c, i))));
+            self.collection.delete(points.collect()).await?;
             self.collection.persist().await?;
             let (guild, model) = (self.guild, self.model.to_owned());
             let n = gone.len() as u64;
@@ -368,7 +380,11 @@ impl Run<'_> {
             let embedder = self.embedder.clone();
             let batch = self.options.batch_size;
             self.embedding = Some(crate::blocking::spawn(move || {
-                let texts: Vec<&str> = chunks.iter().map(|c| c.text.as_str()).collect();
+                let texts: Vec<&str> = chunks
+                    .iter()
+                    .map(|(c, _)| c.text.as_str())
+                    .chain(chunks.iter().flat_map(|(c, _)| c.parts.iter().map(|p| p.text.as_str())))
+                    .collect();
                 let (vectors, tokens) = embedder.embed(&texts, batch)?;
                 Ok((chunks, vectors, tokens))
             }));
@@ -388,21 +404,38 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Stores a batch's points, then records its chunks in the manifest.
+    /// Stores a batch's points (each chunk's and its parts'), deletes the
+    /// parts that replaced chunks no longer have, then records the chunks in
+    /// the manifest.
     async fn save(&mut self, (chunks, vectors, tokens): Embedded) -> Result<(), IndexError> {
-        let points: Vec<Point> =
-            chunks.iter().zip(vectors).map(|(c, v)| Point { id: c.id, vector: v, payload: self.payload(c) }).collect();
+        let mut vectors = vectors.into_iter();
+        let mut points: Vec<Point> = Vec::with_capacity(vectors.len());
+        for ((c, _), v) in chunks.iter().zip(vectors.by_ref()) {
+            points.push(Point { id: c.id, vector: v, payload: self.payload(c) });
+        }
+        for (c, _) in &chunks {
+            for (i, (part, v)) in c.parts.iter().zip(vectors.by_ref()).enumerate() {
+                let payload = self.part_payload(c, part);
+                points.push(Point { id: part_id(c.id, i as u32), vector: v, payload });
+            }
+        }
         self.collection.upsert(points).await?;
         crate::failpoint::hit("index-after-upsert");
+        let stale: Vec<u64> =
+            chunks.iter().flat_map(|(c, stored)| (c.parts.len() as u32..*stored).map(|i| part_id(c.id, i))).collect();
+        if !stale.is_empty() {
+            self.collection.delete(stale).await?;
+        }
         self.collection.persist().await?;
         let records: Vec<ChunkRecord> = chunks
             .iter()
-            .map(|c| ChunkRecord {
+            .map(|(c, _)| ChunkRecord {
                 chunk_id: c.id,
                 channel_id: c.channel_id,
                 first_message_id: c.first_message_id(),
                 last_message_id: c.last_message_id(),
                 hash: c.hash,
+                parts: c.parts.len() as u32,
             })
             .collect();
         let (guild, model) = (self.guild, self.model.to_owned());
@@ -441,6 +474,27 @@ impl Run<'_> {
             start: time(c.first_message_id()),
             end: time(c.last_message_id()),
             text: c.text.clone(),
+            part_of: 0,
+        }
+    }
+
+    /// A part's point carries what searches filter on, and its chunk's id
+    /// (whose payload holds the text); not the text again.
+    fn part_payload(&self, c: &Chunk, part: &crate::chunk::Part) -> ChunkPayload {
+        let first = part.message_ids[0];
+        let last = *part.message_ids.last().expect("a part has messages");
+        let chunk = self.payload(c);
+        ChunkPayload {
+            author_ids: part.author_ids.clone(),
+            author_names: Vec::new(),
+            message_ids: part.message_ids.clone(),
+            first_message_id: first,
+            last_message_id: last,
+            start: snowflake::format_time(snowflake::timestamp(first)),
+            end: snowflake::format_time(snowflake::timestamp(last)),
+            text: String::new(),
+            part_of: c.id,
+            ..chunk
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Text handling for search: turning a question into an FTS5 keyword query,
 //! and trimming a chunk's text to the lines that best match the question.
 
+use qdrant_rust_stemmers::{Algorithm, Stemmer};
+
 /// Words too common to help a keyword search.
 const STOPWORDS: &[&str] = &[
     "a", "about", "after", "again", "all", "am", "an", "and", "any", "are", "as", "at", "be", "been", "before",
@@ -25,9 +27,11 @@ impl Term {
         format!("\"{}\"", self.words.join(" "))
     }
 
-    /// Whether these words (of a line or a text) hold the term, in order.
-    fn found_in(&self, words: &[String]) -> bool {
-        words.windows(self.words.len()).any(|w| w.iter().zip(&self.words).all(|(a, b)| same_word(a, b)))
+    /// Whether these stemmed words (of a line or a text, see [`stems`]) hold
+    /// the term, in order.
+    fn found_in(&self, stemmed: &[String]) -> bool {
+        let own = stems(&self.words);
+        stemmed.windows(own.len()).any(|w| w == own.as_slice())
     }
 }
 
@@ -92,29 +96,18 @@ fn joined(terms: &[Term], operator: &str) -> Option<String> {
 
 /// How well a line matches: distinct terms found (phrases count double).
 fn line_score(line: &str, terms: &[Term]) -> usize {
-    let lw = words(line);
+    let lw = stems(&words(line));
     terms.iter().filter(|t| t.found_in(&lw)).map(|t| if t.words.len() > 1 { 2 } else { 1 }).sum()
 }
 
-/// A rough English stem: enough to match "keys" with "key" and "rotating" with "rotate".
-fn stem(w: &str) -> &str {
-    for suffix in ["ing", "ed", "es", "s"] {
-        if let Some(s) = w.strip_suffix(suffix) {
-            if s.chars().count() >= 3 {
-                return s;
-            }
-        }
-    }
-    w
-}
-
-/// Equal, equal stems, or sharing a stem-sized prefix ("rotate" ~ "rotation").
-fn same_word(a: &str, b: &str) -> bool {
-    if a == b || stem(a) == stem(b) {
-        return true;
-    }
-    let n = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
-    n >= 5 && n + 3 >= a.chars().count().max(b.chars().count())
+/// English stems of lower-cased words ("keys" → "key", "rotating" and
+/// "rotation" → "rotat"), as the keyword index matches them: FTS5 stems with
+/// Porter's algorithm, this with its successor (Snowball English), which
+/// agrees on all but rare words. Matching the index's notion of a word keeps
+/// coverage weights in step with what FTS matched.
+fn stems(words: &[String]) -> Vec<String> {
+    let stemmer = Stemmer::create(Algorithm::English);
+    words.iter().map(|w| stemmer.stem(w).into_owned()).collect()
 }
 
 /// The share of the question a text covers: the summed weights of the terms
@@ -124,7 +117,7 @@ pub fn coverage(text: &str, terms: &[Term], weights: &[f64]) -> f64 {
     if total <= 0.0 {
         return 0.0;
     }
-    let tw = words(text);
+    let tw = stems(&words(text));
     let found: f64 = terms.iter().zip(weights).filter(|(t, _)| t.found_in(&tw)).map(|(_, w)| w).sum();
     found / total
 }

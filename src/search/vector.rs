@@ -2,11 +2,22 @@
 //! model, each guild's collection is searched with the viewer's readable
 //! channels as a filter *inside* the search, and the hits of all guilds are
 //! merged by cosine.
+//!
+//! A collection holds chunks and their parts (runs of a chunk's lines, see
+//! `chunk`); a part's hit stands for its chunk. A chunk ranks by the best
+//! similarity among its own point and its parts': a question about one
+//! message finds the part that holds it, a question about the conversation
+//! the whole window. To bring `depth` distinct chunks, the search reads
+//! [`POINTS_PER_CHUNK`] times deeper.
 
 use std::collections::HashMap;
 
 use super::fuse::Candidate;
 use super::{ms, SearchError, SearchedGuild, Searcher, Timings};
+use crate::vector::Hit;
+
+/// How many points are read per chunk wanted (a chunk may come with several parts).
+pub(super) const POINTS_PER_CHUNK: usize = 3;
 
 impl Searcher {
     /// The `depth` nearest chunks to `question` among what the viewer may read.
@@ -36,16 +47,8 @@ impl Searcher {
         let searches = guilds.iter().map(|g| {
             let vector = by_model[g.model.as_str()].clone();
             async move {
-                let hits = g.collection.search(vector, g.readable.channels(), depth).await?;
-                Ok::<_, SearchError>(hits.into_iter().map(|h| Candidate {
-                    guild: g.guild,
-                    model: g.model.clone(),
-                    chunk: h.id,
-                    vector_score: Some(h.score),
-                    bm25: None,
-                    weight: 1.0,
-                    payload: Some(h.payload),
-                }))
+                let hits = g.collection.search(vector, g.readable.channels(), depth * POINTS_PER_CHUNK).await?;
+                Ok::<_, SearchError>(by_chunk(g.guild, &g.model, hits))
             }
         });
         let mut list: Vec<Candidate> = futures::future::try_join_all(searches).await?.into_iter().flatten().collect();
@@ -53,5 +56,62 @@ impl Searcher {
         list.truncate(depth);
         timings.vector_ms = ms(t);
         Ok(list)
+    }
+}
+
+/// Hits (best first) as chunks (best first): the first hit of a chunk, its
+/// own or a part's, ranks it.
+fn by_chunk(guild: u64, model: &str, hits: Vec<Hit>) -> Vec<Candidate> {
+    let mut seen: HashMap<u64, usize> = HashMap::new();
+    let mut chunks: Vec<Candidate> = Vec::new();
+    for h in hits {
+        let is_part = h.payload.part_of != 0;
+        let chunk = if is_part { h.payload.part_of } else { h.id };
+        match seen.get(&chunk) {
+            // Found through a part before: keep the chunk's own payload when it comes.
+            Some(&i) => {
+                if !is_part {
+                    chunks[i].payload = Some(h.payload);
+                }
+            }
+            None => {
+                seen.insert(chunk, chunks.len());
+                chunks.push(Candidate {
+                    guild,
+                    model: model.to_owned(),
+                    chunk,
+                    vector_score: Some(h.score),
+                    bm25: None,
+                    weight: 1.0,
+                    // A part's payload is not its chunk's: fetched when needed.
+                    payload: (!is_part).then_some(h.payload),
+                });
+            }
+        }
+    }
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vector::ChunkPayload;
+
+    fn hit(id: u64, score: f32, part_of: u64) -> Hit {
+        Hit { id, score, payload: ChunkPayload { part_of, text: format!("point {id}"), ..Default::default() } }
+    }
+
+    #[test]
+    fn parts_stand_for_their_chunks_at_their_best_score() {
+        // Chunk 1 found through its part 11 first, then itself; chunk 2 only itself; chunk 3 only through parts.
+        let hits = vec![hit(11, 0.9, 1), hit(2, 0.8, 0), hit(1, 0.7, 0), hit(31, 0.6, 3), hit(32, 0.5, 3)];
+        let out = by_chunk(7, "m", hits);
+        let got: Vec<(u64, Option<f32>)> = out.iter().map(|c| (c.chunk, c.vector_score)).collect();
+        assert_eq!(got, [(1, Some(0.9)), (2, Some(0.8)), (3, Some(0.6))]);
+        // The chunk's own payload is kept when it came; a part's never stands in for it.
+        assert_eq!(out[0].payload.as_ref().map(|p| p.text.as_str()), Some("point 1"));
+        assert_eq!(out[1].payload.as_ref().map(|p| p.text.as_str()), Some("point 2"));
+        assert!(out[2].payload.is_none());
+        assert!(out.iter().all(|c| c.guild == 7 && c.model == "m"));
     }
 }

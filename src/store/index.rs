@@ -24,6 +24,8 @@ pub struct IndexRecord {
     pub version: i64,
     pub state: IndexState,
     pub chunks: u64,
+    /// The chunks' parts (a point each, beside the chunks' own).
+    pub parts: u64,
     pub active: bool,
     pub updated_at: String,
     /// Points in the collection, when the caller looked (status does).
@@ -94,6 +96,8 @@ pub struct ChunkRecord {
     pub first_message_id: u64,
     pub last_message_id: u64,
     pub hash: u64,
+    /// Points of its parts beside its own (see `chunk`).
+    pub parts: u32,
 }
 
 /// Where a channel is, for payloads.
@@ -219,7 +223,8 @@ impl Store {
         let conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT i.guild_id, i.model, i.backend, i.collection, i.dim, i.settings, i.version, i.state, i.chunks,
-                    a.model IS NOT NULL, i.updated_at
+                    a.model IS NOT NULL, i.updated_at,
+                    (SELECT coalesce(sum(c.parts), 0) FROM index_chunks c WHERE c.guild_id = i.guild_id AND c.model = i.model)
              FROM indexes i LEFT JOIN active_indexes a ON a.guild_id = i.guild_id AND a.model = i.model
              WHERE ?1 IS NULL OR i.guild_id = ?1 ORDER BY i.guild_id, i.model",
         )?;
@@ -236,6 +241,7 @@ impl Store {
                 chunks: r.get::<_, i64>(8)? as u64,
                 active: r.get(9)?,
                 updated_at: r.get(10)?,
+                parts: r.get::<_, i64>(11)? as u64,
                 points: None,
             })
         })?;
@@ -273,21 +279,21 @@ impl Store {
         Ok(self.last_chunk_from(guild, model, channel, message)?.map(|c| c.first_message_id))
     }
 
-    /// The manifest of a channel from `first` on: chunk id → hash.
+    /// The manifest of a channel from `first` on: chunk id → (hash, parts).
     pub fn chunks_from(
         &self,
         guild: u64,
         model: &str,
         channel: u64,
         first: u64,
-    ) -> Result<HashMap<u64, u64>, StoreError> {
+    ) -> Result<HashMap<u64, (u64, u32)>, StoreError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
-            "SELECT chunk_id, hash FROM index_chunks
+            "SELECT chunk_id, hash, parts FROM index_chunks
              WHERE guild_id = ?1 AND model = ?2 AND channel_id = ?3 AND first_message_id >= ?4",
         )?;
         let rows = stmt.query_map(params![id(guild), model, id(channel), id(first)], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
+            Ok((r.get::<_, i64>(0)? as u64, (r.get::<_, i64>(1)? as u64, r.get::<_, u32>(2)?)))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -298,8 +304,8 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO index_chunks (guild_id, model, chunk_id, channel_id, first_message_id, last_message_id, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR REPLACE INTO index_chunks (guild_id, model, chunk_id, channel_id, first_message_id, last_message_id, hash, parts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             for c in chunks {
                 stmt.execute(params![
@@ -309,7 +315,8 @@ impl Store {
                     id(c.channel_id),
                     id(c.first_message_id),
                     id(c.last_message_id),
-                    id(c.hash)
+                    id(c.hash),
+                    c.parts
                 ])?;
             }
         }
@@ -329,19 +336,20 @@ impl Store {
         Ok(())
     }
 
-    /// Marks an index complete up to archive version `version`.
-    pub fn complete_index(&self, guild: u64, model: &str, version: i64) -> Result<u64, StoreError> {
+    /// Marks an index complete up to archive version `version`; returns its
+    /// chunks and their parts (the points its collection must hold: both).
+    pub fn complete_index(&self, guild: u64, model: &str, version: i64) -> Result<(u64, u64), StoreError> {
         let conn = self.conn()?;
-        let chunks: i64 = conn.query_row(
-            "SELECT count(*) FROM index_chunks WHERE guild_id = ?1 AND model = ?2",
+        let (chunks, parts): (i64, i64) = conn.query_row(
+            "SELECT count(*), coalesce(sum(parts), 0) FROM index_chunks WHERE guild_id = ?1 AND model = ?2",
             params![id(guild), model],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         conn.execute(
             "UPDATE indexes SET version = ?3, state = 'complete', chunks = ?4, updated_at = ?5 WHERE guild_id = ?1 AND model = ?2",
             params![id(guild), model, version, chunks, now()],
         )?;
-        Ok(chunks as u64)
+        Ok((chunks as u64, parts as u64))
     }
 
     /// Makes `model` the one search uses for `guild` (one statement: atomic).
@@ -408,7 +416,7 @@ impl Store {
     ) -> Result<Option<ChunkRecord>, StoreError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
-            "SELECT chunk_id, first_message_id, last_message_id, hash FROM index_chunks
+            "SELECT chunk_id, first_message_id, last_message_id, hash, parts FROM index_chunks
              WHERE guild_id = ?1 AND model = ?2 AND channel_id = ?3 AND first_message_id <= ?4
              ORDER BY first_message_id DESC LIMIT 1",
         )?;
@@ -420,6 +428,7 @@ impl Store {
                     first_message_id: r.get::<_, i64>(1)? as u64,
                     last_message_id: r.get::<_, i64>(2)? as u64,
                     hash: r.get::<_, i64>(3)? as u64,
+                    parts: r.get(4)?,
                 })
             })
             .optional()?)

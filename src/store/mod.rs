@@ -35,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/003_search.sql"),
     include_str!("migrations/004_import.sql"),
     include_str!("migrations/005_keyword_batches.sql"),
+    include_str!("migrations/006_chunk_parts.sql"),
 ];
 
 /// The file name of the archive inside the data directory.

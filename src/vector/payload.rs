@@ -29,8 +29,10 @@ pub struct ChunkPayload {
     /// When the first and last messages were sent (RFC 3339).
     pub start: String,
     pub end: String,
-    /// The text that was embedded: one line per message.
+    /// The text that was embedded: one line per message (empty for a part).
     pub text: String,
+    /// For a part's point: the chunk it stands for (0 for a chunk's own point).
+    pub part_of: u64,
 }
 
 impl ChunkPayload {
