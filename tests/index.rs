@@ -310,6 +310,19 @@ async fn bad_models_and_guilds_are_clear_errors_that_change_nothing() {
     // Changed chunking settings ask for a rebuild too.
     let err = s.index("tiny", |o| o.chunking.silence_minutes = 60).await.unwrap_err();
     assert!(matches!(err, IndexError::ChunkingChanged { .. }), "{err}");
+    // An index recorded before parts existed (no `part_tokens`) is one with `part_tokens = 0`.
+    let no_parts = s.index("tiny", |o| (o.rebuild, o.chunking.part_tokens) = (true, 0)).await.unwrap();
+    assert_eq!(no_parts.parts, 0);
+    let conn = rusqlite::Connection::open(s.data.join("archive.db")).unwrap();
+    let settings: String =
+        conn.query_row("SELECT settings FROM indexes WHERE model = 'tiny'", [], |r| r.get(0)).unwrap();
+    let mut old: serde_json::Value = serde_json::from_str(&settings).unwrap();
+    old.as_object_mut().unwrap().remove("part_tokens").expect("the rules record part_tokens");
+    conn.execute("UPDATE indexes SET settings = ?1 WHERE model = 'tiny'", [old.to_string()]).unwrap();
+    let again = s.index("tiny", |o| o.chunking.part_tokens = 0).await.unwrap();
+    assert_eq!(again.embedded, 0, "{again:?}");
+    let err = s.index("tiny", |_| {}).await.unwrap_err();
+    assert!(matches!(err, IndexError::ChunkingChanged { .. }), "{err}");
     // A guild that was never loaded.
     let mut options = IndexOptions::new(42);
     options.flush_chunks = 64;

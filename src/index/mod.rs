@@ -165,7 +165,9 @@ pub async fn index(
         if !options.rebuild && record.dim != dim {
             return Err(IndexError::DimensionChanged { guild, model, found: record.dim, wanted: dim });
         }
-        if !options.rebuild && record.chunking != rules_json {
+        // Compared as rules, so a record written before a rule existed reads with its default.
+        let recorded: Option<ChunkRules> = serde_json::from_str(&record.chunking).ok();
+        if !options.rebuild && recorded.as_ref() != Some(&rules) {
             return Err(IndexError::ChunkingChanged { guild, model });
         }
     } else {
