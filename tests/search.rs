@@ -542,11 +542,82 @@ async fn a_damaged_vector_store_is_one_clear_error_and_a_rebuild_repairs_it() {
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
     assert_eq!(errors.len(), 1, "{err}");
     assert!(errors[0].contains("is damaged") && errors[0].contains(&format!("index --guild {g} --rebuild")), "{err}");
+    // `status` says so too (not "? points"), with a non-zero exit.
+    let mut c = bin(&s);
+    c.args(["status"]);
+    let (code, out, err) = run(c).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.contains("is damaged") && out.contains(&format!("index --guild {g} --rebuild")), "{out}");
 
     let mut c = bin(&s);
     c.args(["index", "--guild", &g, "--model", "tiny", "--rebuild"]);
     let (code, _, err) = run(c).await;
     assert_eq!(code, Some(0), "{err}");
+    let mut c = bin(&s);
+    c.args(["ask", "restart the deploy", "--guild", &g, "--json"]);
+    let (code, out, err) = run(c).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap().is_empty());
+}
+
+/// A store that silently lost points (its id trackers truncated: every point
+/// gone, no panic): `status` says so, `ask` refuses to answer from what is
+/// left, and a plain `index` re-embeds exactly what is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_lost_points_is_reported_and_index_re_embeds_them() {
+    let s = setup(World::generate(&WorldSpec::plain(2, 60)), None).await;
+    let g = s.guild.to_string();
+    let status = |s: &Setup| {
+        let mut c = bin(s);
+        c.args(["status", "--json"]);
+        c
+    };
+    let (code, out, err) = run(status(&s)).await;
+    assert_eq!(code, Some(0), "{err}");
+    let before: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let index = &before["guilds"][0]["indexes"][0];
+    let expected = index["points"].as_u64().unwrap();
+    assert_eq!(expected, index["chunks"].as_u64().unwrap() + index["parts"].as_u64().unwrap());
+    assert!(index.get("problem").is_none(), "{index}");
+
+    let segments = s.data.join("qdrant").join(&g).join("tiny").join("segments");
+    let mut truncated = 0;
+    for segment in std::fs::read_dir(&segments).unwrap() {
+        let segment = segment.unwrap().path();
+        for file in ["mutable_id_tracker.mappings", "mutable_id_tracker.versions"].map(|f| segment.join(f)) {
+            if file.exists() {
+                std::fs::File::options().write(true).open(&file).unwrap().set_len(0).unwrap();
+                truncated += 1;
+            }
+        }
+    }
+    assert!(truncated > 0, "no id tracker under {}", segments.display());
+
+    let (code, out, err) = run(status(&s)).await;
+    assert_eq!(code, Some(1), "a damaged index is worth a non-zero exit: {err}");
+    let damaged: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let problem = damaged["guilds"][0]["indexes"][0]["problem"].as_str().unwrap_or_default().to_owned();
+    assert!(problem.starts_with("damaged") && problem.contains(&format!("of the {expected} points")), "{damaged}");
+
+    let mut c = bin(&s);
+    c.args(["ask", "restart the deploy", "--guild", &g]);
+    let (code, out, err) = run(c).await;
+    assert_eq!((code, out.as_str()), (Some(2), ""), "{err}");
+    assert!(err.contains("has lost points") && err.contains(&format!("index --guild {g} --model tiny")), "{err}");
+
+    // A plain rerun (not --rebuild) finds what is missing and embeds it again.
+    let mut c = bin(&s);
+    c.args(["index", "--guild", &g, "--model", "tiny", "--json"]);
+    let (code, out, err) = run(c).await;
+    assert_eq!(code, Some(0), "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let summary = if summary.is_array() { summary[0].clone() } else { summary };
+    assert_eq!(summary["points"].as_u64(), Some(expected), "{summary}");
+    assert_eq!(summary["repaired"].as_u64(), index["chunks"].as_u64(), "every chunk had lost its point: {summary}");
+    let (code, out, err) = run(status(&s)).await;
+    assert_eq!(code, Some(0), "{err}");
+    let after: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(after["guilds"][0]["indexes"][0].get("problem").is_none(), "{after}");
     let mut c = bin(&s);
     c.args(["ask", "restart the deploy", "--guild", &g, "--json"]);
     let (code, out, err) = run(c).await;

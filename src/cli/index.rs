@@ -116,7 +116,7 @@ impl View {
 fn print_summary(s: &IndexSummary) {
     out!(
         "guild {} with {}: {} chunks embedded, {} unchanged, {} removed ({} tokens) from {} messages in {} changed channels; \
-         {} points in {} ({}), {} in the HNSW index; {:.1}s{}",
+         {} points in {} ({}), {} in the HNSW index; {:.1}s{}{}",
         s.guild_id,
         s.model,
         s.embedded,
@@ -130,6 +130,7 @@ fn print_summary(s: &IndexSummary) {
         s.backend,
         s.indexed_vectors,
         s.seconds,
-        if s.active { "; active" } else { "" }
+        if s.active { "; active" } else { "" },
+        if s.repaired > 0 { format!("; {} chunks the vector store had lost were embedded again", s.repaired) } else { String::new() }
     );
 }

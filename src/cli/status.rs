@@ -2,7 +2,7 @@
 
 use super::exit;
 use crate::config::Settings;
-use crate::store::{Store, StoreError};
+use crate::store::{IndexState, Store, StoreError};
 
 /// Show per guild and channel: messages stored, checkpoint, last load, state.
 #[derive(Debug, clap::Args)]
@@ -22,21 +22,41 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         store => store?,
     };
     let mut guilds = store.status(&args.guilds)?;
-    // Count each collection's points (skipped if another process holds it open).
+    // Count each collection's points, and say what is wrong with one that
+    // cannot be read or holds fewer points than its index records.
     let backend = settings.backend()?;
     for g in &mut guilds {
         for i in &mut g.indexes {
-            if let Ok(Some(c)) = backend.open_existing(g.guild_id, &i.model).await {
-                i.points = c.count().await.ok();
+            let repair = format!("discord-indexer index --guild {} --model {}", g.guild_id, i.model);
+            match backend.open_existing(g.guild_id, &i.model).await {
+                Ok(Some(c)) => match probe(&c).await {
+                    Ok(points) => {
+                        i.points = Some(points);
+                        let expected = i.chunks + i.parts;
+                        if i.state == IndexState::Complete && points < expected {
+                            i.problem = Some(format!(
+                                "damaged: the vector store holds {points} of the {expected} points the index records; `{repair}` re-embeds what is missing"
+                            ));
+                        }
+                    }
+                    Err(e) => i.problem = Some(e.to_string()),
+                },
+                Ok(None) => {
+                    i.problem = Some(format!("its vector store is missing; rebuild it with `{repair} --rebuild`"))
+                }
+                Err(e) => i.problem = Some(e.to_string()),
             }
         }
     }
     if let Some(missing) = args.guilds.iter().find(|g| !guilds.iter().any(|s| s.guild_id == **g)) {
         anyhow::bail!("guild {missing} is not in the archive {}", store.path().display());
     }
+    // A damaged or unreadable index is worth a non-zero exit to a script.
+    let code =
+        if guilds.iter().flat_map(|g| &g.indexes).any(|i| i.problem.is_some()) { exit::PARTIAL } else { exit::OK };
     if json {
         out!("{}", serde_json::to_string_pretty(&serde_json::json!({ "guilds": guilds }))?);
-        return Ok(exit::OK);
+        return Ok(code);
     }
     if guilds.is_empty() {
         out!("the archive {} holds no guilds yet", store.path().display());
@@ -64,6 +84,9 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
                 i.backend,
                 i.collection,
             );
+            if let Some(problem) = &i.problem {
+                out!("    {problem}");
+            }
         }
         for c in &g.channels {
             let indent = if c.parent_id.is_some() && c.kind.contains("thread") { "    " } else { "  " };
@@ -80,5 +103,17 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
             );
         }
     }
-    Ok(exit::OK)
+    Ok(code)
+}
+
+/// The collection's point count, after one nearest-neighbour search that
+/// reads stored vectors (a damaged vector file fails here, as `ask` would).
+async fn probe(c: &crate::vector::Collection) -> Result<u64, crate::vector::VectorError> {
+    let points = c.count().await?;
+    if points > 0 {
+        let mut unit = vec![0.0; c.dim()];
+        unit[0] = 1.0;
+        c.search(unit, None, 1).await?;
+    }
+    Ok(points)
 }

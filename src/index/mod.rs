@@ -18,6 +18,13 @@
 //! `chunk`); the manifest counts a chunk's parts, so they are replaced and
 //! deleted with it.
 //!
+//! Self-check: before a run, the collection's point count is compared with
+//! the manifest's; a collection that lost points (a damaged or restored store)
+//! has the chunks whose points are gone taken out of the manifest and their
+//! channels re-chunked from there, so the run re-embeds exactly what is
+//! missing. After a run the counts must agree, or the index is not marked
+//! complete.
+//!
 //! Crash safety: a chunk enters the manifest (`index_chunks`) only after its
 //! point is stored and flushed to disk, and leaves it only after its point's
 //! deletion is; the version
@@ -95,6 +102,8 @@ pub struct IndexSummary {
     pub deleted: u64,
     /// Chunks re-derived but unchanged (not embedded again).
     pub unchanged: u64,
+    /// Chunks whose points the collection had lost, re-embedded by this run.
+    pub repaired: u64,
     /// Real (unpadded) tokens embedded.
     pub tokens: u64,
     /// Chunks in the index after the run.
@@ -134,6 +143,8 @@ pub enum IndexError {
     Incomplete { guild: u64, model: String },
     #[error("interrupted; rerun to continue (nothing is lost)")]
     Interrupted,
+    #[error("the vector store of guild {guild} with model {model} holds {found} points after the run, but the index records {expected}: it is damaged; rebuild it with `discord-indexer index --guild {guild} --model {model} --rebuild`")]
+    Unverified { guild: u64, model: String, found: u64, expected: u64 },
 }
 
 /// Messages read from the archive per query.
@@ -193,7 +204,14 @@ pub async fn index(
     let since = if reset { 0 } else { existing.as_ref().map_or(0, |r| r.version) };
     let version_now = store.version()?;
 
-    let changed = store.call(move |s| s.changed_channels(guild, since)).await?;
+    let mut changed = store.call(move |s| s.changed_channels(guild, since)).await?;
+    let lost = if reset { Vec::new() } else { lost_chunks(store, guild, &model, &collection).await? };
+    for &(channel, first) in &lost {
+        match changed.iter_mut().find(|(c, _)| *c == channel) {
+            Some(entry) => entry.1 = entry.1.min(first),
+            None => changed.push((channel, first)),
+        }
+    }
     let channels: Arc<HashMap<u64, ChannelInfo>> = Arc::new(store.call(move |s| s.channel_infos(guild)).await?);
     let mut run = Run {
         store,
@@ -222,6 +240,10 @@ pub async fn index(
     if counts.embedded + counts.deleted > 0 || reset {
         collection.finish().await?;
     }
+    let (found, expected) = (collection.count().await?, store.manifest_points(guild, &model)?);
+    if found < expected {
+        return Err(IndexError::Unverified { guild, model, found, expected });
+    }
     let (chunks, parts) = store.complete_index(guild, &model, version_now)?;
     let mut active = store.active_model(guild)?.as_deref() == Some(model.as_str());
     if options.activate && !active {
@@ -240,6 +262,7 @@ pub async fn index(
         embedded: counts.embedded,
         deleted: counts.deleted,
         unchanged: counts.unchanged,
+        repaired: lost.len() as u64,
         tokens: counts.tokens,
         chunks,
         parts,
@@ -249,6 +272,42 @@ pub async fn index(
         active,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The chunks whose points the collection has lost, as (channel, first
+/// message), after taking them out of the manifest (so a run re-embeds them).
+/// Cheap when nothing is lost: one count each side.
+async fn lost_chunks(
+    store: &Store,
+    guild: u64,
+    model: &str,
+    collection: &crate::vector::Collection,
+) -> Result<Vec<(u64, u64)>, IndexError> {
+    let expected = store.manifest_points(guild, model)?;
+    let found = collection.count().await?;
+    if found >= expected {
+        return Ok(Vec::new());
+    }
+    tracing::warn!(
+        "the vector store of guild {guild} with model {model} holds {found} points but the index records {expected}: \
+         finding and re-embedding what is missing"
+    );
+    let manifest = store.manifest(guild, model)?;
+    let mut lost: Vec<&ChunkRecord> = Vec::new();
+    for batch in manifest.chunks(256) {
+        let ids: Vec<u64> = batch
+            .iter()
+            .flat_map(|c| std::iter::once(c.chunk_id).chain((0..c.parts).map(|i| part_id(c.chunk_id, i))))
+            .collect();
+        let present: HashSet<u64> = collection.payloads(ids).await?.into_iter().map(|(id, _)| id).collect();
+        lost.extend(batch.iter().filter(|c| {
+            !present.contains(&c.chunk_id) || (0..c.parts).any(|i| !present.contains(&part_id(c.chunk_id, i)))
+        }));
+    }
+    let ids: Vec<u64> = lost.iter().map(|c| c.chunk_id).collect();
+    let model_name = model.to_owned();
+    store.call(move |s| s.forget_chunks(guild, &model_name, &ids)).await?;
+    Ok(lost.iter().map(|c| (c.channel_id, c.first_message_id)).collect())
 }
 
 /// Makes a guild's complete index for `model` the one search uses: the

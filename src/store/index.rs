@@ -31,6 +31,10 @@ pub struct IndexRecord {
     /// Points in the collection, when the caller looked (status does).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub points: Option<u64>,
+    /// What is wrong with the collection, when the caller looked and found
+    /// something (status does): unreadable, missing, or fewer points than recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// Where an index stands.
@@ -243,6 +247,7 @@ impl Store {
                 updated_at: r.get(10)?,
                 parts: r.get::<_, i64>(11)? as u64,
                 points: None,
+                problem: None,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -322,6 +327,36 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// The points an index's collection must hold: each chunk's and its parts'.
+    pub fn manifest_points(&self, guild: u64, model: &str) -> Result<u64, StoreError> {
+        let n: i64 = self.conn()?.query_row(
+            "SELECT count(*) + coalesce(sum(parts), 0) FROM index_chunks WHERE guild_id = ?1 AND model = ?2",
+            params![id(guild), model],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Every chunk of an index's manifest.
+    pub fn manifest(&self, guild: u64, model: &str) -> Result<Vec<ChunkRecord>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT chunk_id, channel_id, first_message_id, last_message_id, hash, parts FROM index_chunks
+             WHERE guild_id = ?1 AND model = ?2 ORDER BY channel_id, first_message_id",
+        )?;
+        let rows = stmt.query_map(params![id(guild), model], |r| {
+            Ok(ChunkRecord {
+                chunk_id: r.get::<_, i64>(0)? as u64,
+                channel_id: r.get::<_, i64>(1)? as u64,
+                first_message_id: r.get::<_, i64>(2)? as u64,
+                last_message_id: r.get::<_, i64>(3)? as u64,
+                hash: r.get::<_, i64>(4)? as u64,
+                parts: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Forgets chunks whose points were deleted.
