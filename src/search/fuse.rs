@@ -2,7 +2,7 @@
 //!
 //! **The rule** (hybrid mode): weighted reciprocal rank fusion,
 //! `score = 1/(k + rank_vector) + w · 1/(k + rank_keyword)` with `k = 60`,
-//! where a keyword hit's weight is `w = c²` if `c ≥ 0.5`, else 0, and `c` is
+//! where a keyword hit's weight is `w = 1` if `c ≥ 0.6`, else 0, and `c` is
 //! the share of the question's terms (weighted by their IDF in the archive)
 //! that the hit's chunk contains. A chunk missing from a list adds nothing
 //! for it.
@@ -11,11 +11,19 @@
 //! cosine and bm25 and rewards chunks both lists found, but it lets a keyword
 //! list that matched only a common word of a paraphrased question push the
 //! right answers out of the top results (on the retrieval fixture plain RRF
-//! found 16/20, vector alone 20/20). The coverage weight keeps exact matches
-//! (error strings, commands, rare words: c ≈ 1) at full strength and makes
-//! matches of a minor part of the question count for nothing (with any
-//! weight, near the top of RRF even a small one reorders: 1/61 and 1/63
-//! differ by only 0.0005).
+//! found 16/20, vector alone 20/20). The coverage gate keeps matches of most
+//! of the question (error strings, commands, rare words, the words of a
+//! support question) at full strength and makes matches of a minor part of it
+//! count for nothing (with any weight, near the top of RRF even a small one
+//! reorders: 1/61 and 1/63 differ by only 0.0005).
+//!
+//! Derived on real chat (`scripts/eval-retrieval.sh`, komodo-dev): a graded
+//! weight (`c²` above 0.5, as before) sank keyword hits that matched the
+//! answer's message first but missed a common word of the question ("can't",
+//! the project's name) under fifty vector-only chunks. The gate at 0.6 with
+//! full weight found 2 more support questions in the top 5 (hybrid R@5 0.73
+//! to 0.78, R@1 0.56 to 0.58); gates of 0.7 and 0.8 and weights `c` or `√c`
+//! were no better, and the fixture keeps its 23/23.
 //!
 //! Single modes keep their own scores: cosine (vector), -bm25 (keyword).
 //! Ties are broken by the better best rank, then by chunk id, so a ranking is
@@ -30,7 +38,7 @@ use crate::vector::ChunkPayload;
 /// The k of reciprocal rank fusion.
 pub const RRF_K: f64 = 60.0;
 /// Keyword hits covering less of the question than this do not count in fusion.
-pub const MIN_COVERAGE: f64 = 0.5;
+pub const MIN_COVERAGE: f64 = 0.6;
 
 /// A chunk in one of the ranked lists.
 #[derive(Debug, Clone)]
@@ -90,7 +98,7 @@ pub(super) fn weigh(terms: &[Term], idf: &[f64], keyword: &mut [Candidate]) {
     for c in keyword {
         let chunk_text = c.payload.as_ref().map_or("", |p| p.text.as_str());
         let covered = text::coverage(chunk_text, terms, idf);
-        c.weight = if covered >= MIN_COVERAGE { covered * covered } else { 0.0 };
+        c.weight = if covered >= MIN_COVERAGE { 1.0 } else { 0.0 };
     }
 }
 
