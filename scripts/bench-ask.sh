@@ -14,6 +14,7 @@ scripts/fetch-model.sh all-MiniLM-L6-v2 >/dev/null
 cargo build --release --quiet --example bench_ask
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(10000 1000000)
+mkdir -p target/bench-ask
 for n in "${sizes[@]}"; do
   echo "== ask latency, $n points, $(nproc) cores"
   target/release/examples/bench_ask "$n" "target/bench-ask/$n" models 200 | tee "target/bench-ask/$n.json"
