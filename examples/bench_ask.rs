@@ -274,8 +274,14 @@ async fn main() {
     let options = SearchOptions { permissions_max_age: Duration::from_secs(86_400), ..SearchOptions::default() };
     let searcher =
         Searcher::new(store, Backend::new(&dir, None, None).expect("backend"), models.clone(), None, options);
-    let ask =
-        |q: &str, viewer: Viewer, mode: Mode| Query { text: q.to_owned(), guilds: vec![GUILD], viewer, limit: 5, mode };
+    let ask = |q: &str, viewer: Viewer, mode: Mode| Query {
+        text: q.to_owned(),
+        guilds: vec![GUILD],
+        viewer,
+        limit: 5,
+        mode,
+        filters: Default::default(),
+    };
     let t = Instant::now();
     searcher.ask(&ask(&questions[0], Viewer::Operator, Mode::Hybrid)).await.expect("ask");
     let cold_ms = t.elapsed().as_secs_f64() * 1000.0;

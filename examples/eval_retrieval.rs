@@ -125,7 +125,14 @@ async fn main() -> anyhow::Result<()> {
         let mut kinds = vec![Score::default(); 3];
         let mut latencies = Vec::new();
         for (i, ((question, _, _), target)) in lines.iter().zip(&targets).enumerate() {
-            let q = Query { text: question.clone(), guilds: vec![guild], viewer: Viewer::Operator, limit: 10, mode };
+            let q = Query {
+                text: question.clone(),
+                guilds: vec![guild],
+                viewer: Viewer::Operator,
+                limit: 10,
+                mode,
+                filters: Default::default(),
+            };
             let started = Instant::now();
             let answer = searcher.ask(&q).await?;
             latencies.push(started.elapsed().as_secs_f64() * 1000.0);

@@ -665,6 +665,7 @@ async fn imported_history_is_searchable_and_hidden_from_members_until_discord_sa
         viewer,
         limit: 10,
         mode: Mode::Keyword,
+        filters: Default::default(),
     };
     let channels =
         |a: &discord_indexer::search::Answer| a.results.iter().map(|r| r.channel_id).collect::<BTreeSet<_>>();

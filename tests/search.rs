@@ -8,10 +8,11 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use discord_indexer::chunk::part_id;
 use discord_indexer::embed::tiny::{self, TinySpec};
 use discord_indexer::embed::{Embedder, ModelInfo};
 use discord_indexer::index::{self, IndexOptions};
-use discord_indexer::search::{Answer, Mode, Query, SearchError, SearchOptions, Searcher, Viewer};
+use discord_indexer::search::{Answer, Filters, Mode, Query, SearchError, SearchOptions, Searcher, Viewer};
 use discord_indexer::store::Store;
 use discord_indexer::vector::Backend;
 use fake_discord::{AccessCast, FakeDiscord, Fault, FaultKind, World, WorldSpec};
@@ -70,7 +71,7 @@ impl Setup {
     }
 
     fn query(&self, text: &str, viewer: Viewer, limit: usize, mode: Mode) -> Query {
-        Query { text: text.into(), guilds: vec![self.guild], viewer, limit, mode }
+        Query { text: text.into(), guilds: vec![self.guild], viewer, limit, mode, filters: Default::default() }
     }
 
     /// chunk id → (channel, message ids), from the manifest and the points.
@@ -274,6 +275,7 @@ async fn bad_questions_and_guilds_get_one_clear_error() {
         viewer: Viewer::Operator,
         limit: 5,
         mode: Mode::Hybrid,
+        filters: Default::default(),
     };
     let err = searcher.ask(&ask("   ", vec![s.guild])).await.unwrap_err();
     assert!(matches!(err, SearchError::EmptyQuestion));
@@ -346,6 +348,30 @@ async fn the_ask_command_prints_results_for_people_and_scripts() {
         assert!(!r["authors"].as_array().unwrap().is_empty());
     }
 
+    // Filters by name: a channel (`#` allowed), an author, a span of dates.
+    let general = s.channel_ids(&["general"].into_iter().collect());
+    let mut c = bin(&s);
+    c.args(["ask", "restart", "--guild", &g, "--json", "--limit", "1000", "--channel", "#General"]);
+    c.args(["--after", "2000-01-01", "--before", "2100-01-01 00:00"]);
+    let (code, out, err) = run(c).await;
+    assert_eq!(code, Some(0), "{err}");
+    let results: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(!results.is_empty());
+    for r in &results {
+        let (channel, parent) = (r["channel_id"].as_str().unwrap(), r["parent_id"].as_str().unwrap_or_default());
+        assert!(general.iter().any(|c| c.to_string() == channel || c.to_string() == parent), "{r}");
+    }
+    let author = results[0]["authors"][0].as_str().unwrap().to_owned();
+    let mut c = bin(&s);
+    c.args(["ask", "restart", "--guild", &g, "--json", "--limit", "1000", "--author", &author]);
+    let (code, out, err) = run(c).await;
+    assert_eq!(code, Some(0), "{err}");
+    let results: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(
+        !results.is_empty()
+            && results.iter().all(|r| r["authors"].as_array().unwrap().contains(&author.clone().into()))
+    );
+
     // Text output, all guilds by default.
     let mut c = bin(&s);
     c.args(["ask", "restart the helm chart"]);
@@ -373,6 +399,10 @@ async fn the_ask_command_prints_results_for_people_and_scripts() {
         (vec!["ask", "  ", "--guild", &g], "the question is empty"),
         (vec!["ask", "x", "--guild", "42"], "guild 42 is not in the archive"),
         (vec!["ask", "x", "--guild", &g, "--as-user", "7"], "no DISCORD_TOKEN"),
+        (vec!["ask", "x", "--guild", &g, "--channel", "no-such-channel"], "no channel named \"no-such-channel\""),
+        (vec!["ask", "x", "--guild", &g, "--author", "nobody-at-all"], "no user named \"nobody-at-all\""),
+        (vec!["ask", "x", "--guild", &g, "--after", "2024-05-02", "--before", "2024-05-01"], "must be earlier"),
+        (vec!["ask", "x", "--guild", &g, "--after", "yesterday"], "not a date"),
     ] {
         let mut c = bin(&s);
         c.args(&args);
@@ -381,6 +411,119 @@ async fn the_ask_command_prints_results_for_people_and_scripts() {
         assert!(err.contains(expect), "{args:?}: {err}");
         assert!(!err.contains("searched as"), "bad input comes before any banner: {err}");
         assert_eq!(err.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+    }
+}
+
+/// The asker's filters (channels with their threads, authors, a time span)
+/// narrow both searches exactly, and only within what the viewer may read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_narrow_both_searches_exactly() {
+    let mut world = World::generate(&WorldSpec::standard());
+    let cast = world.add_access_matrix();
+    let s = setup(world, None).await;
+    let searcher = s.searcher(true, Duration::from_secs(600));
+    let collection = Backend::new(&s.data, None, None).unwrap().open_existing(s.guild, "tiny").await.unwrap().unwrap();
+    let conn = rusqlite::Connection::open(s.data.join("archive.db")).unwrap();
+    let rows = |sql: &str| -> Vec<(u64, u64)> {
+        conn.prepare(sql)
+            .unwrap()
+            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Option<i64>>(1)?.unwrap_or(0) as u64)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    // Each chunk: its channel, messages and authors, and the first message of each of its points.
+    struct Chunk {
+        channel: u64,
+        messages: Vec<u64>,
+        authors: Vec<u64>,
+        starts: Vec<u64>,
+    }
+    let manifest = rows("SELECT chunk_id, parts FROM index_chunks");
+    let mut chunks: BTreeMap<u64, Chunk> = BTreeMap::new();
+    for (id, p) in collection.payloads(manifest.iter().map(|m| m.0).collect()).await.unwrap() {
+        let c = Chunk {
+            channel: p.channel_id,
+            messages: p.message_ids,
+            authors: p.author_ids,
+            starts: vec![p.first_message_id],
+        };
+        chunks.insert(id, c);
+    }
+    let parts: Vec<u64> = manifest.iter().flat_map(|&(c, n)| (0..n as u32).map(move |i| part_id(c, i))).collect();
+    for (_, p) in collection.payloads(parts).await.unwrap() {
+        chunks.get_mut(&p.part_of).unwrap().starts.push(p.first_message_id);
+    }
+    let parent: BTreeMap<u64, u64> = rows("SELECT id, parent_id FROM channels").into_iter().collect();
+    let matching: BTreeMap<u64, u64> =
+        rows("SELECT id, author_id FROM messages WHERE lower(content) LIKE '%restart%'").into_iter().collect();
+    // The channel with the most threads, the most frequent author, the median chunk start.
+    let channel = rows(
+        "SELECT parent_id, count(*) FROM channels WHERE type IN (10, 11, 12) GROUP BY parent_id ORDER BY 2 DESC LIMIT 1",
+    )[0]
+    .0;
+    assert!(chunks.values().any(|k| parent.get(&k.channel) == Some(&channel)), "its threads have chunks");
+    let mut by_author: BTreeMap<u64, usize> = BTreeMap::new();
+    for k in chunks.values() {
+        for a in &k.authors {
+            *by_author.entry(*a).or_default() += 1;
+        }
+    }
+    let author = *by_author.iter().max_by_key(|(_, n)| **n).unwrap().0;
+    let mut starts: Vec<u64> = chunks.values().map(|k| k.starts[0]).collect();
+    starts.sort_unstable();
+    let bound = starts[starts.len() / 2];
+
+    // Whether a chunk (m = 0) or its matching message m passes the filter.
+    let (parent_of, author_of) = (&parent, &matching);
+    type Keep<'a> = Box<dyn Fn(&Chunk, u64) -> bool + 'a>;
+    let cases: Vec<(&str, Filters, Keep)> = vec![
+        (
+            "channel and its threads",
+            Filters { channels: vec![channel], ..Default::default() },
+            Box::new(move |k: &Chunk, _| k.channel == channel || parent_of.get(&k.channel) == Some(&channel)),
+        ),
+        (
+            "author",
+            Filters { authors: vec![author], ..Default::default() },
+            Box::new(move |k: &Chunk, m| if m == 0 { k.authors.contains(&author) } else { author_of[&m] == author }),
+        ),
+        (
+            "after",
+            Filters { after: Some(bound), ..Default::default() },
+            Box::new(move |k: &Chunk, m| if m == 0 { k.starts.iter().any(|&s| s >= bound) } else { m >= bound }),
+        ),
+        (
+            "before",
+            Filters { before: Some(bound), ..Default::default() },
+            Box::new(move |k: &Chunk, m| if m == 0 { k.starts.iter().any(|&s| s < bound) } else { m < bound }),
+        ),
+    ];
+    let staff = matrix(&cast).into_iter().find(|(who, ..)| *who == "staff role").unwrap();
+    let viewers = [(Viewer::Operator, None), (Viewer::User(staff.1), Some(s.channel_ids(&staff.2)))];
+    for (label, filters, keep) in &cases {
+        for (viewer, readable) in &viewers {
+            let may_read = |c: u64| readable.as_ref().is_none_or(|r| r.contains(&c));
+            // Vector: every chunk (or part) the filter lets through; keyword: the
+            // chunks of the matching messages it lets through; hybrid: both.
+            let vector: BTreeSet<u64> =
+                chunks.iter().filter(|(_, k)| may_read(k.channel) && keep(k, 0)).map(|(id, _)| *id).collect();
+            let keyword: BTreeSet<u64> = chunks
+                .iter()
+                .filter(|(_, k)| {
+                    may_read(k.channel) && k.messages.iter().any(|m| matching.contains_key(m) && keep(k, *m))
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            assert!(!vector.is_empty() && vector.len() < chunks.len(), "{label}: the filter must select some");
+            for (mode, expected) in
+                [(Mode::Vector, vector.clone()), (Mode::Keyword, keyword.clone()), (Mode::Hybrid, &vector | &keyword)]
+            {
+                let q = Query { filters: filters.clone(), ..s.query("restart", *viewer, 100_000, mode) };
+                let found = chunk_ids(&searcher.ask(&q).await.unwrap());
+                assert_eq!(found, expected, "{label}, {viewer:?}, {mode:?}");
+            }
+        }
     }
 }
 
@@ -482,6 +625,7 @@ async fn several_guilds_are_searched_together() {
         viewer,
         limit,
         mode,
+        filters: Default::default(),
     };
     let mut chunks = 0;
     for guild in [first, second] {

@@ -17,6 +17,7 @@ use serenity::all::{ChannelId, CreateEmbed, CreateEmbedFooter};
 use super::format::{capitalize, human_duration, no_such_server, redact, result_field, truncate};
 use super::jobs::{self, JobKind, Progress};
 use super::{Bot, BotOptions, Context, Error};
+use crate::search::filters::{parse_date, FilterError, FilterRequest};
 use crate::search::{Mode, Query, SearchError, Viewer};
 use crate::store::LoadState;
 
@@ -275,12 +276,18 @@ pub async fn status(ctx: Context<'_>) -> Result<(), Error> {
     Ok(())
 }
 
+const NOTHING_MATCHES: &str = "Nothing you can read matches that.";
+
 /// Search the servers you share with the bot; you only see what you may read there.
 #[poise::command(slash_command, dm_only)]
 pub async fn ask(
     ctx: Context<'_>,
     #[description = "What to look for"] question: String,
     #[description = "Only this server (name or id)"] server: Option<String>,
+    #[description = "Only this channel and its threads (name or id)"] channel: Option<String>,
+    #[description = "Only messages by this user (name or id)"] author: Option<String>,
+    #[description = "Only messages from this date on (2024-05-01)"] after: Option<String>,
+    #[description = "Only messages before this date (2024-05-01)"] before: Option<String>,
 ) -> Result<(), Error> {
     let bot = ctx.data().clone();
     ctx.defer().await?;
@@ -306,12 +313,40 @@ pub async fn ask(
         ctx.say("Nothing is indexed yet, so there is nothing to search.").await?;
         return Ok(());
     }
+    let date = |d: &Option<String>| d.as_deref().map(parse_date).transpose();
+    let request = match (date(&after), date(&before)) {
+        (Ok(after), Ok(before)) => FilterRequest {
+            channels: channel.into_iter().collect(),
+            authors: author.into_iter().collect(),
+            after,
+            before,
+        },
+        (Err(e), _) | (_, Err(e)) => {
+            ctx.say(e).await?;
+            return Ok(());
+        }
+    };
+    let g = guilds.clone();
+    let filters = match bot.store.call(move |s| Ok(request.resolve(s, &g))).await? {
+        Ok(f) => f,
+        // An unknown channel or user answers as one the person may not read
+        // does: nothing tells them which names exist.
+        Err(FilterError::NoChannel(_) | FilterError::NoUser(_)) => {
+            ctx.say(NOTHING_MATCHES).await?;
+            return Ok(());
+        }
+        Err(e) => {
+            ctx.say(format!("{e}.")).await?;
+            return Ok(());
+        }
+    };
     let query = Query {
         text: question.clone(),
         guilds,
         viewer: Viewer::User(ctx.author().id.get()),
         limit: bot.options.ask_results,
         mode: Mode::Hybrid,
+        filters,
     };
     let answer = match bot.searcher.ask(&query).await {
         Ok(a) => a,
@@ -341,7 +376,7 @@ pub async fn ask(
     }
     const LEFT_OUT: &str = "Some servers or private threads could not be checked just now, so they were left out.";
     if answer.results.is_empty() {
-        let mut text = "Nothing you can read matches that.".to_owned();
+        let mut text = NOTHING_MATCHES.to_owned();
         if left_out {
             text.push_str(&format!("\n_{LEFT_OUT}_"));
         }

@@ -2,6 +2,9 @@
 
 use super::exit;
 use crate::config::Settings;
+use chrono::{DateTime, Utc};
+
+use crate::search::filters::{parse_date, FilterRequest};
 use crate::search::{Mode, Query, Searcher, Viewer};
 use crate::store::Store;
 
@@ -29,6 +32,20 @@ pub struct Args {
     /// Which search: hybrid (default), vector or keyword.
     #[arg(long, value_enum, default_value_t = Mode::Hybrid)]
     pub mode: Mode,
+    /// Only this channel (an id, or a name such as `general` or `#general`),
+    /// with its threads and forum posts; repeat for several.
+    #[arg(long = "channel", value_name = "CHANNEL")]
+    pub channels: Vec<String>,
+    /// Only messages by this user (an id, or a user or display name); repeat for several.
+    #[arg(long = "author", value_name = "USER")]
+    pub authors: Vec<String>,
+    /// Only messages sent at or after this time: `2024-05-01`, `2024-05-01 14:30`
+    /// or RFC 3339 (times without an offset are UTC).
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    pub after: Option<DateTime<Utc>>,
+    /// Only messages sent before this time (same forms as --after).
+    #[arg(long, value_name = "DATE", value_parser = parse_date)]
+    pub before: Option<DateTime<Utc>>,
 }
 
 pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
@@ -46,6 +63,13 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
             );
         }
     }
+    let request = FilterRequest {
+        channels: args.channels.clone(),
+        authors: args.authors.clone(),
+        after: args.after,
+        before: args.before,
+    };
+    let filters = request.resolve(&store, &guilds)?;
     let viewer = args.as_user.map_or(Viewer::Operator, Viewer::User);
     let client = match (&settings.token, viewer) {
         (Some(token), Viewer::User(_)) => Some(settings.client(token.clone())?),
@@ -59,6 +83,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         viewer,
         limit: args.limit as usize,
         mode: args.mode,
+        filters,
     };
     let answer = searcher.ask(&query).await?;
     // Whom the results are for; after the search, so that bad input is the only message.

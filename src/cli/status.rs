@@ -113,7 +113,7 @@ async fn probe(c: &crate::vector::Collection) -> Result<u64, crate::vector::Vect
     if points > 0 {
         let mut unit = vec![0.0; c.dim()];
         unit[0] = 1.0;
-        c.search(unit, None, 1).await?;
+        c.search(unit, Default::default(), 1).await?;
     }
     Ok(points)
 }

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use super::fuse::Candidate;
 use super::text::{self, Term};
-use super::{Readable, SearchError, SearchedGuild, Searcher};
+use super::{Filters, Readable, SearchError, SearchedGuild, Searcher};
 use crate::store::{KeywordOrder, Store, StoreError};
+use crate::vector::SearchFilter;
 
 /// The keyword list and the IDF of each of the question's terms (fusion weighs hits with it).
 pub(super) struct KeywordList {
@@ -36,15 +37,17 @@ impl Searcher {
         &self,
         terms: &[Term],
         guilds: &[&SearchedGuild],
+        filters: &Filters,
         depth: usize,
     ) -> Result<KeywordList, SearchError> {
+        let filters = filters.clone();
         let n = self.message_count().await?;
         let terms = terms.to_vec();
         let scope: Vec<KeywordScope> = guilds
             .iter()
             .map(|g| KeywordScope { guild: g.guild, model: g.model.clone(), readable: g.readable.clone() })
             .collect();
-        Ok(self.store.call(move |store| keyword_list(store, &terms, n, &scope, depth)).await?)
+        Ok(self.store.call(move |store| keyword_list(store, &terms, n, &scope, &filters, depth)).await?)
     }
 
     /// Messages in the archive (for IDF), counted at most every five minutes.
@@ -65,6 +68,7 @@ fn keyword_list(
     terms: &[Term],
     messages: u64,
     scope: &[KeywordScope],
+    filters: &Filters,
     depth: usize,
 ) -> Result<KeywordList, StoreError> {
     let dfs = document_frequencies(store, terms, messages)?;
@@ -78,7 +82,7 @@ fn keyword_list(
     let mut hits = Vec::new();
     for (fts, order) in plan {
         if let Some(fts) = fts {
-            hits = keyword_hits(store, &fts, scope, depth, order)?;
+            hits = keyword_hits(store, &fts, scope, filters, depth, order)?;
         }
         if !hits.is_empty() {
             break;
@@ -107,6 +111,7 @@ fn keyword_hits(
     store: &Store,
     fts: &str,
     scope: &[KeywordScope],
+    filters: &Filters,
     depth: usize,
     order: KeywordOrder,
 ) -> Result<Vec<Candidate>, StoreError> {
@@ -126,7 +131,9 @@ fn keyword_hits(
     };
     let models: HashMap<u64, &str> = scope.iter().map(|g| (g.guild, g.model.as_str())).collect();
     // Several messages of one chunk may match: read deeper than needed.
-    let hits = store.keyword_search(fts, &ids, channels.as_deref(), depth * 4, order)?;
+    let filter =
+        SearchFilter { channels, authors: filters.authors.clone(), from_id: filters.after, until_id: filters.before };
+    let hits = store.keyword_search(fts, &ids, &filter, depth * 4, order)?;
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for h in hits {

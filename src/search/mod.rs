@@ -11,11 +11,16 @@
 //!    same channels in the SQL query; a message stands for its chunk.
 //! 4. **Fusion** (`fuse`): one ranking; the rule, and why, is stated there.
 //!
+//! The asker's own filters ([`Filters`]: channels, authors, a time span;
+//! resolved from names and dates in [`filters`]) narrow steps 2 and 3 inside
+//! the searches, as the permission filter does.
+//!
 //! Then the top chunks become [`SearchResult`]s, their text trimmed around
 //! the lines that match ([`text`]). Filters are never applied after ranking,
 //! so a user gets as many results as exist among what they may read.
 
 mod access;
+pub mod filters;
 mod fuse;
 mod keyword;
 pub mod text;
@@ -59,6 +64,23 @@ pub struct Query {
     pub viewer: Viewer,
     pub limit: usize,
     pub mode: Mode,
+    pub filters: Filters,
+}
+
+/// What the asker narrows a question to. Applied inside both searches, like
+/// the permission filter (never by dropping results afterwards).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filters {
+    /// Only these channels, with their threads and forum posts (empty: all).
+    pub channels: Vec<u64>,
+    /// Only these authors: messages by one of them (keyword search), chunks
+    /// and parts with one of them among their authors (vector search).
+    pub authors: Vec<u64>,
+    /// Only messages sent at or after this time (a snowflake bound; see
+    /// [`snowflake::from_timestamp`]): for vector search, chunks that start then.
+    pub after: Option<u64>,
+    /// Only messages sent before this time (a snowflake bound).
+    pub before: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -277,7 +299,10 @@ impl Searcher {
         let models = self.active_models(&q.guilds).await?;
 
         let t = Instant::now();
-        let Scope { guilds, notes, not_member } = self.scope(models, q.viewer).await?;
+        let Scope { mut guilds, notes, not_member } = self.scope(models, q.viewer).await?;
+        if !q.filters.channels.is_empty() {
+            self.narrow_to_channels(&mut guilds, &q.filters.channels).await?;
+        }
         timings.access_ms = ms(t);
         let searched: Vec<u64> = guilds.iter().map(|g| g.guild).collect();
         let visible: Vec<&SearchedGuild> = guilds.iter().filter(|g| !g.readable.is_nothing()).collect();
@@ -286,13 +311,13 @@ impl Searcher {
 
         let mut vector_list = Vec::new();
         if q.mode != Mode::Keyword && !visible.is_empty() {
-            vector_list = self.vector_list(question, &visible, depth, &mut timings).await?;
+            vector_list = self.vector_list(question, &visible, &q.filters, depth, &mut timings).await?;
         }
         let mut keyword_list = Vec::new();
         let mut idf = Vec::new();
         if q.mode != Mode::Vector && !visible.is_empty() && !terms.is_empty() {
             let t = Instant::now();
-            let list = self.keyword_list(&terms, &visible, depth).await?;
+            let list = self.keyword_list(&terms, &visible, &q.filters, depth).await?;
             (keyword_list, idf) = (list.hits, list.idf);
             timings.keyword_ms = ms(t);
         }
@@ -378,6 +403,32 @@ impl Searcher {
             Some(e) if scope.guilds.is_empty() => Err(e.into()),
             _ => Ok(scope),
         }
+    }
+
+    /// Narrows what each guild's viewer may read to these channels and what
+    /// is inside them: threads and forum posts, and for a category its
+    /// channels and their threads (a channel of another guild narrows that
+    /// guild to nothing).
+    async fn narrow_to_channels(&self, guilds: &mut [SearchedGuild], channels: &[u64]) -> Result<(), SearchError> {
+        for g in guilds {
+            let guild = g.guild;
+            let infos = self.store.call(move |s| s.channel_infos(guild)).await?;
+            let mut wanted: Vec<u64> = infos
+                .iter()
+                .filter(|(id, info)| {
+                    let parent = info.parent_id;
+                    let grandparent = parent.and_then(|p| infos.get(&p)).and_then(|p| p.parent_id);
+                    [Some(**id), parent, grandparent].iter().flatten().any(|c| channels.contains(c))
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            if let Readable::Only(readable) = &g.readable {
+                wanted.retain(|c| readable.contains(c));
+            }
+            wanted.sort_unstable();
+            g.readable = Readable::Only(wanted);
+        }
+        Ok(())
     }
 
     /// Gives each candidate without a payload its payload: from `known`

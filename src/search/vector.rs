@@ -13,8 +13,8 @@
 use std::collections::HashMap;
 
 use super::fuse::Candidate;
-use super::{ms, SearchError, SearchedGuild, Searcher, Timings};
-use crate::vector::Hit;
+use super::{ms, Filters, SearchError, SearchedGuild, Searcher, Timings};
+use crate::vector::{Hit, SearchFilter};
 
 /// How many points are read per chunk wanted (a chunk may come with several parts).
 pub(super) const POINTS_PER_CHUNK: usize = 3;
@@ -25,6 +25,7 @@ impl Searcher {
         &self,
         question: &str,
         guilds: &[&SearchedGuild],
+        filters: &Filters,
         depth: usize,
         timings: &mut Timings,
     ) -> Result<Vec<Candidate>, SearchError> {
@@ -47,7 +48,13 @@ impl Searcher {
         let searches = guilds.iter().map(|g| {
             let vector = by_model[g.model.as_str()].clone();
             async move {
-                let hits = g.collection.search(vector, g.readable.channels(), depth * POINTS_PER_CHUNK).await?;
+                let filter = SearchFilter {
+                    channels: g.readable.channels(),
+                    authors: filters.authors.clone(),
+                    from_id: filters.after,
+                    until_id: filters.before,
+                };
+                let hits = g.collection.search(vector, filter, depth * POINTS_PER_CHUNK).await?;
                 Ok::<_, SearchError>(by_chunk(g.guild, &g.model, hits))
             }
         });

@@ -339,6 +339,16 @@ impl Store {
         Ok(n as u64)
     }
 
+    /// Users whose username or display name is `name` (any case).
+    pub fn users_named(&self, name: &str) -> Result<Vec<u64>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT id FROM users WHERE lower(username) = lower(?1) OR lower(global_name) = lower(?1) ORDER BY id",
+        )?;
+        let rows = stmt.query_map([name], |r| Ok(r.get::<_, i64>(0)? as u64))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Every chunk of an index's manifest.
     pub fn manifest(&self, guild: u64, model: &str) -> Result<Vec<ChunkRecord>, StoreError> {
         let conn = self.conn()?;

@@ -5,8 +5,9 @@
 
 use rusqlite::params;
 
-use super::{Store, StoreError};
+use super::{id, Store, StoreError};
 use crate::discord::model::message_type;
+use crate::vector::SearchFilter;
 
 /// How keyword matches are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +29,9 @@ pub struct KeywordHit {
 }
 
 impl Store {
-    /// Messages matching an FTS5 query, in these guilds and, when `channels`
-    /// is given, only in those channels (the filter is part of the query).
+    /// Messages matching an FTS5 query, in these guilds, and only those the
+    /// filter lets through: its channels, authors and id range (the filter
+    /// is part of the query).
     /// Messages by bots and system messages are left out, as the chunker
     /// leaves them out.
     ///
@@ -41,13 +43,16 @@ impl Store {
         &self,
         fts_query: &str,
         guilds: &[u64],
-        channels: Option<&[u64]>,
+        filter: &SearchFilter,
         limit: usize,
         order: KeywordOrder,
     ) -> Result<Vec<KeywordHit>, StoreError> {
         let conn = self.conn()?;
         let guilds_json = serde_json::to_string(guilds).expect("ids serialize");
-        let channels_json = channels.map(|c| serde_json::to_string(c).expect("ids serialize"));
+        let channels_json = filter.channels.as_ref().map(|c| serde_json::to_string(c).expect("ids serialize"));
+        let authors_json =
+            (!filter.authors.is_empty()).then(|| serde_json::to_string(&filter.authors).expect("ids serialize"));
+        let (from, until) = (filter.from_id.map_or(0, id), filter.until_id.map_or(i64::MAX, id));
         let order_by = match order {
             KeywordOrder::Relevance => "score",
             KeywordOrder::Newest => "messages_fts.rowid DESC",
@@ -59,18 +64,23 @@ impl Store {
              WHERE messages_fts MATCH ?1
                AND m.guild_id IN (SELECT value FROM json_each(?2))
                AND (?3 IS NULL OR m.channel_id IN (SELECT value FROM json_each(?3)))
+               AND (?5 IS NULL OR m.author_id IN (SELECT value FROM json_each(?5)))
+               AND m.id >= ?6 AND m.id < ?7
                AND m.type IN ({conversation})
                AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = m.author_id AND u.bot)
              ORDER BY {order_by} LIMIT ?4"
         ))?;
-        let rows = stmt.query_map(params![fts_query, guilds_json, channels_json, limit as i64], |r| {
-            Ok(KeywordHit {
-                message_id: r.get::<_, i64>(0)? as u64,
-                channel_id: r.get::<_, i64>(1)? as u64,
-                guild_id: r.get::<_, i64>(2)? as u64,
-                bm25: r.get(3)?,
-            })
-        })?;
+        let rows = stmt.query_map(
+            params![fts_query, guilds_json, channels_json, limit as i64, authors_json, from, until],
+            |r| {
+                Ok(KeywordHit {
+                    message_id: r.get::<_, i64>(0)? as u64,
+                    channel_id: r.get::<_, i64>(1)? as u64,
+                    guild_id: r.get::<_, i64>(2)? as u64,
+                    bm25: r.get(3)?,
+                })
+            },
+        )?;
         let mut hits: Vec<KeywordHit> = rows.collect::<Result<_, _>>()?;
         if order == KeywordOrder::Newest {
             hits.sort_by(|a, b| a.bm25.total_cmp(&b.bm25));

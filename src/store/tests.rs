@@ -1,4 +1,5 @@
 use super::*;
+use crate::vector::SearchFilter;
 
 fn msg(id: u64, channel: u64, content: &str, edited: Option<&str>) -> Raw<Message> {
     let json = serde_json::json!({
@@ -112,19 +113,23 @@ fn a_newer_schema_is_refused() {
 
 fn keyword(store: &Store, q: &str) -> Vec<u64> {
     let relevance: Vec<u64> = store
-        .keyword_search(q, &[9], None, 100, KeywordOrder::Relevance)
+        .keyword_search(q, &[9], &SearchFilter::default(), 100, KeywordOrder::Relevance)
         .unwrap()
         .into_iter()
         .map(|h| h.message_id)
         .collect();
     let newest: Vec<u64> = store
-        .keyword_search(q, &[9], None, 100, KeywordOrder::Newest)
+        .keyword_search(q, &[9], &SearchFilter::default(), 100, KeywordOrder::Newest)
         .unwrap()
         .into_iter()
         .map(|h| h.message_id)
         .collect();
     assert_eq!(relevance, newest, "all matches fit: both orders return them by bm25");
     relevance
+}
+
+fn only(channels: &[u64]) -> SearchFilter {
+    SearchFilter { channels: Some(channels.to_vec()), ..Default::default() }
 }
 
 #[test]
@@ -140,8 +145,17 @@ fn the_keyword_index_follows_writes_edits_and_deletions() {
     assert!(keyword(&store, "\"notary\"").is_empty(), "the old text left the index");
     assert_eq!(keyword(&store, "\"err quota exceeded\""), vec![10]);
     // Only in the channels asked for.
-    assert!(store.keyword_search("\"lunch\"", &[9], Some(&[2]), 10, KeywordOrder::Relevance).unwrap().is_empty());
-    assert_eq!(store.keyword_search("\"lunch\"", &[9], Some(&[1, 2]), 10, KeywordOrder::Newest).unwrap().len(), 1);
+    assert!(store.keyword_search("\"lunch\"", &[9], &only(&[2]), 10, KeywordOrder::Relevance).unwrap().is_empty());
+    assert_eq!(store.keyword_search("\"lunch\"", &[9], &only(&[1, 2]), 10, KeywordOrder::Newest).unwrap().len(), 1);
+    // Only by the authors asked for, and in the id span asked for.
+    let lunch =
+        |f: SearchFilter| store.keyword_search("\"lunch\"", &[9], &f, 10, KeywordOrder::Relevance).unwrap().len();
+    assert_eq!(lunch(SearchFilter { authors: vec![5], ..Default::default() }), 1);
+    assert_eq!(lunch(SearchFilter { authors: vec![6, 7], ..Default::default() }), 0);
+    assert_eq!(lunch(SearchFilter { from_id: Some(11), ..Default::default() }), 1);
+    assert_eq!(lunch(SearchFilter { from_id: Some(12), ..Default::default() }), 0);
+    assert_eq!(lunch(SearchFilter { until_id: Some(11), ..Default::default() }), 0);
+    assert_eq!(lunch(SearchFilter { until_id: Some(12), ..only(&[1]) }), 1);
     store.delete_messages(&[10]).unwrap();
     assert!(keyword(&store, "\"quota\"").is_empty());
     assert_eq!(store.keyword_count("\"lunch\"", 10).unwrap(), 1);

@@ -8,14 +8,15 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
+use ordered_float::OrderedFloat;
 use qdrant_edge::{
     Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeOptimizersConfig, EdgeShard, EdgeVectorParams,
     FieldCondition, FieldIndexOperations, Filter, HnswIndexConfig, JsonPath, Match, NamedQuery, PayloadFieldSchema,
     PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct, PointStructPersisted, QueryEnum,
-    QueryRequest, ScoringQuery, UpdateOperation, VectorInternal, WithPayloadInterface, WithVector,
+    QueryRequest, Range, ScoringQuery, UpdateOperation, VectorInternal, WithPayloadInterface, WithVector,
 };
 
-use super::{ChunkPayload, StoredHit as Hit, StoredPoint as Point, VectorError, VECTOR};
+use super::{ChunkPayload, SearchFilter, StoredHit as Hit, StoredPoint as Point, VectorError, VECTOR};
 
 const CONFIG_FILE: &str = "edge_config.json";
 
@@ -40,11 +41,37 @@ fn config(dim: usize) -> EdgeConfig {
         .build()
 }
 
-fn id_filter(field: &str, values: Vec<i64>) -> Filter {
-    Filter::new_must(Condition::Field(FieldCondition::new_match(
+fn id_condition(field: &str, values: Vec<i64>) -> Condition {
+    Condition::Field(FieldCondition::new_match(
         JsonPath::try_from(field).expect("valid field name"),
         Match::from(values),
-    )))
+    ))
+}
+
+/// A search filter as the engine's conditions (all must hold); `None` for no filter.
+fn search_filter(f: &SearchFilter) -> Option<Filter> {
+    let ids = |v: &[u64]| v.iter().map(|&x| x as i64).collect::<Vec<i64>>();
+    let mut must = Vec::new();
+    if let Some(channels) = &f.channels {
+        must.push(id_condition("channel_id", ids(channels)));
+    }
+    if !f.authors.is_empty() {
+        must.push(id_condition("author_ids", ids(&f.authors)));
+    }
+    if f.from_id.is_some() || f.until_id.is_some() {
+        // Ranges are compared as floats: ids lose their lowest bits (well under a
+        // second of a snowflake's time), which a date filter does not notice.
+        let range = Range {
+            gte: f.from_id.map(|x| OrderedFloat(x as f64)),
+            lt: f.until_id.map(|x| OrderedFloat(x as f64)),
+            ..Default::default()
+        };
+        must.push(Condition::Field(FieldCondition::new_range(
+            JsonPath::try_from("first_message_id").expect("valid field name"),
+            range,
+        )));
+    }
+    (!must.is_empty()).then(|| Filter { must: Some(must), ..Filter::new() })
 }
 
 /// Shards open in this process, by directory.
@@ -195,8 +222,8 @@ impl Shard {
         Ok(n as u64)
     }
 
-    pub fn search(&self, vector: Vec<f32>, channels: Option<Vec<u64>>, limit: usize) -> Result<Vec<Hit>, VectorError> {
-        let filter = channels.map(|c| id_filter("channel_id", c.into_iter().map(|v| v as i64).collect()));
+    pub fn search(&self, vector: Vec<f32>, filter: &SearchFilter, limit: usize) -> Result<Vec<Hit>, VectorError> {
+        let filter = search_filter(filter);
         let hits = self
             .shard
             .query(QueryRequest {

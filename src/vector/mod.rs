@@ -57,6 +57,20 @@ pub struct Point {
     pub payload: ChunkPayload,
 }
 
+/// What a search is limited to: applied inside the engine, so a search
+/// returns as many hits as exist among what the filter lets through.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SearchFilter {
+    /// Only points of these channels and threads (`None`: all).
+    pub channels: Option<Vec<u64>>,
+    /// Only points with one of these authors (empty: any).
+    pub authors: Vec<u64>,
+    /// Only points whose first message id is at least this.
+    pub from_id: Option<u64>,
+    /// Only points whose first message id is below this.
+    pub until_id: Option<u64>,
+}
+
 /// A search result.
 #[derive(Debug, Clone)]
 pub struct Hit {
@@ -252,20 +266,15 @@ impl Collection {
         }
     }
 
-    /// Nearest points to `vector`; with `channels`, only points whose
-    /// `channel_id` is one of them (the filter is applied inside the search).
-    pub async fn search(
-        &self,
-        vector: Vec<f32>,
-        channels: Option<Vec<u64>>,
-        limit: usize,
-    ) -> Result<Vec<Hit>, VectorError> {
+    /// Nearest points to `vector` among those `filter` lets through (the
+    /// filter is applied inside the search).
+    pub async fn search(&self, vector: Vec<f32>, filter: SearchFilter, limit: usize) -> Result<Vec<Hit>, VectorError> {
         let hits = match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                engine(s.path().to_path_buf(), move || s.search(vector, channels, limit)).await
+                engine(s.path().to_path_buf(), move || s.search(vector, &filter, limit)).await
             }
-            Inner::Remote(c) => c.search(vector, channels, limit).await,
+            Inner::Remote(c) => c.search(vector, &filter, limit).await,
         }?;
         hits.into_iter().map(|h| Ok(Hit { id: h.id, score: h.score, payload: self.decode(h.id, h.payload)? })).collect()
     }

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use qdrant_client::qdrant::{
     point_id::PointIdOptions, Condition, CountPointsBuilder, CreateAliasBuilder, CreateCollectionBuilder,
     CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType, Filter, GetPointsBuilder, PointStruct,
-    PointsIdsList, Query, QueryPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder, VectorsConfigBuilder,
+    PointsIdsList, Query, QueryPointsBuilder, Range, UpsertPointsBuilder, VectorParamsBuilder, VectorsConfigBuilder,
 };
 use qdrant_client::{Payload, Qdrant};
 
-use super::{slug, ChunkPayload, StoredHit as Hit, StoredPoint as Point, VectorError, VECTOR};
+use super::{slug, ChunkPayload, SearchFilter, StoredHit as Hit, StoredPoint as Point, VectorError, VECTOR};
 
 pub fn collection_name(guild: u64, model: &str) -> String {
     format!("discord_{guild}_{}", slug(model).replace(['-', '.'], "_"))
@@ -168,20 +168,30 @@ impl RemoteCollection {
         Ok(r.result.map_or(0, |r| r.count))
     }
 
-    pub async fn search(
-        &self,
-        vector: Vec<f32>,
-        channels: Option<Vec<u64>>,
-        limit: usize,
-    ) -> Result<Vec<Hit>, VectorError> {
+    pub async fn search(&self, vector: Vec<f32>, filter: &SearchFilter, limit: usize) -> Result<Vec<Hit>, VectorError> {
         let mut q = QueryPointsBuilder::new(&self.name)
             .query(Query::new_nearest(vector))
             .using(VECTOR)
             .limit(limit as u64)
             .with_payload(true);
-        if let Some(channels) = channels {
-            let ids: Vec<i64> = channels.into_iter().map(|c| c as i64).collect();
-            q = q.filter(Filter::must([Condition::matches("channel_id", ids)]));
+        let ids = |v: &[u64]| v.iter().map(|&x| x as i64).collect::<Vec<i64>>();
+        let mut must = Vec::new();
+        if let Some(channels) = &filter.channels {
+            must.push(Condition::matches("channel_id", ids(channels)));
+        }
+        if !filter.authors.is_empty() {
+            must.push(Condition::matches("author_ids", ids(&filter.authors)));
+        }
+        if filter.from_id.is_some() || filter.until_id.is_some() {
+            let range = Range {
+                gte: filter.from_id.map(|x| x as f64),
+                lt: filter.until_id.map(|x| x as f64),
+                ..Default::default()
+            };
+            must.push(Condition::range("first_message_id", range));
+        }
+        if !must.is_empty() {
+            q = q.filter(Filter::must(must));
         }
         let r = self.server.client.query(q).await.map_err(|e| err(self.url(), e))?;
         Ok(r.result
