@@ -768,3 +768,74 @@ async fn a_store_that_lost_points_is_reported_and_index_re_embeds_them() {
     assert_eq!(code, Some(0), "{err}");
     assert!(!serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap().is_empty());
 }
+
+/// Right after `load`, before any index: keyword search answers with single
+/// messages (the keyword index is written by `load`), as the operator and
+/// within a member's permissions; the other modes say an index is needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyword_search_works_before_any_index() {
+    let mut world = World::generate(&WorldSpec::standard());
+    let cast = world.add_access_matrix();
+    let fake = start(world, fast_limits()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = Store::open(&data).unwrap();
+    assert!(run_load(&fake, &store, 4).await.unwrap().ok);
+    let guild = guild_id(&fake);
+    let searcher = Searcher::new(
+        store.clone(),
+        Backend::new(&data, None, None).unwrap(),
+        dir.path().join("models"),
+        Some(client(&fake)),
+        SearchOptions::default(),
+    );
+    let ask = |viewer, mode| Query {
+        text: "restart".into(),
+        guilds: vec![guild],
+        viewer,
+        limit: 1000,
+        mode,
+        filters: Default::default(),
+    };
+    let conn = rusqlite::Connection::open(data.join("archive.db")).unwrap();
+    let matching: BTreeMap<u64, u64> = conn
+        .prepare(
+            "SELECT m.id, m.channel_id FROM messages m JOIN users u ON u.id = m.author_id
+             WHERE lower(m.content) LIKE '%restart%' AND u.bot = 0 AND m.type IN (0, 19, 21)",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let answer = searcher.ask(&ask(Viewer::Operator, Mode::Keyword)).await.unwrap();
+    let found: BTreeMap<u64, u64> = answer.results.iter().map(|r| (r.message_ids[0], r.channel_id)).collect();
+    assert_eq!(found, matching, "every matching message, each a result of its own");
+    for r in &answer.results {
+        assert_eq!(r.message_ids.len(), 1);
+        assert!(r.text.to_lowercase().contains("restart") && !r.authors.is_empty() && !r.channel_name.is_empty());
+        assert_eq!(r.jump_url, format!("https://discord.com/channels/{guild}/{}/{}", r.channel_id, r.message_ids[0]));
+    }
+    // A member sees only the matching messages of what they may read.
+    let (_, plain, names) = matrix(&cast).into_iter().find(|(who, ..)| *who == "no roles").unwrap();
+    let world = fake.world().clone();
+    let readable: BTreeSet<u64> =
+        world.guilds[0].channels.iter().filter(|c| names.contains(c.name.as_str())).map(|c| c.id).collect();
+    let answer = searcher.ask(&ask(Viewer::User(plain), Mode::Keyword)).await.unwrap();
+    let expected: BTreeSet<u64> = matching.iter().filter(|(_, c)| readable.contains(c)).map(|(m, _)| *m).collect();
+    assert!(!expected.is_empty() && expected.len() < matching.len());
+    assert_eq!(answer.results.iter().map(|r| r.message_ids[0]).collect::<BTreeSet<_>>(), expected);
+    // Vector and hybrid search need an index.
+    for mode in [Mode::Vector, Mode::Hybrid] {
+        let err = searcher.ask(&ask(Viewer::Operator, mode)).await.unwrap_err();
+        assert!(matches!(err, SearchError::NoIndex(g) if g == guild), "{err}");
+        assert!(err.to_string().contains("--mode keyword"), "{err}");
+    }
+    // The CLI finds the loaded guild by itself in keyword mode.
+    let mut c = Command::new(env!("CARGO_BIN_EXE_discord-indexer"));
+    c.env_remove("QDRANT_URL").env_remove("DISCORD_TOKEN").arg("--data-dir").arg(&data);
+    c.args(["ask", "restart", "--mode", "keyword", "--json", "--limit", "3"]);
+    let (code, out, err) = run(c).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap().len(), 3);
+}

@@ -56,9 +56,14 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     let mut guilds = args.guilds.clone();
     if guilds.is_empty() {
         guilds = store.active_indexes()?.into_iter().map(|a| a.guild_id).collect();
+        if guilds.is_empty() && args.mode == Mode::Keyword {
+            // The keyword index needs no stage two: every loaded guild.
+            guilds = store.guilds()?.into_iter().map(|(id, ..)| id).collect();
+        }
         if guilds.is_empty() {
             anyhow::bail!(
-                "no guild in {} has an active index: run `discord-indexer index --guild ID` first",
+                "no guild in {} has an active index: run `discord-indexer index --guild ID` first \
+                 (`ask --mode keyword` needs only `load`)",
                 settings.data_dir.display()
             );
         }

@@ -1,7 +1,8 @@
 //! Step 3 of a question: the keyword list. SQLite FTS5 (bm25) over message
 //! text, with the viewer's readable channels in the SQL query; each matching
 //! message stands for the chunk of the active index that holds it (its first
-//! occurrence ranks the chunk).
+//! occurrence ranks the chunk). A guild without an index yet (right after
+//! `load`) answers keyword questions too: each message is a result of its own.
 //!
 //! The plan bounds the cost on big archives: terms found in a large share of
 //! all messages cost the most to rank and say the least, so they are left out
@@ -9,14 +10,16 @@
 //! the newest messages that have them all (then any of them), which costs no
 //! more than the messages read.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::fuse::Candidate;
 use super::text::{self, Term};
 use super::{Filters, Readable, SearchError, SearchedGuild, Searcher};
-use crate::store::{KeywordOrder, Store, StoreError};
-use crate::vector::SearchFilter;
+use crate::snowflake;
+use crate::store::{ChannelInfo, KeywordHit, KeywordOrder, Store, StoreError};
+use crate::vector::{ChunkPayload, SearchFilter};
 
 /// The keyword list and the IDF of each of the question's terms (fusion weighs hits with it).
 pub(super) struct KeywordList {
@@ -27,7 +30,8 @@ pub(super) struct KeywordList {
 /// One guild as the keyword search needs it (owned: the search runs on the blocking pool).
 struct KeywordScope {
     guild: u64,
-    model: String,
+    /// The active index's model; None before any index: each message is its own result.
+    model: Option<String>,
     readable: Readable,
 }
 
@@ -45,7 +49,11 @@ impl Searcher {
         let terms = terms.to_vec();
         let scope: Vec<KeywordScope> = guilds
             .iter()
-            .map(|g| KeywordScope { guild: g.guild, model: g.model.clone(), readable: g.readable.clone() })
+            .map(|g| KeywordScope {
+                guild: g.guild,
+                model: g.index.as_ref().map(|(m, _)| m.clone()),
+                readable: g.readable.clone(),
+            })
             .collect();
         Ok(self.store.call(move |store| keyword_list(store, &terms, n, &scope, &filters, depth)).await?)
     }
@@ -129,7 +137,8 @@ fn keyword_hits(
         }
         Some(all)
     };
-    let models: HashMap<u64, &str> = scope.iter().map(|g| (g.guild, g.model.as_str())).collect();
+    let models: HashMap<u64, Option<&str>> = scope.iter().map(|g| (g.guild, g.model.as_deref())).collect();
+    let mut channel_infos: HashMap<u64, HashMap<u64, ChannelInfo>> = HashMap::new();
     // Several messages of one chunk may match: read deeper than needed.
     let filter =
         SearchFilter { channels, authors: filters.authors.clone(), from_id: filters.after, until_id: filters.before };
@@ -137,9 +146,21 @@ fn keyword_hits(
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for h in hits {
-        let model = models[&h.guild_id];
-        let Some(chunk) = store.chunk_of_message(h.guild_id, model, h.channel_id, h.message_id)? else {
-            continue;
+        let (chunk, model, payload) = match models[&h.guild_id] {
+            Some(model) => match store.chunk_of_message(h.guild_id, model, h.channel_id, h.message_id)? {
+                Some(chunk) => (chunk, model, None),
+                None => continue,
+            },
+            None => {
+                let infos = match channel_infos.entry(h.guild_id) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(store.channel_infos(h.guild_id)?),
+                };
+                match message_payload(store, h, infos)? {
+                    Some(p) => (h.message_id, "", Some(p)),
+                    None => continue,
+                }
+            }
         };
         if seen.insert(chunk) {
             out.push(Candidate {
@@ -149,7 +170,7 @@ fn keyword_hits(
                 vector_score: None,
                 bm25: Some(h.bm25),
                 weight: 1.0,
-                payload: None,
+                payload,
             });
             if out.len() >= depth {
                 break;
@@ -157,4 +178,35 @@ fn keyword_hits(
         }
     }
     Ok(out)
+}
+
+/// A matching message as a result of its own (a guild without an index has
+/// no chunks): its line as a chunk would hold it.
+fn message_payload(
+    store: &Store,
+    h: KeywordHit,
+    channels: &HashMap<u64, ChannelInfo>,
+) -> Result<Option<ChunkPayload>, StoreError> {
+    let Some(m) = store.chat_messages(h.channel_id, h.message_id, 1)?.into_iter().find(|m| m.id == h.message_id) else {
+        return Ok(None);
+    };
+    let info = channels.get(&h.channel_id).cloned().unwrap_or_default();
+    let time = snowflake::format_time(snowflake::timestamp(m.id));
+    Ok(Some(ChunkPayload {
+        guild_id: h.guild_id,
+        channel_id: h.channel_id,
+        channel_name: info.name,
+        parent_id: info.parent_id,
+        is_thread: crate::discord::model::channel_type::is_thread(info.kind),
+        author_ids: vec![m.author_id],
+        text: format!("{}: {}", m.author_name, m.content),
+        author_names: vec![m.author_name],
+        message_ids: vec![m.id],
+        first_message_id: m.id,
+        last_message_id: m.id,
+        piece: 0,
+        start: time.clone(),
+        end: time,
+        part_of: 0,
+    }))
 }

@@ -91,7 +91,7 @@ pub enum SearchError {
     NoGuilds,
     #[error("guild {0} is not in the archive: load it first (`discord-indexer load --guild {0}`)")]
     UnknownGuild(u64),
-    #[error("guild {0} has no active index: build one with `discord-indexer index --guild {0}`")]
+    #[error("guild {0} has no active index: build one with `discord-indexer index --guild {0}` (or search with `--mode keyword`, which needs only `load`)")]
     NoIndex(u64),
     #[error("the active index of guild {guild} ({model}) has no collection in the vector store; rebuild it with `discord-indexer index --guild {guild} --model {model} --rebuild`")]
     MissingCollection { guild: u64, model: String },
@@ -207,8 +207,9 @@ pub struct Searcher {
 /// One guild, ready to search as the viewer.
 struct SearchedGuild {
     guild: u64,
-    model: String,
-    collection: Arc<Collection>,
+    /// The active index: its model and collection. None only for a keyword
+    /// search of a guild without one (its results are single messages).
+    index: Option<(String, Arc<Collection>)>,
     readable: Readable,
 }
 
@@ -296,7 +297,7 @@ impl Searcher {
         if question.is_empty() {
             return Err(SearchError::EmptyQuestion);
         }
-        let models = self.active_models(&q.guilds).await?;
+        let models = self.active_models(&q.guilds, q.mode).await?;
 
         let t = Instant::now();
         let Scope { mut guilds, notes, not_member } = self.scope(models, q.viewer).await?;
@@ -344,8 +345,9 @@ impl Searcher {
     }
 
     /// Each named guild (sorted, once) with its active model; every one must
-    /// be searchable before anything is asked of Discord.
-    async fn active_models(&self, guilds: &[u64]) -> Result<Vec<(u64, String)>, SearchError> {
+    /// be searchable before anything is asked of Discord. A keyword search
+    /// needs no index (the keyword index is written by `load`).
+    async fn active_models(&self, guilds: &[u64], mode: Mode) -> Result<Vec<(u64, Option<String>)>, SearchError> {
         if guilds.is_empty() {
             return Err(SearchError::NoGuilds);
         }
@@ -365,8 +367,8 @@ impl Searcher {
             .into_iter()
             .map(|(g, known, model)| match (known, model) {
                 (false, _) => Err(SearchError::UnknownGuild(g)),
-                (true, None) => Err(SearchError::NoIndex(g)),
-                (true, Some(model)) => Ok((g, model)),
+                (true, None) if mode != Mode::Keyword => Err(SearchError::NoIndex(g)),
+                (true, model) => Ok((g, model)),
             })
             .collect()
     }
@@ -374,7 +376,7 @@ impl Searcher {
     /// Step 1: what the viewer may read in each guild, and its collection. A
     /// guild whose permissions cannot be determined is left out with a note
     /// (an error only if that leaves nothing).
-    async fn scope(&self, models: Vec<(u64, String)>, viewer: Viewer) -> Result<Scope, SearchError> {
+    async fn scope(&self, models: Vec<(u64, Option<String>)>, viewer: Viewer) -> Result<Scope, SearchError> {
         let source = AccessSource {
             store: &self.store,
             client: self.client.as_ref(),
@@ -389,8 +391,11 @@ impl Searcher {
                     if !r.member {
                         scope.not_member.push(guild);
                     }
-                    let collection = self.collection(guild, &model).await?;
-                    scope.guilds.push(SearchedGuild { guild, model, collection, readable: r.readable });
+                    let index = match model {
+                        Some(model) => Some((model.clone(), self.collection(guild, &model).await?)),
+                        None => None,
+                    };
+                    scope.guilds.push(SearchedGuild { guild, index, readable: r.readable });
                 }
                 Err(e @ AccessError::Undetermined { .. }) => {
                     scope.notes.push(e.to_string());

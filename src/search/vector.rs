@@ -13,8 +13,8 @@
 use std::collections::HashMap;
 
 use super::fuse::Candidate;
-use super::{ms, Filters, SearchError, SearchedGuild, Searcher, Timings};
-use crate::vector::{Hit, SearchFilter};
+use super::{ms, Filters, Readable, SearchError, SearchedGuild, Searcher, Timings};
+use crate::vector::{Collection, Hit, SearchFilter};
 
 /// How many points are read per chunk wanted (a chunk may come with several parts).
 pub(super) const POINTS_PER_CHUNK: usize = 3;
@@ -30,32 +30,37 @@ impl Searcher {
         timings: &mut Timings,
     ) -> Result<Vec<Candidate>, SearchError> {
         let t = std::time::Instant::now();
+        // Every guild here has an index: only keyword searches go without.
+        let indexed: Vec<(u64, &str, &Collection, &Readable)> = guilds
+            .iter()
+            .filter_map(|g| g.index.as_ref().map(|(m, c)| (g.guild, m.as_str(), c.as_ref(), &g.readable)))
+            .collect();
         let mut by_model: HashMap<&str, Vec<f32>> = HashMap::new();
-        for g in guilds {
-            if !by_model.contains_key(g.model.as_str()) {
-                let embedder = self.embedder(g.guild, &g.model).await?;
+        for &(guild, model, ..) in &indexed {
+            if !by_model.contains_key(model) {
+                let embedder = self.embedder(guild, model).await?;
                 let text = question.to_owned();
                 let mut vectors = crate::blocking::run(move || embedder.embed(&[text.as_str()], 1))
                     .await
-                    .map_err(|source| SearchError::Model { guild: g.guild, model: g.model.clone(), source })?
+                    .map_err(|source| SearchError::Model { guild, model: model.to_owned(), source })?
                     .0;
-                by_model.insert(&g.model, vectors.remove(0));
+                by_model.insert(model, vectors.remove(0));
             }
         }
         timings.embed_ms = ms(t);
 
         let t = std::time::Instant::now();
-        let searches = guilds.iter().map(|g| {
-            let vector = by_model[g.model.as_str()].clone();
+        let searches = indexed.iter().map(|&(guild, model, collection, readable)| {
+            let vector = by_model[model].clone();
             async move {
                 let filter = SearchFilter {
-                    channels: g.readable.channels(),
+                    channels: readable.channels(),
                     authors: filters.authors.clone(),
                     from_id: filters.after,
                     until_id: filters.before,
                 };
-                let hits = g.collection.search(vector, filter, depth * POINTS_PER_CHUNK).await?;
-                Ok::<_, SearchError>(by_chunk(g.guild, &g.model, hits))
+                let hits = collection.search(vector, filter, depth * POINTS_PER_CHUNK).await?;
+                Ok::<_, SearchError>(by_chunk(guild, model, hits))
             }
         });
         let mut list: Vec<Candidate> = futures::future::try_join_all(searches).await?.into_iter().flatten().collect();
