@@ -155,8 +155,14 @@ async fn the_archive_becomes_points_with_the_right_payloads() {
         )
         .unwrap();
     assert_eq!(covered.len() as i64, expected);
-    // Threads know their parent, for permission checks later.
+    // Threads know their parent, for permission checks later, and every chunk
+    // of a thread or forum post leads with its title.
     assert!(points.values().any(|p| p["is_thread"] == true && p["parent_id"].is_u64()));
+    for p in points.values().filter(|p| p["is_thread"] == true) {
+        let title =
+            format!("[{}] ", p["channel_name"].as_str().unwrap().split_whitespace().collect::<Vec<_>>().join(" "));
+        assert!(p["text"].as_str().unwrap().starts_with(&title), "{p}");
+    }
     // Long chunks have parts (checked in `points`).
     assert!(summary.parts > 0, "{summary:?}");
     // Replies quote what they answer.

@@ -186,6 +186,8 @@ pub struct Chunker<'a> {
     open: Option<Open>,
     recent: std::collections::HashMap<u64, (String, String)>,
     recent_order: std::collections::VecDeque<u64>,
+    /// A thread's or forum post's title, leading each of its chunks.
+    title: Option<String>,
 }
 
 impl<'a> Chunker<'a> {
@@ -196,7 +198,23 @@ impl<'a> Chunker<'a> {
         count: &'a (dyn Fn(&str) -> usize + Sync),
         quote: &'a (dyn Fn(u64) -> Option<(String, String)> + Sync),
     ) -> Self {
-        Chunker { rules, count, quote, open: None, recent: Default::default(), recent_order: Default::default() }
+        Chunker {
+            rules,
+            count,
+            quote,
+            open: None,
+            recent: Default::default(),
+            recent_order: Default::default(),
+            title: None,
+        }
+    }
+
+    /// Leads every chunk with `title` (`[title] ` before its first line): a
+    /// thread or forum post is found by what it is called, and every chunk of
+    /// it says what it is about. Left out of a chunk it would not fit.
+    pub fn titled(mut self, title: Option<&str>) -> Self {
+        self.title = title.map(one_line).filter(|t| !t.is_empty());
+        self
     }
 
     /// Takes the next message; returns the chunks it closed.
@@ -224,12 +242,20 @@ impl<'a> Chunker<'a> {
             }
             None => format!("{}: {content}", m.author_name),
         };
-        let tokens = count(&line);
+        let mut line = line;
+        let mut tokens = count(&line);
         let silent = self.open.as_ref().is_some_and(|o| gap(o.last_id, m.id) > rules.silence());
         let full = self.open.as_ref().is_some_and(|o| o.tokens + tokens > budget);
         if silent || full || tokens > budget {
             if let Some(o) = self.open.take() {
                 closed.push(close(o, 0, rules.part_tokens));
+            }
+        }
+        if let (None, Some(title)) = (&self.open, &self.title) {
+            let titled = format!("[{title}] {line}");
+            let titled_tokens = count(&titled);
+            if titled_tokens <= budget || tokens > budget {
+                (line, tokens) = (titled, titled_tokens);
             }
         }
         if tokens > budget {

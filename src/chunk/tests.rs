@@ -157,3 +157,31 @@ fn long_chunks_are_also_cut_into_parts_of_whole_lines() {
     assert_ne!(part_id(c.id, 0), part_id(c.id, 1));
     assert_ne!(part_id(c.id, 0), c.id);
 }
+
+#[test]
+fn a_titled_channel_leads_every_chunk_with_its_title() {
+    let rules = ChunkRules { max_tokens: 12, ..Default::default() };
+    let ms: Vec<ChatMessage> = (0..6).map(|i| msg(i, i, 1, "one two three")).collect(); // 4 tokens a line
+    let count = |s: &str| words(s);
+    let titled = |from: usize| {
+        let mut c = Chunker::new(&rules, &count, &none).titled(Some("Install  fails\non ARM"));
+        let mut out: Vec<Chunk> = ms[from..].iter().flat_map(|m| c.push(m.clone())).collect();
+        out.extend(c.finish());
+        out
+    };
+    let chunks = titled(0);
+    assert!(chunks.len() > 1);
+    for c in &chunks {
+        assert!(c.text.starts_with("[Install fails on ARM] user1: one two three"), "{}", c.text);
+        assert_eq!(c.text.lines().count(), c.message_ids.len(), "still one line per message");
+        assert!(c.tokens <= 12 && c.tokens == words(&c.text));
+    }
+    // Deterministic from any chunk start, title included.
+    let second = ms.iter().position(|m| m.id == chunks[1].first_message_id()).unwrap();
+    assert_eq!(titled(second), chunks[1..]);
+    // A title that would not fit is left out rather than overflow the budget.
+    let mut c = Chunker::new(&rules, &count, &none).titled(Some("a very long title of many many many words here"));
+    let mut out: Vec<Chunk> = ms.iter().flat_map(|m| c.push(m.clone())).collect();
+    out.extend(c.finish());
+    assert!(out.iter().all(|c| c.tokens <= 12 && !c.text.contains("title")));
+}

@@ -376,7 +376,13 @@ impl Run<'_> {
         let count = move |text: &str| embedder.count_content_tokens(text);
         let quote_store = self.store.clone();
         let quote = move |id: u64| quote_store.quote(id, channel).ok().flatten();
-        let mut chunker = Chunker::new(rules, &count, &quote);
+        // Threads and forum posts: each chunk leads with the title.
+        let title = self
+            .channels
+            .get(&channel)
+            .filter(|info| crate::discord::model::channel_type::is_thread(info.kind))
+            .map(|info| info.name.clone());
+        let mut chunker = Chunker::new(rules, &count, &quote).titled(title.as_deref());
         let mut from = start;
         loop {
             if shutdown.is_cancelled() {
@@ -393,7 +399,10 @@ impl Run<'_> {
                 closed.extend(chunker.push(m));
             }
             if done {
-                closed.extend(std::mem::replace(&mut chunker, Chunker::new(rules, &count, &quote)).finish());
+                closed.extend(
+                    std::mem::replace(&mut chunker, Chunker::new(rules, &count, &quote).titled(title.as_deref()))
+                        .finish(),
+                );
             }
             for chunk in closed {
                 seen.insert(chunk.id);
