@@ -237,3 +237,22 @@ async fn the_version_names_the_optional_features_built_in() {
     assert!(version.starts_with(&format!("discord-indexer {}", env!("CARGO_PKG_VERSION"))), "{version}");
     assert!(version.contains(if cfg!(feature = "cuda") { "features: cuda" } else { "features: none" }), "{version}");
 }
+
+#[tokio::test]
+async fn completions_cover_every_subcommand_in_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let mut c = bin();
+        c.args(["completions", shell]);
+        let out = output(c).await;
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", text(&out.stderr));
+        let script = text(&out.stdout);
+        for word in ["load", "import", "index", "ask", "status", "channel", "after"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let mut c = bin();
+    c.args(["completions", "tcsh"]);
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is bad input");
+    assert!(text(&out.stderr).contains("bash"), "and the known ones are listed");
+}

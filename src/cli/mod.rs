@@ -12,6 +12,7 @@ macro_rules! out {
 mod activate;
 mod ask;
 mod bot;
+mod completions;
 mod drop_index;
 mod guilds;
 mod import;
@@ -91,6 +92,8 @@ pub enum Command {
     DropIndex(drop_index::Args),
     /// The guilds in the archive (for scripts: --json).
     Guilds(guilds::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(completions::Args),
 }
 
 /// Names one index: a guild and a model.
@@ -174,6 +177,11 @@ pub fn init_logging(verbose: u8) {
 
 /// Runs the chosen subcommand and returns its exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    // Needs no settings: works before any configuration exists.
+    let cli = match cli.command {
+        Command::Completions(args) => return completions::run(args),
+        _ => cli,
+    };
     let settings = Settings::resolve(cli.config.as_deref(), cli.data_dir.clone())?;
     settings.init_threads()?;
     match cli.command {
@@ -187,6 +195,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Activate(args) => activate::run(args, &settings, cli.json).await,
         Command::DropIndex(args) => drop_index::run(args, &settings, cli.json).await,
         Command::Guilds(args) => guilds::run(args, &settings, cli.json),
+        Command::Completions(args) => completions::run(args),
     }
 }
 
