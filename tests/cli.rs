@@ -63,6 +63,20 @@ async fn load_and_status_print_json_for_scripts() {
     let states: Vec<&str> =
         guild["channels"].as_array().unwrap().iter().map(|c| c["state"].as_str().unwrap()).collect();
     assert!(states.contains(&"complete") && states.contains(&"forbidden") && states.contains(&"gone"));
+
+    // A rerun on an unchanged server: up-to-date channels are one line, not one each
+    // (listed with -v; the forbidden and gone ones are still named).
+    let out = output(load_cmd(&fake, dir.path())).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(printed.contains("channels up to date (list them with -v)") && printed.contains("#secret"), "{printed}");
+    assert!(!printed.lines().any(|l| l.ends_with(" up to date")), "{printed}");
+    assert!(!printed.contains("forbidden: forbidden"), "each cause once: {printed}");
+    let mut c = load_cmd(&fake, dir.path());
+    c.arg("-v");
+    let out = output(c).await;
+    let printed = text(&out.stdout);
+    assert!(printed.contains("#general") && printed.contains("up to date"), "{printed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

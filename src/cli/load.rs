@@ -33,7 +33,8 @@ pub struct Args {
     pub concurrency: Option<usize>,
 }
 
-pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
+/// `verbose` (-v): list up-to-date channels one by one too.
+pub async fn run(args: Args, settings: &Settings, json: bool, verbose: bool) -> anyhow::Result<u8> {
     if args.guilds.is_empty() && args.channels.is_empty() {
         anyhow::bail!("nothing to load: give at least one --guild ID or --channel ID");
     }
@@ -53,7 +54,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     if json {
         out!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        print_summary(&summary);
+        print_summary(&summary, verbose);
     }
     // Not one guild could be listed (unknown ids, or guilds without the bot):
     // nothing was done, so it is bad input rather than a partial run.
@@ -135,7 +136,9 @@ impl ProgressView {
     }
 }
 
-fn print_summary(s: &LoadSummary) {
+/// A line per channel that changed or needs attention; up-to-date channels
+/// are counted in one line (listed with -v, and always in --json).
+fn print_summary(s: &LoadSummary, verbose: bool) {
     for g in &s.guilds {
         let name = g.name.as_deref().unwrap_or("?");
         match &g.error {
@@ -145,18 +148,26 @@ fn print_summary(s: &LoadSummary) {
         for note in &g.notes {
             out!("  note: {note}");
         }
-        for c in s.channels.iter().filter(|c| c.guild_id == g.guild_id) {
+        let channels = s.channels.iter().filter(|c| c.guild_id == g.guild_id);
+        let up_to_date = channels.clone().filter(|c| matches!(c.outcome, Outcome::UpToDate)).count();
+        for c in channels.filter(|c| verbose || !matches!(c.outcome, Outcome::UpToDate)) {
             let what = match c.outcome {
                 Outcome::Complete => {
                     format!("{} new, {} updated, {} already present", c.new, c.updated, c.already_present)
                 }
                 Outcome::UpToDate => "up to date".to_owned(),
-                Outcome::Forbidden => format!("skipped, forbidden: {}", c.reason.as_deref().unwrap_or("")),
+                Outcome::Forbidden => {
+                    let reason = c.reason.as_deref().unwrap_or("");
+                    format!("skipped, forbidden: {}", reason.strip_prefix("forbidden: ").unwrap_or(reason))
+                }
                 Outcome::Gone => "skipped, channel no longer exists".to_owned(),
                 Outcome::Failed => format!("FAILED ({} new so far): {}", c.new, c.reason.as_deref().unwrap_or("")),
                 Outcome::Interrupted => format!("interrupted ({} new so far)", c.new),
             };
             out!("  #{:<24} {:<15} {what}", c.name, c.kind);
+        }
+        if up_to_date > 0 && !verbose {
+            out!("  {up_to_date} channels up to date (list them with -v)");
         }
     }
     let failed = s.channels.iter().filter(|c| !c.outcome.is_ok()).count();

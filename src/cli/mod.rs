@@ -185,7 +185,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     let settings = Settings::resolve(cli.config.as_deref(), cli.data_dir.clone())?;
     settings.init_threads()?;
     match cli.command {
-        Command::Load(args) => load::run(args, &settings, cli.json).await,
+        Command::Load(args) => load::run(args, &settings, cli.json, cli.verbose > 0).await,
         Command::Import(args) => import::run(args, &settings, cli.json).await,
         Command::Status(args) => status::run(args, &settings, cli.json).await,
         Command::Index(args) => index::run(args, &settings, cli.json).await,
