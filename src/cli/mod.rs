@@ -171,8 +171,14 @@ pub fn init_logging(verbose: u8) {
     for directive in ["serenity=info", "serenity::http=warn", "tungstenite=info", "tokio_tungstenite=info"] {
         filter = filter.add_directive(directive.parse().expect("valid directive"));
     }
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    // Colours only on a terminal, and never with NO_COLOR set (no-color.org).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        .with_target(false)
+        .try_init();
 }
 
 /// Runs the chosen subcommand and returns its exit code.
