@@ -8,7 +8,7 @@ use discord_indexer::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli::init_logging(cli.verbose);
+    cli::init_logging(cli.verbose, cli.quiet);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -378,6 +378,13 @@ async fn the_ask_command_prints_results_for_people_and_scripts() {
     let (code, out, err) = run(c).await;
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("1. ") && out.contains("https://discord.com/channels/"), "{out}");
+    assert!(err.contains("searched as the operator"), "{err}");
+    // --quiet: the same results, nothing else on stderr.
+    let mut c = bin(&s);
+    c.args(["ask", "restart the helm chart", "--quiet"]);
+    let (code, quiet_out, err) = run(c).await;
+    assert_eq!((code, err.as_str()), (Some(0), ""));
+    assert_eq!(quiet_out, out);
 
     // As a user, through the fake Discord for their roles.
     let mut c = bin(&s);

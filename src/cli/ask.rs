@@ -94,12 +94,12 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     // Whom the results are for; after the search, so that bad input is the only message.
     match viewer {
         Viewer::Operator => {
-            eprintln!("searched as the operator: every stored channel (use --as-user ID to search as a member)")
+            say!("searched as the operator: every stored channel (use --as-user ID to search as a member)")
         }
-        Viewer::User(u) => eprintln!("searched as user {u}: only the channels and threads they may read now"),
+        Viewer::User(u) => say!("searched as user {u}: only the channels and threads they may read now"),
     }
     for note in &answer.notes {
-        eprintln!("note: {note}");
+        say!("note: {note}");
     }
     if json {
         out!("{}", serde_json::to_string_pretty(&answer.results)?);

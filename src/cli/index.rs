@@ -41,7 +41,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     tracing::info!(model = %info.name, device = device_name(&device), "loading model");
     let embedder = Arc::new(crate::blocking::run(move || Embedder::load(info, device)).await?);
     if !json {
-        eprintln!(
+        say!(
             "model {} ({} dimensions, {:?} pooling, {} tokens) on {}; store: {}",
             embedder.info.name,
             embedder.info.dim,

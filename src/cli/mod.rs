@@ -9,6 +9,12 @@ macro_rules! out {
     ($($arg:tt)*) => { $crate::cli::write_out(format_args!($($arg)*)) };
 }
 
+/// A line for the person at the terminal (a banner, a note), on stderr
+/// unless `--quiet`.
+macro_rules! say {
+    ($($arg:tt)*) => { if !$crate::cli::quiet() { eprintln!($($arg)*) } };
+}
+
 mod activate;
 mod ask;
 mod bot;
@@ -66,6 +72,9 @@ pub struct Cli {
     /// More log output on stderr (-v, -vv); RUST_LOG also works.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Only results and errors: no progress display, banners or notes on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -121,12 +130,23 @@ fn discord_id(text: &str) -> Result<u64, String> {
 fn progress_bar(len: Option<u64>, template: &str) -> indicatif::ProgressBar {
     use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
     use std::io::IsTerminal;
-    let target =
-        if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
+    let target = if std::io::stderr().is_terminal() && !quiet() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
     let bar = ProgressBar::with_draw_target(len, target);
     bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     bar
+}
+
+/// Set once from `--quiet`, before a subcommand runs.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether stderr should carry only errors (`--quiet`).
+fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// An error and its causes on one line, each said once: many messages
@@ -157,9 +177,10 @@ pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
 }
 
 /// Logs go to stderr; `-v` raises the level, `RUST_LOG` overrides it.
-pub fn init_logging(verbose: u8) {
+pub fn init_logging(verbose: u8, quiet: bool) {
     // qdrant-edge warns about internal start-up checks that do not concern users.
     let default = match verbose {
+        0 if quiet => "error",
         0 => "warn,qdrant_edge=error",
         1 => "info,discord_indexer=debug,qdrant_edge=warn",
         _ => "debug",
@@ -183,6 +204,7 @@ pub fn init_logging(verbose: u8) {
 
 /// Runs the chosen subcommand and returns its exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     // Needs no settings: works before any configuration exists.
     let cli = match cli.command {
         Command::Completions(args) => return completions::run(args),
