@@ -704,8 +704,13 @@ async fn a_damaged_vector_store_is_one_clear_error_and_a_rebuild_repairs_it() {
     c.args(["index", "--guild", &g, "--model", "tiny", "--rebuild"]);
     let (code, _, err) = run(c).await;
     assert_eq!(code, Some(0), "{err}");
-    let mut c = bin(&s);
-    c.args(["ask", "restart the deploy", "--guild", &g, "--json"]);
+    assert_ask_answers(&s).await;
+}
+
+/// `ask` over the CLI exits 0 with some results (after a repair).
+async fn assert_ask_answers(s: &Setup) {
+    let mut c = bin(s);
+    c.args(["ask", "restart the deploy", "--guild", &s.guild.to_string(), "--json"]);
     let (code, out, err) = run(c).await;
     assert_eq!(code, Some(0), "{err}");
     assert!(!serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap().is_empty());
@@ -769,11 +774,7 @@ async fn a_store_that_lost_points_is_reported_and_index_re_embeds_them() {
     assert_eq!(code, Some(0), "{err}");
     let after: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(after["guilds"][0]["indexes"][0].get("problem").is_none(), "{after}");
-    let mut c = bin(&s);
-    c.args(["ask", "restart the deploy", "--guild", &g, "--json"]);
-    let (code, out, err) = run(c).await;
-    assert_eq!(code, Some(0), "{err}");
-    assert!(!serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap().is_empty());
+    assert_ask_answers(&s).await;
 }
 
 /// Right after `load`, before any index: keyword search answers with single

@@ -527,6 +527,11 @@ impl Run<'_> {
     }
 
     fn payload(&self, c: &Chunk) -> ChunkPayload {
+        ChunkPayload { text: c.text.clone(), ..self.payload_without_text(c) }
+    }
+
+    /// A chunk's payload but its text (which only the chunk's own point carries).
+    fn payload_without_text(&self, c: &Chunk) -> ChunkPayload {
         let info = self.channels.get(&c.channel_id).cloned().unwrap_or_default();
         let time = |id: u64| snowflake::format_time(snowflake::timestamp(id));
         ChunkPayload {
@@ -543,7 +548,7 @@ impl Run<'_> {
             piece: c.piece,
             start: time(c.first_message_id()),
             end: time(c.last_message_id()),
-            text: c.text.clone(),
+            text: String::new(),
             part_of: 0,
         }
     }
@@ -553,7 +558,7 @@ impl Run<'_> {
     fn part_payload(&self, c: &Chunk, part: &crate::chunk::Part) -> ChunkPayload {
         let first = part.message_ids[0];
         let last = *part.message_ids.last().expect("a part has messages");
-        let chunk = self.payload(c);
+        let chunk = self.payload_without_text(c);
         ChunkPayload {
             author_ids: part.author_ids.clone(),
             author_names: Vec::new(),
@@ -562,7 +567,6 @@ impl Run<'_> {
             last_message_id: last,
             start: snowflake::format_time(snowflake::timestamp(first)),
             end: snowflake::format_time(snowflake::timestamp(last)),
-            text: String::new(),
             part_of: c.id,
             ..chunk
         }

@@ -19,7 +19,7 @@ use super::text::{self, Term};
 use super::{Filters, Readable, SearchError, SearchedGuild, Searcher};
 use crate::snowflake;
 use crate::store::{ChannelInfo, KeywordHit, KeywordOrder, Store, StoreError};
-use crate::vector::{ChunkPayload, SearchFilter};
+use crate::vector::ChunkPayload;
 
 /// The keyword list and the IDF of each of the question's terms (fusion weighs hits with it).
 pub(super) struct KeywordList {
@@ -140,9 +140,7 @@ fn keyword_hits(
     let models: HashMap<u64, Option<&str>> = scope.iter().map(|g| (g.guild, g.model.as_deref())).collect();
     let mut channel_infos: HashMap<u64, HashMap<u64, ChannelInfo>> = HashMap::new();
     // Several messages of one chunk may match: read deeper than needed.
-    let filter =
-        SearchFilter { channels, authors: filters.authors.clone(), from_id: filters.after, until_id: filters.before };
-    let hits = store.keyword_search(fts, &ids, &filter, depth * 4, order)?;
+    let hits = store.keyword_search(fts, &ids, &filters.within(channels), depth * 4, order)?;
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for h in hits {

@@ -83,6 +83,18 @@ pub struct Filters {
     pub before: Option<u64>,
 }
 
+impl Filters {
+    /// These filters with the channels a search may read, as both searches take them.
+    fn within(&self, channels: Option<Vec<u64>>) -> crate::vector::SearchFilter {
+        crate::vector::SearchFilter {
+            channels,
+            authors: self.authors.clone(),
+            from_id: self.after,
+            until_id: self.before,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
     #[error("the question is empty")]

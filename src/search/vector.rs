@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use super::fuse::Candidate;
 use super::{ms, Filters, Readable, SearchError, SearchedGuild, Searcher, Timings};
-use crate::vector::{Collection, Hit, SearchFilter};
+use crate::vector::{Collection, Hit};
 
 /// How many points are read per chunk wanted (a chunk may come with several parts).
 pub(super) const POINTS_PER_CHUNK: usize = 3;
@@ -53,13 +53,8 @@ impl Searcher {
         let searches = indexed.iter().map(|&(guild, model, collection, readable)| {
             let vector = by_model[model].clone();
             async move {
-                let filter = SearchFilter {
-                    channels: readable.channels(),
-                    authors: filters.authors.clone(),
-                    from_id: filters.after,
-                    until_id: filters.before,
-                };
-                let hits = collection.search(vector, filter, depth * POINTS_PER_CHUNK).await?;
+                let hits =
+                    collection.search(vector, filters.within(readable.channels()), depth * POINTS_PER_CHUNK).await?;
                 Ok::<_, SearchError>(by_chunk(guild, model, hits))
             }
         });
