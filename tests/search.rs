@@ -847,3 +847,56 @@ async fn keyword_search_works_before_any_index() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap().len(), 3);
 }
+
+/// A question that names a thread's or forum post's title finds the post
+/// through the keyword path, though no message says the words; a member who
+/// may not read a private thread does not find it by its title either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thread_and_forum_post_titles_are_keyword_searchable() {
+    let mut world = World::generate(&WorldSpec::standard());
+    let cast = world.add_access_matrix();
+    let rename = |world: &mut World, from: &str, to: &str| {
+        let c = world.guilds[0].channels.iter_mut().find(|c| c.name == from).unwrap();
+        c.name = to.into();
+        c.id
+    };
+    let post = rename(&mut world, "Old question", "Quillfeather rollout checklist");
+    let private = rename(&mut world, "mods only", "Wintergreen escalation");
+    let s = setup(world, None).await;
+    let first = |channel: u64| -> u64 {
+        let conn = rusqlite::Connection::open(s.data.join("archive.db")).unwrap();
+        conn.query_row("SELECT min(id) FROM messages WHERE channel_id = ?1", [channel as i64], |r| r.get::<_, i64>(0))
+            .unwrap() as u64
+    };
+    {
+        let conn = rusqlite::Connection::open(s.data.join("archive.db")).unwrap();
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM messages WHERE lower(content) LIKE '%quillfeather%' OR lower(content) LIKE '%wintergreen%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 0, "only the titles hold the words");
+    }
+    let searcher = s.searcher(true, Duration::from_secs(600));
+    // Keyword: first; hybrid (a random tiny model on the vector side): among the results.
+    for mode in [Mode::Keyword, Mode::Hybrid] {
+        let a = searcher.ask(&s.query("quillfeather checklist", Viewer::Operator, 5, mode)).await.unwrap();
+        let hit = a.results.iter().position(|r| r.channel_id == post && r.message_ids.contains(&first(post)));
+        assert!(hit.is_some(), "{mode:?} found the post by its first message: {:?}", a.results);
+        let a = searcher.ask(&s.query("wintergreen escalation", Viewer::Operator, 5, mode)).await.unwrap();
+        let private_hit = a.results.iter().position(|r| r.channel_id == private);
+        assert!(private_hit.is_some(), "{mode:?}");
+        if mode == Mode::Keyword {
+            assert_eq!((hit, private_hit), (Some(0), Some(0)));
+        }
+    }
+    let a = searcher.ask(&s.query("wintergreen escalation", Viewer::User(cast.plain), 5, Mode::Keyword)).await.unwrap();
+    assert!(a.results.iter().all(|r| r.channel_id != private), "a member without access never gets it");
+    // The title index follows renames (as a load writes them).
+    let conn = rusqlite::Connection::open(s.data.join("archive.db")).unwrap();
+    conn.execute("UPDATE channels SET name = 'Plain title' WHERE id = ?1", [post as i64]).unwrap();
+    let a = searcher.ask(&s.query("quillfeather", Viewer::Operator, 5, Mode::Keyword)).await.unwrap();
+    assert!(a.results.iter().all(|r| r.channel_id != post), "the old title no longer matches");
+}

@@ -1,5 +1,6 @@
 //! Step 3 of a question: the keyword list. SQLite FTS5 (bm25) over message
-//! text, with the viewer's readable channels in the SQL query; each matching
+//! text and thread titles (a matching title stands for the thread's first
+//! message), with the viewer's readable channels in the SQL query; each matching
 //! message stands for the chunk of the active index that holds it (its first
 //! occurrence ranks the chunk). A guild without an index yet (right after
 //! `load`) answers keyword questions too: each message is a result of its own.
@@ -140,7 +141,12 @@ fn keyword_hits(
     let models: HashMap<u64, Option<&str>> = scope.iter().map(|g| (g.guild, g.model.as_deref())).collect();
     let mut channel_infos: HashMap<u64, HashMap<u64, ChannelInfo>> = HashMap::new();
     // Several messages of one chunk may match: read deeper than needed.
-    let hits = store.keyword_search(fts, &ids, &filters.within(channels), depth * 4, order)?;
+    let within = filters.within(channels);
+    let mut hits = store.keyword_search(fts, &ids, &within, depth * 4, order)?;
+    // A post's title stands for its first message: merged by bm25, so a
+    // question that names a title finds the post.
+    hits.extend(store.thread_title_search(fts, &ids, &within, depth)?);
+    hits.sort_by(|a, b| a.bm25.total_cmp(&b.bm25));
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for h in hits {

@@ -1,7 +1,8 @@
 //! The keyword index: SQLite FTS5 over message text, kept in step with
 //! `messages` in the same transactions (new rows by `write_messages`, edits
 //! and deletions by triggers: migrations 003 and 005), and the counts keyword
-//! search weighs terms with.
+//! search weighs terms with; and FTS5 over thread and forum post titles
+//! (migration 007), kept in step with `channels` by triggers.
 
 use rusqlite::params;
 
@@ -95,6 +96,53 @@ impl Store {
         let mut stmt = conn
             .prepare_cached("SELECT count(*) FROM (SELECT 1 FROM messages_fts WHERE messages_fts MATCH ?1 LIMIT ?2)")?;
         Ok(stmt.query_row(params![fts_query, cap as i64], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Threads and forum posts whose title matches an FTS5 query, each as
+    /// its first message the filter lets through (a title stands for the
+    /// post it opens), in these guilds, best first; bm25 is the title's.
+    pub fn thread_title_search(
+        &self,
+        fts_query: &str,
+        guilds: &[u64],
+        filter: &SearchFilter,
+        limit: usize,
+    ) -> Result<Vec<KeywordHit>, StoreError> {
+        let conn = self.conn()?;
+        let guilds_json = serde_json::to_string(guilds).expect("ids serialize");
+        let channels_json = filter.channels.as_ref().map(|c| serde_json::to_string(c).expect("ids serialize"));
+        let authors_json =
+            (!filter.authors.is_empty()).then(|| serde_json::to_string(&filter.authors).expect("ids serialize"));
+        let (from, until) = (filter.from_id.map_or(0, id), filter.until_id.map_or(i64::MAX, id));
+        let conversation = message_type::conversation_sql();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT m.id, m.channel_id, m.guild_id, t.score
+             FROM (SELECT rowid AS thread, bm25(thread_titles_fts) AS score FROM thread_titles_fts
+                   WHERE thread_titles_fts MATCH ?1) t
+             JOIN channels c ON c.id = t.thread
+             JOIN messages m ON m.id = (
+                 SELECT min(f.id) FROM messages f
+                 WHERE f.channel_id = t.thread
+                   AND (?5 IS NULL OR f.author_id IN (SELECT value FROM json_each(?5)))
+                   AND f.id >= ?6 AND f.id < ?7
+                   AND f.type IN ({conversation})
+                   AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = f.author_id AND u.bot))
+             WHERE c.guild_id IN (SELECT value FROM json_each(?2))
+               AND (?3 IS NULL OR c.id IN (SELECT value FROM json_each(?3)))
+             ORDER BY t.score LIMIT ?4"
+        ))?;
+        let rows = stmt.query_map(
+            params![fts_query, guilds_json, channels_json, limit as i64, authors_json, from, until],
+            |r| {
+                Ok(KeywordHit {
+                    message_id: r.get::<_, i64>(0)? as u64,
+                    channel_id: r.get::<_, i64>(1)? as u64,
+                    guild_id: r.get::<_, i64>(2)? as u64,
+                    bm25: r.get(3)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// How many messages the archive holds.

@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/004_import.sql"),
     include_str!("migrations/005_keyword_batches.sql"),
     include_str!("migrations/006_chunk_parts.sql"),
+    include_str!("migrations/007_thread_titles.sql"),
 ];
 
 /// The file name of the archive inside the data directory.
@@ -45,6 +46,10 @@ pub const ARCHIVE_FILE: &str = "archive.db";
 pub enum StoreError {
     #[error("no archive at {0}: run `discord-indexer load` first")]
     Missing(PathBuf),
+    #[error(
+        "{0} is not an archive file (it is a directory or other non-file): move it aside, or give another --data-dir"
+    )]
+    NotAFile(PathBuf),
     #[error("cannot open the archive {path}: {source}")]
     Open { path: PathBuf, source: Box<dyn std::error::Error + Send + Sync> },
     #[error("{path} is not a readable SQLite archive ({detail}); nothing was changed")]
@@ -164,14 +169,21 @@ impl Store {
     /// Opens (creating it if needed) the archive in `data_dir` and migrates it.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Open { path: data_dir.into(), source: e.into() })?;
-        Self::open_file(&data_dir.join(ARCHIVE_FILE))
+        let path = data_dir.join(ARCHIVE_FILE);
+        if path.exists() && !path.is_file() {
+            return Err(StoreError::NotAFile(path));
+        }
+        Self::open_file(&path)
     }
 
     /// Opens an archive that must already exist (for read-only commands).
     pub fn open_existing(data_dir: &Path) -> Result<Store, StoreError> {
         let path = data_dir.join(ARCHIVE_FILE);
-        if !path.is_file() {
+        if !path.exists() {
             return Err(StoreError::Missing(path));
+        }
+        if !path.is_file() {
+            return Err(StoreError::NotAFile(path));
         }
         Self::open_file(&path)
     }
