@@ -16,11 +16,15 @@ fn main() -> ExitCode {
             return ExitCode::from(cli::exit::FATAL);
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    let code = match runtime.block_on(cli::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {}", cli::error_text(&e));
             ExitCode::from(cli::exit::FATAL)
         }
-    }
+    };
+    // Every write was awaited before `run` returned; what may still run is
+    // work a stop abandoned (a batch being embedded), not worth waiting for.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    code
 }

@@ -10,7 +10,7 @@ use discord_indexer::chunk::part_id;
 use discord_indexer::discord::model::{Message, Raw};
 use discord_indexer::embed::tiny::{self, TinySpec};
 use discord_indexer::embed::{Embedder, ModelInfo, Pooling};
-use discord_indexer::index::{self, IndexError, IndexOptions, IndexSummary};
+use discord_indexer::index::{self, IndexError, IndexEvent, IndexOptions, IndexSummary};
 use discord_indexer::store::Store;
 use discord_indexer::vector::Backend;
 use tokio_util::sync::CancellationToken;
@@ -512,4 +512,49 @@ async fn reprocess_script_reindexes_every_guild_and_reports_json_lines() {
     assert_eq!(code, Some(1));
     assert_eq!(lines[0]["status"], "failed");
     assert!(lines[0]["error"].as_str().unwrap().contains("no model"));
+}
+
+/// A run stopped part-way (Ctrl-C) keeps what it stored; the next run says
+/// it resumes, embeds only the rest, and ends equal to a fresh build. The
+/// progress it reports never runs ahead of its total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_index_resumes_and_says_so() {
+    let s = setup().await;
+    let stop = CancellationToken::new();
+    let events = std::sync::Mutex::new(Vec::new());
+    let on_event = |e: IndexEvent| {
+        if matches!(e, IndexEvent::Progress { done, .. } if done > 0) {
+            stop.cancel();
+        }
+        events.lock().unwrap().push(e);
+    };
+    let mut options = IndexOptions::new(s.guild);
+    options.flush_chunks = 8;
+    let err = index::index(&s.store, &s.backend(), s.embedder("tiny"), &options, &on_event, &stop).await.unwrap_err();
+    assert!(matches!(err, IndexError::Interrupted), "{err}");
+    let kept = s.manifest("tiny").len() as u64;
+    assert!(kept > 0, "what was stored before the stop is kept");
+    let mut tally = index::Tally::default();
+    for e in events.lock().unwrap().iter() {
+        let before = tally.done;
+        tally.update(e);
+        assert!(tally.done >= before && tally.done <= tally.total(), "{tally:?}");
+    }
+    assert_eq!(tally.resumed, 0);
+
+    let mut c = bin(&s);
+    c.args(["index", "--json", "--guild", &s.guild.to_string(), "--model", "tiny"]);
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(&format!("resuming: {kept} chunks already stored")), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary[0]["resumed"].as_u64(), Some(kept));
+    let (embedded, unchanged) = (summary[0]["embedded"].as_u64().unwrap(), summary[0]["unchanged"].as_u64().unwrap());
+    assert_eq!(unchanged, kept, "the stored chunks are not embedded again");
+    assert_eq!(embedded + unchanged, summary[0]["chunks"].as_u64().unwrap());
+    assert_same_as_a_fresh_build(&s, "tiny").await;
+    // A finished index is not "resumed" by the next run.
+    let again = s.index("tiny", |_| {}).await.unwrap();
+    assert_eq!((again.resumed, again.embedded), (0, 0));
 }

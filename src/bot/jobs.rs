@@ -196,18 +196,26 @@ pub async fn index(
     let mut options = bot.settings.index_options(guild);
     options.activate = activate || bot.store.call(move |s| s.active_model(guild)).await?.is_none();
     let started = Instant::now();
-    let planned = Mutex::new(0u64);
-    let on_event = |e: IndexEvent| match e {
-        IndexEvent::Planned { channels, messages } => {
-            *planned.lock().unwrap() = messages;
-            status(format!("{channels} changed channels, about {messages} messages to read"));
-        }
-        IndexEvent::Progress { messages, embedded, deleted, .. } => {
-            let planned = (*planned.lock().unwrap()).max(messages);
-            let rate = embedded as f64 / started.elapsed().as_secs_f64().max(0.001);
-            status(format!(
-                "{messages}/{planned} messages read, {embedded} chunks embedded ({rate:.1}/s), {deleted} removed"
-            ));
+    let tally = Mutex::new(crate::index::Tally::default());
+    let on_event = |e: IndexEvent| {
+        let mut t = tally.lock().unwrap();
+        t.update(&e);
+        match e {
+            IndexEvent::Planned { channels, messages, resumed } => {
+                let resuming =
+                    if resumed > 0 { format!("resuming: {resumed} chunks already stored; ") } else { String::new() };
+                status(format!("{resuming}{channels} changed channels, about {messages} messages to read"));
+            }
+            IndexEvent::Progress { .. } => {
+                let rate = t.done as f64 / started.elapsed().as_secs_f64().max(0.001);
+                status(format!(
+                    "{}/{} messages embedded ({rate:.0}/s), {} chunks, {} removed",
+                    t.done,
+                    t.total(),
+                    t.embedded,
+                    t.deleted
+                ));
+            }
         }
     };
     // The searcher's open collections are the same shards (one per directory

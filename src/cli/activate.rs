@@ -14,7 +14,8 @@ pub struct Args {
 pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
     let store = Store::open_existing(&settings.data_dir)?;
     let IndexRef { guild, model } = &args.index;
-    crate::index::activate(&store, &settings.backend()?, *guild, model).await?;
+    let record = crate::index::activate(&store, &settings.backend()?, *guild, model).await?;
+    let model = record.model;
     if json {
         out!("{}", serde_json::json!({"guild_id": guild.to_string(), "model": model, "active": true}));
     } else {

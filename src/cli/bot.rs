@@ -36,6 +36,11 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<u8> {
         ..BotOptions::default()
     };
     // Returns when Ctrl-C/SIGTERM stopped it; a refused token or intent is an error.
-    bot::run(settings.clone(), options, shutdown_on_signal()).await?;
+    bot::run(
+        settings.clone(),
+        options,
+        shutdown_on_signal("stopping the bot: finishing the jobs in flight (Ctrl-C again to quit at once)"),
+    )
+    .await?;
     Ok(exit::OK)
 }

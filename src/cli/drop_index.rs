@@ -16,26 +16,19 @@ pub struct Args {
 
 pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
     let store = Store::open_existing(&settings.data_dir)?;
-    let Some(record) = store.index_record(args.index.guild, &args.index.model)? else {
-        anyhow::bail!("guild {} has no index with model {}", args.index.guild, args.index.model);
-    };
+    let guild = args.index.guild;
+    let record = crate::index::find_index(&store, guild, &args.index.model)?;
+    let model = &record.model;
     if record.active && !args.force {
-        anyhow::bail!(
-            "{} is the active index of guild {}: activate another model first, or pass --force",
-            args.index.model,
-            args.index.guild
-        );
+        anyhow::bail!("{model} is the active index of guild {guild}: activate another model first, or pass --force");
     }
     let backend = settings.backend()?;
-    backend.drop_collection(args.index.guild, &args.index.model).await?;
-    store.forget_index(args.index.guild, &args.index.model)?;
+    backend.drop_collection(guild, model).await?;
+    store.forget_index(guild, model)?;
     if json {
-        out!(
-            "{}",
-            serde_json::json!({"guild_id": args.index.guild.to_string(), "model": args.index.model, "dropped": true})
-        );
+        out!("{}", serde_json::json!({"guild_id": guild.to_string(), "model": model, "dropped": true}));
     } else {
-        out!("dropped the {} index of guild {} ({} chunks)", args.index.model, args.index.guild, record.chunks);
+        out!("dropped the {model} index of guild {guild} ({} chunks)", record.chunks);
     }
     Ok(exit::OK)
 }

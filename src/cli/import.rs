@@ -33,7 +33,7 @@ pub struct Args {
 pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
     let store = Store::open(&settings.data_dir)?;
     let options = ImportOptions { paths: args.paths, guild_name: args.guild_name, batch: args.batch_size };
-    let shutdown = shutdown_on_signal();
+    let shutdown = shutdown_on_signal("stopping: finishing the batch in flight (Ctrl-C again to quit at once)");
     let summary = crate::blocking::run(move || {
         let bar = super::progress_bar(
             Some(0),

@@ -1,7 +1,6 @@
 //! `discord-indexer index`: stage two from the command line.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use indicatif::ProgressBar;
 
@@ -51,7 +50,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
             backend.kind()
         );
     }
-    let shutdown = shutdown_on_signal();
+    let shutdown = shutdown_on_signal("stopping: the chunks stored so far are kept (Ctrl-C again to quit at once)");
     let mut summaries = Vec::new();
     for guild in args.guilds {
         let mut options = settings.index_options(guild);
@@ -80,36 +79,40 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     Ok(exit::OK)
 }
 
+/// The terminal view of a run: messages to embed against messages embedded,
+/// with indicatif's rate and ETA (steadied over the run's recent pace).
 struct View {
     bar: ProgressBar,
-    started: Instant,
-    planned: std::sync::atomic::AtomicU64,
+    tally: std::sync::Mutex<index::Tally>,
 }
 
 impl View {
     fn new() -> Self {
-        let bar = super::progress_bar(None, "{spinner} [{elapsed_precise}] {msg}");
-        View { bar, started: Instant::now(), planned: Default::default() }
+        let bar = super::progress_bar(
+            Some(0),
+            "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} messages ({rate}, ETA {eta})  {msg}",
+        );
+        View { bar, tally: Default::default() }
     }
 
     fn on_event(&self, e: IndexEvent) {
+        let mut t = self.tally.lock().unwrap();
+        t.update(&e);
         match e {
-            IndexEvent::Planned { channels, messages } => {
-                self.planned.store(messages, std::sync::atomic::Ordering::Relaxed);
+            IndexEvent::Planned { channels, messages, resumed } => {
+                if resumed > 0 {
+                    self.bar
+                        .suspend(|| say!("resuming: {resumed} chunks already stored by the interrupted run are kept"));
+                }
                 self.bar.set_message(format!("{channels} channels changed, about {messages} messages to read"));
             }
-            IndexEvent::Progress { messages, embedded, deleted, tokens } => {
-                let secs = self.started.elapsed().as_secs_f64().max(0.001);
-                let planned = self.planned.load(std::sync::atomic::Ordering::Relaxed).max(messages).max(1);
-                let eta = secs * (planned - messages) as f64 / messages.max(1) as f64;
-                self.bar.set_message(format!(
-                    "{messages}/{planned} messages, {embedded} chunks embedded ({:.1}/s, {:.0} tokens/s), {deleted} removed, ETA {:.0}s",
-                    embedded as f64 / secs,
-                    tokens as f64 / secs,
-                    eta
-                ));
+            IndexEvent::Progress { embedded, deleted, .. } => {
+                let removed = if deleted > 0 { format!(", {deleted} removed") } else { String::new() };
+                self.bar.set_message(format!("{embedded} chunks embedded{removed}"));
             }
         }
+        self.bar.set_length(t.total());
+        self.bar.set_position(t.done);
     }
 }
 

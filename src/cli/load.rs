@@ -1,6 +1,7 @@
 //! `discord-indexer load`: stage one from the command line, with a live
 //! progress bar on a terminal and a per-channel summary at the end.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -11,7 +12,7 @@ use indicatif::ProgressBar;
 use super::{exit, shutdown_on_signal};
 use crate::config::Settings;
 use crate::discord::Client;
-use crate::load::{self, LoadEvent, LoadOptions, LoadSummary, Outcome};
+use crate::load::{self, ChannelReport, LoadEvent, LoadOptions, LoadSummary, Outcome};
 use crate::store::Store;
 
 /// Load the full history of guilds (or some channels) into the archive.
@@ -46,7 +47,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool, verbose: bool) -> 
         channels: args.channels,
         concurrency: args.concurrency.unwrap_or(settings.concurrency).max(1),
     };
-    let shutdown = shutdown_on_signal();
+    let shutdown = shutdown_on_signal("stopping: finishing the pages in flight (Ctrl-C again to quit at once)");
     let view = ProgressView::new(client.clone());
     let summary = load::load(&client, &store, &options, &|e| view.on_event(e), &shutdown).await.context("load failed");
     view.finish();
@@ -72,67 +73,99 @@ pub async fn run(args: Args, settings: &Settings, json: bool, verbose: bool) -> 
 }
 
 /// The terminal view of a run: a progress bar on stderr when it is a terminal.
+/// It counts thousandths of channels, so that a long channel moves the bar
+/// as its pages land (how far through its history, by time), not only when
+/// it is done.
 struct ProgressView {
     bar: ProgressBar,
     client: Client,
     started: Instant,
     messages: AtomicU64,
-    channels: Mutex<(u64, u64)>,
+    counts: Mutex<Counts>,
 }
+
+#[derive(Default)]
+struct Counts {
+    channels: u64,
+    done: u64,
+    /// Channels under way: thousandths done so far.
+    partial: HashMap<u64, u64>,
+}
+
+/// Bar units per channel.
+const PER_CHANNEL: u64 = 1000;
 
 impl ProgressView {
     fn new(client: Client) -> Arc<Self> {
-        let bar = super::progress_bar(
-            Some(0),
-            "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} channels  {msg}",
-        );
+        let bar = super::progress_bar(Some(0), "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {percent:>3}%  {msg}");
         Arc::new(ProgressView {
             bar,
             client,
             started: Instant::now(),
             messages: AtomicU64::new(0),
-            channels: Mutex::new((0, 0)),
+            counts: Mutex::new(Counts::default()),
         })
     }
 
     fn on_event(&self, event: LoadEvent) {
+        let mut c = self.counts.lock().unwrap();
         match event {
             LoadEvent::Discovered { guild, channels, skipped, .. } => {
-                let mut c = self.channels.lock().unwrap();
-                c.1 += (channels + skipped) as u64;
-                self.bar.set_length(c.1);
+                c.channels += (channels + skipped) as u64;
+                self.bar.set_length(c.channels * PER_CHANNEL);
                 if skipped > 0 {
                     self.bar.println(format!("{guild}: {channels} channels to load, {skipped} the bot may not read"));
                 }
             }
-            LoadEvent::Page { new, updated, .. } => {
+            LoadEvent::Page { channel_id, new, updated, last_message_id, from, newest } => {
                 self.messages.fetch_add(new + updated, Ordering::Relaxed);
+                let fraction = load::channel_fraction(from, last_message_id, newest);
+                c.partial.insert(channel_id, ((fraction * PER_CHANNEL as f64) as u64).min(PER_CHANNEL - 1));
             }
             LoadEvent::ChannelDone(r) => {
-                let mut c = self.channels.lock().unwrap();
-                c.0 += 1;
-                self.bar.set_position(c.0);
-                if !r.outcome.is_ok() {
-                    self.bar.println(format!(
-                        "#{} ({}): {:?}: {}",
-                        r.name,
-                        r.channel_id,
-                        r.outcome,
-                        r.reason.unwrap_or_default()
-                    ));
+                c.done += 1;
+                c.partial.remove(&r.channel_id);
+                if !r.outcome.is_ok() && r.outcome != Outcome::Interrupted {
+                    self.bar.println(format!("#{} ({}): {}", r.name, r.channel_id, describe(&r)));
                 }
             }
         }
+        self.bar.set_position(c.done * PER_CHANNEL + c.partial.values().sum::<u64>());
         let n = self.messages.load(Ordering::Relaxed);
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
         let stats = self.client.stats();
         let waiting =
             if stats.waiting > 0 { format!(", {} waiting on rate limits", stats.waiting) } else { String::new() };
-        self.bar.set_message(format!("{n} messages, {:.0}/s{waiting}", n as f64 / secs));
+        self.bar.set_message(format!(
+            "{}/{} channels ({} under way), {n} messages, {:.0}/s{waiting}",
+            c.done,
+            c.channels,
+            c.partial.len(),
+            n as f64 / secs
+        ));
     }
 
     fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+/// How one channel's load ended, in words.
+fn describe(c: &ChannelReport) -> String {
+    match c.outcome {
+        Outcome::Complete => format!("{} new, {} updated, {} already present", c.new, c.updated, c.already_present),
+        Outcome::UpToDate => "up to date".to_owned(),
+        Outcome::Forbidden => {
+            let reason = c.reason.as_deref().unwrap_or("");
+            format!("skipped, forbidden: {}", reason.strip_prefix("forbidden: ").unwrap_or(reason))
+        }
+        Outcome::Gone => "skipped, channel no longer exists".to_owned(),
+        Outcome::Failed => format!(
+            "FAILED ({} new so far; rerun to continue): {}",
+            c.new,
+            c.reason.as_deref().unwrap_or("unknown error")
+        ),
+        Outcome::Interrupted => format!("interrupted ({} new so far; rerun to continue)", c.new),
     }
 }
 
@@ -151,20 +184,7 @@ fn print_summary(s: &LoadSummary, verbose: bool) {
         let channels = s.channels.iter().filter(|c| c.guild_id == g.guild_id);
         let up_to_date = channels.clone().filter(|c| matches!(c.outcome, Outcome::UpToDate)).count();
         for c in channels.filter(|c| verbose || !matches!(c.outcome, Outcome::UpToDate)) {
-            let what = match c.outcome {
-                Outcome::Complete => {
-                    format!("{} new, {} updated, {} already present", c.new, c.updated, c.already_present)
-                }
-                Outcome::UpToDate => "up to date".to_owned(),
-                Outcome::Forbidden => {
-                    let reason = c.reason.as_deref().unwrap_or("");
-                    format!("skipped, forbidden: {}", reason.strip_prefix("forbidden: ").unwrap_or(reason))
-                }
-                Outcome::Gone => "skipped, channel no longer exists".to_owned(),
-                Outcome::Failed => format!("FAILED ({} new so far): {}", c.new, c.reason.as_deref().unwrap_or("")),
-                Outcome::Interrupted => format!("interrupted ({} new so far)", c.new),
-            };
-            out!("  #{:<24} {:<15} {what}", c.name, c.kind);
+            out!("  #{:<24} {:<15} {}", c.name, c.kind, describe(c));
         }
         if up_to_date > 0 && !verbose {
             out!("  {up_to_date} channels up to date (list them with -v)");

@@ -136,7 +136,14 @@ fn progress_bar(len: Option<u64>, template: &str) -> indicatif::ProgressBar {
         ProgressDrawTarget::hidden()
     };
     let bar = ProgressBar::with_draw_target(len, target);
-    bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+    let style = ProgressStyle::with_template(template)
+        .expect("valid template")
+        .progress_chars("=> ")
+        // indicatif's {per_sec} prints four decimals.
+        .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0}/s", state.per_sec());
+        });
+    bar.set_style(style);
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     bar
 }
@@ -227,14 +234,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-/// A token cancelled by the first Ctrl-C or SIGTERM; a second Ctrl-C exits at
-/// once (safe too: every write is a whole transaction).
-pub fn shutdown_on_signal() -> CancellationToken {
+/// A token cancelled by the first Ctrl-C or SIGTERM, which answers with
+/// `notice`; a second Ctrl-C exits at once (safe too: every write is a whole
+/// transaction).
+pub fn shutdown_on_signal(notice: &'static str) -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        eprintln!("\nstopping: finishing the pages in flight (Ctrl-C again to quit at once)");
+        eprintln!("\n{notice}");
         t.cancel();
         wait_for_signal().await;
         std::process::exit(exit::INTERRUPTED as i32);

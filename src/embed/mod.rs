@@ -14,6 +14,7 @@
 //! tensor forward of [`bert`] runs padded batches.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -99,6 +100,11 @@ impl ModelInfo {
         let dir = models_dir.join(name);
         if name.is_empty() || name.contains(['/', '\\']) || !dir.is_dir() {
             let installed: Vec<String> = installed(models_dir).into_iter().map(|(n, _)| n).collect();
+            // `all-minilm-l6-v2` means `all-MiniLM-L6-v2` when only one name fits.
+            let same: Vec<&String> = installed.iter().filter(|n| n.eq_ignore_ascii_case(name)).collect();
+            if let [only] = same[..] {
+                return Self::read(&models_dir.join(only));
+            }
             return Err(ModelError::NotInstalled {
                 name: name.into(),
                 dir: models_dir.into(),
@@ -273,9 +279,20 @@ impl Embedder {
     /// order, at most `batch_texts` texts per forward pass. Returns the
     /// vectors and the number of real (unpadded) tokens processed.
     pub fn embed(&self, texts: &[&str], batch_texts: usize) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
+        self.embed_counted(texts, batch_texts, &AtomicUsize::new(0))
+    }
+
+    /// [`Embedder::embed`], adding to `done` the texts of each forward pass
+    /// as it finishes (for a progress display while a large call runs).
+    pub fn embed_counted(
+        &self,
+        texts: &[&str],
+        batch_texts: usize,
+        done: &AtomicUsize,
+    ) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
         let batch_texts = batch_texts.max(1);
         match &self.encoder {
-            Encoder::Cpu(model) => self.embed_cpu(model, texts, batch_texts),
+            Encoder::Cpu(model) => self.embed_cpu(model, texts, batch_texts, done),
             Encoder::Tensor(model) => {
                 let mut order: Vec<usize> = (0..texts.len()).collect();
                 // Sort by length so each batch pads little.
@@ -289,6 +306,7 @@ impl Embedder {
                     for (&i, v) in batch.iter().zip(vectors) {
                         out[i] = v;
                     }
+                    done.fetch_add(batch.len(), Ordering::Relaxed);
                 }
                 Ok((out, tokens))
             }
@@ -306,6 +324,7 @@ impl Embedder {
         model: &cpu::CpuBert,
         texts: &[&str],
         batch_texts: usize,
+        done: &AtomicUsize,
     ) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
         let encodings = self.encode(texts)?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
@@ -358,6 +377,7 @@ impl Embedder {
                 row += len;
             }
             tokens += batch_tokens;
+            done.fetch_add(batch.len(), Ordering::Relaxed);
             start = end;
         }
         Ok((out, tokens))

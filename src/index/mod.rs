@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chunk::{part_id, Chunk, ChunkRules, Chunker};
 use crate::embed::{device_name, Embedder, ModelError};
 use crate::snowflake;
-use crate::store::{ChannelInfo, ChunkRecord, IndexState, NewIndex, Store, StoreError};
+use crate::store::{ChannelInfo, ChunkRecord, IndexRecord, IndexState, NewIndex, Store, StoreError};
 use crate::vector::{Backend, ChunkPayload, Point, VectorError};
 
 /// What to index.
@@ -76,10 +76,51 @@ impl IndexOptions {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum IndexEvent {
-    /// `messages` messages in `channels` changed channels will be read.
-    Planned { channels: usize, messages: u64 },
-    /// Progress so far.
-    Progress { messages: u64, embedded: u64, deleted: u64, tokens: u64 },
+    /// About `messages` messages in `channels` changed channels will be read.
+    /// `resumed`: chunks an interrupted run had already stored (0 if the
+    /// last run finished), which this one keeps.
+    Planned { channels: usize, messages: u64, resumed: u64 },
+    /// Progress so far: `messages` read; of them, `done` are in chunks
+    /// embedded (counting the batch being embedded as far as it got) and
+    /// `skipped` in chunks already stored unchanged. Sent at least twice a
+    /// second while embedding.
+    Progress { messages: u64, done: u64, skipped: u64, embedded: u64, deleted: u64, tokens: u64 },
+}
+
+/// A run's progress as a display wants it, folded from its events: work
+/// is messages to embed, so chunks found unchanged (an interrupted run's,
+/// say) leave the total rather than count as speed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tally {
+    /// Messages planned to be read (approximate: re-chunking starts a little earlier).
+    pub planned: u64,
+    pub read: u64,
+    pub done: u64,
+    pub skipped: u64,
+    pub embedded: u64,
+    pub deleted: u64,
+    pub tokens: u64,
+    /// Chunks an interrupted run had stored.
+    pub resumed: u64,
+}
+
+impl Tally {
+    pub fn update(&mut self, e: &IndexEvent) {
+        match *e {
+            IndexEvent::Planned { messages, resumed, .. } => {
+                self.planned = messages;
+                self.resumed = resumed;
+            }
+            IndexEvent::Progress { messages, done, skipped, embedded, deleted, tokens } => {
+                *self = Tally { read: messages, done, skipped, embedded, deleted, tokens, ..*self };
+            }
+        }
+    }
+
+    /// Messages this run embeds, as far as it can tell now.
+    pub fn total(&self) -> u64 {
+        self.planned.max(self.read).saturating_sub(self.skipped).max(self.done)
+    }
 }
 
 /// The result of a run.
@@ -104,6 +145,8 @@ pub struct IndexSummary {
     pub unchanged: u64,
     /// Chunks whose points the collection had lost, re-embedded by this run.
     pub repaired: u64,
+    /// Chunks an interrupted run had stored, which this run resumed from.
+    pub resumed: u64,
     /// Real (unpadded) tokens embedded.
     pub tokens: u64,
     /// Chunks in the index after the run.
@@ -136,9 +179,10 @@ pub enum IndexError {
     #[error("the index of guild {guild} with model {model} has {found}-dimensional vectors but the model now makes {wanted}; rerun with --rebuild")]
     DimensionChanged { guild: u64, model: String, found: usize, wanted: usize },
     #[error(
-        "guild {guild} has no index with model {model}: run `discord-indexer index --guild {guild} --model {model}`"
+        "guild {guild} has no index with model {model}{}: build one with `discord-indexer index --guild {guild} --model {model}`",
+        if has.is_empty() { String::new() } else { format!(" (its indexes: {})", has.join(", ")) }
     )]
-    NoSuchIndex { guild: u64, model: String },
+    NoSuchIndex { guild: u64, model: String, has: Vec<String> },
     #[error("the {model} index of guild {guild} is not complete yet: rerun `index` to finish it")]
     Incomplete { guild: u64, model: String },
     #[error("interrupted; rerun to continue (nothing is lost)")]
@@ -202,6 +246,10 @@ pub async fn index(
         reset,
     )?;
     let since = if reset { 0 } else { existing.as_ref().map_or(0, |r| r.version) };
+    let resumed = match &existing {
+        Some(r) if !reset && r.state == IndexState::Building => store.manifest_chunks(guild, &model)?,
+        _ => 0,
+    };
     let version_now = store.version()?;
 
     let mut changed = store.call(move |s| s.changed_channels(guild, since)).await?;
@@ -222,18 +270,19 @@ pub async fn index(
         channels: &channels,
         options,
         progress,
+        shutdown,
         pending: Vec::new(),
         embedding: None,
         counts: Counts::default(),
     };
     let c = changed.clone();
     let planned = store.call(move |s| s.messages_from(&c)).await?;
-    progress(IndexEvent::Planned { channels: changed.len(), messages: planned });
+    progress(IndexEvent::Planned { channels: changed.len(), messages: planned, resumed });
     for &(channel, first_change) in &changed {
         if shutdown.is_cancelled() {
             return Err(IndexError::Interrupted);
         }
-        run.channel(channel, first_change, &rules, shutdown).await?;
+        run.channel(channel, first_change, &rules).await?;
     }
     run.drain().await?;
     let counts = run.counts;
@@ -263,6 +312,7 @@ pub async fn index(
         deleted: counts.deleted,
         unchanged: counts.unchanged,
         repaired: lost.len() as u64,
+        resumed,
         tokens: counts.tokens,
         chunks,
         parts,
@@ -314,20 +364,41 @@ async fn lost_chunks(
 /// server's alias first (a no-op for the embedded store), then the archive's
 /// record in one statement. Every switch (`index --activate`, `activate`, the
 /// bot's `/reindex`) comes through here.
-pub async fn activate(store: &Store, backend: &Backend, guild: u64, model: &str) -> Result<(), IndexError> {
-    let record =
-        store.index_record(guild, model)?.ok_or_else(|| IndexError::NoSuchIndex { guild, model: model.to_owned() })?;
+pub async fn activate(store: &Store, backend: &Backend, guild: u64, model: &str) -> Result<IndexRecord, IndexError> {
+    let record = find_index(store, guild, model)?;
     if record.state != IndexState::Complete {
-        return Err(IndexError::Incomplete { guild, model: model.to_owned() });
+        return Err(IndexError::Incomplete { guild, model: record.model });
     }
-    backend.activate(guild, model).await?;
-    store.activate_index(guild, model)?;
-    Ok(())
+    backend.activate(guild, &record.model).await?;
+    store.activate_index(guild, &record.model)?;
+    Ok(record)
+}
+
+/// A guild's index by model name, the case of the name aside when only one
+/// index fits; else an error that says what the guild has.
+pub fn find_index(store: &Store, guild: u64, model: &str) -> Result<IndexRecord, IndexError> {
+    if !store.has_guild(guild)? {
+        return Err(IndexError::UnknownGuild(guild));
+    }
+    let mut records = store.index_records(Some(guild))?;
+    if let Some(i) = records.iter().position(|r| r.model == model) {
+        return Ok(records.swap_remove(i));
+    }
+    let same: Vec<usize> = (0..records.len()).filter(|&i| records[i].model.eq_ignore_ascii_case(model)).collect();
+    if let [only] = same[..] {
+        return Ok(records.swap_remove(only));
+    }
+    let has = records.into_iter().map(|r| r.model).collect();
+    Err(IndexError::NoSuchIndex { guild, model: model.to_owned(), has })
 }
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
     messages: u64,
+    /// Messages in chunks embedded and stored by this run.
+    done: u64,
+    /// Messages in chunks found stored and unchanged.
+    skipped: u64,
     embedded: u64,
     deleted: u64,
     unchanged: u64,
@@ -343,12 +414,32 @@ struct Run<'a> {
     channels: &'a Arc<HashMap<u64, ChannelInfo>>,
     options: &'a IndexOptions,
     progress: &'a (dyn Fn(IndexEvent) + Send + Sync),
+    shutdown: &'a CancellationToken,
     /// Chunks waiting to be embedded, with the parts their stored version has.
     pending: Vec<(Chunk, u32)>,
     /// The batch being embedded now, to store when it is done.
-    embedding: Option<crate::blocking::Pending<Result<Embedded, ModelError>>>,
+    embedding: Option<(Flight, crate::blocking::Pending<Result<Embedded, ModelError>>)>,
     counts: Counts,
 }
+
+/// How far the batch being embedded has got, for progress.
+struct Flight {
+    /// Messages its chunks hold.
+    messages: u64,
+    texts: usize,
+    /// Texts embedded so far (by the embedding thread).
+    done: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Flight {
+    fn messages_done(&self) -> u64 {
+        let done = self.done.load(std::sync::atomic::Ordering::Relaxed).min(self.texts);
+        self.messages * done as u64 / self.texts.max(1) as u64
+    }
+}
+
+/// How often progress is reported while a batch is being embedded.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A batch of chunks (with their stored versions' parts), the vectors of
 /// their texts and then of their parts' texts, in order, and the tokens it took.
@@ -356,13 +447,7 @@ type Embedded = (Vec<(Chunk, u32)>, Vec<Vec<f32>>, usize);
 
 impl Run<'_> {
     /// Re-chunks one channel from the chunk its first change falls in.
-    async fn channel(
-        &mut self,
-        channel: u64,
-        first_change: u64,
-        rules: &ChunkRules,
-        shutdown: &CancellationToken,
-    ) -> Result<(), IndexError> {
+    async fn channel(&mut self, channel: u64, first_change: u64, rules: &ChunkRules) -> Result<(), IndexError> {
         let (guild, model) = (self.guild, self.model.to_owned());
         let (start, known) = self
             .store
@@ -385,7 +470,7 @@ impl Run<'_> {
         let mut chunker = Chunker::new(rules, &count, &quote).titled(title.as_deref());
         let mut from = start;
         loop {
-            if shutdown.is_cancelled() {
+            if self.shutdown.is_cancelled() {
                 return Err(IndexError::Interrupted);
             }
             let page = self.store.call(move |s| s.chat_messages(channel, from, READ_PAGE)).await?;
@@ -407,16 +492,22 @@ impl Run<'_> {
             for chunk in closed {
                 seen.insert(chunk.id);
                 match known.get(&chunk.id) {
-                    Some(&(hash, _)) if hash == chunk.hash => self.counts.unchanged += 1,
+                    Some(&(hash, _)) if hash == chunk.hash => {
+                        self.counts.unchanged += 1;
+                        self.counts.skipped += chunk.message_ids.len() as u64;
+                    }
                     stored => {
                         let stored_parts = stored.map_or(0, |&(_, parts)| parts);
                         self.pending.push((chunk, stored_parts));
                     }
                 }
+                // Flushed as batches fill, not once a page: progress and
+                // Ctrl-C are answered within a batch's time.
+                if self.pending.len() >= self.options.flush_chunks {
+                    self.flush().await?;
+                }
             }
-            if self.pending.len() >= self.options.flush_chunks {
-                self.flush().await?;
-            }
+            self.report();
             if done {
                 break;
             }
@@ -449,18 +540,26 @@ impl Run<'_> {
             let chunks = std::mem::take(&mut self.pending);
             let embedder = self.embedder.clone();
             let batch = self.options.batch_size;
-            self.embedding = Some(crate::blocking::spawn(move || {
+            let flight = Flight {
+                messages: chunks.iter().map(|(c, _)| c.message_ids.len() as u64).sum(),
+                texts: chunks.iter().map(|(c, _)| 1 + c.parts.len()).sum(),
+                done: Default::default(),
+            };
+            let done = flight.done.clone();
+            let pending = crate::blocking::spawn(move || {
                 let texts: Vec<&str> = chunks
                     .iter()
                     .map(|(c, _)| c.text.as_str())
                     .chain(chunks.iter().flat_map(|(c, _)| c.parts.iter().map(|p| p.text.as_str())))
                     .collect();
-                let (vectors, tokens) = embedder.embed(&texts, batch)?;
+                let (vectors, tokens) = embedder.embed_counted(&texts, batch, &done)?;
                 Ok((chunks, vectors, tokens))
-            }));
+            });
+            self.embedding = Some((flight, pending));
         }
         if let Some(previous) = previous {
-            self.save(previous.join().await?).await?;
+            let embedded = self.wait(previous).await?;
+            self.save(embedded).await?;
         }
         Ok(())
     }
@@ -469,9 +568,29 @@ impl Run<'_> {
     async fn drain(&mut self) -> Result<(), IndexError> {
         self.flush().await?;
         if let Some(last) = self.embedding.take() {
-            self.save(last.join().await?).await?;
+            let embedded = self.wait(last).await?;
+            self.save(embedded).await?;
         }
         Ok(())
+    }
+
+    /// Waits for a batch's vectors, reporting progress meanwhile; a stop
+    /// ends the wait at once (the batch is not stored, so nothing is half
+    /// written: a rerun embeds it again).
+    async fn wait(
+        &self,
+        (flight, pending): (Flight, crate::blocking::Pending<Result<Embedded, ModelError>>),
+    ) -> Result<Embedded, IndexError> {
+        let join = pending.join();
+        tokio::pin!(join);
+        let mut ticks = tokio::time::interval(PROGRESS_EVERY);
+        loop {
+            tokio::select! {
+                embedded = &mut join => return Ok(embedded?),
+                _ = self.shutdown.cancelled() => return Err(IndexError::Interrupted),
+                _ = ticks.tick() => self.report_with(Some(&flight), self.embedding.as_ref().map(|(f, _)| f)),
+            }
+        }
     }
 
     /// Stores a batch's points (each chunk's and its parts'), deletes the
@@ -512,17 +631,27 @@ impl Run<'_> {
         self.store.call(move |s| s.record_chunks(guild, &model, &records)).await?;
         crate::failpoint::hit("index-after-flush");
         self.counts.embedded += chunks.len() as u64;
+        self.counts.done += chunks.iter().map(|(c, _)| c.message_ids.len() as u64).sum::<u64>();
         self.counts.tokens += tokens as u64;
         self.report();
         Ok(())
     }
 
     fn report(&self) {
+        self.report_with(self.embedding.as_ref().map(|(f, _)| f), None);
+    }
+
+    /// Reports progress, counting the batches being embedded as far as they got.
+    fn report_with(&self, a: Option<&Flight>, b: Option<&Flight>) {
+        let c = &self.counts;
+        let flying: u64 = a.iter().chain(b.iter()).map(|f| f.messages_done()).sum();
         (self.progress)(IndexEvent::Progress {
-            messages: self.counts.messages,
-            embedded: self.counts.embedded,
-            deleted: self.counts.deleted,
-            tokens: self.counts.tokens,
+            messages: c.messages,
+            done: c.done + flying,
+            skipped: c.skipped,
+            embedded: c.embedded,
+            deleted: c.deleted,
+            tokens: c.tokens,
         });
     }
 

@@ -44,8 +44,11 @@ pub struct LoadOptions {
 pub enum LoadEvent {
     /// A guild's channels were listed: `channels` will be loaded, `skipped` may not be read.
     Discovered { guild_id: u64, guild: String, channels: usize, skipped: usize },
-    /// A page was stored.
-    Page { channel_id: u64, new: u64, updated: u64, last_message_id: u64 },
+    /// A page was stored. `from` is where this run started in the channel
+    /// (its checkpoint, else the channel's own id, i.e. its creation) and
+    /// `newest` the newest message Discord named for it, when it did: with
+    /// them a view can tell how far through the channel the run is.
+    Page { channel_id: u64, new: u64, updated: u64, last_message_id: u64, from: u64, newest: Option<u64> },
     /// A channel is done (in whatever way).
     ChannelDone(ChannelReport),
 }
@@ -382,6 +385,7 @@ impl Ctx<'_> {
         if checkpoint.is_some() && t.last_message_id.is_some_and(|last| last <= after) {
             return Ok(Outcome::UpToDate);
         }
+        let from = if after == 0 { t.channel_id } else { after };
         loop {
             if self.stop.is_cancelled() {
                 return Ok(Outcome::Interrupted);
@@ -419,12 +423,26 @@ impl Ctx<'_> {
                 new: counts.new,
                 updated: counts.updated,
                 last_message_id: last,
+                from,
+                newest: t.last_message_id,
             });
             if end {
                 return Ok(Outcome::Complete);
             }
         }
     }
+}
+
+/// How far through a channel's history a run is, from 0 to 1: the time of
+/// the last stored message between the run's start and the newest message.
+pub fn channel_fraction(from: u64, last: u64, newest: Option<u64>) -> f64 {
+    let Some(newest) = newest else { return 0.0 };
+    let ms = |id: u64| snowflake::timestamp(id).timestamp_millis() as f64;
+    let span = ms(newest) - ms(from);
+    if span <= 0.0 {
+        return 1.0;
+    }
+    ((ms(last) - ms(from)) / span).clamp(0.0, 1.0)
 }
 
 /// Puts a page in id order and drops anything at or before `after` or repeated.
@@ -462,6 +480,18 @@ mod tests {
             "author": {"id": "2", "username": "u"}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_channel_fraction_is_time_through_its_history() {
+        let at = |ms: i64| snowflake::from_timestamp(chrono::DateTime::from_timestamp_millis(ms).unwrap());
+        let (from, newest) = (at(1_600_000_000_000), at(1_600_000_100_000));
+        assert_eq!(channel_fraction(from, from, Some(newest)), 0.0);
+        assert!((channel_fraction(from, at(1_600_000_025_000), Some(newest)) - 0.25).abs() < 1e-6);
+        assert_eq!(channel_fraction(from, newest + 5, Some(newest)), 1.0);
+        // Nothing named by Discord: no fraction to claim; a newest at the start is done.
+        assert_eq!(channel_fraction(from, newest, None), 0.0);
+        assert_eq!(channel_fraction(newest, newest, Some(from)), 1.0);
     }
 
     #[test]

@@ -339,6 +339,16 @@ impl Store {
         Ok(n as u64)
     }
 
+    /// The chunks an index records.
+    pub fn manifest_chunks(&self, guild: u64, model: &str) -> Result<u64, StoreError> {
+        let n: i64 = self.conn()?.query_row(
+            "SELECT count(*) FROM index_chunks WHERE guild_id = ?1 AND model = ?2",
+            params![id(guild), model],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
     /// Users whose username or display name is `name` (any case).
     pub fn users_named(&self, name: &str) -> Result<Vec<u64>, StoreError> {
         let conn = self.conn()?;
