@@ -161,6 +161,35 @@ async fn bad_input_gets_one_clear_message_and_a_nonzero_exit() {
         assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(), expected);
     }
     assert!(!empty.path().join("archive.db").exists());
+
+    // An archive path that is a directory is named as such, by readers and by load.
+    let odd = tempfile::tempdir().unwrap();
+    std::fs::create_dir(odd.path().join("archive.db")).unwrap();
+    for args in [&["status"][..], &["guilds"][..]] {
+        let mut c = bin();
+        c.args(args).arg("--data-dir").arg(odd.path());
+        let out = output(c).await;
+        assert_eq!(out.status.code(), Some(2));
+        assert!(text(&out.stderr).contains("is not an archive file (it is a directory"), "{}", text(&out.stderr));
+    }
+    let out = output(load_cmd(&fake, odd.path())).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("is not an archive file"), "{}", text(&out.stderr));
+
+    // activate and drop-index: an unknown guild, and a model the guild has no index with.
+    let guild = fake.world().guilds[0].id.to_string();
+    for command in ["activate", "drop-index"] {
+        let mut c = bin();
+        c.args([command, "--guild", "5", "--model", "all-MiniLM-L6-v2", "--data-dir"]).arg(dir.path());
+        let out = output(c).await;
+        assert_eq!(out.status.code(), Some(2));
+        assert!(text(&out.stderr).contains("guild 5 is not in the archive"), "{}", text(&out.stderr));
+        let mut c = bin();
+        c.args([command, "--guild", &guild, "--model", "nope", "--data-dir"]).arg(dir.path());
+        let out = output(c).await;
+        assert_eq!(out.status.code(), Some(2));
+        assert!(text(&out.stderr).contains("has no index with model nope: build one with"), "{}", text(&out.stderr));
+    }
 }
 
 /// Kills the loader (SIGKILL) while a message request hangs, at several
@@ -269,4 +298,27 @@ async fn completions_cover_every_subcommand_in_each_shell() {
     let out = output(c).await;
     assert_eq!(out.status.code(), Some(2), "an unknown shell is bad input");
     assert!(text(&out.stderr).contains("bash"), "and the known ones are listed");
+}
+
+#[tokio::test]
+async fn manual_pages_cover_every_subcommand() {
+    let mut c = bin();
+    c.arg("man");
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let page = text(&out.stdout);
+    assert!(page.starts_with(".ie") || page.contains(".TH discord-indexer 1"), "{page}");
+    for word in ["load", "import", "index", "ask", "status"] {
+        assert!(page.contains(word), "the page lists {word}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = bin();
+    c.args(["man", "--dir"]).arg(dir.path().join("man1"));
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for name in ["discord-indexer", "discord-indexer-load", "discord-indexer-ask", "discord-indexer-index"] {
+        let page = std::fs::read_to_string(dir.path().join("man1").join(format!("{name}.1"))).unwrap();
+        assert!(page.contains(".SH OPTIONS") || page.contains(".SH SYNOPSIS"), "{name}: {page}");
+    }
+    assert!(std::fs::read_to_string(dir.path().join("man1/discord-indexer-ask.1")).unwrap().contains("as\\-user"));
 }

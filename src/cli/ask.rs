@@ -75,6 +75,13 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         before: args.before,
     };
     let filters = request.resolve(&store, &guilds)?;
+    let asker = match args.as_user {
+        Some(user) => match store.user_label(user)? {
+            Some(label) => format!("{label}, user {user}"),
+            None => format!("user {user} (not seen in the archive)"),
+        },
+        None => String::new(),
+    };
     let viewer = args.as_user.map_or(Viewer::Operator, Viewer::User);
     let client = match (&settings.token, viewer) {
         (Some(token), Viewer::User(_)) => Some(settings.client(token.clone())?),
@@ -96,7 +103,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         Viewer::Operator => {
             say!("searched as the operator: every stored channel (use --as-user ID to search as a member)")
         }
-        Viewer::User(u) => say!("searched as user {u}: only the channels and threads they may read now"),
+        Viewer::User(_) => say!("searched as {asker}: only the channels and threads they may read now"),
     }
     for note in &answer.notes {
         say!("note: {note}");

@@ -24,6 +24,7 @@ mod guilds;
 mod import;
 mod index;
 mod load;
+mod man;
 mod models;
 mod status;
 
@@ -103,6 +104,8 @@ pub enum Command {
     Guilds(guilds::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(completions::Args),
+    /// Print the manual page, or write one per subcommand with --dir.
+    Man(man::Args),
 }
 
 /// Names one index: a guild and a model.
@@ -215,6 +218,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     // Needs no settings: works before any configuration exists.
     let cli = match cli.command {
         Command::Completions(args) => return completions::run(args),
+        Command::Man(args) => return man::run(args),
         _ => cli,
     };
     let settings = Settings::resolve(cli.config.as_deref(), cli.data_dir.clone())?;
@@ -231,6 +235,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::DropIndex(args) => drop_index::run(args, &settings, cli.json).await,
         Command::Guilds(args) => guilds::run(args, &settings, cli.json),
         Command::Completions(args) => completions::run(args),
+        Command::Man(args) => man::run(args),
     }
 }
 

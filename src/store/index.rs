@@ -350,6 +350,20 @@ impl Store {
     }
 
     /// Users whose username or display name is `name` (any case).
+    /// How a user is shown: display name and username, when the archive knows them.
+    pub fn user_label(&self, user: u64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()?
+            .query_row("SELECT username, global_name FROM users WHERE id = ?1", [id(user)], |r| {
+                let (username, global): (String, Option<String>) = (r.get(0)?, r.get(1)?);
+                Ok(match global {
+                    Some(g) if g != username => format!("{g} (@{username})"),
+                    _ => format!("@{username}"),
+                })
+            })
+            .optional()?)
+    }
+
     pub fn users_named(&self, name: &str) -> Result<Vec<u64>, StoreError> {
         let conn = self.conn()?;
         let mut stmt = conn.prepare(
