@@ -9,6 +9,7 @@
 //! | data directory | `data_dir` | `DISCORD_INDEXER_DATA_DIR` |
 //! | channels loaded at once | `[load] concurrency` | — |
 //! | requests per second for the bot | `[load] requests_per_second` | — |
+//! | one request's time limit; how long a failing request is retried | `[load] request_timeout_secs` (30), `patience_secs` (120) | — |
 //! | embedding model | `[index] model` | — |
 //! | model directory | `[index] models_dir` | `DISCORD_INDEXER_MODELS_DIR` |
 //! | chunking and filters | `[index] silence_minutes`, `max_chunk_tokens`, `part_tokens`, `skip_bots`, `skip_authors`, `command_prefixes` | — |
@@ -88,6 +89,8 @@ impl std::fmt::Debug for QdrantSection {
 struct LoadSection {
     concurrency: Option<usize>,
     requests_per_second: Option<u32>,
+    request_timeout_secs: Option<u64>,
+    patience_secs: Option<u64>,
 }
 
 /// The resolved settings. `Debug` never shows the token.
@@ -99,6 +102,10 @@ pub struct Settings {
     pub concurrency: usize,
     /// Discord's global limit for the bot: 50 unless Discord raised it.
     pub requests_per_second: u32,
+    /// How long one request may take before it counts as failed.
+    pub request_timeout: std::time::Duration,
+    /// How long a request keeps being retried after failures before it is given up.
+    pub patience: std::time::Duration,
     /// Stage two's default model.
     pub model: String,
     pub models_dir: PathBuf,
@@ -155,6 +162,13 @@ impl Settings {
         if requests_per_second == 0 {
             bail!("[load] requests_per_second must be at least 1");
         }
+        let request_timeout = file.load.request_timeout_secs.unwrap_or(30);
+        let patience = file.load.patience_secs.unwrap_or(120);
+        if request_timeout == 0 || patience == 0 {
+            bail!("[load] request_timeout_secs and patience_secs must be at least 1");
+        }
+        let (request_timeout, patience) =
+            (std::time::Duration::from_secs(request_timeout), std::time::Duration::from_secs(patience));
         let defaults = ChunkRules::default();
         let i = file.index;
         let chunking = ChunkRules {
@@ -188,6 +202,8 @@ impl Settings {
             data_dir,
             concurrency,
             requests_per_second,
+            request_timeout,
+            patience,
             model: i.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned()),
             models_dir: nonempty(env("DISCORD_INDEXER_MODELS_DIR"))
                 .map(PathBuf::from)
@@ -206,6 +222,8 @@ impl Settings {
     pub fn client(&self, token: Token) -> Result<crate::discord::Client, crate::discord::ApiError> {
         let mut options = crate::discord::ClientOptions::new(self.api_base.clone(), token);
         options.global_per_second = self.requests_per_second;
+        options.request_timeout = self.request_timeout;
+        options.patience = self.patience;
         crate::discord::Client::new(options)
     }
 

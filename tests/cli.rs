@@ -322,3 +322,33 @@ async fn manual_pages_cover_every_subcommand() {
     }
     assert!(std::fs::read_to_string(dir.path().join("man1/discord-indexer-ask.1")).unwrap().contains("as\\-user"));
 }
+
+/// A request that keeps failing is retried for `[load] patience_secs`, each
+/// retry said at the default log level, then given up with the setting named;
+/// the rest of the guild loads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_said_and_patience_is_a_setting() {
+    let fake = start(standard_world(), fast_limits()).await;
+    let help = fake.world().guilds[0].channel_named("help").id;
+    fake.set_faults(vec![Fault::always(FaultKind::Status(503)).on(&format!("/channels/{help}/messages"))]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[load]\npatience_secs = 2\nrequest_timeout_secs = 5\n").unwrap();
+    let mut c = load_cmd(&fake, &dir.path().join("data"));
+    c.arg("--config").arg(&config);
+    let out = output(c).await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "one channel failed, the rest loaded: {stdout}{stderr}");
+    let retries = stderr.lines().filter(|l| l.contains("HTTP 503") && l.contains("retrying in")).count();
+    assert!(retries >= 1, "each retry is said: {stderr}");
+    assert!(stderr.contains(&format!("/channels/{help}/messages")), "{stderr}");
+    assert!(stdout.contains("patience_secs is 2"), "the give-up names the setting: {stdout}");
+    assert!(!stderr.contains(&fake.token()) && !stdout.contains(&fake.token()));
+
+    std::fs::write(&config, "[load]\npatience_secs = 0\n").unwrap();
+    let mut c = load_cmd(&fake, &dir.path().join("data"));
+    c.arg("--config").arg(&config);
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("patience_secs must be at least 1"), "{}", text(&out.stderr));
+}

@@ -49,7 +49,17 @@ pub async fn run(args: Args, settings: &Settings, json: bool, verbose: bool) -> 
     };
     let shutdown = shutdown_on_signal("stopping: finishing the pages in flight (Ctrl-C again to quit at once)");
     let view = ProgressView::new(client.clone());
+    let ticker = {
+        let view = view.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                view.refresh();
+            }
+        })
+    };
     let summary = load::load(&client, &store, &options, &|e| view.on_event(e), &shutdown).await.context("load failed");
+    ticker.abort();
     view.finish();
     let summary = summary?;
     if json {
@@ -131,11 +141,22 @@ impl ProgressView {
             }
         }
         self.bar.set_position(c.done * PER_CHANNEL + c.partial.values().sum::<u64>());
+        drop(c);
+        self.refresh();
+    }
+
+    /// Redraws the message line (also every half second, so waits and
+    /// retries show while nothing else happens).
+    fn refresh(&self) {
+        let c = self.counts.lock().unwrap();
         let n = self.messages.load(Ordering::Relaxed);
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
         let stats = self.client.stats();
-        let waiting =
+        let mut waiting =
             if stats.waiting > 0 { format!(", {} waiting on rate limits", stats.waiting) } else { String::new() };
+        if stats.retrying > 0 {
+            waiting.push_str(&format!(", {} retrying after errors (see the log)", stats.retrying));
+        }
         self.bar.set_message(format!(
             "{}/{} channels ({} under way), {n} messages, {:.0}/s{waiting}",
             c.done,

@@ -16,7 +16,8 @@ pub fn run(_args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
             .map(|(name, r)| match r {
                 Ok(info) => serde_json::json!({"name": name, "ok": true, "dim": info.dim, "pooling": info.pooling,
                                                "max_tokens": info.max_tokens, "bytes": info.weights_bytes,
-                                               "default": *name == settings.model}),
+                                               "default": *name == settings.model,
+                                               "verified": "files, configs, tokenizer JSON, weights' length"}),
                 Err(e) => serde_json::json!({"name": name, "ok": false, "error": e.to_string()}),
             })
             .collect();
@@ -41,6 +42,12 @@ pub fn run(_args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
             ),
             Err(e) => out!("{name}: unusable: {e}"),
         }
+    }
+    if !models.is_empty() {
+        say!(
+            "checked: files present, configs and tokenizer readable, weights as long as their header says; \
+             the weights' values are unverified until a model is loaded"
+        );
     }
     Ok(exit::OK)
 }

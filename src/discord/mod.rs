@@ -7,7 +7,10 @@
 //!
 //! Retry schedule for transient failures (5xx, timeouts, dropped connections):
 //! attempt `n` (1-based) waits `d/2 + rand(0..d/2)` with `d = min(cap, base·2^(n-1))`
-//! ("equal jitter"), for at most `max_tries` attempts in all. 429s are not
+//! ("equal jitter"), for at most `max_tries` attempts in all, and no longer
+//! than `patience` from the first (a retry that would start later is not
+//! made). Each retry is logged at the default level with what failed, and
+//! counted while it waits (`Stats::retrying`) for progress displays. 429s are not
 //! failures: they wait exactly what Discord asks and are retried (at most
 //! `max_429` times in a row, a guard against a server that never relents).
 
@@ -80,6 +83,8 @@ pub struct ClientOptions {
     pub global_margin: Duration,
     pub request_timeout: Duration,
     pub max_tries: u32,
+    /// How long a request keeps being retried after transient failures.
+    pub patience: Duration,
     pub retry_base: Duration,
     pub retry_cap: Duration,
     pub max_429: u32,
@@ -93,7 +98,8 @@ impl ClientOptions {
             global_per_second: 50,
             global_margin: Duration::from_millis(2),
             request_timeout: Duration::from_secs(30),
-            max_tries: 6,
+            max_tries: 10,
+            patience: Duration::from_secs(120),
             retry_base: Duration::from_millis(500),
             retry_cap: Duration::from_secs(20),
             max_429: 20,
@@ -201,6 +207,7 @@ impl Client {
     pub async fn get_bytes(&self, route: &Route, query: &[(&str, String)]) -> Result<Bytes, ApiError> {
         let url = format!("{}/api/v10{}", self.options.api_base, route.path);
         let (mut tries, mut limited) = (0u32, 0u32);
+        let started = Instant::now();
         loop {
             let permit = self.limiter.acquire(route.key.clone()).await;
             let sent = self
@@ -258,13 +265,31 @@ impl Client {
             };
             drop(permit);
             tries += 1;
-            if tries >= self.options.max_tries {
-                return Err(ApiError::GaveUp { tries, last: failure });
-            }
-            self.limiter.stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let wait = self.backoff(tries);
-            tracing::debug!(path = %route.path, %failure, ?wait, "retrying");
+            let patience = self.options.patience;
+            if tries >= self.options.max_tries || started.elapsed() + wait > patience {
+                return Err(ApiError::GaveUp {
+                    tries,
+                    last: format!(
+                        "{failure} (for {:.0}s; [load] patience_secs is {})",
+                        started.elapsed().as_secs_f64(),
+                        patience.as_secs()
+                    ),
+                });
+            }
+            let stats = &self.limiter.stats;
+            stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                "Discord request {} failed ({failure}); retrying in {:.1}s (try {} of at most {}, giving up after {}s)",
+                route.path,
+                wait.as_secs_f64(),
+                tries + 1,
+                self.options.max_tries,
+                patience.as_secs()
+            );
+            stats.retrying.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::time::sleep(wait).await;
+            stats.retrying.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 

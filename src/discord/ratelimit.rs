@@ -139,6 +139,8 @@ pub struct Stats {
     pub waited_ms: AtomicU64,
     /// Requests currently held back by a rate limit.
     pub waiting: AtomicI64,
+    /// Requests currently waiting to be retried after a failure.
+    pub retrying: AtomicI64,
 }
 
 impl Stats {
@@ -149,6 +151,7 @@ impl Stats {
             retries: self.retries.load(Ordering::Relaxed),
             waited_ms: self.waited_ms.load(Ordering::Relaxed),
             waiting: self.waiting.load(Ordering::Relaxed).max(0) as u64,
+            retrying: self.retrying.load(Ordering::Relaxed).max(0) as u64,
         }
     }
 }
@@ -162,7 +165,10 @@ pub struct StatsSnapshot {
     pub retries: u64,
     /// Total time requests spent waiting for a rate limit.
     pub waited_ms: u64,
+    /// Requests waiting on a rate limit now.
     pub waiting: u64,
+    /// Requests waiting to be retried after a failure now.
+    pub retrying: u64,
 }
 
 /// Identifies one rate-limited resource: a route template and its major parameter.

@@ -94,6 +94,39 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ModelErro
     serde_json::from_str(&text).map_err(|e| ModelError::Malformed { file: path.into(), detail: e.to_string() })
 }
 
+/// Checks a safetensors file's frame without reading its tensors: an 8-byte
+/// header length, a JSON header, and data exactly as long as the header's
+/// largest offset (an empty or truncated file fails here, not at load).
+fn check_safetensors(path: &Path) -> Result<(), ModelError> {
+    use std::io::Read as _;
+    let bad = |detail: String| ModelError::Malformed { file: path.into(), detail };
+    let mut file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
+    let mut head = [0u8; 8];
+    file.read_exact(&mut head).map_err(|_| bad(format!("{len} bytes: not a safetensors file (truncated?)")))?;
+    let header_len = u64::from_le_bytes(head);
+    if header_len > 100_000_000 || 8 + header_len > len {
+        return Err(bad(format!("{len} bytes: not a safetensors file, or truncated (its header says {header_len})")));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).map_err(|e| bad(e.to_string()))?;
+    let header: std::collections::HashMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("unreadable safetensors header: {e}")))?;
+    let end = header
+        .iter()
+        .filter(|(name, _)| *name != "__metadata__")
+        .filter_map(|(_, t)| t["data_offsets"].get(1).and_then(|v| v.as_u64()))
+        .max()
+        .unwrap_or(0);
+    let data = len - 8 - header_len;
+    if end != data {
+        return Err(bad(format!(
+            "truncated or padded: its tensors need {end} bytes of data, the file has {data}; fetch the model again"
+        )));
+    }
+    Ok(())
+}
+
 impl ModelInfo {
     /// Finds model `name` in `models_dir`.
     pub fn find(models_dir: &Path, name: &str) -> Result<ModelInfo, ModelError> {
@@ -121,6 +154,11 @@ impl ModelInfo {
                 return Err(ModelError::MissingFile { dir: dir.into(), file });
             }
         }
+        // What is cheap to check before loading: the tokenizer is JSON, and the
+        // weights file is as long as its header says (a truncated download).
+        // The weights' values are not checked until the model is loaded.
+        read_json::<serde::de::IgnoredAny>(&dir.join("tokenizer.json"))?;
+        check_safetensors(&dir.join("model.safetensors"))?;
         // The encoder's own config check (activation, head layout), without weights.
         let config: Config = read_json(&dir.join("config.json"))?;
         config.validate().map_err(|detail| ModelError::Malformed { file: dir.join("config.json"), detail })?;

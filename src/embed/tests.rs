@@ -68,8 +68,25 @@ fn broken_model_directories_are_clear_errors() {
     std::fs::write(m.join("config.json"), "{ not json").unwrap();
     let err = ModelInfo::read(&m).unwrap_err();
     assert!(err.to_string().contains("config.json"), "{err}");
+    // Cheap checks when the directory is read (what `models` lists): an empty,
+    // garbage or truncated weights file, a tokenizer that is not JSON.
+    let weights = m.join("model.safetensors");
+    for damage in ["empty", "garbage", "truncated"] {
+        tiny::write(&m, &tiny::TinySpec::default()).unwrap();
+        let bytes = std::fs::read(&weights).unwrap();
+        let damaged = match damage {
+            "empty" => Vec::new(),
+            "garbage" => b"garbage".to_vec(),
+            _ => bytes[..bytes.len() - 100].to_vec(),
+        };
+        std::fs::write(&weights, damaged).unwrap();
+        let err = ModelInfo::read(&m).unwrap_err();
+        assert!(err.to_string().contains("model.safetensors"), "{damage}: {err}");
+    }
     tiny::write(&m, &tiny::TinySpec::default()).unwrap();
-    std::fs::write(m.join("model.safetensors"), b"garbage").unwrap();
-    let err = Embedder::load(ModelInfo::read(&m).unwrap(), Device::Cpu).unwrap_err();
-    assert!(err.to_string().contains("model.safetensors"), "{err}");
+    std::fs::write(m.join("tokenizer.json"), "{ \"truncated\": ").unwrap();
+    let err = ModelInfo::read(&m).unwrap_err();
+    assert!(err.to_string().contains("tokenizer.json"), "{err}");
+    tiny::write(&m, &tiny::TinySpec::default()).unwrap();
+    ModelInfo::read(&m).expect("an intact model reads");
 }
