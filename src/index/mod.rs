@@ -55,7 +55,8 @@ pub struct IndexOptions {
     pub chunking: ChunkRules,
     /// Texts per forward pass.
     pub batch_size: usize,
-    /// Chunks embedded and stored per step (one manifest transaction each).
+    /// The most chunks embedded and stored per step (one manifest
+    /// transaction each). Steps are sized by time below this: see [`next_batch`].
     pub flush_chunks: usize,
 }
 
@@ -274,6 +275,7 @@ pub async fn index(
         pending: Vec::new(),
         embedding: None,
         counts: Counts::default(),
+        batch: FIRST_BATCH.min(options.flush_chunks).max(1),
     };
     let c = changed.clone();
     let planned = store.call(move |s| s.messages_from(&c)).await?;
@@ -420,6 +422,24 @@ struct Run<'a> {
     /// The batch being embedded now, to store when it is done.
     embedding: Option<(Flight, crate::blocking::Pending<Result<Embedded, ModelError>>)>,
     counts: Counts,
+    /// Chunks per step now (see [`next_batch`]).
+    batch: usize,
+}
+
+/// Chunks in the first step of a run: small, so that a run stopped early
+/// keeps what it embedded, and so that the next step's size is measured.
+const FIRST_BATCH: usize = 16;
+/// What one step should take to embed: a stop or crash loses at most the
+/// step stored next and the one being embedded, so about twice this.
+const STEP_SECONDS: f64 = 3.0;
+
+/// The next step's size from the last one's: as many chunks as embed in
+/// about [`STEP_SECONDS`] at the pace just measured, growing at most
+/// fourfold a step, between 8 and `max` chunks.
+pub fn next_batch(chunks: usize, seconds: f64, max: usize) -> usize {
+    let per_second = chunks as f64 / seconds.max(1e-3);
+    let wanted = (per_second * STEP_SECONDS) as usize;
+    wanted.min(chunks.max(1) * 4).clamp(8.min(max), max.max(1))
 }
 
 /// How far the batch being embedded has got, for progress.
@@ -442,8 +462,9 @@ impl Flight {
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A batch of chunks (with their stored versions' parts), the vectors of
-/// their texts and then of their parts' texts, in order, and the tokens it took.
-type Embedded = (Vec<(Chunk, u32)>, Vec<Vec<f32>>, usize);
+/// their texts and then of their parts' texts, in order, the tokens it took
+/// and the seconds.
+type Embedded = (Vec<(Chunk, u32)>, Vec<Vec<f32>>, usize, f64);
 
 impl Run<'_> {
     /// Re-chunks one channel from the chunk its first change falls in.
@@ -501,9 +522,9 @@ impl Run<'_> {
                         self.pending.push((chunk, stored_parts));
                     }
                 }
-                // Flushed as batches fill, not once a page: progress and
-                // Ctrl-C are answered within a batch's time.
-                if self.pending.len() >= self.options.flush_chunks {
+                // Flushed as steps fill, not once a page: progress and
+                // Ctrl-C are answered within a step's time.
+                if self.pending.len() >= self.batch {
                     self.flush().await?;
                 }
             }
@@ -547,13 +568,14 @@ impl Run<'_> {
             };
             let done = flight.done.clone();
             let pending = crate::blocking::spawn(move || {
+                let started = Instant::now();
                 let texts: Vec<&str> = chunks
                     .iter()
                     .map(|(c, _)| c.text.as_str())
                     .chain(chunks.iter().flat_map(|(c, _)| c.parts.iter().map(|p| p.text.as_str())))
                     .collect();
                 let (vectors, tokens) = embedder.embed_counted(&texts, batch, &done)?;
-                Ok((chunks, vectors, tokens))
+                Ok((chunks, vectors, tokens, started.elapsed().as_secs_f64()))
             });
             self.embedding = Some((flight, pending));
         }
@@ -596,7 +618,8 @@ impl Run<'_> {
     /// Stores a batch's points (each chunk's and its parts'), deletes the
     /// parts that replaced chunks no longer have, then records the chunks in
     /// the manifest.
-    async fn save(&mut self, (chunks, vectors, tokens): Embedded) -> Result<(), IndexError> {
+    async fn save(&mut self, (chunks, vectors, tokens, seconds): Embedded) -> Result<(), IndexError> {
+        self.batch = next_batch(chunks.len(), seconds, self.options.flush_chunks);
         let mut vectors = vectors.into_iter();
         let mut points: Vec<Point> = Vec::with_capacity(vectors.len());
         for ((c, _), v) in chunks.iter().zip(vectors.by_ref()) {
@@ -699,5 +722,22 @@ impl Run<'_> {
             part_of: c.id,
             ..chunk
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_batch;
+
+    #[test]
+    fn steps_are_sized_to_take_a_few_seconds() {
+        // 16 chunks in 0.4 s: 40/s, 120 in three seconds.
+        assert_eq!(next_batch(16, 0.4, 128), 64, "growing at most fourfold a step");
+        assert_eq!(next_batch(64, 1.6, 128), 120);
+        assert_eq!(next_batch(128, 0.1, 128), 128, "never past the most");
+        // A slow model: 16 chunks in 12 s.
+        assert_eq!(next_batch(16, 12.0, 128), 8, "never below eight");
+        assert_eq!(next_batch(3, 0.0, 4), 4);
+        assert_eq!(next_batch(0, 0.0, 1), 1);
     }
 }
