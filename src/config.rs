@@ -13,7 +13,7 @@
 //! | embedding model | `[index] model` | — |
 //! | model directory | `[index] models_dir` | `DISCORD_INDEXER_MODELS_DIR` |
 //! | chunking and filters | `[index] silence_minutes`, `max_chunk_tokens`, `part_tokens`, `skip_bots`, `skip_authors`, `command_prefixes` | — |
-//! | texts per forward pass; embedding threads | `[index] batch_size`, `threads` | — |
+//! | texts per forward pass; embedding threads; most chunks per step | `[index] batch_size`, `threads`, `flush_chunks` | — |
 //! | Qdrant server (instead of the embedded store) | `[qdrant] url`, `api_key` | `QDRANT_URL`, `QDRANT_API_KEY` |
 //! | how old stored permissions may be before search re-reads them | `[search] permissions_max_age_secs` | — |
 //! | results each list contributes to fusion; snippet length | `[search] candidates`, `snippet_chars` | — |
@@ -68,6 +68,7 @@ struct IndexSection {
     skip_authors: Option<Vec<u64>>,
     command_prefixes: Option<Vec<String>>,
     batch_size: Option<usize>,
+    flush_chunks: Option<usize>,
     threads: Option<usize>,
 }
 
@@ -111,6 +112,7 @@ pub struct Settings {
     pub models_dir: PathBuf,
     pub chunking: ChunkRules,
     pub batch_size: usize,
+    pub flush_chunks: usize,
     /// Threads for embedding (default: one per CPU core).
     pub threads: Option<usize>,
     /// A Qdrant server to use instead of the embedded store.
@@ -184,6 +186,7 @@ impl Settings {
             bail!("[index] max_chunk_tokens must be at least 16");
         }
         let batch_size = i.batch_size.unwrap_or(crate::embed::DEFAULT_BATCH_TEXTS).max(1);
+        let flush_chunks = i.flush_chunks.unwrap_or(crate::index::IndexOptions::new(0).flush_chunks).max(1);
         if i.threads == Some(0) {
             bail!("[index] threads must be at least 1");
         }
@@ -211,6 +214,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from("models")),
             chunking,
             batch_size,
+            flush_chunks,
             threads: i.threads,
             qdrant_url: nonempty(env("QDRANT_URL")).or(file.qdrant.url),
             qdrant_api_key: nonempty(env("QDRANT_API_KEY")).or(file.qdrant.api_key).map(Secret),
@@ -250,6 +254,7 @@ impl Settings {
         let mut options = crate::index::IndexOptions::new(guild);
         options.chunking = self.chunking.clone();
         options.batch_size = self.batch_size;
+        options.flush_chunks = self.flush_chunks;
         options
     }
 
