@@ -121,7 +121,15 @@ async fn build(n: u64, dir: &std::path::Path, embedder: &Embedder, fixture_words
     let name = backend.collection_name(GUILD, MODEL);
     store
         .begin_index(
-            &NewIndex { guild: GUILD, model: MODEL, backend: "edge", collection: &name, dim: 384, chunking: "{}" },
+            &NewIndex {
+                guild: GUILD,
+                model: MODEL,
+                key: MODEL,
+                backend: "edge",
+                collection: &name,
+                dim: 384,
+                chunking: "{}",
+            },
             true,
         )
         .expect("index record");

@@ -68,7 +68,10 @@ impl Setup {
     /// Every chunk's payload, read back from the collection, after checking
     /// that each chunk's parts have their points (and nothing else is there).
     async fn points(&self, model: &str) -> BTreeMap<u64, serde_json::Value> {
-        let collection = self.backend().open_existing(self.guild, model).await.unwrap().expect("collection exists");
+        let collection = index::open_collection(&self.store, &self.backend(), self.guild, model)
+            .await
+            .unwrap()
+            .expect("collection exists");
         let manifest = self.manifest(model);
         let ids: Vec<u64> = manifest.keys().copied().collect();
         let points: BTreeMap<u64, serde_json::Value> =
@@ -242,7 +245,7 @@ async fn assert_same_as_a_fresh_build(s: &Setup, model: &str) {
     index::index(&store, &backend, s.embedder(model), &options, &|_| {}, &CancellationToken::new()).await.unwrap();
     let fresh_manifest = manifest(copy.path(), model);
     assert_eq!(fresh_manifest, s.manifest(model), "same chunk ids and contents as a fresh build");
-    let collection = backend.open_existing(s.guild, model).await.unwrap().unwrap();
+    let collection = index::open_collection(&store, &backend, s.guild, model).await.unwrap().unwrap();
     let fresh: BTreeMap<u64, serde_json::Value> = collection
         .payloads(fresh_manifest.keys().copied().collect())
         .await
@@ -557,4 +560,80 @@ async fn a_stopped_index_resumes_and_says_so() {
     // A finished index is not "resumed" by the next run.
     let again = s.index("tiny", |_| {}).await.unwrap();
     assert_eq!((again.resumed, again.embedded), (0, 0));
+}
+
+/// `--rebuild` of a complete, active index builds beside it: search answers
+/// from the old one meanwhile (also while the rebuild is stopped half-way),
+/// status lists the rebuild, and when it completes it is swapped in and the
+/// old collection is gone. The next rebuild swaps back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_is_built_beside_the_active_index_and_swapped_in() {
+    use discord_indexer::search::{Mode, Query, SearchOptions, Searcher, Viewer};
+    let s = setup().await;
+    s.index("tiny", |o| o.activate = true).await.unwrap();
+    let before = s.manifest("tiny");
+    // A searcher per question: the embedded store is opened by one process at
+    // a time, and `status` below runs in another.
+    let ask = || async {
+        let searcher = Searcher::new(s.store.clone(), s.backend(), s.models.clone(), None, SearchOptions::default());
+        let q = Query {
+            text: "restart the build".into(),
+            guilds: vec![s.guild],
+            viewer: Viewer::Operator,
+            limit: 5,
+            mode: Mode::Hybrid,
+            filters: Default::default(),
+        };
+        searcher.ask(&q).await.unwrap().results.len()
+    };
+    assert_eq!(ask().await, 5);
+
+    // A rebuild without parts, stopped after its first step.
+    let stop = CancellationToken::new();
+    let on_event = |e: IndexEvent| {
+        if matches!(e, IndexEvent::Progress { done, .. } if done > 0) {
+            stop.cancel();
+        }
+    };
+    let mut options = IndexOptions::new(s.guild);
+    (options.rebuild, options.chunking.part_tokens, options.flush_chunks) = (true, 0, 8);
+    let err = index::index(&s.store, &s.backend(), s.embedder("tiny"), &options, &on_event, &stop).await.unwrap_err();
+    assert!(matches!(err, IndexError::Interrupted), "{err}");
+    assert_eq!(s.manifest("tiny"), before, "the active index is untouched");
+    assert_eq!(s.points("tiny").await.len(), before.len());
+    let record = s.store.index_record(s.guild, "tiny").unwrap().unwrap();
+    assert!(record.active && record.state == discord_indexer::store::IndexState::Complete);
+    let staging = s.store.index_record(s.guild, &format!("tiny{}", index::REBUILDING)).unwrap().unwrap();
+    assert_eq!(staging.state, discord_indexer::store::IndexState::Building);
+    assert_eq!(ask().await, 5, "search answers from the old index meanwhile");
+    let mut c = bin(&s);
+    c.args(["status", "--json", "--guild", &s.guild.to_string()]);
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("tiny~rebuilding"), "status lists the rebuild: {stdout}");
+
+    // The rerun resumes the rebuild and swaps it in.
+    let summary =
+        index::index(&s.store, &s.backend(), s.embedder("tiny"), &options, &|_| {}, &CancellationToken::new())
+            .await
+            .unwrap();
+    assert!(summary.resumed > 0 && summary.active, "{summary:?}");
+    assert_eq!(summary.parts, 0);
+    let records = s.store.index_records(Some(s.guild)).unwrap();
+    assert_eq!(records.iter().map(|r| r.model.as_str()).collect::<Vec<_>>(), ["tiny"], "the rebuild took its place");
+    assert_eq!((records[0].key(), records[0].active, records[0].parts), ("tiny~b", true, 0));
+    assert!(s.backend().open_existing(s.guild, "tiny").await.unwrap().is_none(), "the old collection is gone");
+    assert_eq!(s.points("tiny").await.len(), s.manifest("tiny").len());
+    assert_ne!(s.manifest("tiny"), before);
+    assert_eq!(ask().await, 5, "search follows the swap");
+
+    // The next rebuild (parts again) goes back to the first collection.
+    let again = s.index("tiny", |o| o.rebuild = true).await.unwrap();
+    assert!(again.parts > 0 && again.active);
+    assert_eq!(s.store.index_record(s.guild, "tiny").unwrap().unwrap().key(), "tiny");
+    assert!(s.backend().open_existing(s.guild, "tiny~b").await.unwrap().is_none());
+    assert_eq!(s.manifest("tiny"), before, "the same chunks as the first build");
+    assert_same_as_a_fresh_build(&s, "tiny").await;
+    assert_eq!(ask().await, 5);
 }

@@ -23,7 +23,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         anyhow::bail!("{model} is the active index of guild {guild}: activate another model first, or pass --force");
     }
     let backend = settings.backend()?;
-    backend.drop_collection(guild, model).await?;
+    backend.drop_collection(guild, record.key()).await?;
     store.forget_index(guild, model)?;
     if json {
         out!("{}", serde_json::json!({"guild_id": guild.to_string(), "model": model, "dropped": true}));

@@ -27,8 +27,11 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     let backend = settings.backend()?;
     for g in &mut guilds {
         for i in &mut g.indexes {
-            let repair = format!("discord-indexer index --guild {} --model {}", g.guild_id, i.model);
-            match backend.open_existing(g.guild_id, &i.model).await {
+            let repair = match i.model.strip_suffix(crate::index::REBUILDING) {
+                Some(model) => format!("discord-indexer index --guild {} --model {model} --rebuild", g.guild_id),
+                None => format!("discord-indexer index --guild {} --model {}", g.guild_id, i.model),
+            };
+            match backend.open_existing(g.guild_id, i.key()).await {
                 Ok(Some(c)) => match probe(&c).await {
                     Ok(points) => {
                         i.points = Some(points);

@@ -195,6 +195,10 @@ pub enum IndexError {
 /// Messages read from the archive per query.
 const READ_PAGE: usize = 2000;
 
+/// What a rebuild beside a complete index is recorded as until it is swapped
+/// in: `<model>~rebuilding` (status lists it, building).
+pub const REBUILDING: &str = "~rebuilding";
+
 /// Runs stage two for one guild with one model.
 pub async fn index(
     store: &Store,
@@ -215,30 +219,50 @@ pub async fn index(
     rules.max_tokens = rules.max_tokens.min(embedder.info.max_tokens.saturating_sub(embedder.special_tokens()));
     let rules_json = serde_json::to_string(&rules).expect("chunking rules serialize");
 
-    let existing = store.index_record(guild, &model)?;
-    let mut reset = options.rebuild;
-    if let Some(record) = &existing {
-        if !options.rebuild && record.dim != dim {
-            return Err(IndexError::DimensionChanged { guild, model, found: record.dim, wanted: dim });
+    // A rebuild of a complete index is built beside it, under another name
+    // in the archive (`name`) and in the other of its two collections
+    // (`key`), and swapped in when complete: search keeps answering from the
+    // old one meanwhile, and a stopped rebuild resumes like any run.
+    let current = store.index_record(guild, &model)?;
+    let beside = options.rebuild && current.as_ref().is_some_and(|r| r.state == IndexState::Complete);
+    let (name, key) = match &current {
+        Some(r) if beside => {
+            let other = if r.key() == model { format!("{model}~b") } else { model.clone() };
+            (format!("{model}{REBUILDING}"), other)
         }
-        // Compared as rules, so a record written before a rule existed reads with its default.
-        let recorded: Option<ChunkRules> = serde_json::from_str(&record.chunking).ok();
-        if !options.rebuild && recorded.as_ref() != Some(&rules) {
-            return Err(IndexError::ChunkingChanged { guild, model });
+        Some(r) => (model.clone(), r.key().to_owned()),
+        None => (model.clone(), model.clone()),
+    };
+    let existing = if beside { store.index_record(guild, &name)?.filter(|r| r.key() == key) } else { current.clone() };
+    let mut reset = options.rebuild && !beside;
+    match &existing {
+        Some(record) if !reset => {
+            // Compared as rules, so a record written before a rule existed reads with its default.
+            let recorded: Option<ChunkRules> = serde_json::from_str(&record.chunking).ok();
+            let (same_dim, same_rules) = (record.dim == dim, recorded.as_ref() == Some(&rules));
+            if beside && !(same_dim && same_rules) {
+                // An unfinished rebuild with other settings: start it again.
+                reset = true;
+            } else if !same_dim {
+                return Err(IndexError::DimensionChanged { guild, model, found: record.dim, wanted: dim });
+            } else if !same_rules {
+                return Err(IndexError::ChunkingChanged { guild, model });
+            }
         }
-    } else {
+        Some(_) => {}
         // No record: any collection left on disk is not ours to trust.
-        reset = true;
+        None => reset = true,
     }
     if reset {
-        backend.drop_collection(guild, &model).await?;
+        backend.drop_collection(guild, &key).await?;
     }
-    let collection_name = backend.collection_name(guild, &model);
-    let collection = backend.open(guild, &model, dim).await?;
+    let collection_name = backend.collection_name(guild, &key);
+    let collection = backend.open(guild, &key, dim).await?;
     store.begin_index(
         &NewIndex {
             guild,
-            model: &model,
+            model: &name,
+            key: &key,
             backend: backend.kind(),
             collection: &collection_name,
             dim,
@@ -248,13 +272,13 @@ pub async fn index(
     )?;
     let since = if reset { 0 } else { existing.as_ref().map_or(0, |r| r.version) };
     let resumed = match &existing {
-        Some(r) if !reset && r.state == IndexState::Building => store.manifest_chunks(guild, &model)?,
+        Some(r) if !reset && r.state == IndexState::Building => store.manifest_chunks(guild, &name)?,
         _ => 0,
     };
     let version_now = store.version()?;
 
     let mut changed = store.call(move |s| s.changed_channels(guild, since)).await?;
-    let lost = if reset { Vec::new() } else { lost_chunks(store, guild, &model, &collection).await? };
+    let lost = if reset { Vec::new() } else { lost_chunks(store, guild, &name, &collection).await? };
     for &(channel, first) in &lost {
         match changed.iter_mut().find(|(c, _)| *c == channel) {
             Some(entry) => entry.1 = entry.1.min(first),
@@ -265,7 +289,7 @@ pub async fn index(
     let mut run = Run {
         store,
         guild,
-        model: &model,
+        model: &name,
         embedder: &embedder,
         collection: &collection,
         channels: &channels,
@@ -291,12 +315,23 @@ pub async fn index(
     if counts.embedded + counts.deleted > 0 || reset {
         collection.finish().await?;
     }
-    let (found, expected) = (collection.count().await?, store.manifest_points(guild, &model)?);
+    let (found, expected) = (collection.count().await?, store.manifest_points(guild, &name)?);
     if found < expected {
         return Err(IndexError::Unverified { guild, model, found, expected });
     }
-    let (chunks, parts) = store.complete_index(guild, &model, version_now)?;
+    let (chunks, parts) = store.complete_index(guild, &name, version_now)?;
     let mut active = store.active_model(guild)?.as_deref() == Some(model.as_str());
+    if beside {
+        // One transaction swaps the rebuilt index in; then the server's alias
+        // follows (when active), and the old collection goes.
+        let old = store.promote_index(guild, &model, &name)?;
+        if active {
+            backend.activate(guild, &key).await?;
+        }
+        if let Some(old) = old {
+            backend.drop_collection(guild, &old).await?;
+        }
+    }
     if options.activate && !active {
         activate(store, backend, guild, &model).await?;
         active = true;
@@ -371,9 +406,21 @@ pub async fn activate(store: &Store, backend: &Backend, guild: u64, model: &str)
     if record.state != IndexState::Complete {
         return Err(IndexError::Incomplete { guild, model: record.model });
     }
-    backend.activate(guild, &record.model).await?;
+    backend.activate(guild, record.key()).await?;
     store.activate_index(guild, &record.model)?;
     Ok(record)
+}
+
+/// Opens the collection that holds a guild's index for `model` (after a
+/// rebuild it is not the one named after the model); `None` without one.
+pub async fn open_collection(
+    store: &Store,
+    backend: &Backend,
+    guild: u64,
+    model: &str,
+) -> Result<Option<crate::vector::Collection>, IndexError> {
+    let key = store.index_record(guild, model)?.map_or(model.to_owned(), |r| r.key().to_owned());
+    Ok(backend.open_existing(guild, &key).await?)
 }
 
 /// A guild's index by model name, the case of the name aside when only one

@@ -274,13 +274,23 @@ impl Searcher {
     }
 
     async fn collection(&self, guild: u64, model: &str) -> Result<Arc<Collection>, SearchError> {
-        let key = (guild, model.to_owned());
-        if let Some(c) = self.collections.lock().unwrap().get(&key) {
-            return Ok(c.clone());
+        // The record names the collection (a rebuild swaps in another).
+        let name = model.to_owned();
+        let record = self.store.call(move |s| s.index_record(guild, &name)).await?;
+        let collection_key = record.as_ref().map_or(model, |r| r.key()).to_owned();
+        let key = (guild, collection_key.clone());
+        {
+            let mut open = self.collections.lock().unwrap();
+            if let Some(c) = open.get(&key) {
+                return Ok(c.clone());
+            }
+            // A collection of this guild's model that a rebuild replaced.
+            let old = format!("{model}~b");
+            open.retain(|(g, k), _| *g != guild || (k != model && *k != old));
         }
         let c = self
             .backend
-            .open_existing(guild, model)
+            .open_existing(guild, &collection_key)
             .await?
             .ok_or_else(|| SearchError::MissingCollection { guild, model: model.to_owned() })?;
         // Checked once per open: a store that lost points would answer from

@@ -35,6 +35,17 @@ pub struct IndexRecord {
     /// something (status does): unreadable, missing, or fewer points than recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// The collection holding its points when not the one named after the
+    /// model (after a rebuild beside it); see [`IndexRecord::key`].
+    #[serde(skip)]
+    pub collection_key: Option<String>,
+}
+
+impl IndexRecord {
+    /// The name the vector store knows its collection by.
+    pub fn key(&self) -> &str {
+        self.collection_key.as_deref().unwrap_or(&self.model)
+    }
 }
 
 /// Where an index stands.
@@ -85,6 +96,8 @@ pub struct ActiveIndex {
 pub struct NewIndex<'a> {
     pub guild: u64,
     pub model: &'a str,
+    /// Its collection's key in the vector store (usually the model's name).
+    pub key: &'a str,
     pub backend: &'a str,
     pub collection: &'a str,
     pub dim: usize,
@@ -228,7 +241,8 @@ impl Store {
         let mut stmt = conn.prepare(
             "SELECT i.guild_id, i.model, i.backend, i.collection, i.dim, i.settings, i.version, i.state, i.chunks,
                     a.model IS NOT NULL, i.updated_at,
-                    (SELECT coalesce(sum(c.parts), 0) FROM index_chunks c WHERE c.guild_id = i.guild_id AND c.model = i.model)
+                    (SELECT coalesce(sum(c.parts), 0) FROM index_chunks c WHERE c.guild_id = i.guild_id AND c.model = i.model),
+                    i.collection_key
              FROM indexes i LEFT JOIN active_indexes a ON a.guild_id = i.guild_id AND a.model = i.model
              WHERE ?1 IS NULL OR i.guild_id = ?1 ORDER BY i.guild_id, i.model",
         )?;
@@ -248,6 +262,7 @@ impl Store {
                 parts: r.get::<_, i64>(11)? as u64,
                 points: None,
                 problem: None,
+                collection_key: r.get(12)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -255,7 +270,8 @@ impl Store {
 
     /// Starts (or restarts, with `reset`) an index record in state `building`.
     pub fn begin_index(&self, new: &NewIndex<'_>, reset: bool) -> Result<(), StoreError> {
-        let NewIndex { guild, model, backend, collection, dim, chunking } = *new;
+        let NewIndex { guild, model, key, backend, collection, dim, chunking } = *new;
+        let key = (key != model).then_some(key);
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if reset {
@@ -263,10 +279,10 @@ impl Store {
             tx.execute("DELETE FROM indexes WHERE guild_id = ?1 AND model = ?2", params![id(guild), model])?;
         }
         tx.execute(
-            "INSERT INTO indexes (guild_id, model, backend, collection, dim, settings, version, state, chunks, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 'building', 0, ?7, ?7)
+            "INSERT INTO indexes (guild_id, model, backend, collection, dim, settings, version, state, chunks, created_at, updated_at, collection_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 'building', 0, ?7, ?7, ?8)
              ON CONFLICT(guild_id, model) DO UPDATE SET updated_at = excluded.updated_at",
-            params![id(guild), model, backend, collection, dim as i64, chunking, now()],
+            params![id(guild), model, backend, collection, dim as i64, chunking, now(), key],
         )?;
         tx.commit()?;
         Ok(())
@@ -419,6 +435,40 @@ impl Store {
             params![id(guild), model, version, chunks, now()],
         )?;
         Ok((chunks as u64, parts as u64))
+    }
+
+    /// Swaps a complete index built beside `model`'s (recorded as `staging`)
+    /// in for it, in one transaction: its manifest and record become
+    /// `model`'s, keeping its collection; the active choice is unchanged.
+    /// Returns the replaced index's collection key (to delete), if there was one.
+    pub fn promote_index(&self, guild: u64, model: &str, staging: &str) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let old: Option<(String, Option<String>)> = tx
+            .query_row(
+                "SELECT model, collection_key FROM indexes WHERE guild_id = ?1 AND model = ?2",
+                params![id(guild), model],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (_, staging_key): (String, Option<String>) = tx.query_row(
+            "SELECT model, collection_key FROM indexes WHERE guild_id = ?1 AND model = ?2",
+            params![id(guild), staging],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        tx.execute("DELETE FROM index_chunks WHERE guild_id = ?1 AND model = ?2", params![id(guild), model])?;
+        tx.execute("DELETE FROM indexes WHERE guild_id = ?1 AND model = ?2", params![id(guild), model])?;
+        tx.execute(
+            "UPDATE index_chunks SET model = ?2 WHERE guild_id = ?1 AND model = ?3",
+            params![id(guild), model, staging],
+        )?;
+        let key = staging_key.unwrap_or_else(|| staging.to_owned());
+        tx.execute(
+            "UPDATE indexes SET model = ?2, collection_key = ?4 WHERE guild_id = ?1 AND model = ?3",
+            params![id(guild), model, staging, (key != model).then_some(&key)],
+        )?;
+        tx.commit()?;
+        Ok(old.map(|(m, k)| k.unwrap_or(m)).filter(|k| *k != key))
     }
 
     /// Makes `model` the one search uses for `guild` (one statement: atomic).

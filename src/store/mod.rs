@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/005_keyword_batches.sql"),
     include_str!("migrations/006_chunk_parts.sql"),
     include_str!("migrations/007_thread_titles.sql"),
+    include_str!("migrations/008_collection_key.sql"),
 ];
 
 /// The file name of the archive inside the data directory.
