@@ -637,3 +637,65 @@ async fn a_rebuild_is_built_beside_the_active_index_and_swapped_in() {
     assert_same_as_a_fresh_build(&s, "tiny").await;
     assert_eq!(ask().await, 5);
 }
+
+/// A tmpfs of `size` at a new temporary directory, unmounted when dropped;
+/// None where mounting is not permitted (not root).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: u64) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(dir))
+    }
+
+    fn resize(&self, size: u64) {
+        let ok = Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(self.0.path()).status();
+        assert!(ok.unwrap().success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+/// A data directory on a disk without room for the vector store: `index`
+/// stops with one clear "disk full" error and exit 2 (never a signal death),
+/// and once space is freed the rerun finishes, equal to a build elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_a_clear_error_and_the_rerun_finishes() {
+    let s = setup().await;
+    let archive = s.data.join("archive.db");
+    let size = std::fs::metadata(&archive).unwrap().len();
+    let Some(disk) = Tmpfs::mount(size + (40 << 20)) else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let data = disk.0.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let conn = rusqlite::Connection::open(&archive).unwrap();
+    conn.execute("VACUUM INTO ?1", [data.join("archive.db").to_str().unwrap()]).unwrap();
+    let run = |data: PathBuf| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_discord-indexer"));
+        c.env_remove("QDRANT_URL").env("DISCORD_INDEXER_MODELS_DIR", &s.models).arg("--data-dir").arg(data);
+        c.args(["index", "--guild", &s.guild.to_string(), "--model", "tiny", "--json"]);
+        async move { tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap() }
+    };
+    let out = run(data.clone()).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "an error exit, not a signal: {stderr}");
+    assert!(stderr.contains("disk full") && stderr.contains("free some space and rerun"), "{stderr}");
+    assert_eq!(stderr.lines().filter(|l| l.starts_with("error")).count(), 1, "{stderr}");
+
+    disk.resize(size + (400 << 20));
+    let out = run(data.clone()).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    s.index("tiny", |_| {}).await.unwrap();
+    assert_eq!(manifest(&data, "tiny"), s.manifest("tiny"), "the same index as one built with room to spare");
+}

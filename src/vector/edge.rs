@@ -76,6 +76,52 @@ fn search_filter(f: &SearchFilter) -> Option<Filter> {
 
 /// Shards open in this process, by directory.
 static OPEN: LazyLock<Mutex<HashMap<PathBuf, Weak<Shard>>>> = LazyLock::new(Mutex::default);
+/// Free space the embedded store wants before it writes. Its write-ahead log
+/// maps 32 MB files, and a write into a mapped page on a full disk kills the
+/// process (SIGBUS) rather than returning an error: so stop before.
+const MIN_FREE: u64 = 96 << 20;
+
+/// Errs when less than [`MIN_FREE`] + `bytes` is free where `path` lives.
+fn ensure_space(path: &Path, bytes: u64) -> Result<(), VectorError> {
+    let need = MIN_FREE + bytes;
+    match free_bytes(path) {
+        Some(free) if free < need => Err(VectorError::NoSpace { path: path.into(), free, need }),
+        _ => Ok(()),
+    }
+}
+
+/// Bytes available to this user on the file system holding `path`.
+#[cfg(unix)]
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `c` is a valid C string and `stats` a plain struct statvfs fills.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut stats) } != 0 {
+        return None;
+    }
+    Some(stats.f_bavail as u64 * stats.f_frsize as u64)
+}
+
+#[cfg(not(unix))]
+fn free_bytes(_: &Path) -> Option<u64> {
+    None
+}
+
+/// Bytes the files under `dir` hold (allocated, not sparse length).
+fn dir_size(dir: &Path) -> u64 {
+    #[cfg(unix)]
+    let size = |m: &std::fs::Metadata| std::os::unix::fs::MetadataExt::blocks(m) * 512;
+    #[cfg(not(unix))]
+    let size = |m: &std::fs::Metadata| m.len();
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| size(&m))
+        .sum()
+}
+
 /// Held while a shard is being opened, so two threads never load one directory twice.
 static OPENING: Mutex<()> = Mutex::new(());
 
@@ -131,6 +177,7 @@ impl Shard {
             }
             return Ok(open);
         }
+        ensure_space(&path, 0)?;
         let shard = if path.join(CONFIG_FILE).exists() {
             load_when_free(&path)?
         } else {
@@ -185,7 +232,13 @@ impl Shard {
     }
 
     fn update(&self, op: UpdateOperation) -> Result<(), VectorError> {
+        self.update_needing(op, 0)
+    }
+
+    /// An update that writes about `bytes` more than the engine's margin.
+    fn update_needing(&self, op: UpdateOperation, bytes: u64) -> Result<(), VectorError> {
         let _guard = self.write.lock().unwrap();
+        ensure_space(&self.path, bytes)?;
         self.shard.update(op).map_err(|e| err(&self.path, e))
     }
 
@@ -194,6 +247,8 @@ impl Shard {
     }
 
     pub fn upsert(&self, points: Vec<Point>) -> Result<(), VectorError> {
+        // Vectors and payloads, written to the log and then to segments.
+        let bytes = points.iter().map(|p| 2 * (p.vector.len() as u64 * 4 + 2048)).sum();
         let mut list: Vec<PointStructPersisted> = Vec::with_capacity(points.len());
         for p in points {
             if p.vector.len() != self.dim {
@@ -207,9 +262,10 @@ impl Shard {
             }
             list.push(PointStruct::new(p.id, qdrant_edge::Vectors::new_named([(VECTOR, p.vector)]), p.payload).into());
         }
-        self.update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(
-            list,
-        ))))
+        self.update_needing(
+            UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(list))),
+            bytes,
+        )
     }
 
     pub fn delete(&self, ids: Vec<u64>) -> Result<(), VectorError> {
@@ -290,6 +346,8 @@ impl Shard {
 
     pub fn finish(&self) -> Result<(), VectorError> {
         let _guard = self.write.lock().unwrap();
+        // Optimizing writes new segments beside the old ones.
+        ensure_space(&self.path, dir_size(&self.path))?;
         self.shard.optimize().map_err(|e| err(&self.path, e))?;
         self.flush_locked()
     }

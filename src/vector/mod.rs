@@ -33,6 +33,11 @@ pub enum VectorError {
         path.parent().and_then(|g| g.file_name()).map_or("ID".into(), |g| g.to_string_lossy())
     )]
     Damaged { path: PathBuf, detail: String },
+    #[error(
+        "disk full: {} MB free where the embedded vector store {} writes, it needs at least {} MB (it maps its write-ahead log files); free some space and rerun: what is stored is kept",
+        free >> 20, path.display(), need >> 20
+    )]
+    NoSpace { path: PathBuf, free: u64, need: u64 },
 }
 
 /// Runs qdrant-edge work for the store at `path` on the blocking pool. The
