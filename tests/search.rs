@@ -760,7 +760,11 @@ async fn a_store_that_lost_points_is_reported_and_index_re_embeds_them() {
     c.args(["ask", "restart the deploy", "--guild", &g]);
     let (code, out, err) = run(c).await;
     assert_eq!((code, out.as_str()), (Some(2), ""), "{err}");
-    assert!(err.contains("has lost points") && err.contains(&format!("index --guild {g} --model tiny")), "{err}");
+    assert!(
+        err.contains("is damaged: the vector store holds 0 of")
+            && err.contains(&format!("index --guild {g} --model tiny")),
+        "{err}"
+    );
 
     // A plain rerun (not --rebuild) finds what is missing and embeds it again.
     let mut c = bin(&s);
@@ -776,6 +780,54 @@ async fn a_store_that_lost_points_is_reported_and_index_re_embeds_them() {
     let after: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(after["guilds"][0]["indexes"][0].get("problem").is_none(), "{after}");
     assert_ask_answers(&s).await;
+}
+
+/// Random bytes over the stored vectors (no panic, no lost point): the
+/// sampled read-back at open notices, `ask` refuses to answer from them,
+/// `status` says so, and a plain `index` re-embeds every damaged chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_vectors_are_noticed_and_index_re_embeds_them() {
+    let s = setup(World::generate(&WorldSpec::plain(2, 60)), None).await;
+    let g = s.guild.to_string();
+    let segments = s.data.join("qdrant").join(&g).join("tiny").join("segments");
+    let mut garbled = 0;
+    for segment in std::fs::read_dir(&segments).unwrap() {
+        let file = segment.unwrap().path().join("vector_storage-chunk/vectors/chunk_0.mmap");
+        if file.exists() {
+            let len = std::fs::metadata(&file).unwrap().len() as usize;
+            let noise: Vec<u8> = (0..len).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+            std::fs::write(&file, noise).unwrap();
+            garbled += 1;
+        }
+    }
+    assert!(garbled > 0, "no vector file under {}", segments.display());
+
+    let mut c = bin(&s);
+    c.args(["ask", "restart the deploy", "--guild", &g]);
+    let (code, out, err) = run(c).await;
+    assert_eq!((code, out.as_str()), (Some(2), ""), "{err}");
+    assert!(err.contains("sampled vectors are missing or corrupted"), "{err}");
+    let mut c = bin(&s);
+    c.args(["status"]);
+    let (code, out, err) = run(c).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.contains("damaged") && out.contains("corrupted"), "{out}");
+
+    let mut c = bin(&s);
+    c.args(["index", "--guild", &g, "--model", "tiny", "--json"]);
+    let (code, out, err) = run(c).await;
+    assert_eq!(code, Some(0), "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(summary[0]["repaired"].as_u64().unwrap() > 0, "{summary}");
+    assert_eq!(
+        summary[0]["points"],
+        serde_json::json!(summary[0]["chunks"].as_u64().unwrap() + summary[0]["parts"].as_u64().unwrap())
+    );
+    assert_ask_answers(&s).await;
+    let mut c = bin(&s);
+    c.args(["status"]);
+    let (code, out, err) = run(c).await;
+    assert_eq!(code, Some(0), "{out}{err}");
 }
 
 /// Right after `load`, before any index: keyword search answers with single

@@ -35,11 +35,16 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
                 Ok(Some(c)) => match probe(&c).await {
                     Ok(points) => {
                         i.points = Some(points);
-                        let expected = i.chunks + i.parts;
-                        if i.state == IndexState::Complete && points < expected {
-                            i.problem = Some(format!(
-                                "damaged: the vector store holds {points} of the {expected} points the index records; `{repair}` re-embeds what is missing"
-                            ));
+                        if i.state == IndexState::Complete {
+                            match crate::index::check(&store, &c, g.guild_id, &i.model).await {
+                                Ok(None) => {}
+                                Ok(Some(problem)) => {
+                                    i.problem = Some(format!(
+                                        "damaged: {problem}; `{repair}` re-embeds what is missing or corrupted"
+                                    ))
+                                }
+                                Err(e) => i.problem = Some(e.to_string()),
+                            }
                         }
                     }
                     Err(e) => i.problem = Some(e.to_string()),

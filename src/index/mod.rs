@@ -361,23 +361,52 @@ pub async fn index(
     })
 }
 
-/// The chunks whose points the collection has lost, as (channel, first
-/// message), after taking them out of the manifest (so a run re-embeds them).
-/// Cheap when nothing is lost: one count each side.
+/// Chunks whose vectors are read back at each open to check the store.
+const SAMPLE: usize = 16;
+
+/// Whether a stored vector is one an embedding can be: every embedding is
+/// normalized (and the store normalizes for cosine), so a vector of another
+/// length, or not finite, was damaged on disk.
+pub fn plausible(v: &[f32]) -> bool {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter().all(|x| x.is_finite()) && (norm - 1.0).abs() < 0.01
+}
+
+/// A cheap check of a collection against its index: the point count
+/// against the manifest's, and a random sample of stored vectors read back.
+/// `None` when both hold; else what is wrong, in words.
+pub async fn check(
+    store: &Store,
+    collection: &crate::vector::Collection,
+    guild: u64,
+    name: &str,
+) -> Result<Option<String>, IndexError> {
+    let (found, expected) = (collection.count().await?, store.manifest_points(guild, name)?);
+    if found < expected {
+        return Ok(Some(format!("the vector store holds {found} of the {expected} points the index records")));
+    }
+    let sample = store.manifest_sample(guild, name, SAMPLE)?;
+    let vectors = collection.vectors(sample.clone()).await?;
+    let bad = sample.len() - vectors.iter().filter(|(_, v)| plausible(v)).count();
+    Ok((bad > 0).then(|| format!("{bad} of {} sampled vectors are missing or corrupted", sample.len())))
+}
+
+/// The chunks whose points the collection has lost or holds damaged, as
+/// (channel, first message), after taking them out of the manifest (so a
+/// run re-embeds them). Cheap when all is well ([`check`]); otherwise every
+/// point is read back.
 async fn lost_chunks(
     store: &Store,
     guild: u64,
     model: &str,
     collection: &crate::vector::Collection,
 ) -> Result<Vec<(u64, u64)>, IndexError> {
-    let expected = store.manifest_points(guild, model)?;
-    let found = collection.count().await?;
-    if found >= expected {
+    let Some(problem) = check(store, collection, guild, model).await? else {
         return Ok(Vec::new());
-    }
+    };
     tracing::warn!(
-        "the vector store of guild {guild} with model {model} holds {found} points but the index records {expected}: \
-         finding and re-embedding what is missing"
+        "the vector store of guild {guild} with model {model} is damaged ({problem}): \
+         finding and re-embedding what is missing or corrupted"
     );
     let manifest = store.manifest(guild, model)?;
     let mut lost: Vec<&ChunkRecord> = Vec::new();
@@ -386,9 +415,10 @@ async fn lost_chunks(
             .iter()
             .flat_map(|c| std::iter::once(c.chunk_id).chain((0..c.parts).map(|i| part_id(c.chunk_id, i))))
             .collect();
-        let present: HashSet<u64> = collection.payloads(ids).await?.into_iter().map(|(id, _)| id).collect();
+        let sound: HashSet<u64> =
+            collection.vectors(ids).await?.into_iter().filter(|(_, v)| plausible(v)).map(|(id, _)| id).collect();
         lost.extend(batch.iter().filter(|c| {
-            !present.contains(&c.chunk_id) || (0..c.parts).any(|i| !present.contains(&part_id(c.chunk_id, i)))
+            !sound.contains(&c.chunk_id) || (0..c.parts).any(|i| !sound.contains(&part_id(c.chunk_id, i)))
         }));
     }
     let ids: Vec<u64> = lost.iter().map(|c| c.chunk_id).collect();

@@ -107,8 +107,10 @@ pub enum SearchError {
     NoIndex(u64),
     #[error("the active index of guild {guild} ({model}) has no collection in the vector store; rebuild it with `discord-indexer index --guild {guild} --model {model} --rebuild`")]
     MissingCollection { guild: u64, model: String },
-    #[error("the index of guild {guild} ({model}) has lost points: its vector store holds {found} of the {expected} it records; rerun `discord-indexer index --guild {guild} --model {model}` to re-embed what is missing")]
-    Damaged { guild: u64, model: String, found: u64, expected: u64 },
+    #[error("the index of guild {guild} ({model}) is damaged: {problem}; rerun `discord-indexer index --guild {guild} --model {model}` to re-embed what is missing or corrupted")]
+    Damaged { guild: u64, model: String, problem: String },
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
     #[error("guild {guild} is searched with model {model}: {source}")]
     Model { guild: u64, model: String, source: ModelError },
     #[error(transparent)]
@@ -293,13 +295,10 @@ impl Searcher {
             .open_existing(guild, &collection_key)
             .await?
             .ok_or_else(|| SearchError::MissingCollection { guild, model: model.to_owned() })?;
-        // Checked once per open: a store that lost points would answer from
-        // what is left as if it were everything.
-        let name = model.to_owned();
-        let expected = self.store.call(move |s| s.manifest_points(guild, &name)).await?;
-        let found = c.count().await?;
-        if found < expected {
-            return Err(SearchError::Damaged { guild, model: model.to_owned(), found, expected });
+        // Checked once per open: a store that lost points, or holds damaged
+        // vectors, would answer from them as if all were well.
+        if let Some(problem) = crate::index::check(&self.store, &c, guild, model).await? {
+            return Err(SearchError::Damaged { guild, model: model.to_owned(), problem });
         }
         let c = Arc::new(c);
         self.collections.lock().unwrap().insert(key, c.clone());

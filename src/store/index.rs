@@ -355,6 +355,34 @@ impl Store {
         Ok(n as u64)
     }
 
+    /// Up to `n` of an index's chunk ids, spread at random (chunk ids are
+    /// hashes, so the chunk at or after a random id is a random chunk); each
+    /// is one step of the primary key, whatever the index's size.
+    pub fn manifest_sample(&self, guild: u64, model: &str, n: usize) -> Result<Vec<u64>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT chunk_id FROM index_chunks WHERE guild_id = ?1 AND model = ?2 AND chunk_id >= ?3
+             ORDER BY chunk_id LIMIT 1",
+        )?;
+        let mut ids = std::collections::BTreeSet::new();
+        for _ in 0..n * 2 {
+            let from = rand::random::<i64>();
+            let found = stmt.query_row(params![id(guild), model, from], |r| r.get::<_, i64>(0)).optional()?;
+            let found = match found {
+                Some(c) => Some(c),
+                None => stmt.query_row(params![id(guild), model, i64::MIN], |r| r.get::<_, i64>(0)).optional()?,
+            };
+            match found {
+                Some(c) => ids.insert(c as u64),
+                None => break,
+            };
+            if ids.len() >= n {
+                break;
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+
     /// The chunks an index records.
     pub fn manifest_chunks(&self, guild: u64, model: &str) -> Result<u64, StoreError> {
         let n: i64 = self.conn()?.query_row(

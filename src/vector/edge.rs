@@ -13,7 +13,8 @@ use qdrant_edge::{
     Condition, CountRequest, CreateIndex, Distance, EdgeConfig, EdgeOptimizersConfig, EdgeShard, EdgeVectorParams,
     FieldCondition, FieldIndexOperations, Filter, HnswIndexConfig, JsonPath, Match, NamedQuery, PayloadFieldSchema,
     PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct, PointStructPersisted, QueryEnum,
-    QueryRequest, Range, ScoringQuery, UpdateOperation, VectorInternal, WithPayloadInterface, WithVector,
+    QueryRequest, Range, ScoringQuery, UpdateOperation, VectorInternal, VectorStructInternal, WithPayloadInterface,
+    WithVector,
 };
 
 use super::{ChunkPayload, SearchFilter, StoredHit as Hit, StoredPoint as Point, VectorError, VECTOR};
@@ -327,6 +328,30 @@ impl Shard {
                     r.payload.map(|p| serde_json::Value::Object(p.0.into_iter().collect())).unwrap_or_default(),
                 )),
                 PointId::Uuid(_) => None,
+            })
+            .collect())
+    }
+
+    /// The stored vectors of these points (those that exist).
+    pub fn vectors(&self, ids: Vec<u64>) -> Result<Vec<(u64, Vec<f32>)>, VectorError> {
+        let ids: Vec<PointId> = ids.into_iter().map(PointId::NumId).collect();
+        let records = self
+            .shard
+            .retrieve(&ids, Some(WithPayloadInterface::Bool(false)), Some(WithVector::Bool(true)))
+            .map_err(|e| err(&self.path, e))?;
+        Ok(records
+            .into_iter()
+            .filter_map(|r| {
+                let PointId::NumId(id) = r.id else { return None };
+                let vector = match r.vector? {
+                    VectorStructInternal::Named(mut named) => match named.remove(VECTOR)? {
+                        VectorInternal::Dense(v) => v,
+                        _ => return None,
+                    },
+                    VectorStructInternal::Single(v) => v,
+                    VectorStructInternal::MultiDense(_) => return None,
+                };
+                Some((id, vector))
             })
             .collect())
     }

@@ -296,6 +296,17 @@ impl Collection {
         found.into_iter().map(|(id, p)| Ok((id, self.decode(id, p)?))).collect()
     }
 
+    /// The stored vectors of these points (those that exist).
+    pub async fn vectors(&self, ids: Vec<u64>) -> Result<Vec<(u64, Vec<f32>)>, VectorError> {
+        match &self.inner {
+            Inner::Edge(s) => {
+                let s = s.clone();
+                engine(s.path().to_path_buf(), move || s.vectors(ids)).await
+            }
+            Inner::Remote(c) => c.vectors(ids).await,
+        }
+    }
+
     /// Makes every write so far durable (before the archive records it).
     pub async fn persist(&self) -> Result<(), VectorError> {
         match &self.inner {

@@ -220,6 +220,27 @@ impl RemoteCollection {
             .collect())
     }
 
+    pub async fn vectors(&self, ids: Vec<u64>) -> Result<Vec<(u64, Vec<f32>)>, VectorError> {
+        use qdrant_client::qdrant::vector_output::Vector;
+        let ids: Vec<qdrant_client::qdrant::PointId> = ids.into_iter().map(Into::into).collect();
+        let r = self
+            .server
+            .client
+            .get_points(GetPointsBuilder::new(&self.name, ids).with_payload(false).with_vectors(true))
+            .await
+            .map_err(|e| err(self.url(), e))?;
+        Ok(r.result
+            .into_iter()
+            .filter_map(|p| {
+                let Some(PointIdOptions::Num(id)) = p.id.and_then(|i| i.point_id_options) else { return None };
+                match p.vectors?.get_vector_by_name(VECTOR)? {
+                    Vector::Dense(d) => Some((id, d.data)),
+                    _ => None,
+                }
+            })
+            .collect())
+    }
+
     pub async fn indexed_vectors(&self) -> Result<u64, VectorError> {
         let info = self.server.client.collection_info(&self.name).await.map_err(|e| err(self.url(), e))?;
         Ok(info.result.and_then(|r| r.indexed_vectors_count).unwrap_or(0))
