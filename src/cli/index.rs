@@ -89,7 +89,7 @@ struct View {
 impl View {
     fn new() -> Self {
         let bar = super::progress_bar(
-            Some(0),
+            Some(1),
             "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} messages ({rate}, ETA {eta})  {msg}",
         );
         View { bar, tally: Default::default() }
@@ -111,7 +111,8 @@ impl View {
                 self.bar.set_message(format!("{embedded} chunks embedded{removed}"));
             }
         }
-        self.bar.set_length(t.total());
+        // Never 0: indicatif draws an empty total as a full bar.
+        self.bar.set_length(t.total().max(1));
         self.bar.set_position(t.done);
     }
 }

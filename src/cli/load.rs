@@ -107,7 +107,8 @@ const PER_CHANNEL: u64 = 1000;
 
 impl ProgressView {
     fn new(client: Client) -> Arc<Self> {
-        let bar = super::progress_bar(Some(0), "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {percent:>3}%  {msg}");
+        // Length 1 until the channels are known (0 would draw a full bar).
+        let bar = super::progress_bar(Some(1), "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {percent:>3}%  {msg}");
         Arc::new(ProgressView {
             bar,
             client,
