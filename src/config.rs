@@ -228,6 +228,7 @@ impl Settings {
         options.global_per_second = self.requests_per_second;
         options.request_timeout = self.request_timeout;
         options.patience = self.patience;
+        options.ledger_dir = Some(self.data_dir.clone());
         crate::discord::Client::new(options)
     }
 

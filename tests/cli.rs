@@ -352,3 +352,60 @@ async fn retries_are_said_and_patience_is_a_setting() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("patience_secs must be at least 1"), "{}", text(&out.stderr));
 }
+
+/// Discord's limits belong to the token: two `load`s with one token at once
+/// (on one data directory), and a rerun right after a kill, provoke no 429
+/// between them, because they share what they know through the data
+/// directory's rate-limit ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_sharing_a_token_share_its_rate_limits() {
+    let fake = start(standard_world(), fake_discord::Limits::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let spawn = |data: &Path| {
+        let mut c = load_cmd(&fake, data);
+        c.arg("--json").stdout(Stdio::null()).stderr(Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let (a, b) = (spawn(dir.path()), spawn(dir.path()));
+    let (a, b) = tokio::task::spawn_blocking(move || (a.wait_with_output().unwrap(), b.wait_with_output().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!((a.status.code(), b.status.code()), (Some(0), Some(0)), "{}{}", text(&a.stderr), text(&b.stderr));
+    let log = fake.requests();
+    let provoked: Vec<String> = log
+        .iter()
+        .filter(|r| r.provoked_429())
+        .map(|r| {
+            let same: Vec<String> = log
+                .iter()
+                .filter(|o| o.path == r.path && (o.at_ms - r.at_ms).abs() < 300.0)
+                .map(|o| format!("{:.1}ms {} {:?}", o.at_ms, o.outcome, o.query))
+                .collect();
+            format!("{} {} at {:.1}ms; same route nearby: {same:?}", r.outcome, r.path, r.at_ms)
+        })
+        .collect();
+    assert!(provoked.is_empty(), "two processes with one token provoked 429s: {provoked:#?}");
+    assert_eq!(stored(&dir.path().join("archive.db")), ground_truth(&fake.world()));
+
+    // Killed mid-run, then run again at once (against a server of its own, so
+    // that only these two runs count): the rerun knows what the first spent.
+    let fake = start(standard_world(), fake_discord::Limits::default()).await;
+    let again = tempfile::tempdir().unwrap();
+    let mut first = {
+        let mut c = load_cmd(&fake, again.path());
+        c.arg("--json").stdout(Stdio::null()).stderr(Stdio::null());
+        c.spawn().unwrap()
+    };
+    assert!(fake.wait_until(Duration::from_secs(60), |f| f.request_count() >= 40).await);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let out = output({
+        let mut c = load_cmd(&fake, again.path());
+        c.arg("--json");
+        c
+    })
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let provoked: Vec<String> = fake.requests().iter().filter(|r| r.provoked_429()).map(|r| format!("{r:?}")).collect();
+    assert!(provoked.is_empty(), "the killed run and its rerun provoked 429s: {provoked:?}");
+}

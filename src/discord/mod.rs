@@ -14,6 +14,7 @@
 //! failures: they wait exactly what Discord asks and are retried (at most
 //! `max_429` times in a row, a guard against a server that never relents).
 
+pub mod ledger;
 pub mod model;
 pub mod ratelimit;
 
@@ -85,6 +86,9 @@ pub struct ClientOptions {
     pub max_tries: u32,
     /// How long a request keeps being retried after transient failures.
     pub patience: Duration,
+    /// Where to share rate-limit knowledge with other processes and later
+    /// runs (a data directory; see [`ledger`]). `None`: this process only.
+    pub ledger_dir: Option<std::path::PathBuf>,
     pub retry_base: Duration,
     pub retry_cap: Duration,
     pub max_429: u32,
@@ -100,6 +104,7 @@ impl ClientOptions {
             request_timeout: Duration::from_secs(30),
             max_tries: 10,
             patience: Duration::from_secs(120),
+            ledger_dir: None,
             retry_base: Duration::from_millis(500),
             retry_cap: Duration::from_secs(20),
             max_429: 20,
@@ -188,7 +193,17 @@ impl Client {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| ApiError::Setup(e.to_string()))?;
-        let limiter = Arc::new(RateLimiter::new(options.global_per_second, options.global_margin));
+        let mut limiter = RateLimiter::new(options.global_per_second, options.global_margin);
+        if let Some(dir) = &options.ledger_dir {
+            match ledger::Ledger::open(dir) {
+                Ok(l) => limiter = limiter.with_ledger(l, options.request_timeout + Duration::from_secs(5)),
+                Err(e) => tracing::warn!(
+                    "cannot share rate limits through {}: {e}; this process keeps its own",
+                    dir.join(ledger::Ledger::FILE).display()
+                ),
+            }
+        }
+        let limiter = Arc::new(limiter);
         Ok(Client { http, options: Arc::new(ClientOptions { api_base: base, ..options }), limiter })
     }
 

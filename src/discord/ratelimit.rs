@@ -17,6 +17,11 @@
 //! 3. **429.** A 429 is obeyed exactly: `retry_after` from the body (or the
 //!    `Retry-After` header) empties the bucket until then, and a global 429
 //!    pauses every request of the process.
+//!
+//! With a [`Ledger`] (the CLI and the bot use one in their data directory),
+//! all three are shared with the other processes using it, and with the next
+//! run: each decision first merges what the others recorded, and records its
+//! own reservation, under the ledger's lock.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -25,6 +30,8 @@ use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use tokio::time::Instant;
+
+use super::ledger::{now_ms, Holder, Ledger, Shared, SharedBucket, SharedSlot};
 
 /// What is known of one bucket.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,14 +118,22 @@ impl SlidingWindow {
 
     /// Takes a slot now (returning its id), or says how long until one may be free.
     pub fn try_acquire(&mut self, now: Instant) -> Result<u64, Duration> {
+        self.try_acquire_besides(now, &[])
+    }
+
+    /// [`Self::try_acquire`], counting also `others`: slots of other
+    /// processes in the window (their completion times; `None` in flight).
+    pub fn try_acquire_besides(&mut self, now: Instant, others: &[Option<Instant>]) -> Result<u64, Duration> {
         let period = self.period;
-        self.slots.retain(|(_, done)| done.is_none_or(|t| now.saturating_duration_since(t) < period));
-        if self.slots.len() < self.limit {
+        let live = |done: &Option<Instant>| done.is_none_or(|t| now.saturating_duration_since(t) < period);
+        self.slots.retain(|(_, done)| live(done));
+        let others: Vec<Option<Instant>> = others.iter().copied().filter(live).collect();
+        if self.slots.len() + others.len() < self.limit {
             self.next_id += 1;
             self.slots.push((self.next_id, None));
             return Ok(self.next_id);
         }
-        let free_at = self.slots.iter().filter_map(|(_, done)| *done).min();
+        let free_at = self.slots.iter().map(|(_, done)| *done).chain(others).flatten().min();
         Err(free_at.map_or(IN_FLIGHT_POLL, |t| (t + period).saturating_duration_since(now)))
     }
 
@@ -188,7 +203,46 @@ pub struct RateLimiter {
     /// Which bucket a route belongs to, learned from `X-RateLimit-Bucket`.
     bucket_of: Mutex<HashMap<&'static str, String>>,
     buckets: Mutex<HashMap<(String, u64), BucketState>>,
+    /// The ledger shared with other processes, if any.
+    shared: Option<SharedBook>,
     pub stats: Stats,
+}
+
+/// A limiter's place in a [`Ledger`].
+#[derive(Debug)]
+struct SharedBook {
+    ledger: Ledger,
+    /// Tells this limiter's slots from other limiters' of the same process.
+    owner: u64,
+    /// The global window's length.
+    period: Duration,
+    /// A slot in flight longer than this belongs to a request that died.
+    stale: Duration,
+}
+
+/// Converts between the limiter's clock and the ledger's wall clock, as read together.
+#[derive(Clone, Copy)]
+struct Clocks {
+    now: Instant,
+    now_ms: u64,
+}
+
+impl Clocks {
+    fn instant(self, ms: u64) -> Instant {
+        if ms >= self.now_ms {
+            self.now + Duration::from_millis(ms - self.now_ms)
+        } else {
+            self.now.checked_sub(Duration::from_millis(self.now_ms - ms)).unwrap_or(self.now)
+        }
+    }
+
+    fn ms(self, t: Instant) -> u64 {
+        if t >= self.now {
+            self.now_ms + (t - self.now).as_millis() as u64
+        } else {
+            self.now_ms.saturating_sub((self.now - t).as_millis() as u64)
+        }
+    }
 }
 
 /// Held while a request is in flight. Dropping it (once the answer, or the
@@ -202,7 +256,22 @@ pub struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.limiter.global.lock().unwrap().complete(self.slot, Instant::now());
+        let now = Instant::now();
+        self.limiter.global.lock().unwrap().complete(self.slot, now);
+        if let Some(book) = &self.limiter.shared {
+            let (pid, done) = (std::process::id(), now_ms());
+            let route = Shared::route_key(self.key.template, self.key.major);
+            book.ledger.with(|s| {
+                if let Some(slot) =
+                    s.slots.iter_mut().find(|x| x.pid == pid && x.owner == book.owner && x.id == self.slot)
+                {
+                    slot.done = Some(done);
+                }
+                if s.busy.get(&route).is_some_and(|h| h.pid == pid && h.owner == book.owner) {
+                    s.busy.remove(&route);
+                }
+            });
+        }
     }
 }
 
@@ -223,8 +292,17 @@ impl RateLimiter {
             routes: Mutex::new(HashMap::new()),
             bucket_of: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
+            shared: None,
             stats: Stats::default(),
         }
+    }
+
+    /// Shares this limiter's knowledge through `ledger` (see the module
+    /// docs); `stale`: the longest a request can be in flight.
+    pub fn with_ledger(mut self, ledger: Ledger, stale: Duration) -> Self {
+        let period = self.global.get_mut().unwrap().period;
+        self.shared = Some(SharedBook { ledger, owner: rand::random(), period, stale });
+        self
     }
 
     fn bucket_key(&self, key: &RouteKey) -> Option<(String, u64)> {
@@ -233,8 +311,61 @@ impl RateLimiter {
     }
 
     /// How long a request on `key` must still wait; if none, reserves its
-    /// place and returns its global slot.
+    /// place and returns its global slot (in the ledger too, when shared).
     fn check(&self, key: &RouteKey, now: Instant) -> Result<u64, Duration> {
+        let Some(book) = &self.shared else { return self.check_here(key, now, &[]) };
+        book.ledger.with(|shared| {
+            let clocks = Clocks { now, now_ms: now_ms() };
+            shared.prune(clocks.now_ms, book.period, book.stale);
+            let route = Shared::route_key(key.template, key.major);
+            let pid = std::process::id();
+            if shared.busy.get(&route).is_some_and(|h| !(h.pid == pid && h.owner == book.owner)) {
+                return Err(IN_FLIGHT_POLL);
+            }
+            self.merge(shared, key, clocks);
+            let others: Vec<Option<Instant>> =
+                shared.others(book.owner).iter().map(|s| s.done.map(|d| clocks.instant(d))).collect();
+            let slot = self.check_here(key, now, &others)?;
+            shared.slots.push(SharedSlot { pid, owner: book.owner, id: slot, left: clocks.now_ms, done: None });
+            shared.busy.insert(route, Holder { pid, owner: book.owner, since: clocks.now_ms });
+            if let Some((hash, major)) = self.bucket_key(key) {
+                if let Some(b) = self.buckets.lock().unwrap().get(&(hash.clone(), major)) {
+                    let bucket =
+                        SharedBucket { limit: b.limit, remaining: b.remaining, reset_at: clocks.ms(b.reset_at) };
+                    shared.buckets.insert(Shared::bucket_key(&hash, major), bucket);
+                }
+            }
+            Ok(slot)
+        })
+    }
+
+    /// Takes in what other processes recorded that bears on `key`: its
+    /// route's bucket, that bucket's state when more spent than ours, and a
+    /// global pause.
+    fn merge(&self, shared: &Shared, key: &RouteKey, clocks: Clocks) {
+        if let Some(until) = shared.paused_until {
+            let until = clocks.instant(until);
+            let mut paused = self.paused_until.lock().unwrap();
+            if paused.is_none_or(|p| p < until) {
+                *paused = Some(until);
+            }
+        }
+        if self.bucket_key(key).is_none() {
+            if let Some(hash) = shared.bucket_of.get(key.template) {
+                self.bucket_of.lock().unwrap().insert(key.template, hash.clone());
+            }
+        }
+        let Some((hash, major)) = self.bucket_key(key) else { return };
+        // Every reservation and every answer is written to the ledger, one
+        // request per route at a time: its state is the latest there is.
+        let Some(theirs) = shared.buckets.get(&Shared::bucket_key(&hash, major)) else { return };
+        let theirs =
+            BucketState { limit: theirs.limit, remaining: theirs.remaining, reset_at: clocks.instant(theirs.reset_at) };
+        self.buckets.lock().unwrap().insert((hash, major), theirs);
+    }
+
+    /// [`Self::check`] on this process's knowledge, counting `others`' global slots.
+    fn check_here(&self, key: &RouteKey, now: Instant, others: &[Option<Instant>]) -> Result<u64, Duration> {
         if let Some(until) = *self.paused_until.lock().unwrap() {
             if now < until {
                 return Err(until - now);
@@ -246,7 +377,7 @@ impl RateLimiter {
                 return Err(wait);
             }
         }
-        let slot = self.global.lock().unwrap().try_acquire(now)?;
+        let slot = self.global.lock().unwrap().try_acquire_besides(now, others)?;
         if let Some(bucket) = bucket {
             if let Some(state) = self.buckets.lock().unwrap().get_mut(&bucket) {
                 state.reserve(now);
@@ -286,7 +417,20 @@ impl RateLimiter {
         let Some(state) = headers.state(now) else { return };
         let hash = headers.bucket.clone().unwrap_or_else(|| permit.key.template.to_owned());
         self.bucket_of.lock().unwrap().insert(permit.key.template, hash.clone());
+        self.share(&permit.key, &hash, &state, now);
         self.buckets.lock().unwrap().insert((hash, permit.key.major), state);
+    }
+
+    /// Records a bucket's state (the freshest: from an answer) in the ledger.
+    fn share(&self, key: &RouteKey, hash: &str, state: &BucketState, now: Instant) {
+        let Some(book) = &self.shared else { return };
+        let clocks = Clocks { now, now_ms: now_ms() };
+        let bucket =
+            SharedBucket { limit: state.limit, remaining: state.remaining, reset_at: clocks.ms(state.reset_at) };
+        book.ledger.with(|s| {
+            s.bucket_of.insert(key.template.to_owned(), hash.to_owned());
+            s.buckets.insert(Shared::bucket_key(hash, key.major), bucket);
+        });
     }
 
     /// Obeys a 429: decides whom it stops and for how long.
@@ -311,6 +455,11 @@ impl RateLimiter {
             if paused.is_none_or(|p| p < until) {
                 *paused = Some(until);
             }
+            drop(paused);
+            if let Some(book) = &self.shared {
+                let until = Clocks { now, now_ms: now_ms() }.ms(until);
+                book.ledger.with(|s| s.paused_until = Some(s.paused_until.map_or(until, |p| p.max(until))));
+            }
             Backoff429::Global(retry)
         } else {
             let hash = headers
@@ -320,10 +469,9 @@ impl RateLimiter {
                 .unwrap_or_else(|| permit.key.template.to_owned());
             self.bucket_of.lock().unwrap().insert(permit.key.template, hash.clone());
             let limit = headers.limit.unwrap_or(1).max(1);
-            self.buckets
-                .lock()
-                .unwrap()
-                .insert((hash, permit.key.major), BucketState { limit, remaining: 0, reset_at: now + retry });
+            let state = BucketState { limit, remaining: 0, reset_at: now + retry };
+            self.share(&permit.key, &hash, &state, now);
+            self.buckets.lock().unwrap().insert((hash, permit.key.major), state);
             Backoff429::Route(retry)
         }
     }
@@ -433,6 +581,54 @@ mod tests {
         drop(permit);
         let _b = limiter.acquire(RouteKey { template: "GET /guilds/{}", major: 2 }).await;
         assert_eq!(Instant::now() - t, Duration::from_millis(1500));
+    }
+
+    /// Two limiters on one ledger (as two processes on one data directory):
+    /// the global window and the buckets are theirs together, and a limiter
+    /// started after another stopped knows what it had spent. Real time: the
+    /// ledger keeps wall-clock times.
+    #[tokio::test]
+    async fn limiters_sharing_a_ledger_share_the_window_and_the_buckets() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = || {
+            Arc::new(
+                RateLimiter::new(4, Duration::ZERO)
+                    .with_ledger(Ledger::open(dir.path()).unwrap(), Duration::from_secs(30)),
+            )
+        };
+        let (a, b) = (shared(), shared());
+        let t = std::time::Instant::now();
+        for major in 0..4 {
+            drop(a.acquire(RouteKey { template: "GET /channels/{}", major }).await);
+        }
+        // The window is full with a's four: b's first waits for one to age out.
+        drop(b.acquire(RouteKey { template: "GET /channels/{}", major: 9 }).await);
+        assert!(t.elapsed() >= Duration::from_millis(990), "{:?}", t.elapsed());
+
+        // A bucket that a's answer emptied holds b back until it resets.
+        let key = RouteKey { template: "GET /channels/{}/messages", major: 7 };
+        let permit = a.acquire(key.clone()).await;
+        let h = Headers::parse(&headers(&[
+            ("X-RateLimit-Limit", "5"),
+            ("X-RateLimit-Remaining", "0"),
+            ("X-RateLimit-Reset-After", "0.6"),
+            ("X-RateLimit-Bucket", "b1"),
+        ]));
+        a.update(&permit, &h, Instant::now());
+        drop(permit);
+        drop(a);
+        let t = std::time::Instant::now();
+        drop(b.acquire(key.clone()).await);
+        assert!(t.elapsed() >= Duration::from_millis(500), "{:?}", t.elapsed());
+
+        // A global 429 one of them met pauses a limiter that starts afterwards.
+        let permit = b.acquire(RouteKey { template: "GET /guilds/{}", major: 1 }).await;
+        b.on_429(&permit, &Headers::parse(&HeaderMap::new()), Some(0.5), true, Instant::now());
+        drop(permit);
+        let c = shared();
+        let t = std::time::Instant::now();
+        drop(c.acquire(RouteKey { template: "GET /guilds/{}", major: 2 }).await);
+        assert!(t.elapsed() >= Duration::from_millis(400), "{:?}", t.elapsed());
     }
 
     #[tokio::test(start_paused = true)]

@@ -202,7 +202,21 @@ impl Store {
         // at once with a clear message instead of inside the pool's retries.
         let mut conn = Connection::open(path).map_err(corrupt)?;
         configure(&mut conn).map_err(corrupt)?;
-        conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)).map_err(corrupt)?;
+        // Switching to WAL takes the file for itself, and SQLite does not wait
+        // for that (no busy handler): another process creating or migrating
+        // the archive at this moment answers "locked", so try again a while.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let wal = loop {
+            match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0)) {
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if f.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
+        wal.map_err(corrupt)?;
         migrate(&mut conn, path)?;
         drop(conn);
         let manager = SqliteConnectionManager::file(path).with_init(configure);
@@ -541,25 +555,31 @@ fn configure(conn: &mut Connection) -> Result<(), rusqlite::Error> {
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let supported = MIGRATIONS.len() as i64;
-    if version > supported {
-        return Err(StoreError::TooNew { path: path.into(), found: version, supported });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        if i == 2 {
+    loop {
+        // The version is read inside the exclusive transaction that applies
+        // the next step: two processes opening a new archive at once (two
+        // `load`s) then apply each step once, one after the other.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version > supported {
+            return Err(StoreError::TooNew { path: path.into(), found: version, supported });
+        }
+        if version == supported {
+            tx.commit()?;
+            return Ok(());
+        }
+        if version == 2 {
             // 003 indexes every stored message for keyword search (about 5 s per million).
-            let n: i64 = conn.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
+            let n: i64 = tx.query_row("SELECT count(*) FROM messages", [], |r| r.get(0))?;
             if n > 100_000 {
                 tracing::warn!("upgrading {}: building the keyword index over {n} messages (once)", path.display());
             }
         }
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.execute_batch(MIGRATIONS[version as usize])?;
+        tx.pragma_update(None, "user_version", version + 1)?;
         tx.commit()?;
     }
-    Ok(())
 }
 
 fn save_user(conn: &Connection, u: &User, users: Users) -> Result<(), rusqlite::Error> {
