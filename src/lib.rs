@@ -18,6 +18,7 @@
 //! - [`snowflake`]: ids, their times, and the store's time format.
 //! - [`blocking`]: running blocking work (SQLite, qdrant-edge, the model)
 //!   from async code.
+//! - [`disk`]: free space and writability of the stores' file system.
 //! - [`failpoint`]: named crash points, armed only by the crash-safety tests.
 //! - [`config`]: settings from defaults, file, environment and flags.
 //! - [`bot`]: the Discord bot (poise/serenity): slash commands, DM `/ask`,
@@ -33,6 +34,7 @@ pub mod chunk;
 pub mod cli;
 pub mod config;
 pub mod discord;
+pub mod disk;
 pub mod embed;
 pub mod failpoint;
 pub mod import;

@@ -638,33 +638,6 @@ async fn a_rebuild_is_built_beside_the_active_index_and_swapped_in() {
     assert_eq!(ask().await, 5);
 }
 
-/// A tmpfs of `size` at a new temporary directory, unmounted when dropped;
-/// None where mounting is not permitted (not root).
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(size: u64) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Tmpfs(dir))
-    }
-
-    fn resize(&self, size: u64) {
-        let ok = Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(self.0.path()).status();
-        assert!(ok.unwrap().success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.0.path()).status();
-    }
-}
-
 /// A data directory on a disk without room for the vector store: `index`
 /// stops with one clear "disk full" error and exit 2 (never a signal death),
 /// and once space is freed the rerun finishes, equal to a build elsewhere.

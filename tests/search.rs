@@ -953,3 +953,41 @@ async fn thread_and_forum_post_titles_are_keyword_searchable() {
     let a = searcher.ask(&s.query("quillfeather", Viewer::Operator, 5, Mode::Keyword)).await.unwrap();
     assert!(a.results.iter().all(|r| r.channel_id != post), "the old title no longer matches");
 }
+
+/// A read-only data directory (a mounted snapshot, a backup): `status` and
+/// `ask` work; commands that write say the archive is read-only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_data_directory_still_answers() {
+    let s = setup(World::generate(&WorldSpec::plain(2, 60)), None).await;
+    let Some(disk) = Tmpfs::mount(256 << 20) else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let data = disk.0.path().join("data");
+    // As a closed archive leaves it: no -wal or -shm file beside it.
+    std::fs::create_dir(&data).unwrap();
+    let conn = rusqlite::Connection::open(s.data.join("archive.db")).unwrap();
+    conn.execute("VACUUM INTO ?1", [data.join("archive.db").to_str().unwrap()]).unwrap();
+    let copy = std::process::Command::new("cp").arg("-a").arg(s.data.join("qdrant")).arg(&data).status().unwrap();
+    assert!(copy.success());
+    disk.remount("remount,ro");
+    let g = s.guild.to_string();
+    let cmd = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_discord-indexer"));
+        c.env_remove("QDRANT_URL").env("DISCORD_INDEXER_MODELS_DIR", &s.models).arg("--data-dir").arg(&data);
+        c.args(args);
+        c
+    };
+    let (code, out, err) = run(cmd(&["status"])).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("complete"), "{out}");
+    for mode in ["hybrid", "keyword", "vector"] {
+        let (code, out, err) = run(cmd(&["ask", "restart the deploy", "--guild", &g, "--mode", mode, "--json"])).await;
+        assert_eq!(code, Some(0), "{mode}: {err}");
+        assert!(!serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap().is_empty(), "{mode}");
+    }
+    let (code, _, err) = run(cmd(&["index", "--guild", &g, "--model", "tiny"])).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("read-only"), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+}

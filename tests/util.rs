@@ -143,3 +143,35 @@ pub fn installed_minilm(test: &str) -> Option<std::path::PathBuf> {
     eprintln!("SKIPPED {test}: run scripts/fetch-model.sh all-MiniLM-L6-v2");
     None
 }
+
+/// A tmpfs of `size` at a new temporary directory, unmounted when dropped;
+/// None where mounting is not permitted (not root).
+pub struct Tmpfs(pub tempfile::TempDir);
+
+impl Tmpfs {
+    pub fn mount(size: u64) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(dir))
+    }
+
+    pub fn resize(&self, size: u64) {
+        self.remount(&format!("remount,size={size}"));
+    }
+
+    /// Remounts with these options (`remount,ro`, `remount,rw`).
+    pub fn remount(&self, options: &str) {
+        let ok = std::process::Command::new("mount").args(["-o", options]).arg(self.0.path()).status();
+        assert!(ok.unwrap().success(), "mount -o {options}");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.0.path()).status();
+    }
+}

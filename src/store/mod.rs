@@ -59,10 +59,26 @@ pub enum StoreError {
         "{path} has schema version {found}, newer than this program understands ({supported}); upgrade discord-indexer"
     )]
     TooNew { path: PathBuf, found: i64, supported: i64 },
-    #[error("archive error: {0}")]
+    #[error(
+        "{path} is read-only and was written by an older discord-indexer: open it once where it can be written, to upgrade it"
+    )]
+    ReadOnlyUpgrade { path: PathBuf },
+    #[error("archive error: {}", sqlite_text(.0))]
     Sqlite(#[from] rusqlite::Error),
     #[error("archive connection pool: {0}")]
     Pool(#[from] r2d2::Error),
+}
+
+/// SQLite's message, or for a write refused by a read-only archive, what to do.
+fn sqlite_text(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ReadOnly => {
+            "the archive is read-only (a read-only data directory?) and this command writes to it; \
+             `status` and `ask` work on a read-only archive"
+                .to_owned()
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Where a channel stands with the loader.
@@ -186,7 +202,54 @@ impl Store {
         if !path.is_file() {
             return Err(StoreError::NotAFile(path));
         }
+        // A read-only data directory (a mounted snapshot, a backup): SQLite
+        // cannot make the WAL index beside the file, so read it as immutable.
+        if !crate::disk::writable(&path) || !crate::disk::writable(data_dir) {
+            return Self::open_read_only(&path);
+        }
         Self::open_file(&path)
+    }
+
+    /// Opens an archive that cannot be written, for reading only. Commands
+    /// that write then fail with [`StoreError`]'s read-only message.
+    fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        use rusqlite::OpenFlags;
+        let open_err = |e: rusqlite::Error| StoreError::Open { path: path.into(), source: e.into() };
+        // A URI, so that `immutable=1` can say no one writes it meanwhile.
+        let escaped: String = path
+            .to_string_lossy()
+            .chars()
+            .map(|c| match c {
+                '%' | '?' | '#' => format!("%{:02X}", c as u32),
+                c => c.to_string(),
+            })
+            .collect();
+        let uri = format!("file:{escaped}?immutable=1");
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&uri, flags).map_err(open_err)?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
+                StoreError::Corrupt { path: path.into(), detail: f.to_string() }
+            }
+            other => open_err(other),
+        })?;
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StoreError::TooNew { path: path.into(), found: version, supported });
+        }
+        if version < supported {
+            return Err(StoreError::ReadOnlyUpgrade { path: path.into() });
+        }
+        drop(conn);
+        let manager =
+            SqliteConnectionManager::file(uri).with_flags(flags).with_init(|c| c.busy_timeout(Duration::from_secs(30)));
+        let pool = r2d2::Pool::builder()
+            .max_size(8)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(30))
+            .build(manager)?;
+        tracing::info!("{} is read-only: opened for reading", path.display());
+        Ok(Store { pool, path: path.into() })
     }
 
     fn open_file(path: &Path) -> Result<Store, StoreError> {

@@ -28,6 +28,9 @@ pub struct Shard {
     /// Serializes writes, optimize and flush (qdrant-edge's flush panics if
     /// it meets a concurrent write).
     write: Mutex<()>,
+    /// The writable copy searched in place of a store on a read-only data
+    /// directory, deleted with the shard (after it: fields drop in order).
+    _copy: Option<tempfile::TempDir>,
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> VectorError {
@@ -85,42 +88,37 @@ const MIN_FREE: u64 = 96 << 20;
 /// Errs when less than [`MIN_FREE`] + `bytes` is free where `path` lives.
 fn ensure_space(path: &Path, bytes: u64) -> Result<(), VectorError> {
     let need = MIN_FREE + bytes;
-    match free_bytes(path) {
+    match crate::disk::free_bytes(path) {
         Some(free) if free < need => Err(VectorError::NoSpace { path: path.into(), free, need }),
         _ => Ok(()),
     }
 }
 
-/// Bytes available to this user on the file system holding `path`.
-#[cfg(unix)]
-fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt as _;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: `c` is a valid C string and `stats` a plain struct statvfs fills.
-    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut stats) } != 0 {
-        return None;
+/// Copies a store's segments and config (not its log) to a new temporary
+/// directory, deleted when the returned handle drops.
+fn writable_copy(path: &Path) -> Result<tempfile::TempDir, VectorError> {
+    let copy = tempfile::Builder::new().prefix("discord-indexer-store-").tempdir().map_err(|e| err(path, e))?;
+    let mut bytes = 0;
+    for entry in walkdir::WalkDir::new(path).min_depth(1) {
+        let entry = entry.map_err(|e| err(path, e))?;
+        let relative = entry.path().strip_prefix(path).expect("under the store");
+        if relative.starts_with("wal") {
+            continue;
+        }
+        let to = copy.path().join(relative);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&to).map_err(|e| err(path, e))?;
+        } else {
+            bytes += std::fs::copy(entry.path(), &to).map_err(|e| err(path, e))?;
+        }
     }
-    Some(stats.f_bavail as u64 * stats.f_frsize as u64)
-}
-
-#[cfg(not(unix))]
-fn free_bytes(_: &Path) -> Option<u64> {
-    None
-}
-
-/// Bytes the files under `dir` hold (allocated, not sparse length).
-fn dir_size(dir: &Path) -> u64 {
-    #[cfg(unix)]
-    let size = |m: &std::fs::Metadata| std::os::unix::fs::MetadataExt::blocks(m) * 512;
-    #[cfg(not(unix))]
-    let size = |m: &std::fs::Metadata| m.len();
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| size(&m))
-        .sum()
+    tracing::warn!(
+        "{} is read-only: searching a copy of it in {} ({} MB, deleted afterwards)",
+        path.display(),
+        copy.path().display(),
+        bytes >> 20
+    );
+    Ok(copy)
 }
 
 /// Held while a shard is being opened, so two threads never load one directory twice.
@@ -165,6 +163,10 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 impl Shard {
     /// Opens the shard at `path`, creating it for `dim`-dimensional vectors.
     pub fn open(path: PathBuf, model: &str, dim: usize) -> Result<Arc<Shard>, VectorError> {
+        let existing = path.ancestors().find(|p| p.exists()).unwrap_or(&path);
+        if !crate::disk::writable(existing) {
+            return Err(VectorError::ReadOnly(path));
+        }
         std::fs::create_dir_all(&path).map_err(|e| err(&path, e))?;
         let _opening = OPENING.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(open) = already_open(&path) {
@@ -193,7 +195,7 @@ impl Shard {
                 wanted: dim,
             });
         }
-        let s = Shard { path, shard, dim, write: Mutex::new(()) };
+        let s = Shard { path, shard, dim, write: Mutex::new(()), _copy: None };
         // Re-issued after every load: a segment created at load time may lack them.
         for field in ChunkPayload::INDEXED {
             s.update(UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(CreateIndex {
@@ -212,9 +214,18 @@ impl Shard {
         if let Some(open) = already_open(&path) {
             return Ok(Some(open));
         }
-        let shard = load_when_free(&path)?;
+        let (shard, copy) = match load_when_free(&path) {
+            // qdrant-edge opens its log for writing even to search: on a
+            // read-only data directory, search a copy (the log left out).
+            Err(_) if !crate::disk::writable(&path) => {
+                let copy = writable_copy(&path)?;
+                let shard = EdgeShard::load(copy.path(), None).map_err(|e| err(&path, e))?;
+                (shard, Some(copy))
+            }
+            other => (other?, None),
+        };
         let dim = shard.config().vectors.get(VECTOR).map_or(0, |v| v.size);
-        Ok(Some(register(Shard { path, shard, dim, write: Mutex::new(()) })))
+        Ok(Some(register(Shard { path, shard, dim, write: Mutex::new(()), _copy: copy })))
     }
 
     /// Deletes a shard's directory. A holder of the old shard keeps its open
@@ -372,7 +383,7 @@ impl Shard {
     pub fn finish(&self) -> Result<(), VectorError> {
         let _guard = self.write.lock().unwrap();
         // Optimizing writes new segments beside the old ones.
-        ensure_space(&self.path, dir_size(&self.path))?;
+        ensure_space(&self.path, crate::disk::dir_size(&self.path))?;
         self.shard.optimize().map_err(|e| err(&self.path, e))?;
         self.flush_locked()
     }

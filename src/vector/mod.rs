@@ -38,6 +38,8 @@ pub enum VectorError {
         free >> 20, path.display(), need >> 20
     )]
     NoSpace { path: PathBuf, free: u64, need: u64 },
+    #[error("the vector store {} is read-only (a read-only data directory?) and this command writes to it; `status` and `ask` work on a read-only data directory", .0.display())]
+    ReadOnly(PathBuf),
 }
 
 /// Runs qdrant-edge work for the store at `path` on the blocking pool. The
