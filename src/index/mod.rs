@@ -10,20 +10,28 @@
 //! embeds the chunks that are new or whose content changed, deletes the points
 //! of chunks that no longer exist, and finally records the new version.
 //!
-//! Pipelined: chunks are embedded in batches on the blocking pool while the
-//! next batch is read and chunked, and a batch's points are stored while the
-//! next one is embedded.
+//! Pipelined: chunks are embedded in steps on the blocking pool while the
+//! next step is read and chunked, and a step's points are stored while the
+//! next one is embedded. Steps are sized by time ([`next_batch`]: the first
+//! is 16 chunks, then about three seconds' worth), so a stop loses little
+//! and progress moves; while a step embeds, progress is reported twice a
+//! second and a stop (Ctrl-C) ends the wait at once.
 //!
 //! Each chunk is stored as its own point and one point per part (see
 //! `chunk`); the manifest counts a chunk's parts, so they are replaced and
 //! deleted with it.
 //!
-//! Self-check: before a run, the collection's point count is compared with
-//! the manifest's; a collection that lost points (a damaged or restored store)
-//! has the chunks whose points are gone taken out of the manifest and their
-//! channels re-chunked from there, so the run re-embeds exactly what is
-//! missing. After a run the counts must agree, or the index is not marked
-//! complete.
+//! Self-check ([`check`]): before a run, the collection's point count is
+//! compared with the manifest's and a random sample of stored vectors is
+//! read back (each must be unit length); a collection that lost points or
+//! holds corrupted ones has those chunks taken out of the manifest and their
+//! channels re-chunked from there, so the run re-embeds exactly them. After
+//! a run the counts must agree, or the index is not marked complete.
+//!
+//! Rebuilds: `--rebuild` of a complete index builds the new one beside it,
+//! recorded as `<model>~rebuilding` in the other of the model's two
+//! collections, and swaps it in with one archive transaction when complete
+//! (`Store::promote_index`), so search answers from the old one until then.
 //!
 //! Crash safety: a chunk enters the manifest (`index_chunks`) only after its
 //! point is stored and flushed to disk, and leaves it only after its point's
