@@ -385,8 +385,11 @@ async fn long_jobs_continue_in_a_channel_message() {
     })
     .await;
     assert!(done.contains("0 new messages"), "already loaded: {done}");
-    let pointer = h.fake.replies(&token).iter().map(Sent::text).any(|t| t.contains("progress continues in"));
-    assert!(pointer, "the original response points to the channel message");
+    // The pointer is written once the channel message exists, so after it.
+    wait_for("the original response to point to the channel message", || {
+        h.fake.replies(&token).iter().map(Sent::text).any(|t| t.contains("progress continues in")).then_some(())
+    })
+    .await;
     h.stop_bot().await;
 }
 
