@@ -48,18 +48,12 @@ impl Store {
         limit: usize,
         order: KeywordOrder,
     ) -> Result<Vec<KeywordHit>, StoreError> {
-        let conn = self.conn()?;
-        let guilds_json = serde_json::to_string(guilds).expect("ids serialize");
-        let channels_json = filter.channels.as_ref().map(|c| serde_json::to_string(c).expect("ids serialize"));
-        let authors_json =
-            (!filter.authors.is_empty()).then(|| serde_json::to_string(&filter.authors).expect("ids serialize"));
-        let (from, until) = (filter.from_id.map_or(0, id), filter.until_id.map_or(i64::MAX, id));
         let order_by = match order {
             KeywordOrder::Relevance => "score",
             KeywordOrder::Newest => "messages_fts.rowid DESC",
         };
         let conversation = message_type::conversation_sql();
-        let mut stmt = conn.prepare_cached(&format!(
+        let sql = format!(
             "SELECT m.id, m.channel_id, m.guild_id, bm25(messages_fts) AS score
              FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid
              WHERE messages_fts MATCH ?1
@@ -70,19 +64,8 @@ impl Store {
                AND m.type IN ({conversation})
                AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = m.author_id AND u.bot)
              ORDER BY {order_by} LIMIT ?4"
-        ))?;
-        let rows = stmt.query_map(
-            params![fts_query, guilds_json, channels_json, limit as i64, authors_json, from, until],
-            |r| {
-                Ok(KeywordHit {
-                    message_id: r.get::<_, i64>(0)? as u64,
-                    channel_id: r.get::<_, i64>(1)? as u64,
-                    guild_id: r.get::<_, i64>(2)? as u64,
-                    bm25: r.get(3)?,
-                })
-            },
-        )?;
-        let mut hits: Vec<KeywordHit> = rows.collect::<Result<_, _>>()?;
+        );
+        let mut hits = self.hits(&sql, fts_query, guilds, filter, limit)?;
         if order == KeywordOrder::Newest {
             hits.sort_by(|a, b| a.bm25.total_cmp(&b.bm25));
         }
@@ -108,14 +91,8 @@ impl Store {
         filter: &SearchFilter,
         limit: usize,
     ) -> Result<Vec<KeywordHit>, StoreError> {
-        let conn = self.conn()?;
-        let guilds_json = serde_json::to_string(guilds).expect("ids serialize");
-        let channels_json = filter.channels.as_ref().map(|c| serde_json::to_string(c).expect("ids serialize"));
-        let authors_json =
-            (!filter.authors.is_empty()).then(|| serde_json::to_string(&filter.authors).expect("ids serialize"));
-        let (from, until) = (filter.from_id.map_or(0, id), filter.until_id.map_or(i64::MAX, id));
         let conversation = message_type::conversation_sql();
-        let mut stmt = conn.prepare_cached(&format!(
+        let sql = format!(
             "SELECT m.id, m.channel_id, m.guild_id, t.score
              FROM (SELECT rowid AS thread, bm25(thread_titles_fts) AS score FROM thread_titles_fts
                    WHERE thread_titles_fts MATCH ?1) t
@@ -130,18 +107,37 @@ impl Store {
              WHERE c.guild_id IN (SELECT value FROM json_each(?2))
                AND (?3 IS NULL OR c.id IN (SELECT value FROM json_each(?3)))
              ORDER BY t.score LIMIT ?4"
-        ))?;
-        let rows = stmt.query_map(
-            params![fts_query, guilds_json, channels_json, limit as i64, authors_json, from, until],
-            |r| {
+        );
+        self.hits(&sql, fts_query, guilds, filter, limit)
+    }
+
+    /// Runs a keyword query whose parameters are, by number: the FTS query
+    /// (?1), the guilds (?2), the filter's channels (?3, NULL: any), the limit
+    /// (?4), its authors (?5, NULL: any) and its id range (?6 to ?7); its rows
+    /// are (message, channel, guild, bm25).
+    fn hits(
+        &self,
+        sql: &str,
+        fts_query: &str,
+        guilds: &[u64],
+        filter: &SearchFilter,
+        limit: usize,
+    ) -> Result<Vec<KeywordHit>, StoreError> {
+        let json = |ids: &[u64]| serde_json::to_string(ids).expect("ids serialize");
+        let channels = filter.channels.as_deref().map(json);
+        let authors = (!filter.authors.is_empty()).then(|| json(&filter.authors));
+        let (from, until) = (filter.from_id.map_or(0, id), filter.until_id.map_or(i64::MAX, id));
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows =
+            stmt.query_map(params![fts_query, json(guilds), channels, limit as i64, authors, from, until], |r| {
                 Ok(KeywordHit {
                     message_id: r.get::<_, i64>(0)? as u64,
                     channel_id: r.get::<_, i64>(1)? as u64,
                     guild_id: r.get::<_, i64>(2)? as u64,
                     bm25: r.get(3)?,
                 })
-            },
-        )?;
+            })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
