@@ -203,6 +203,12 @@ pub enum IndexError {
 /// Messages read from the archive per query.
 const READ_PAGE: usize = 2000;
 
+/// The two collections a model's index of a guild alternates between (a
+/// rebuild goes into the one not in use).
+pub fn collection_keys(model: &str) -> [String; 2] {
+    [model.to_owned(), format!("{model}~b")]
+}
+
 /// What a rebuild beside a complete index is recorded as until it is swapped
 /// in: `<model>~rebuilding` (status lists it, building).
 pub const REBUILDING: &str = "~rebuilding";
@@ -235,7 +241,8 @@ pub async fn index(
     let beside = options.rebuild && current.as_ref().is_some_and(|r| r.state == IndexState::Complete);
     let (name, key) = match &current {
         Some(r) if beside => {
-            let other = if r.key() == model { format!("{model}~b") } else { model.clone() };
+            let [first, second] = collection_keys(&model);
+            let other = if r.key() == first { second } else { first };
             (format!("{model}{REBUILDING}"), other)
         }
         Some(r) => (model.clone(), r.key().to_owned()),
@@ -457,8 +464,7 @@ pub async fn open_collection(
     guild: u64,
     model: &str,
 ) -> Result<Option<crate::vector::Collection>, IndexError> {
-    let key = store.index_record(guild, model)?.map_or(model.to_owned(), |r| r.key().to_owned());
-    Ok(backend.open_existing(guild, &key).await?)
+    Ok(backend.open_existing(guild, &store.collection_key(guild, model)?).await?)
 }
 
 /// A guild's index by model name, the case of the name aside when only one

@@ -278,8 +278,7 @@ impl Searcher {
     async fn collection(&self, guild: u64, model: &str) -> Result<Arc<Collection>, SearchError> {
         // The record names the collection (a rebuild swaps in another).
         let name = model.to_owned();
-        let record = self.store.call(move |s| s.index_record(guild, &name)).await?;
-        let collection_key = record.as_ref().map_or(model, |r| r.key()).to_owned();
+        let collection_key = self.store.call(move |s| s.collection_key(guild, &name)).await?;
         let key = (guild, collection_key.clone());
         {
             let mut open = self.collections.lock().unwrap();
@@ -287,8 +286,8 @@ impl Searcher {
                 return Ok(c.clone());
             }
             // A collection of this guild's model that a rebuild replaced.
-            let old = format!("{model}~b");
-            open.retain(|(g, k), _| *g != guild || (k != model && *k != old));
+            let slots = crate::index::collection_keys(model);
+            open.retain(|(g, k), _| *g != guild || !slots.contains(k));
         }
         let c = self
             .backend

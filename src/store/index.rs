@@ -231,6 +231,22 @@ impl Store {
             .optional()?)
     }
 
+    /// The vector store's name for the collection of a guild's index for
+    /// `model` (see [`IndexRecord::key`]): one row, cheap enough for every
+    /// question, unlike the whole record (which sums the manifest's parts).
+    pub fn collection_key(&self, guild: u64, model: &str) -> Result<String, StoreError> {
+        let key: Option<String> = self
+            .conn()?
+            .query_row(
+                "SELECT collection_key FROM indexes WHERE guild_id = ?1 AND model = ?2",
+                params![id(guild), model],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        Ok(key.unwrap_or_else(|| model.to_owned()))
+    }
+
     pub fn index_record(&self, guild: u64, model: &str) -> Result<Option<IndexRecord>, StoreError> {
         Ok(self.index_records(Some(guild))?.into_iter().find(|r| r.model == model))
     }
