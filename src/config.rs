@@ -14,6 +14,7 @@
 //! | model directory | `[index] models_dir` | `DISCORD_INDEXER_MODELS_DIR` |
 //! | chunking and filters | `[index] silence_minutes`, `max_chunk_tokens`, `part_tokens`, `skip_bots`, `skip_authors`, `command_prefixes` | — |
 //! | texts per forward pass; embedding threads; most chunks per step | `[index] batch_size`, `threads`, `flush_chunks` | — |
+//! | number type on a GPU (`f32`, `f16`, `bf16`) | `[index] precision` | — |
 //! | Qdrant server (instead of the embedded store) | `[qdrant] url`, `api_key` | `QDRANT_URL`, `QDRANT_API_KEY` |
 //! | how old stored permissions may be before search re-reads them | `[search] permissions_max_age_secs` | — |
 //! | results each list contributes to fusion; snippet length | `[search] candidates`, `snippet_chars` | — |
@@ -70,6 +71,7 @@ struct IndexSection {
     batch_size: Option<usize>,
     flush_chunks: Option<usize>,
     threads: Option<usize>,
+    precision: Option<String>,
 }
 
 #[derive(Default, serde::Deserialize)]
@@ -111,7 +113,10 @@ pub struct Settings {
     pub model: String,
     pub models_dir: PathBuf,
     pub chunking: ChunkRules,
-    pub batch_size: usize,
+    /// Texts per forward pass (default: the embedder's, by device).
+    pub batch_size: Option<usize>,
+    /// The encoder's number type (half precision needs a GPU).
+    pub precision: crate::embed::Precision,
     pub flush_chunks: usize,
     /// Threads for embedding (default: one per CPU core).
     pub threads: Option<usize>,
@@ -185,7 +190,11 @@ impl Settings {
         if chunking.max_tokens < 16 {
             bail!("[index] max_chunk_tokens must be at least 16");
         }
-        let batch_size = i.batch_size.unwrap_or(crate::embed::DEFAULT_BATCH_TEXTS).max(1);
+        let batch_size = i.batch_size.map(|b| b.max(1));
+        let precision = match &i.precision {
+            Some(p) => p.parse().map_err(|e: String| anyhow::anyhow!("[index] precision: {e}"))?,
+            None => crate::embed::Precision::F32,
+        };
         let flush_chunks = i.flush_chunks.unwrap_or(crate::index::IndexOptions::new(0).flush_chunks).max(1);
         if i.threads == Some(0) {
             bail!("[index] threads must be at least 1");
@@ -214,6 +223,7 @@ impl Settings {
                 .unwrap_or_else(|| PathBuf::from("models")),
             chunking,
             batch_size,
+            precision,
             flush_chunks,
             threads: i.threads,
             qdrant_url: nonempty(env("QDRANT_URL")).or(file.qdrant.url),
@@ -311,6 +321,15 @@ mod tests {
         assert!(format!("{err:#}").contains("cannot read config file"));
         let s = Settings::resolve_with(Some(&path.with_file_name("none.toml")), None, |_| None);
         assert!(s.is_err());
+        std::fs::write(&path, "[index]\nprecision = \"int4\"\n").unwrap();
+        let err = Settings::resolve_with(Some(&path), None, |_| None).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("[index] precision: unknown precision \"int4\": f32, f16 or bf16"),
+            "{err:#}"
+        );
+        std::fs::write(&path, "[index]\nprecision = \"BF16\"\n").unwrap();
+        let s = Settings::resolve_with(Some(&path), None, |_| None).unwrap();
+        assert_eq!(s.precision, crate::embed::Precision::Bf16);
     }
 
     #[test]
@@ -321,6 +340,7 @@ mod tests {
         let s = Settings::resolve_with(Some(&path), None, |_| None).unwrap();
         assert_eq!(s.api_base, DEFAULT_API_BASE);
         assert_eq!(s.data_dir, PathBuf::from("data"));
+        assert_eq!((s.precision, s.batch_size), (crate::embed::Precision::F32, None));
         assert!(s.require_token().is_err());
     }
 }

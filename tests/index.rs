@@ -332,6 +332,18 @@ async fn bad_models_and_guilds_are_clear_errors_that_change_nothing() {
     assert_eq!(again.embedded, 0, "{again:?}");
     let err = s.index("tiny", |_| {}).await.unwrap_err();
     assert!(matches!(err, IndexError::ChunkingChanged { .. }), "{err}");
+    // Half precision asked of a CPU build: one clear error, nothing touched.
+    let before = s.manifest("tiny");
+    let config = s.data.join("half.toml");
+    std::fs::write(&config, "[index]\nprecision = \"f16\"\n").unwrap();
+    let mut c = bin(&s);
+    c.arg("--config").arg(&config).args(["index", "--guild", &s.guild.to_string(), "--model", "tiny"]);
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("precision f16 needs a GPU"), "{err}");
+    assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+    assert_eq!(s.manifest("tiny"), before, "nothing was touched");
     // A guild that was never loaded.
     let mut options = IndexOptions::new(42);
     options.flush_chunks = 64;

@@ -38,15 +38,17 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     let device = device();
     let backend = settings.backend()?;
     tracing::info!(model = %info.name, device = device_name(&device), "loading model");
-    let embedder = Arc::new(crate::blocking::run(move || Embedder::load(info, device)).await?);
+    let precision = settings.precision;
+    let embedder = Arc::new(crate::blocking::run(move || Embedder::load_as(info, device, precision)).await?);
     if !json {
         say!(
-            "model {} ({} dimensions, {:?} pooling, {} tokens) on {}; store: {}",
+            "model {} ({} dimensions, {:?} pooling, {} tokens) on {} ({}); store: {}",
             embedder.info.name,
             embedder.info.dim,
             embedder.info.pooling,
             embedder.info.max_tokens,
             device_name(embedder.device()),
+            embedder.precision().name(),
             backend.kind()
         );
     }

@@ -11,25 +11,75 @@
 //! On a CPU the encoder is [`cpu`]'s: texts are tokenized, sorted by length
 //! and cut into batches by a token budget; a batch is its texts' real tokens
 //! packed together, so no compute is spent on padding. On a GPU the
-//! tensor forward of [`bert`] runs padded batches.
+//! tensor forward of [`bert`] runs batches of texts of similar length, each
+//! padded to its longest, in F32 or in half precision ([`Precision`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use tokenizers::{PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams, TruncationStrategy};
+use tokenizers::{Tokenizer, TruncationParams, TruncationStrategy};
 
 /// BERT's hard limit on sequence length, special tokens included.
 pub const BERT_MAX_TOKENS: usize = 512;
 
-/// How many texts one forward pass takes at most, by default.
+/// How many texts one forward pass takes at most, by default, on a CPU.
 pub const DEFAULT_BATCH_TEXTS: usize = 64;
+
+/// The same on a GPU, where a forward pass needs many rows to fill the chip.
+pub const DEFAULT_GPU_BATCH_TEXTS: usize = 256;
+
+/// Padded tokens (texts × longest text) one GPU forward pass holds at most:
+/// attention scores for 64k tokens of 512-token texts take about 1.5 GB in F32.
+const GPU_BATCH_TOKENS: usize = 1 << 16;
 
 /// Values of hidden state one CPU forward pass holds per buffer at most
 /// (tokens × hidden size): about 8k tokens of MiniLM, 4k of BGE-large. Bigger
 /// batches gain little once the dense products have a few thousand rows.
 const BATCH_VALUES: usize = 1 << 22;
+
+/// The number type the encoder computes in. F32 everywhere; half precision
+/// (F16, BF16) on a GPU only, where it runs on the tensor cores. Vectors are
+/// pooled and normalised in F32 either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+    Bf16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            "bf16" => Ok(Precision::Bf16),
+            _ => Err(format!("unknown precision {s:?}: f32, f16 or bf16")),
+        }
+    }
+}
 
 /// How token vectors become one sentence vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -208,11 +258,12 @@ pub fn installed(models_dir: &Path) -> Vec<(String, Result<ModelInfo, ModelError
 }
 
 /// The device to embed on: the first CUDA GPU when built with the `cuda`
-/// feature and one is present, else the CPU.
+/// feature and one is present, else the CPU (saying why, in a CUDA build).
 pub fn device() -> Device {
     #[cfg(feature = "cuda")]
-    if let Ok(d) = Device::new_cuda(0) {
-        return d;
+    match Device::new_cuda(0) {
+        Ok(d) => return d,
+        Err(e) => tracing::warn!("no usable CUDA GPU ({e}); embedding on the CPU"),
     }
     Device::Cpu
 }
@@ -229,12 +280,14 @@ pub fn device_name(d: &Device) -> &'static str {
 pub struct Embedder {
     pub info: ModelInfo,
     encoder: Encoder,
-    /// Truncates at `max_tokens`; pads each batch to its longest text for the
-    /// tensor encoder, not for the CPU one.
+    /// Truncates at `max_tokens`; never pads (each encoder lays out its batches).
     tokenizer: Tokenizer,
     /// No padding, no truncation: for counting tokens.
     counter: Tokenizer,
     device: Device,
+    precision: Precision,
+    /// The token that pads a batch for the tensor encoder (the CPU one packs instead).
+    pad_id: u32,
 }
 
 enum Encoder {
@@ -249,20 +302,44 @@ impl std::fmt::Debug for Embedder {
 }
 
 impl Embedder {
+    /// Loads a model to compute in F32.
     pub fn load(info: ModelInfo, device: Device) -> Result<Embedder, ModelError> {
+        Self::load_as(info, device, Precision::F32)
+    }
+
+    /// Loads a model to compute in `precision`: half precision needs a GPU.
+    pub fn load_as(info: ModelInfo, device: Device, precision: Precision) -> Result<Embedder, ModelError> {
+        Self::load_inner(info, device, precision, false)
+    }
+
+    /// `tensor_on_cpu`: run the GPU's tensor encoder on the CPU (tests check
+    /// the padded path, and half precision's mask, without a GPU).
+    fn load_inner(
+        info: ModelInfo,
+        device: Device,
+        precision: Precision,
+        tensor_on_cpu: bool,
+    ) -> Result<Embedder, ModelError> {
+        if precision != Precision::F32 && device.is_cpu() && !tensor_on_cpu {
+            return Err(ModelError::Unsupported(format!(
+                "precision {} needs a GPU (a build with --features cuda on a machine with an NVIDIA GPU); \
+                 on the CPU embedding is f32",
+                precision.name()
+            )));
+        }
         let config: Config = read_json(&info.dir.join("config.json"))?;
         let weights = info.dir.join("model.safetensors");
         // SAFETY: the weights are memory-mapped read-only; the model directory
         // must not be rewritten while the process runs (fetch-model.sh installs
         // by renaming a finished directory into place).
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &device) }
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], precision.dtype(), &device) }
             .map_err(|e| ModelError::Malformed { file: weights.clone(), detail: e.to_string() })?;
         let model = Bert::load(vb, &config).map_err(|e| ModelError::Malformed {
             file: weights.clone(),
             detail: format!("does not fit config.json: {e}"),
         })?;
         let encoder = match device {
-            Device::Cpu => Encoder::Cpu(model.into_cpu()?),
+            Device::Cpu if !tensor_on_cpu => Encoder::Cpu(model.into_cpu()?),
             _ => Encoder::Tensor(model),
         };
         let tok_path = info.dir.join("tokenizer.json");
@@ -273,16 +350,6 @@ impl Embedder {
         counter.with_padding(None);
         counter.with_truncation(None).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         let mut tokenizer = counter.clone();
-        if matches!(encoder, Encoder::Tensor(_)) {
-            tokenizer.with_padding(Some(PaddingParams {
-                strategy: PaddingStrategy::BatchLongest,
-                direction: PaddingDirection::Right,
-                pad_to_multiple_of: None,
-                pad_id,
-                pad_type_id: 0,
-                pad_token,
-            }));
-        }
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: info.max_tokens,
@@ -291,11 +358,24 @@ impl Embedder {
                 direction: tokenizers::TruncationDirection::Right,
             }))
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        Ok(Embedder { info, encoder, tokenizer, counter, device })
+        Ok(Embedder { info, encoder, tokenizer, counter, device, precision, pad_id })
     }
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Texts per forward pass when no setting says: more on a GPU.
+    pub fn default_batch(&self) -> usize {
+        if self.device.is_cpu() {
+            DEFAULT_BATCH_TEXTS
+        } else {
+            DEFAULT_GPU_BATCH_TEXTS
+        }
     }
 
     /// Tokens of `text`, special tokens included, without truncation.
@@ -331,23 +411,7 @@ impl Embedder {
         let batch_texts = batch_texts.max(1);
         match &self.encoder {
             Encoder::Cpu(model) => self.embed_cpu(model, texts, batch_texts, done),
-            Encoder::Tensor(model) => {
-                let mut order: Vec<usize> = (0..texts.len()).collect();
-                // Sort by length so each batch pads little.
-                order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
-                let mut out = vec![Vec::new(); texts.len()];
-                let mut tokens = 0;
-                for batch in order.chunks(batch_texts) {
-                    let inputs: Vec<&str> = batch.iter().map(|&i| texts[i]).collect();
-                    let (vectors, n) = self.embed_padded(model, &inputs)?;
-                    tokens += n;
-                    for (&i, v) in batch.iter().zip(vectors) {
-                        out[i] = v;
-                    }
-                    done.fetch_add(batch.len(), Ordering::Relaxed);
-                }
-                Ok((out, tokens))
-            }
+            Encoder::Tensor(model) => self.embed_tensor(model, texts, batch_texts, done),
         }
     }
 
@@ -421,19 +485,57 @@ impl Embedder {
         Ok((out, tokens))
     }
 
-    /// The tensor path: one padded batch.
-    fn embed_padded(&self, model: &Bert, texts: &[&str]) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
+    /// The tensor path (GPU): longest texts first, batches cut by
+    /// `batch_texts` and a budget of padded tokens, each padded to its longest.
+    fn embed_tensor(
+        &self,
+        model: &Bert,
+        texts: &[&str],
+        batch_texts: usize,
+        done: &AtomicUsize,
+    ) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
         let encodings = self.encode(texts)?;
-        let (b, len) = (encodings.len(), encodings.first().map_or(0, |e| e.len()));
-        let mut ids = Vec::with_capacity(b * len);
-        let mut types = Vec::with_capacity(b * len);
-        let mut mask = Vec::with_capacity(b * len);
-        for e in &encodings {
-            ids.extend_from_slice(e.get_ids());
-            types.extend_from_slice(e.get_type_ids());
-            mask.extend_from_slice(e.get_attention_mask());
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].len()));
+        let mut out = vec![Vec::new(); texts.len()];
+        let mut tokens = 0;
+        let mut start = 0;
+        while start < order.len() {
+            // Sorted longest first: the first text of a batch sets its padded length.
+            let longest = encodings[order[start]].len().max(1);
+            let end = (start + batch_texts.min(GPU_BATCH_TOKENS / longest).max(1)).min(order.len());
+            let batch = &order[start..end];
+            let inputs: Vec<&tokenizers::Encoding> = batch.iter().map(|&i| &encodings[i]).collect();
+            let (vectors, n) = self.embed_padded(model, &inputs)?;
+            tokens += n;
+            for (&i, v) in batch.iter().zip(vectors) {
+                out[i] = v;
+            }
+            done.fetch_add(batch.len(), Ordering::Relaxed);
+            start = end;
         }
-        let real_tokens = mask.iter().filter(|&&m| m == 1).count();
+        Ok((out, tokens))
+    }
+
+    /// One padded batch through the tensor forward.
+    fn embed_padded(
+        &self,
+        model: &Bert,
+        encodings: &[&tokenizers::Encoding],
+    ) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
+        let b = encodings.len();
+        let len = encodings.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![self.pad_id; b * len];
+        let mut types = vec![0u32; b * len];
+        let mut mask = vec![0u32; b * len];
+        let mut real_tokens = 0;
+        for (row, e) in encodings.iter().enumerate() {
+            let n = e.len();
+            ids[row * len..row * len + n].copy_from_slice(e.get_ids());
+            types[row * len..row * len + n].copy_from_slice(e.get_type_ids());
+            mask[row * len..row * len + n].fill(1);
+            real_tokens += n;
+        }
         let ids = Tensor::from_vec(ids, (b, len), &self.device)?;
         let types = Tensor::from_vec(types, (b, len), &self.device)?;
         let mask = Tensor::from_vec(mask, (b, len), &self.device)?;

@@ -38,6 +38,40 @@ fn vectors_are_normalised_deterministic_and_independent_of_batching() {
 }
 
 #[test]
+fn the_gpu_tensor_path_matches_the_cpu_encoder_in_f32_and_half_precision() {
+    // The GPU's padded batches, run on the CPU: the same vectors as the packed
+    // CPU encoder in F32, and finite, close vectors in half precision (whose
+    // padding mask must not overflow into NaN).
+    for pooling in [Pooling::Mean, Pooling::Cls] {
+        let (dir, cpu) = tiny(pooling);
+        let info = ModelInfo::read(&dir.path().join("tiny")).unwrap();
+        let texts = [
+            "has anyone looked at the staging deploy?",
+            "ok",
+            "the notary keys rotation is broken again today, see the runbook in ops",
+            "",
+        ];
+        let (want, want_tokens) = cpu.embed(&texts, 64).unwrap();
+        // (candle's CPU backend has no BF16 matrix product: BF16 is checked on a GPU only.)
+        for (precision, min_cos) in [(Precision::F32, 1.0 - 1e-5), (Precision::F16, 0.999)] {
+            let tensor = Embedder::load_inner(info.clone(), Device::Cpu, precision, true).unwrap();
+            // Batches of 3 and 1: padded rows beside short texts.
+            let (got, tokens) = tensor.embed(&texts, 3).unwrap();
+            assert_eq!(tokens, want_tokens, "{precision:?}: padding is not counted as tokens");
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(g.iter().all(|x| x.is_finite()), "{pooling:?} {precision:?} text {i}: not finite");
+                let cos: f32 = g.iter().zip(w).map(|(a, b)| a * b).sum();
+                assert!(cos > min_cos, "{pooling:?} {precision:?} text {i}: cosine {cos}");
+            }
+        }
+    }
+    let (dir, _) = tiny(Pooling::Mean);
+    let info = ModelInfo::read(&dir.path().join("tiny")).unwrap();
+    let err = Embedder::load_as(info, Device::Cpu, Precision::F16).unwrap_err();
+    assert!(err.to_string().contains("needs a GPU"), "{err}");
+}
+
+#[test]
 fn cls_and_mean_pooling_differ() {
     let (_a, mean) = tiny(Pooling::Mean);
     let (_b, cls) = tiny(Pooling::Cls);

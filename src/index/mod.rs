@@ -61,8 +61,8 @@ pub struct IndexOptions {
     pub activate: bool,
     /// Chunking and filters; `max_tokens` is capped at the model's limit.
     pub chunking: ChunkRules,
-    /// Texts per forward pass.
-    pub batch_size: usize,
+    /// Texts per forward pass (None: the embedder's default for its device).
+    pub batch_size: Option<usize>,
     /// The most chunks embedded and stored per step (one manifest
     /// transaction each). Steps are sized by time below this: see [`next_batch`].
     pub flush_chunks: usize,
@@ -75,7 +75,7 @@ impl IndexOptions {
             rebuild: false,
             activate: false,
             chunking: ChunkRules::default(),
-            batch_size: crate::embed::DEFAULT_BATCH_TEXTS,
+            batch_size: None,
             flush_chunks: 128,
         }
     }
@@ -141,6 +141,8 @@ pub struct IndexSummary {
     pub backend: &'static str,
     pub collection: String,
     pub device: &'static str,
+    /// The encoder's number type (`f32`, or `f16`/`bf16` on a GPU).
+    pub precision: &'static str,
     pub dim: usize,
     /// Channels re-read because they changed.
     pub channels: usize,
@@ -357,6 +359,7 @@ pub async fn index(
         backend: backend.kind(),
         collection: collection_name,
         device: device_name(embedder.device()),
+        precision: embedder.precision().name(),
         dim,
         channels: changed.len(),
         messages: counts.messages,
@@ -651,7 +654,7 @@ impl Run<'_> {
         if !self.pending.is_empty() {
             let chunks = std::mem::take(&mut self.pending);
             let embedder = self.embedder.clone();
-            let batch = self.options.batch_size;
+            let batch = self.options.batch_size.unwrap_or_else(|| embedder.default_batch());
             let flight = Flight {
                 messages: chunks.iter().map(|(c, _)| c.message_ids.len() as u64).sum(),
                 texts: chunks.iter().map(|(c, _)| 1 + c.parts.len()).sum(),
