@@ -1,25 +1,43 @@
 #!/usr/bin/env python3
-"""Embedding throughput of sentence-transformers (PyTorch, CPU) on the texts
-that examples/bench_embed.rs wrote, with the same batch size. One JSON line.
+"""Embedding throughput of sentence-transformers (PyTorch) on the texts that
+examples/bench_embed.rs wrote, with the same batch size. One JSON line.
 
-Usage: bench-embed.py MODEL_DIR TEXTS_JSONL [BATCH]
+Usage: bench-embed.py MODEL_DIR TEXTS_JSONL [BATCH] [--device cpu|cuda]
+                      [--dtype f32|f16|bf16] [--repeat R] [--vectors OUT]
 """
+import argparse
 import json
-import sys
 import time
 
 import torch
 from sentence_transformers import SentenceTransformer
 
-model_dir, texts_path = sys.argv[1], sys.argv[2]
-batch = int(sys.argv[3]) if len(sys.argv) > 3 else 32
-texts = [json.loads(line) for line in open(texts_path)]
-model = SentenceTransformer(model_dir, device="cpu")
-model.encode(texts[:batch], batch_size=batch)  # warm up
-tokens = sum(min(len(model.tokenizer(t)["input_ids"]), model.max_seq_length) for t in texts)
+p = argparse.ArgumentParser()
+p.add_argument("model_dir")
+p.add_argument("texts")
+p.add_argument("batch", nargs="?", type=int, default=32)
+p.add_argument("--device", default="cpu")
+p.add_argument("--dtype", default="f32", choices=["f32", "f16", "bf16"])
+p.add_argument("--repeat", type=int, default=1)
+p.add_argument("--vectors")
+a = p.parse_args()
+texts = [json.loads(line) for line in open(a.texts)]
+model = SentenceTransformer(a.model_dir, device=a.device)
+if a.dtype != "f32":
+    model = model.to({"f16": torch.float16, "bf16": torch.bfloat16}[a.dtype])
+if a.vectors:
+    vectors = model.encode(texts, batch_size=a.batch, normalize_embeddings=True, convert_to_numpy=False)
+    with open(a.vectors, "w") as f:
+        for v in vectors:
+            f.write(json.dumps(v.float().cpu().tolist()) + "\n")
+else:
+    model.encode(texts[:a.batch], batch_size=a.batch)  # warm up
+timed = texts * a.repeat
+tokens = sum(min(len(model.tokenizer(t)["input_ids"]), model.max_seq_length) for t in texts) * a.repeat
 start = time.perf_counter()
-model.encode(texts, batch_size=batch, normalize_embeddings=True)
+model.encode(timed, batch_size=a.batch, normalize_embeddings=True)  # returns on the CPU: synchronised
 secs = time.perf_counter() - start
-print(json.dumps({"embedder": "sentence-transformers", "texts": len(texts), "tokens": tokens, "seconds": secs,
-                  "chunks_per_second": len(texts) / secs, "tokens_per_second": tokens / secs, "batch": batch,
+print(json.dumps({"embedder": "sentence-transformers", "device": a.device, "precision": a.dtype,
+                  "texts": len(timed), "tokens": tokens, "seconds": secs,
+                  "chunks_per_second": len(timed) / secs, "tokens_per_second": tokens / secs, "batch": a.batch,
                   "threads": torch.get_num_threads()}))
