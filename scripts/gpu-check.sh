@@ -155,6 +155,10 @@ peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 print(f"{p}: {s['messages']} messages -> {s['chunks']} chunks, {s['points']} points ({s['indexed_vectors']} in HNSW), "
       f"{s['tokens']} tokens on {s['device']} ({s['precision']}); {wall:.1f} s wall, "
       f"{s['embedded'] / wall:.0f} chunks/s, {s['tokens'] / wall:.0f} tokens/s, peak RSS {peak:.0f} MiB")
+t = s["timings"]
+print(f"      run {s['seconds']:.1f} s: embedding {t['embedding']:.1f} s (waited for {t['waiting']:.1f} s), "
+      f"storing {t['storing']:.1f} s, finishing {t['finishing']:.1f} s, "
+      f"reading and chunking {s['seconds'] - t['waiting'] - t['storing'] - t['finishing']:.1f} s")
 PY
   done
 fi

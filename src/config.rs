@@ -117,7 +117,8 @@ pub struct Settings {
     pub batch_size: Option<usize>,
     /// The encoder's number type (half precision needs a GPU).
     pub precision: crate::embed::Precision,
-    pub flush_chunks: usize,
+    /// Most chunks per step (default: by device, see `index::DEFAULT_FLUSH_CHUNKS`).
+    pub flush_chunks: Option<usize>,
     /// Threads for embedding (default: one per CPU core).
     pub threads: Option<usize>,
     /// A Qdrant server to use instead of the embedded store.
@@ -195,7 +196,7 @@ impl Settings {
             Some(p) => p.parse().map_err(|e: String| anyhow::anyhow!("[index] precision: {e}"))?,
             None => crate::embed::Precision::F32,
         };
-        let flush_chunks = i.flush_chunks.unwrap_or(crate::index::IndexOptions::new(0).flush_chunks).max(1);
+        let flush_chunks = i.flush_chunks.map(|f| f.max(1));
         if i.threads == Some(0) {
             bail!("[index] threads must be at least 1");
         }

@@ -54,7 +54,7 @@ impl Setup {
 
     async fn index(&self, model: &str, tweak: impl FnOnce(&mut IndexOptions)) -> Result<IndexSummary, IndexError> {
         let mut options = IndexOptions::new(self.guild);
-        options.flush_chunks = 64;
+        options.flush_chunks = Some(64);
         tweak(&mut options);
         index::index(&self.store, &self.backend(), self.embedder(model), &options, &|_| {}, &CancellationToken::new())
             .await
@@ -116,6 +116,11 @@ async fn the_archive_becomes_points_with_the_right_payloads() {
     assert!(summary.embedded > 100, "{summary:?}");
     assert_eq!(summary.points, summary.chunks + summary.parts);
     assert_eq!(summary.embedded, summary.chunks);
+    // Where the time went: every part measured, none beyond the whole.
+    let t = summary.timings;
+    assert!(t.embedding > 0.0 && t.storing > 0.0 && t.finishing > 0.0, "{t:?}");
+    assert!(t.waiting + t.storing + t.finishing <= summary.seconds, "{t:?} in {}", summary.seconds);
+    assert_eq!((summary.device, summary.precision), ("cpu", "f32"));
     let points = s.points("tiny").await;
     let conn = rusqlite::Connection::open(s.data.join("archive.db")).unwrap();
     let author_of = |id: u64| -> (u64, i64, bool) {
@@ -346,7 +351,7 @@ async fn bad_models_and_guilds_are_clear_errors_that_change_nothing() {
     assert_eq!(s.manifest("tiny"), before, "nothing was touched");
     // A guild that was never loaded.
     let mut options = IndexOptions::new(42);
-    options.flush_chunks = 64;
+    options.flush_chunks = Some(64);
     let err = index::index(&s.store, &s.backend(), s.embedder("tiny"), &options, &|_| {}, &CancellationToken::new())
         .await
         .unwrap_err();
@@ -544,7 +549,7 @@ async fn a_stopped_index_resumes_and_says_so() {
         events.lock().unwrap().push(e);
     };
     let mut options = IndexOptions::new(s.guild);
-    options.flush_chunks = 8;
+    options.flush_chunks = Some(8);
     let err = index::index(&s.store, &s.backend(), s.embedder("tiny"), &options, &on_event, &stop).await.unwrap_err();
     assert!(matches!(err, IndexError::Interrupted), "{err}");
     let kept = s.manifest("tiny").len() as u64;
@@ -608,7 +613,7 @@ async fn a_rebuild_is_built_beside_the_active_index_and_swapped_in() {
         }
     };
     let mut options = IndexOptions::new(s.guild);
-    (options.rebuild, options.chunking.part_tokens, options.flush_chunks) = (true, 0, 8);
+    (options.rebuild, options.chunking.part_tokens, options.flush_chunks) = (true, 0, Some(8));
     let err = index::index(&s.store, &s.backend(), s.embedder("tiny"), &options, &on_event, &stop).await.unwrap_err();
     assert!(matches!(err, IndexError::Interrupted), "{err}");
     assert_eq!(s.manifest("tiny"), before, "the active index is untouched");

@@ -65,8 +65,17 @@ pub struct IndexOptions {
     pub batch_size: Option<usize>,
     /// The most chunks embedded and stored per step (one manifest
     /// transaction each). Steps are sized by time below this: see [`next_batch`].
-    pub flush_chunks: usize,
+    /// None: [`DEFAULT_FLUSH_CHUNKS`] on a CPU, [`DEFAULT_GPU_FLUSH_CHUNKS`] on a GPU.
+    pub flush_chunks: Option<usize>,
 }
+
+/// The most chunks per step on a CPU: a few seconds of embedding there.
+pub const DEFAULT_FLUSH_CHUNKS: usize = 128;
+
+/// The same on a GPU, which embeds 128 chunks (about 300 texts with their
+/// parts) in a pass or two: bigger steps keep its batches full. Still well
+/// under a second of embedding per step.
+pub const DEFAULT_GPU_FLUSH_CHUNKS: usize = 1024;
 
 impl IndexOptions {
     pub fn new(guild: u64) -> Self {
@@ -76,7 +85,7 @@ impl IndexOptions {
             activate: false,
             chunking: ChunkRules::default(),
             batch_size: None,
-            flush_chunks: 128,
+            flush_chunks: None,
         }
     }
 }
@@ -171,6 +180,22 @@ pub struct IndexSummary {
     pub state: IndexState,
     pub active: bool,
     pub seconds: f64,
+    /// Where the run's seconds went.
+    pub timings: Timings,
+}
+
+/// Where a run's time went, in seconds. Embedding overlaps the rest, so
+/// `embedding` (time spent embedding, in the background) can exceed
+/// `waiting` (time the run stood still until vectors were ready); what
+/// `seconds` holds beyond `waiting + storing + finishing` is reading and chunking.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct Timings {
+    pub embedding: f64,
+    pub waiting: f64,
+    /// Upserting points and recording them in the manifest.
+    pub storing: f64,
+    /// The end of the run: the vector store's index build (`optimize`).
+    pub finishing: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -303,6 +328,11 @@ pub async fn index(
         }
     }
     let channels: Arc<HashMap<u64, ChannelInfo>> = Arc::new(store.call(move |s| s.channel_infos(guild)).await?);
+    let flush_chunks = options.flush_chunks.unwrap_or(if embedder.device().is_cpu() {
+        DEFAULT_FLUSH_CHUNKS
+    } else {
+        DEFAULT_GPU_FLUSH_CHUNKS
+    });
     let mut run = Run {
         store,
         guild,
@@ -316,7 +346,8 @@ pub async fn index(
         pending: Vec::new(),
         embedding: None,
         counts: Counts::default(),
-        batch: FIRST_BATCH.min(options.flush_chunks).max(1),
+        batch: FIRST_BATCH.min(flush_chunks).max(1),
+        flush_chunks,
     };
     let c = changed.clone();
     let planned = store.call(move |s| s.messages_from(&c)).await?;
@@ -328,9 +359,11 @@ pub async fn index(
         run.channel(channel, first_change, &rules).await?;
     }
     run.drain().await?;
-    let counts = run.counts;
+    let mut counts = run.counts;
     if counts.embedded + counts.deleted > 0 || reset {
+        let finishing = Instant::now();
         collection.finish().await?;
+        counts.timings.finishing = finishing.elapsed().as_secs_f64();
     }
     let (found, expected) = (collection.count().await?, store.manifest_points(guild, &name)?);
     if found < expected {
@@ -376,6 +409,7 @@ pub async fn index(
         state: IndexState::Complete,
         active,
         seconds: started.elapsed().as_secs_f64(),
+        timings: counts.timings,
     })
 }
 
@@ -499,6 +533,7 @@ struct Counts {
     deleted: u64,
     unchanged: u64,
     tokens: u64,
+    timings: Timings,
 }
 
 struct Run<'a> {
@@ -518,6 +553,8 @@ struct Run<'a> {
     counts: Counts,
     /// Chunks per step now (see [`next_batch`]).
     batch: usize,
+    /// The most chunks per step.
+    flush_chunks: usize,
 }
 
 /// Chunks in the first step of a run: small, so that a run stopped early
@@ -694,8 +731,20 @@ impl Run<'_> {
     /// ends the wait at once (the batch is not stored, so nothing is half
     /// written: a rerun embeds it again).
     async fn wait(
-        &self,
+        &mut self,
         (flight, pending): (Flight, crate::blocking::Pending<Result<Embedded, ModelError>>),
+    ) -> Result<Embedded, IndexError> {
+        let started = Instant::now();
+        let embedded = self.wait_for(flight, pending).await?;
+        self.counts.timings.waiting += started.elapsed().as_secs_f64();
+        self.counts.timings.embedding += embedded.3;
+        Ok(embedded)
+    }
+
+    async fn wait_for(
+        &self,
+        flight: Flight,
+        pending: crate::blocking::Pending<Result<Embedded, ModelError>>,
     ) -> Result<Embedded, IndexError> {
         let join = pending.join();
         tokio::pin!(join);
@@ -712,8 +761,15 @@ impl Run<'_> {
     /// Stores a batch's points (each chunk's and its parts'), deletes the
     /// parts that replaced chunks no longer have, then records the chunks in
     /// the manifest.
-    async fn save(&mut self, (chunks, vectors, tokens, seconds): Embedded) -> Result<(), IndexError> {
-        self.batch = next_batch(chunks.len(), seconds, self.options.flush_chunks);
+    async fn save(&mut self, embedded: Embedded) -> Result<(), IndexError> {
+        let started = Instant::now();
+        self.store_batch(embedded).await?;
+        self.counts.timings.storing += started.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    async fn store_batch(&mut self, (chunks, vectors, tokens, seconds): Embedded) -> Result<(), IndexError> {
+        self.batch = next_batch(chunks.len(), seconds, self.flush_chunks);
         let mut vectors = vectors.into_iter();
         let mut points: Vec<Point> = Vec::with_capacity(vectors.len());
         for ((c, _), v) in chunks.iter().zip(vectors.by_ref()) {
