@@ -4,7 +4,9 @@
 # PyPI's wheels, laid out as a toolkit directory, plus a link-time stub of the
 # driver library (libcuda.so), which only a machine with an NVIDIA driver has.
 # The 13.0 line matches a CUDA 13.0 driver (R580); a newer nvcc would emit PTX
-# that driver cannot load. Prints the environment to build with; use it as
+# that driver cannot load. Prints the environment to build and run with
+# (the libraries' folder on LD_LIBRARY_PATH: a CUDA build needs them to start);
+# use it as
 #   eval "$(scripts/cuda-toolkit.sh)"
 # About 600 MB of wheels on first use; later runs reuse .cuda/.
 set -euo pipefail
@@ -34,10 +36,13 @@ if [ ! -x "$TK/bin/nvcc" ] || [ ! -f "$TK/lib/stubs/libcuda.so" ]; then
   # defines the driver functions cudarc declares; the real library is loaded at
   # run time. (NVIDIA's toolkit ships the same kind of stub in lib64/stubs.)
   mkdir -p "$ROOT.partial/toolkit/lib/stubs"
-  CUDARC=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* 2>/dev/null | sort -V | tail -1)
+  # The cudarc that Cargo.lock names for candle.
+  VERSION=$(grep -A1 '^name = "cudarc"' Cargo.lock | sed -n 's/^version = "\(0\.19\.[0-9]*\)"/\1/p' | head -1)
+  find_cudarc() { (ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"cudarc-$VERSION" 2>/dev/null || true) | head -1; }
+  CUDARC=$(find_cudarc)
   if [ -z "$CUDARC" ]; then
     cargo fetch --quiet >&2
-    CUDARC=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.* | sort -V | tail -1)
+    CUDARC=$(find_cudarc)
   fi
   grep -oE '^pub unsafe fn cu[A-Za-z0-9_]+' "$CUDARC/src/driver/sys/mod.rs" | awk '{print $4}' | sort -u \
     | sed 's/.*/int &(void) { return 999; }/' > "$ROOT.partial/stub.c"
@@ -46,10 +51,13 @@ if [ ! -x "$TK/bin/nvcc" ] || [ ! -f "$TK/lib/stubs/libcuda.so" ]; then
   mv "$ROOT.partial" "$ROOT"
   "$TK/bin/nvcc" --version | tail -2 >&2
 fi
-# The H100/H200 generation (9.0) by default; set CUDA_COMPUTE_CAP for others.
+# The GPU's own architecture when one is here (candle's kernels are built for
+# it), else the H100/H200 generation (9.0); CUDA_COMPUTE_CAP overrides both.
+CAP=${CUDA_COMPUTE_CAP:-$( (nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null || true) | head -1 | tr -d '. ')}
 cat <<EOF
 export CUDA_HOME="$TK" CUDA_PATH="$TK" CUDA_ROOT="$TK"
 export PATH="$TK/bin:\$PATH"
-export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
+export CUDA_COMPUTE_CAP="${CAP:-90}"
 export LIBRARY_PATH="$TK/lib:$TK/lib/stubs\${LIBRARY_PATH:+:\$LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$TK/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 EOF

@@ -18,6 +18,7 @@
 #   PARTS=which of "parity throughput stage-two" to run (default all three)
 # Usage: scripts/gpu-check.sh
 set -euo pipefail
+shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -26,7 +27,8 @@ PARTS=${PARTS:-parity throughput stage-two}
 part() { case " $PARTS " in *" $1 "*) return 0;; *) return 1;; esac; }
 
 if [ -z "${BIN:-}" ]; then
-  eval "$(scripts/cuda-toolkit.sh)"
+  toolkit=$(scripts/cuda-toolkit.sh)
+  eval "$toolkit"
   cargo build --release --quiet --features discord-indexer/cuda -p discord-indexer -p fake-discord --bins --examples
   BIN=target/release/examples/bench_embed
 fi
@@ -62,6 +64,7 @@ archive() {
   "$FAKE" --channels "$1" --messages "$2" --per-route 100000 --global 100000 > "$WORK/fake-$3.json" 2>/dev/null &
   local fake=$! info="$WORK/fake-$3.json"
   for _ in $(seq 1 600); do [ -s "$info" ] && break; sleep 0.1; done
+  [ -s "$info" ] || { echo "the fake Discord server did not start" >&2; return 1; }
   field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$info" "$1"; }
   printf '[load]\nrequests_per_second = 100000\n' > "$WORK/load.toml"
   DISCORD_API_BASE=$(field base_url) DISCORD_TOKEN=$(field token) "$INDEXER" \
@@ -94,8 +97,9 @@ st = load(f"{w}/st-f32.jsonl")
 bad = False
 for p, limit in (("f32", 1e-3), ("f16", 1e-2), ("bf16", 1e-2)):
     mine = load(f"{w}/ref-{p}.jsonl")
-    d_ref = max(abs(a - b) for u, v in zip(mine, ref) for a, b in zip(u, v))
     ours = load(f"{w}/ours-{p}.jsonl")
+    assert len(mine) == len(ref) and len(ours) == len(st), f"{p}: vectors missing"
+    d_ref = max(abs(a - b) for u, v in zip(mine, ref) for a, b in zip(u, v))
     d_st = max(abs(a - b) for u, v in zip(ours, st) for a, b in zip(u, v))
     cos = min(sum(a * b for a, b in zip(u, v)) for u, v in zip(ours, st))
     nan = any(x != x for v in ours + mine for x in v)
@@ -109,17 +113,18 @@ fi
 
 if part throughput; then
 echo "== throughput ($REPEAT passes over $(wc -l < "$TEXTS") chunk texts)"
+mkdir -p "$WORK/bench"
 for run in "f32 64" "f32 256" "f16 256" "bf16 256" "f16 512"; do
   set -- $run
-  "$BIN" --precision "$1" --repeat "$REPEAT" --texts "$TEXTS" "$MODEL" "$2" > "$WORK/ours-$1-$2.json"
+  "$BIN" --precision "$1" --repeat "$REPEAT" --texts "$TEXTS" "$MODEL" "$2" > "$WORK/bench/ours-$1-$2.json"
 done
 for run in "f32 32" "f32 256" "f16 256" "bf16 256"; do
   set -- $run
-  "$PY" scripts/bench-embed.py "$MODEL" "$TEXTS" "$2" --device cuda --dtype "$1" --repeat "$REPEAT" > "$WORK/st-$1-$2.json"
+  "$PY" scripts/bench-embed.py "$MODEL" "$TEXTS" "$2" --device cuda --dtype "$1" --repeat "$REPEAT" > "$WORK/bench/st-$1-$2.json"
 done
 python3 - "$WORK" <<'PY'
 import glob, json, os, sys
-rows = [json.load(open(p)) for p in sorted(glob.glob(f"{sys.argv[1]}/*-*-*.json"))]
+rows = [json.load(open(p)) for p in sorted(glob.glob(f"{sys.argv[1]}/bench/*.json"))]
 for r in rows:
     name = "ours" if r["embedder"] == "candle" else "sentence-transformers"
     print(f"{name:22} {r['precision']:5} batch {r['batch']:4}  {r['chunks_per_second']:9.0f} chunks/s "
@@ -139,10 +144,10 @@ if part stage-two; then
   GUILD=$(archive 10 10000 data)
   [ -n "$GUILD" ] || { echo "loading the generated archive failed" >&2; exit 1; }
   cp -r "$WORK/data" "$WORK/data-f16"
-  MODELS=$(dirname "$(realpath "$MODEL")")
+  MODEL_DIR=$(realpath "$MODEL")
   for p in f32 f16; do
     d=$WORK/data; [ $p = f16 ] && d=$WORK/data-f16
-    printf '[index]\nmodel = "%s"\nmodels_dir = "%s"\nprecision = "%s"\n' "$(basename "$MODEL")" "$MODELS" $p > "$WORK/index.toml"
+    printf '[index]\nmodel = "%s"\nmodels_dir = "%s"\nprecision = "%s"\n' "$(basename "$MODEL_DIR")" "$(dirname "$MODEL_DIR")" $p > "$WORK/index.toml"
     python3 - "$INDEXER" "$WORK/index.toml" "$d" "$GUILD" $p <<'PY'
 import json, resource, subprocess, sys, time
 binary, config, data, guild, p = sys.argv[1:]
@@ -156,9 +161,9 @@ print(f"{p}: {s['messages']} messages -> {s['chunks']} chunks, {s['points']} poi
       f"{s['tokens']} tokens on {s['device']} ({s['precision']}); {wall:.1f} s wall, "
       f"{s['embedded'] / wall:.0f} chunks/s, {s['tokens'] / wall:.0f} tokens/s, peak RSS {peak:.0f} MiB")
 t = s["timings"]
-print(f"      run {s['seconds']:.1f} s: embedding {t['embedding']:.1f} s (waited for {t['waiting']:.1f} s), "
+print(f"      run {s['seconds']:.1f} s: waited for vectors {t['waiting']:.1f} s (embedding jobs {t['embedding']:.1f} s), "
       f"storing {t['storing']:.1f} s, finishing {t['finishing']:.1f} s, "
-      f"reading and chunking {s['seconds'] - t['waiting'] - t['storing'] - t['finishing']:.1f} s")
+      f"the rest (reading, chunking, bookkeeping) {s['seconds'] - t['waiting'] - t['storing'] - t['finishing']:.1f} s")
 PY
   done
 fi

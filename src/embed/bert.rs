@@ -201,7 +201,8 @@ impl Bert {
         })
     }
 
-    /// `ids`, `type_ids`, `mask`: (batch, seq) u32, right-padded. Returns (batch, seq, hidden) f32.
+    /// `ids`, `type_ids`, `mask`: (batch, seq) u32, right-padded. Returns
+    /// (batch, seq, hidden) in the weights' type (the caller converts to F32).
     pub fn forward(&self, ids: &Tensor, type_ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (b, s) = ids.dims2()?;
         let (h, heads) = (self.hidden, self.heads);

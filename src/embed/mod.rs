@@ -30,8 +30,11 @@ pub const DEFAULT_BATCH_TEXTS: usize = 64;
 /// The same on a GPU, where a forward pass needs many rows to fill the chip.
 pub const DEFAULT_GPU_BATCH_TEXTS: usize = 256;
 
-/// Padded tokens (texts × longest text) one GPU forward pass holds at most:
-/// attention scores for 64k tokens of 512-token texts, 12 heads, take 1.6 GB in F32.
+/// Padded tokens (texts × longest text) one GPU forward pass holds at most.
+/// One copy of the attention scores for 64k tokens of 512-token texts takes
+/// 1.6 GB in F32 with 12 heads (2.1 GB with BGE-large's 16), and the mask,
+/// scale and softmax each make another: a few GB at the peak, for 512-token
+/// texts only (shorter ones need proportionally less).
 const GPU_BATCH_TOKENS: usize = 1 << 16;
 
 /// Values of hidden state one CPU forward pass holds per buffer at most

@@ -184,13 +184,18 @@ pub struct IndexSummary {
     pub timings: Timings,
 }
 
-/// Where a run's time went, in seconds. Embedding overlaps the rest, so
-/// `embedding` (time spent embedding, in the background) can exceed
-/// `waiting` (time the run stood still until vectors were ready); what
-/// `seconds` holds beyond `waiting + storing + finishing` is reading and chunking.
+/// Where a run's time went, in seconds. Embedding runs in the background,
+/// overlapping the rest (and a step's embedding may start before the last
+/// one's ends): `embedding` sums the wall time of the embedding jobs, so it
+/// can exceed the run's own time; `waiting` is how long the run stood still
+/// until vectors were ready. What `seconds` holds beyond
+/// `waiting + storing + finishing` is reading and chunking, deleting chunks
+/// that went away, and bookkeeping.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
 pub struct Timings {
+    /// Wall time of the embedding jobs, summed.
     pub embedding: f64,
+    /// Time the run waited for vectors.
     pub waiting: f64,
     /// Upserting points and recording them in the manifest.
     pub storing: f64,
