@@ -45,8 +45,7 @@ const BATCH_VALUES: usize = 1 << 22;
 /// The number type the encoder computes in. F32 everywhere; half precision
 /// (F16, BF16) on a GPU only, where it runs on the tensor cores. Vectors are
 /// pooled and normalised in F32 either way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     #[default]
     F32,
@@ -422,94 +421,29 @@ impl Embedder {
         self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| ModelError::Tokenizer(e.to_string()))
     }
 
-    /// The CPU path: longest texts first, batches cut by `batch_texts` and a
-    /// token budget, each batch's real tokens packed with no padding.
-    fn embed_cpu(
+    /// Tokenizes `texts`, sorts them longest first and embeds them in
+    /// batches: `take` says how many of the remaining texts (their lengths,
+    /// longest first) the next batch takes, `forward` embeds a batch and
+    /// returns its vectors in order and its real tokens.
+    fn embed_sorted(
         &self,
-        model: &cpu::CpuBert,
         texts: &[&str],
-        batch_texts: usize,
         done: &AtomicUsize,
+        take: impl Fn(&[usize]) -> usize,
+        mut forward: impl FnMut(&[&tokenizers::Encoding]) -> Result<(Vec<Vec<f32>>, usize), ModelError>,
     ) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
         let encodings = self.encode(texts)?;
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].len()));
-        let budget = (BATCH_VALUES / model.hidden).max(self.info.max_tokens);
-        let h = model.hidden;
+        let lengths: Vec<usize> = order.iter().map(|&i| encodings[i].len()).collect();
         let mut out = vec![Vec::new(); texts.len()];
         let mut tokens = 0;
         let mut start = 0;
         while start < order.len() {
-            let mut end = start;
-            let mut batch_tokens = 0;
-            while end < order.len() && end - start < batch_texts {
-                let len = encodings[order[end]].len();
-                if end > start && batch_tokens + len > budget {
-                    break;
-                }
-                batch_tokens += len;
-                end += 1;
-            }
-            let batch = &order[start..end];
-            let inputs: Vec<cpu::Tokens<'_>> = batch
-                .iter()
-                .map(|&i| cpu::Tokens { ids: encodings[i].get_ids(), type_ids: encodings[i].get_type_ids() })
-                .collect();
-            let hidden = model.forward(&inputs);
-            let mut row = 0;
-            for (&i, input) in batch.iter().zip(&inputs) {
-                let len = input.ids.len();
-                let rows = &hidden[row * h..(row + len) * h];
-                let mut v = match self.info.pooling {
-                    Pooling::Cls => rows[..h].to_vec(),
-                    Pooling::Mean => {
-                        let mut sum = vec![0f32; h];
-                        for r in rows.chunks_exact(h) {
-                            for (s, x) in sum.iter_mut().zip(r) {
-                                *s += x;
-                            }
-                        }
-                        // sentence-transformers: sum / max(count, 1e-9)
-                        let count = (len as f32).max(1e-9);
-                        sum.iter_mut().for_each(|s| *s /= count);
-                        sum
-                    }
-                };
-                // torch.nn.functional.normalize(p=2, eps=1e-12)
-                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-                v.iter_mut().for_each(|x| *x /= norm);
-                out[i] = v;
-                row += len;
-            }
-            tokens += batch_tokens;
-            done.fetch_add(batch.len(), Ordering::Relaxed);
-            start = end;
-        }
-        Ok((out, tokens))
-    }
-
-    /// The tensor path (GPU): longest texts first, batches cut by
-    /// `batch_texts` and a budget of padded tokens, each padded to its longest.
-    fn embed_tensor(
-        &self,
-        model: &Bert,
-        texts: &[&str],
-        batch_texts: usize,
-        done: &AtomicUsize,
-    ) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
-        let encodings = self.encode(texts)?;
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].len()));
-        let mut out = vec![Vec::new(); texts.len()];
-        let mut tokens = 0;
-        let mut start = 0;
-        while start < order.len() {
-            // Sorted longest first: the first text of a batch sets its padded length.
-            let longest = encodings[order[start]].len().max(1);
-            let end = (start + batch_texts.min(GPU_BATCH_TOKENS / longest).max(1)).min(order.len());
+            let end = (start + take(&lengths[start..]).max(1)).min(order.len());
             let batch = &order[start..end];
             let inputs: Vec<&tokenizers::Encoding> = batch.iter().map(|&i| &encodings[i]).collect();
-            let (vectors, n) = self.embed_padded(model, &inputs)?;
+            let (vectors, n) = forward(&inputs)?;
             tokens += n;
             for (&i, v) in batch.iter().zip(vectors) {
                 out[i] = v;
@@ -518,6 +452,80 @@ impl Embedder {
             start = end;
         }
         Ok((out, tokens))
+    }
+
+    /// The CPU path: batches cut by `batch_texts` and a token budget, each
+    /// batch's real tokens packed with no padding.
+    fn embed_cpu(
+        &self,
+        model: &cpu::CpuBert,
+        texts: &[&str],
+        batch_texts: usize,
+        done: &AtomicUsize,
+    ) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
+        let budget = (BATCH_VALUES / model.hidden).max(self.info.max_tokens);
+        let take = |lengths: &[usize]| {
+            let mut total = 0;
+            lengths
+                .iter()
+                .take(batch_texts)
+                .enumerate()
+                .take_while(|&(i, &len)| {
+                    total += len;
+                    i == 0 || total <= budget
+                })
+                .count()
+        };
+        self.embed_sorted(texts, done, take, |batch| Ok(self.embed_packed(model, batch)))
+    }
+
+    /// One packed batch through the CPU encoder, pooled and normalised.
+    fn embed_packed(&self, model: &cpu::CpuBert, encodings: &[&tokenizers::Encoding]) -> (Vec<Vec<f32>>, usize) {
+        let h = model.hidden;
+        let inputs: Vec<cpu::Tokens<'_>> =
+            encodings.iter().map(|e| cpu::Tokens { ids: e.get_ids(), type_ids: e.get_type_ids() }).collect();
+        let hidden = model.forward(&inputs);
+        let mut out = Vec::with_capacity(inputs.len());
+        let mut row = 0;
+        for input in &inputs {
+            let len = input.ids.len();
+            let rows = &hidden[row * h..(row + len) * h];
+            let mut v = match self.info.pooling {
+                Pooling::Cls => rows[..h].to_vec(),
+                Pooling::Mean => {
+                    let mut sum = vec![0f32; h];
+                    for r in rows.chunks_exact(h) {
+                        for (s, x) in sum.iter_mut().zip(r) {
+                            *s += x;
+                        }
+                    }
+                    // sentence-transformers: sum / max(count, 1e-9)
+                    let count = (len as f32).max(1e-9);
+                    sum.iter_mut().for_each(|s| *s /= count);
+                    sum
+                }
+            };
+            // torch.nn.functional.normalize(p=2, eps=1e-12)
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            v.iter_mut().for_each(|x| *x /= norm);
+            out.push(v);
+            row += len;
+        }
+        (out, row)
+    }
+
+    /// The tensor path (GPU): batches cut by `batch_texts` and a budget of
+    /// padded tokens, each padded to its longest.
+    fn embed_tensor(
+        &self,
+        model: &Bert,
+        texts: &[&str],
+        batch_texts: usize,
+        done: &AtomicUsize,
+    ) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
+        // Longest first: the first text of a batch sets its padded length.
+        let take = |lengths: &[usize]| batch_texts.min(GPU_BATCH_TOKENS / lengths[0].max(1));
+        self.embed_sorted(texts, done, take, |batch| self.embed_padded(model, batch))
     }
 
     /// One padded batch through the tensor forward.
