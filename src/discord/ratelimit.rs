@@ -547,17 +547,22 @@ mod tests {
         assert!(w.try_acquire(t0 + Duration::from_millis(1200)).is_ok());
     }
 
+    /// An answer that empties bucket `b1` (5 requests) until `reset_after` seconds pass.
+    fn emptied_bucket(reset_after: &str) -> Headers {
+        Headers::parse(&headers(&[
+            ("X-RateLimit-Limit", "5"),
+            ("X-RateLimit-Remaining", "0"),
+            ("X-RateLimit-Reset-After", reset_after),
+            ("X-RateLimit-Bucket", "b1"),
+        ]))
+    }
+
     #[tokio::test(start_paused = true)]
     async fn acquire_waits_for_an_empty_bucket_then_goes() {
         let limiter = Arc::new(RateLimiter::new(50, Duration::ZERO));
         let key = RouteKey { template: "GET /channels/{}/messages", major: 7 };
         let permit = limiter.acquire(key.clone()).await;
-        let h = Headers::parse(&headers(&[
-            ("X-RateLimit-Limit", "5"),
-            ("X-RateLimit-Remaining", "0"),
-            ("X-RateLimit-Reset-After", "2"),
-            ("X-RateLimit-Bucket", "b1"),
-        ]));
+        let h = emptied_bucket("2");
         let t = Instant::now();
         limiter.update(&permit, &h, t);
         drop(permit);
@@ -608,12 +613,7 @@ mod tests {
         // A bucket that a's answer emptied holds b back until it resets.
         let key = RouteKey { template: "GET /channels/{}/messages", major: 7 };
         let permit = a.acquire(key.clone()).await;
-        let h = Headers::parse(&headers(&[
-            ("X-RateLimit-Limit", "5"),
-            ("X-RateLimit-Remaining", "0"),
-            ("X-RateLimit-Reset-After", "0.6"),
-            ("X-RateLimit-Bucket", "b1"),
-        ]));
+        let h = emptied_bucket("0.6");
         a.update(&permit, &h, Instant::now());
         drop(permit);
         drop(a);
