@@ -8,6 +8,8 @@
 //! - [`import`]: DiscordChatExporter exports (JSON, CSV) into the same
 //!   archive rows a load writes; `load` then continues them.
 //! - [`chunk`]: stage two's chunker: conversations into windows of messages.
+//! - [`ocr`]: text in images (Tesseract through its C library, loaded at
+//!   run time), for stage two.
 //! - [`embed`]: sentence embeddings with candle (BERT-family models).
 //! - [`vector`]: the vector stores: embedded qdrant-edge, or a Qdrant server.
 //! - [`index`]: stage two, archive → chunks → vectors → collection, incrementally.
@@ -40,6 +42,7 @@ pub mod failpoint;
 pub mod import;
 pub mod index;
 pub mod load;
+pub mod ocr;
 pub mod permissions;
 pub mod search;
 pub mod snowflake;

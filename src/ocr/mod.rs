@@ -1,0 +1,1 @@
+//! Text in images (OCR). Being written.
