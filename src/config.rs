@@ -10,6 +10,7 @@
 //! | channels loaded at once | `[load] concurrency` | — |
 //! | requests per second for the bot | `[load] requests_per_second` | — |
 //! | one request's time limit; how long a failing request is retried | `[load] request_timeout_secs` (30), `patience_secs` (120) | — |
+//! | attachment files a load fetches (`none`, `images`, `all`); per-file cap; bytes per run; downloads at once | `[load] attachments` (images), `attachment_max_mb` (8), `attachment_budget_mb` (2048), `attachment_concurrency` (4) | — |
 //! | embedding model | `[index] model` | — |
 //! | model directory | `[index] models_dir` | `DISCORD_INDEXER_MODELS_DIR` |
 //! | chunking and filters | `[index] silence_minutes`, `max_chunk_tokens`, `part_tokens`, `skip_bots`, `skip_authors`, `command_prefixes` | — |
@@ -94,6 +95,10 @@ struct LoadSection {
     requests_per_second: Option<u32>,
     request_timeout_secs: Option<u64>,
     patience_secs: Option<u64>,
+    attachments: Option<String>,
+    attachment_max_mb: Option<u64>,
+    attachment_budget_mb: Option<u64>,
+    attachment_concurrency: Option<usize>,
 }
 
 /// The resolved settings. `Debug` never shows the token.
@@ -109,6 +114,8 @@ pub struct Settings {
     pub request_timeout: std::time::Duration,
     /// How long a request keeps being retried after failures before it is given up.
     pub patience: std::time::Duration,
+    /// Which attachment files a load fetches, and within what limits.
+    pub files: crate::load::files::FileOptions,
     /// Stage two's default model.
     pub model: String,
     pub models_dir: PathBuf,
@@ -177,6 +184,27 @@ impl Settings {
         }
         let (request_timeout, patience) =
             (std::time::Duration::from_secs(request_timeout), std::time::Duration::from_secs(patience));
+        let mut files = crate::load::files::FileOptions::default();
+        if let Some(mode) = &file.load.attachments {
+            files.mode = mode.parse().map_err(|e: String| anyhow::anyhow!("[load] attachments: {e}"))?;
+        }
+        const MB: u64 = 1024 * 1024;
+        match file.load.attachment_max_mb {
+            Some(0) => bail!("[load] attachment_max_mb must be at least 1"),
+            Some(mb) => files.max_file_bytes = mb.saturating_mul(MB),
+            None => {}
+        }
+        match file.load.attachment_budget_mb {
+            Some(0) => bail!("[load] attachment_budget_mb must be at least 1 (attachments = \"none\" fetches none)"),
+            Some(mb) => files.budget_bytes = mb.saturating_mul(MB),
+            None => {}
+        }
+        match file.load.attachment_concurrency {
+            Some(0) => bail!("[load] attachment_concurrency must be at least 1"),
+            Some(n) => files.concurrency = n,
+            None => {}
+        }
+        files.timeout = request_timeout.max(std::time::Duration::from_secs(60));
         let defaults = ChunkRules::default();
         let i = file.index;
         let chunking = ChunkRules {
@@ -217,6 +245,7 @@ impl Settings {
             requests_per_second,
             request_timeout,
             patience,
+            files,
             model: i.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned()),
             models_dir: nonempty(env("DISCORD_INDEXER_MODELS_DIR"))
                 .map(PathBuf::from)

@@ -178,7 +178,23 @@ pub async fn load(
         let rate = c.2 as f64 / started.elapsed().as_secs_f64().max(0.001);
         status(format!("{}/{} channels, {} new messages ({rate:.0}/s)", c.1, c.0, c.2));
     };
-    Ok(crate::load::load(&bot.client, &bot.store, &options, &on_event, &bot.shutdown).await?)
+    let mut summary = crate::load::load(&bot.client, &bot.store, &options, &on_event, &bot.shutdown).await?;
+    // Then the attachment files, as the CLI fetches them.
+    if !summary.interrupted && bot.settings.files.mode != crate::load::files::AttachmentMode::None {
+        let on_files = |done: u64, total: u64| status(format!("attachment files: {done}/{total}"));
+        let files = crate::load::files::fetch_files(
+            &bot.client,
+            &bot.store,
+            &[guild],
+            &bot.settings.files,
+            &on_files,
+            &bot.shutdown,
+        )
+        .await?;
+        summary.ok &= files.ok();
+        summary.files = Some(files);
+    }
+    Ok(summary)
 }
 
 /// Stage two for a guild with a model: incremental, as the CLI runs it;

@@ -35,6 +35,52 @@ pub struct ChatMessage {
     pub content: String,
     pub kind: u8,
     pub reply_to: Option<u64>,
+    /// Its image attachments, with what was read from them.
+    pub images: Vec<ImageNote>,
+}
+
+/// An image attached to a message, as its line shows it: file name, alt
+/// text, and the text read from the file (OCR), which is what makes a
+/// screenshot of an error findable by the error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageNote {
+    pub filename: String,
+    pub description: Option<String>,
+    /// Read from the file (empty: nothing readable, or not read yet).
+    pub text: String,
+}
+
+impl ImageNote {
+    /// Whether it says more than a file name.
+    fn says_something(&self) -> bool {
+        !self.text.trim().is_empty() || self.description.as_deref().is_some_and(|d| !d.trim().is_empty())
+    }
+
+    /// `[image error.png (alt text): "text read from it"]`.
+    fn render(&self) -> String {
+        let mut out = format!("[image {}", one_line(&self.filename));
+        if let Some(d) = self.description.as_deref().map(one_line).filter(|d| !d.is_empty()) {
+            out.push_str(&format!(" ({d})"));
+        }
+        let text = one_line(&self.text);
+        if !text.is_empty() {
+            out.push_str(&format!(": \"{}\"", cut_chars(&text, IMAGE_TEXT_CHARS)));
+        }
+        out.push(']');
+        out
+    }
+}
+
+/// Characters of an image's text shown on its message's line: a screenshot
+/// of a whole log would otherwise fill chunks on its own. (The keyword index
+/// holds all of it.)
+pub const IMAGE_TEXT_CHARS: usize = 600;
+
+fn cut_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
 }
 
 /// The chunking and filtering rules (part of an index's identity: changing
@@ -84,7 +130,7 @@ impl ChunkRules {
     pub fn skips(&self, m: &ChatMessage) -> bool {
         let text = m.content.trim();
         !message_type::is_conversation(m.kind)
-            || text.is_empty()
+            || (text.is_empty() && !m.images.iter().any(ImageNote::says_something))
             || (self.skip_bots && m.author_is_bot)
             || self.skip_authors.contains(&m.author_id)
             || self.command_prefixes.iter().any(|p| !p.is_empty() && text.starts_with(p.as_str()))
@@ -223,10 +269,16 @@ impl<'a> Chunker<'a> {
         let count = self.count;
         let budget = rules.max_tokens.max(8);
         let mut closed = Vec::new();
-        let content = one_line(&m.content);
+        let mut content = one_line(&m.content);
         self.remember(m.id, m.author_name.clone(), content.clone());
         if rules.skips(&m) {
             return closed;
+        }
+        for image in &m.images {
+            if !content.is_empty() {
+                content.push(' ');
+            }
+            content.push_str(&image.render());
         }
         let replied = m.reply_to.and_then(|r| self.recent.get(&r).cloned().or_else(|| (self.quote)(r)));
         let line = match replied {

@@ -13,6 +13,7 @@ fn msg(minute: u64, seq: u64, author: u64, text: &str) -> ChatMessage {
         content: text.into(),
         kind: 0,
         reply_to: None,
+        images: Vec::new(),
     }
 }
 
@@ -184,4 +185,40 @@ fn a_titled_channel_leads_every_chunk_with_its_title() {
     let mut out: Vec<Chunk> = ms.iter().flat_map(|m| c.push(m.clone())).collect();
     out.extend(c.finish());
     assert!(out.iter().all(|c| c.tokens <= 12 && !c.text.contains("title")));
+}
+
+fn image(name: &str, description: Option<&str>, text: &str) -> ImageNote {
+    ImageNote { filename: name.into(), description: description.map(Into::into), text: text.into() }
+}
+
+#[test]
+fn image_text_joins_its_message_line() {
+    let mut with_text = msg(0, 1, 1, "this fails on start");
+    with_text.images = vec![image("error.png", None, "Error: ERR_NOTARY_KEY_EXPIRED\nat block 1234")];
+    let mut image_only = msg(1, 2, 2, "");
+    image_only.images = vec![image("board.jpg", Some("the whiteboard"), "")];
+    let mut photo_only = msg(2, 3, 3, "");
+    photo_only.images = vec![image("IMG_2034.jpg", None, "")];
+    let mut photo_with_words = msg(3, 4, 1, "our new office");
+    photo_with_words.images = vec![image("IMG_2035.jpg", None, "")];
+    let chunks = chunk_channel(vec![with_text, image_only, photo_only, photo_with_words], &ChunkRules::default(), &words, &none);
+    assert_eq!(
+        texts(&chunks),
+        vec![
+            "user1: this fails on start [image error.png: \"Error: ERR_NOTARY_KEY_EXPIRED at block 1234\"]\n\
+             user2: [image board.jpg (the whiteboard)]\n\
+             user1: our new office [image IMG_2035.jpg]"
+        ],
+        "a photo that says nothing, alone, is no line"
+    );
+}
+
+#[test]
+fn long_image_text_is_cut_on_the_line() {
+    let mut m = msg(0, 1, 1, "log");
+    m.images = vec![image("log.png", None, &"word ".repeat(400))];
+    let rules = ChunkRules { max_tokens: 1000, ..ChunkRules::default() };
+    let chunks = chunk_channel(vec![m], &rules, &words, &none);
+    assert!(chunks[0].text.ends_with("…\"]"), "{}", chunks[0].text);
+    assert!(chunks[0].text.len() < IMAGE_TEXT_CHARS + 60);
 }

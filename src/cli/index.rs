@@ -29,6 +29,10 @@ pub struct Args {
     /// Make this model the guild's active one when the index is complete.
     #[arg(long)]
     pub activate: bool,
+    /// Read image files again whose stored text an older OCR engine read
+    /// (after upgrading Tesseract or its language data).
+    #[arg(long)]
+    pub reread_images: bool,
 }
 
 pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
@@ -58,6 +62,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         let mut options = settings.index_options(guild);
         options.rebuild = args.rebuild;
         options.activate = args.activate;
+        options.images.reread = args.reread_images;
         let view = View::new();
         let result = index::index(&store, &backend, embedder.clone(), &options, &|e| view.on_event(e), &shutdown).await;
         view.bar.finish_and_clear();
@@ -120,6 +125,21 @@ impl View {
 }
 
 fn print_summary(s: &IndexSummary) {
+    let i = &s.images;
+    if i.read > 0 {
+        out!(
+            "guild {}: text read from {} image files ({} with text, {} not decodable) in {:.1}s; {} messages changed with it",
+            s.guild_id,
+            i.read,
+            i.with_text,
+            i.undecodable,
+            i.seconds,
+            i.messages
+        );
+    }
+    if let Some(why) = &i.unavailable {
+        out!("guild {}: {} image files not read: {why}", s.guild_id, i.unread);
+    }
     out!(
         "guild {} with {}: {} chunks embedded, {} unchanged, {} removed ({} tokens) from {} messages in {} changed channels; \
          {} points in {} ({}), {} in the HNSW index; {:.1}s{}{}",

@@ -12,6 +12,7 @@ use indicatif::ProgressBar;
 use super::{exit, shutdown_on_signal};
 use crate::config::Settings;
 use crate::discord::Client;
+use crate::load::files::{self, AttachmentMode, FileSummary};
 use crate::load::{self, ChannelReport, LoadEvent, LoadOptions, LoadSummary, Outcome};
 use crate::store::Store;
 
@@ -32,6 +33,11 @@ pub struct Args {
     /// Channels loaded at the same time (default 8, or [load] concurrency).
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
+    /// Attachment files to fetch after the messages: none, images or all
+    /// (default images, or [load] attachments). Stored under
+    /// <data-dir>/attachments/, named by their SHA-256.
+    #[arg(long, value_name = "WHICH")]
+    pub attachments: Option<crate::load::files::AttachmentMode>,
 }
 
 /// `verbose` (-v): list up-to-date channels one by one too.
@@ -61,7 +67,33 @@ pub async fn run(args: Args, settings: &Settings, json: bool, verbose: bool) -> 
     let summary = load::load(&client, &store, &options, &|e| view.on_event(e), &shutdown).await.context("load failed");
     ticker.abort();
     view.finish();
-    let summary = summary?;
+    let mut summary = summary?;
+    let mut file_options = settings.files.clone();
+    if let Some(mode) = args.attachments {
+        file_options.mode = mode;
+    }
+    if !summary.interrupted && file_options.mode != AttachmentMode::None {
+        let guilds: Vec<u64> =
+            summary.guilds.iter().filter(|g| g.error.is_none()).map(|g| g.guild_id).collect();
+        let bar = super::progress_bar(Some(0), "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} attachment files");
+        let files = files::fetch_files(
+            &client,
+            &store,
+            &guilds,
+            &file_options,
+            &|done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            },
+            &shutdown,
+        )
+        .await
+        .context("fetching attachment files failed")?;
+        bar.finish_and_clear();
+        summary.interrupted |= shutdown.is_cancelled();
+        summary.ok &= files.ok() && !summary.interrupted;
+        summary.files = Some(files);
+    }
     if json {
         out!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -212,6 +244,9 @@ fn print_summary(s: &LoadSummary, verbose: bool) {
             out!("  {up_to_date} channels up to date (list them with -v)");
         }
     }
+    if let Some(f) = &s.files {
+        print_files(f);
+    }
     let failed = s.channels.iter().filter(|c| !c.outcome.is_ok()).count();
     out!(
         "{} new and {} updated messages in {:.1}s; {} requests, {} rate-limit waits ({} ms), {} retries, {} 429s{}",
@@ -225,4 +260,37 @@ fn print_summary(s: &LoadSummary, verbose: bool) {
         s.requests.rate_limited,
         if failed > 0 { format!("; {failed} channels not finished: rerun to continue") } else { String::new() },
     );
+}
+
+/// What became of the attachment files, in a few lines.
+fn print_files(f: &FileSummary) {
+    if f.wanted == 0 {
+        return;
+    }
+    let mut not = Vec::new();
+    for (n, what) in [
+        (f.too_large, "too large"),
+        (f.not_image, "not images"),
+        (f.broken, "broken"),
+        (f.gone, "gone from the CDN"),
+        (f.refused, "not Discord CDN links"),
+        (f.failed, "failed (rerun to retry)"),
+        (f.left, "left for the next run"),
+    ] {
+        if n > 0 {
+            not.push(format!("{n} {what}"));
+        }
+    }
+    out!(
+        "attachment files: {} stored ({:.1} MB in {:.1}s{}){}{}",
+        f.stored,
+        f.bytes as f64 / 1e6,
+        f.seconds,
+        if f.refreshed > 0 { format!(", {} links renewed", f.refreshed) } else { String::new() },
+        if not.is_empty() { "; not stored: " } else { "" },
+        not.join(", ")
+    );
+    for p in &f.problems {
+        out!("  {} (message {}): {}: {}", p.filename, p.message_id, p.state.as_str(), p.detail);
+    }
 }

@@ -14,6 +14,7 @@
 //! failures: they wait exactly what Discord asks and are retried (at most
 //! `max_429` times in a row, a guard against a server that never relents).
 
+pub mod cdn;
 pub mod ledger;
 pub mod model;
 pub mod ratelimit;
@@ -34,6 +35,8 @@ use ratelimit::{Headers, RateLimiter, RouteKey, StatsSnapshot};
 pub const DEFAULT_API_BASE: &str = "https://discord.com";
 /// Messages per page: Discord's maximum.
 pub const PAGE_SIZE: u8 = 100;
+/// Links per `POST /attachments/refresh-urls`: Discord's maximum.
+pub const REFRESH_BATCH: usize = 50;
 
 /// A bot token. Never printed: `Debug` and `Display` show a placeholder.
 #[derive(Clone, PartialEq, Eq)]
@@ -220,18 +223,32 @@ impl Client {
 
     /// Sends a GET and returns the body of a 2xx answer, after rate limits and retries.
     pub async fn get_bytes(&self, route: &Route, query: &[(&str, String)]) -> Result<Bytes, ApiError> {
+        self.send(reqwest::Method::GET, route, query, None).await
+    }
+
+    /// Sends a request (with a JSON body, if any) and returns the body of a
+    /// 2xx answer, after rate limits and retries.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        route: &Route,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<Bytes, ApiError> {
         let url = format!("{}/api/v10{}", self.options.api_base, route.path);
         let (mut tries, mut limited) = (0u32, 0u32);
         let started = Instant::now();
         loop {
             let permit = self.limiter.acquire(route.key.clone()).await;
-            let sent = self
+            let mut request = self
                 .http
-                .get(&url)
+                .request(method.clone(), &url)
                 .query(query)
-                .header(reqwest::header::AUTHORIZATION, self.options.token.header())
-                .send()
-                .await;
+                .header(reqwest::header::AUTHORIZATION, self.options.token.header());
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let sent = request.send().await;
             let failure = match sent {
                 Err(e) => transport_error(&e),
                 Ok(resp) => {
@@ -373,6 +390,26 @@ impl Client {
         }
         let path = format!("/channels/{channel}/threads/archived/{kind}");
         self.get(Route::new(template, channel, path), &query).await
+    }
+
+    /// Fresh signed links for attachment links (Discord's CDN links expire):
+    /// `POST /attachments/refresh-urls`, at most [`REFRESH_BATCH`] at a time.
+    /// Returns (original, refreshed) pairs; a link Discord does not renew is
+    /// left out.
+    pub async fn refresh_urls(&self, urls: &[String]) -> Result<Vec<(String, String)>, ApiError> {
+        assert!(urls.len() <= REFRESH_BATCH, "at most {REFRESH_BATCH} links per request");
+        let route = Route::new("POST /attachments/refresh-urls", 0, "/attachments/refresh-urls".into());
+        let body = serde_json::json!({ "attachment_urls": urls });
+        let answer = self.send(reqwest::Method::POST, &route, &[], Some(&body)).await?;
+        let parsed: model::RefreshedUrls = serde_json::from_slice(&answer)
+            .map_err(|e| ApiError::Decode(format!("/attachments/refresh-urls: {e}")))?;
+        Ok(parsed.refreshed_urls.into_iter().map(|r| (r.original, r.refreshed)).collect())
+    }
+
+    /// The API base this client talks to (its host may also serve attachment
+    /// files, as the fake server's does).
+    pub fn api_base(&self) -> &str {
+        &self.options.api_base
     }
 
     /// Up to `limit` messages with ids greater than `after`, **as Discord

@@ -232,6 +232,19 @@ pub struct ThreadList {
     pub has_more: bool,
 }
 
+/// Answer of `POST /attachments/refresh-urls`.
+#[derive(Debug, Deserialize)]
+pub struct RefreshedUrls {
+    #[serde(default)]
+    pub refreshed_urls: Vec<RefreshedUrl>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RefreshedUrl {
+    pub original: String,
+    pub refreshed: String,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Attachment {
     #[serde(deserialize_with = "snowflake")]
@@ -247,6 +260,9 @@ pub struct Attachment {
     pub width: Option<u32>,
     #[serde(default)]
     pub height: Option<u32>,
+    /// Alt text.
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -289,6 +289,7 @@ fn attachment(url: &str) -> Option<Attachment> {
         url: url.to_owned(),
         width: None,
         height: None,
+        description: None,
     })
 }
 

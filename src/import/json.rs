@@ -362,6 +362,7 @@ fn message(m: DceMessage, channel_id: u64) -> Result<Message, String> {
             url: a.url,
             width: None,
             height: None,
+            description: None,
         });
     }
     let reactions = m

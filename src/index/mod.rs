@@ -45,6 +45,11 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+mod images;
+
+pub use images::{ImageOptions, ImageSummary};
+use images::read_images;
+
 use crate::chunk::{part_id, Chunk, ChunkRules, Chunker};
 use crate::embed::{device_name, Embedder, ModelError};
 use crate::snowflake;
@@ -67,6 +72,8 @@ pub struct IndexOptions {
     /// transaction each). Steps are sized by time below this: see [`next_batch`].
     /// None: [`DEFAULT_FLUSH_CHUNKS`] on a CPU, [`DEFAULT_GPU_FLUSH_CHUNKS`] on a GPU.
     pub flush_chunks: Option<usize>,
+    /// Reading text from image files first (see [`images`]).
+    pub images: ImageOptions,
 }
 
 /// The most chunks per step on a CPU: a few seconds of embedding there.
@@ -86,6 +93,7 @@ impl IndexOptions {
             chunking: ChunkRules::default(),
             batch_size: None,
             flush_chunks: None,
+            images: ImageOptions::default(),
         }
     }
 }
@@ -182,6 +190,8 @@ pub struct IndexSummary {
     pub seconds: f64,
     /// Where the run's seconds went.
     pub timings: Timings,
+    /// Text read from image files before chunking.
+    pub images: ImageSummary,
 }
 
 /// Where a run's time went, in seconds. Embedding runs in the background,
@@ -228,6 +238,8 @@ pub enum IndexError {
     Incomplete { guild: u64, model: String },
     #[error("interrupted; rerun to continue (nothing is lost)")]
     Interrupted,
+    #[error("{0}")]
+    Ocr(String),
     #[error("the vector store of guild {guild} with model {model} holds {found} points after the run, but the index records {expected}: it is damaged; rebuild it with `discord-indexer index --guild {guild} --model {model} --rebuild`")]
     Unverified { guild: u64, model: String, found: u64, expected: u64 },
 }
@@ -322,6 +334,12 @@ pub async fn index(
         Some(r) if !reset && r.state == IndexState::Building => store.manifest_chunks(guild, &name)?,
         _ => 0,
     };
+    // Image text first: what it changes moves its messages' versions, which
+    // this run then sees like any other change.
+    let images = read_images(store, guild, &options.images, shutdown).await?;
+    if shutdown.is_cancelled() {
+        return Err(IndexError::Interrupted);
+    }
     let version_now = store.version()?;
 
     let mut changed = store.call(move |s| s.changed_channels(guild, since)).await?;
@@ -415,6 +433,7 @@ pub async fn index(
         active,
         seconds: started.elapsed().as_secs_f64(),
         timings: counts.timings,
+        images,
     })
 }
 

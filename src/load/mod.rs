@@ -12,6 +12,7 @@
 //! bar and the bot's progress message are two views of the same run.
 
 mod discover;
+pub mod files;
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -125,6 +126,9 @@ pub struct LoadSummary {
     pub updated: u64,
     pub seconds: f64,
     pub requests: StatsSnapshot,
+    /// Attachment files, when the run fetched them ([`files::fetch_files`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<files::FileSummary>,
 }
 
 /// Why a run stopped as a whole.
@@ -144,6 +148,9 @@ pub enum LoadError {
     NothingRequested,
     #[error("channel {0} is not in any of the requested guilds")]
     UnknownChannel(u64),
+    /// Attachment files could not be written (disk full, permissions).
+    #[error("{0}")]
+    Files(String),
 }
 
 /// Runs stage one. Returns `Err` only for failures that stop the whole run
@@ -235,6 +242,7 @@ pub async fn load(
         channels: reports,
         seconds: started.elapsed().as_secs_f64(),
         requests: client.stats(),
+        files: None,
     };
     summary.ok = !interrupted
         && summary.guilds.iter().all(|g| g.error.is_none())

@@ -146,6 +146,7 @@ fn keyword_hits(
     // A post's title stands for its first message: merged by bm25, so a
     // question that names a title finds the post.
     hits.extend(store.thread_title_search(fts, &ids, &within, depth)?);
+    hits.extend(store.attachment_search(fts, &ids, &within, depth)?);
     hits.sort_by(|a, b| a.bm25.total_cmp(&b.bm25));
     let mut seen = HashSet::new();
     let mut out = Vec::new();

@@ -211,9 +211,20 @@ impl Store {
                 content: r.get(5)?,
                 kind: r.get(6)?,
                 reply_to: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+                images: Vec::new(),
             })
         })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut page: Vec<ChatMessage> = rows.collect::<Result<_, _>>()?;
+        drop(stmt);
+        drop(conn);
+        let ids: Vec<u64> = page.iter().map(|m| m.id).collect();
+        let mut notes = self.image_notes(&ids)?.into_iter().peekable();
+        for m in &mut page {
+            while let Some((_, note)) = notes.next_if(|(id, _)| *id == m.id) {
+                m.images.push(note);
+            }
+        }
+        Ok(page)
     }
 
     /// (author display name, text) of a message of `channel`, for reply

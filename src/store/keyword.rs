@@ -2,7 +2,9 @@
 //! `messages` in the same transactions (new rows by `write_messages`, edits
 //! and deletions by triggers: migrations 003 and 005), and the counts keyword
 //! search weighs terms with; and FTS5 over thread and forum post titles
-//! (migration 007), kept in step with `channels` by triggers.
+//! (migration 007), kept in step with `channels` by triggers; and FTS5 over
+//! attachments (file name, alt text, image text: migration 009), written by
+//! stage two.
 
 use rusqlite::params;
 
@@ -72,13 +74,43 @@ impl Store {
         Ok(hits)
     }
 
-    /// How many messages match an FTS5 query (a term's document frequency),
-    /// counting no further than `cap`.
+    /// How many messages and attachments match an FTS5 query (a term's
+    /// document frequency), counting no further than `cap`.
     pub fn keyword_count(&self, fts_query: &str, cap: u64) -> Result<u64, StoreError> {
         let conn = self.conn()?;
-        let mut stmt = conn
-            .prepare_cached("SELECT count(*) FROM (SELECT 1 FROM messages_fts WHERE messages_fts MATCH ?1 LIMIT ?2)")?;
-        Ok(stmt.query_row(params![fts_query, cap as i64], |r| r.get::<_, i64>(0))? as u64)
+        let mut stmt = conn.prepare_cached(
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM messages_fts WHERE messages_fts MATCH ?1 LIMIT ?2))
+                  + (SELECT count(*) FROM (SELECT 1 FROM attachments_fts WHERE attachments_fts MATCH ?1 LIMIT ?2))",
+        )?;
+        Ok((stmt.query_row(params![fts_query, cap as i64], |r| r.get::<_, i64>(0))? as u64).min(cap))
+    }
+
+    /// Messages whose attachments match an FTS5 query (file name, alt text,
+    /// text read from the image), under the same rules and filter as
+    /// [`Store::keyword_search`]; bm25 is the attachment's, best first.
+    pub fn attachment_search(
+        &self,
+        fts_query: &str,
+        guilds: &[u64],
+        filter: &SearchFilter,
+        limit: usize,
+    ) -> Result<Vec<KeywordHit>, StoreError> {
+        let conversation = message_type::conversation_sql();
+        let sql = format!(
+            "SELECT m.id, m.channel_id, m.guild_id, min(t.score)
+             FROM (SELECT rowid AS attachment, bm25(attachments_fts) AS score FROM attachments_fts
+                   WHERE attachments_fts MATCH ?1) t
+             JOIN attachments a ON a.id = t.attachment
+             JOIN messages m ON m.id = a.message_id
+             WHERE m.guild_id IN (SELECT value FROM json_each(?2))
+               AND (?3 IS NULL OR m.channel_id IN (SELECT value FROM json_each(?3)))
+               AND (?5 IS NULL OR m.author_id IN (SELECT value FROM json_each(?5)))
+               AND m.id >= ?6 AND m.id < ?7
+               AND m.type IN ({conversation})
+               AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = m.author_id AND u.bot)
+             GROUP BY m.id ORDER BY min(t.score) LIMIT ?4"
+        );
+        self.hits(&sql, fts_query, guilds, filter, limit)
     }
 
     /// Threads and forum posts whose title matches an FTS5 query, each as

@@ -8,6 +8,7 @@
 //! a killed load resumable. See the README for the contract other tools rely on.
 
 mod access;
+mod files;
 mod import;
 mod index;
 mod keyword;
@@ -23,6 +24,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use crate::discord::model::{Message, Raw, User};
 use crate::snowflake;
 pub use access::{ChannelAccess, GuildAccess, GuildFacts, StoredMember};
+pub use files::{claims_image, FetchState, ImageText, StoredFile, UnreadImage, WantedFile};
 pub use import::ImportedChannel;
 pub use index::{ActiveIndex, ChannelInfo, ChunkRecord, IndexRecord, IndexState, NewIndex};
 pub use keyword::{KeywordHit, KeywordOrder};
@@ -38,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/006_chunk_parts.sql"),
     include_str!("migrations/007_thread_titles.sql"),
     include_str!("migrations/008_collection_key.sql"),
+    include_str!("migrations/009_attachment_files.sql"),
 ];
 
 /// The file name of the archive inside the data directory.
@@ -521,9 +524,15 @@ fn write_messages(
             reply_to_channel_id = ?13, raw = ?14, version = ?15
          WHERE id = ?1 AND ?7 IS NOT NULL AND (edited_at IS NULL OR edited_at < ?7)",
     )?;
+    // What was fetched of a file stays when its message is stored again (an
+    // edit, a fresher link): the file is the same, only the link moves.
     let mut attachment = tx.prepare_cached(
-        "INSERT OR REPLACE INTO attachments (id, message_id, filename, content_type, size, url, width, height)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO attachments (id, message_id, filename, content_type, size, url, width, height, description)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT(id) DO UPDATE SET message_id = excluded.message_id, filename = excluded.filename,
+            content_type = excluded.content_type, size = excluded.size, url = excluded.url,
+            width = excluded.width, height = excluded.height, description = excluded.description,
+            fts_source = NULL",
     )?;
     let mut reaction =
         tx.prepare_cached("INSERT OR REPLACE INTO reactions (message_id, emoji, count) VALUES (?1, ?2, ?3)")?;
@@ -566,7 +575,13 @@ fn write_messages(
                 continue;
             }
             counts.updated += 1;
-            tx.prepare_cached("DELETE FROM attachments WHERE message_id = ?1")?.execute([id(m.id)])?;
+            // Attachments the edit removed go; the others are upserted below.
+            let kept = serde_json::to_string(&m.attachments.iter().map(|a| id(a.id)).collect::<Vec<_>>())
+                .expect("ids serialize");
+            tx.prepare_cached(
+                "DELETE FROM attachments WHERE message_id = ?1 AND id NOT IN (SELECT value FROM json_each(?2))",
+            )?
+            .execute(params![id(m.id), kept])?;
             if !keep_reactions {
                 tx.prepare_cached("DELETE FROM reactions WHERE message_id = ?1")?.execute([id(m.id)])?;
             }
@@ -580,7 +595,8 @@ fn write_messages(
                 a.size as i64,
                 a.url,
                 a.width,
-                a.height
+                a.height,
+                a.description
             ])?;
         }
         for r in &m.reactions {
@@ -599,6 +615,10 @@ fn write_messages(
 
 /// Deletes a message's rows (its tombstone is the caller's).
 fn remove_message(tx: &rusqlite::Transaction<'_>, message: u64) -> Result<(), rusqlite::Error> {
+    tx.execute(
+        "DELETE FROM attachments_fts WHERE rowid IN (SELECT id FROM attachments WHERE message_id = ?1)",
+        [id(message)],
+    )?;
     tx.execute("DELETE FROM attachments WHERE message_id = ?1", [id(message)])?;
     tx.execute("DELETE FROM reactions WHERE message_id = ?1", [id(message)])?;
     tx.execute("DELETE FROM messages WHERE id = ?1", [id(message)])?;
