@@ -53,7 +53,7 @@ use sha2::{Digest, Sha256};
 
 use ffi::{Api, OwnedPix, ResultIter, TessBaseApi};
 pub use sniff::{sniff, ImageFormat, Sniffed};
-pub use text::{MIN_NOISE_CONFIDENCE, MIN_WORD_CONFIDENCE};
+pub use text::{MIN_LONE_WORD_CONFIDENCE, MIN_NOISE_CONFIDENCE, MIN_WORD_CONFIDENCE};
 
 /// Images declaring more pixels than this are refused before decoding: 40
 /// megapixels, a 7300x5500 photograph. Decoded to 32-bit pixels that is
