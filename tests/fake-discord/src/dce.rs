@@ -69,12 +69,13 @@ pub fn escape_non_ascii(json: &str) -> String {
 
 fn message_value(world: &World, guild: &FakeGuild, ch: &FakeChannel, m: &FakeMessage) -> Value {
     let author = &world.users[m.author as usize];
+    // The files and links the API gives (an export of a served world has the server's links).
     let attachments: Vec<Value> = (0..m.attachments)
         .map(|i| {
             let id = m.id + 1 + i as u64;
-            json!({"id": id.to_string(),
-                   "url": format!("https://cdn.discordapp.com/attachments/{}/{id}/screenshot-{i}.png", ch.id),
-                   "fileName": format!("screenshot-{i}.png"), "fileSizeBytes": 20_000 + (m.id % 5000)})
+            let file = crate::cdn::attachment_file(id);
+            json!({"id": id.to_string(), "url": world.attachment_url(ch.id, id, &file.filename),
+                   "fileName": file.filename, "fileSizeBytes": file.declared_size})
         })
         .collect();
     const EMOJI: [(&str, &str); 3] = [("👍", "thumbsup"), ("🎉", "tada"), ("👀", "eyes")];

@@ -5,14 +5,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use http_body_util::BodyExt;
+use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::Request;
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::cdn::{unix_now, FileCache};
 use super::outbox::{parse_body, Outbox};
 use super::wire::{
     channel_json, effective_overwrites, error, guild_json, guild_permissions, json_response, member_json, message_json,
@@ -40,6 +43,8 @@ pub(super) struct State {
     pub gateway_url: String,
     /// What bots sent (interaction responses, messages, commands).
     pub outbox: Mutex<Outbox>,
+    /// Rendered attachment files.
+    files: FileCache,
 }
 
 struct Window {
@@ -63,6 +68,7 @@ impl State {
             global: Mutex::new(VecDeque::new()),
             gateway_url,
             outbox: Mutex::default(),
+            files: FileCache::default(),
         }
     }
 }
@@ -128,6 +134,7 @@ async fn handle(state: &State, req: Request<Incoming>) -> Result<Resp, Dropped> 
         status: 0,
         at_ms: arrived.duration_since(state.started).as_secs_f64() * 1000.0,
         outcome: "ok",
+        authorized: auth.is_some(),
     };
     let result = answer(state, &method, &path, &query, body, auth.as_deref(), arrived, &mut record).await;
     record.status = match &result {
@@ -170,44 +177,20 @@ async fn answer(
     arrived: Instant,
     record: &mut Recorded,
 ) -> Result<Resp, Dropped> {
+    // The CDN: no token, no rate limits, but faults apply.
+    if let Some(rest) = path.strip_prefix("/attachments/") {
+        if let Some(faulted) = apply_fault(state, path, "cdn", record).await {
+            return faulted;
+        }
+        return Ok(cdn(state, method, rest, query));
+    }
     let Some(rest) = path.strip_prefix("/api/v10").or_else(|| path.strip_prefix("/api/v9")) else {
         return Ok(error(404, 0, "404: Not Found"));
     };
     let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
     let (template, major) = route_of(&segments);
-    match fault_for(state, path) {
-        None => {}
-        Some(FaultKind::Delay(d)) => {
-            record.outcome = "delay";
-            tokio::time::sleep(d).await;
-        }
-        Some(FaultKind::Hold) => {
-            record.outcome = "hold";
-            let release = state.release.lock().unwrap().clone();
-            state.held.fetch_add(1, Ordering::SeqCst);
-            tokio::select! {
-                _ = release.cancelled() => {}
-                _ = state.shutdown.cancelled() => {}
-            }
-            state.held.fetch_sub(1, Ordering::SeqCst);
-        }
-        Some(FaultKind::Drop) => {
-            record.outcome = "drop";
-            return Err(Dropped);
-        }
-        Some(FaultKind::Unauthorized) => {
-            record.outcome = "unauthorized";
-            return Ok(error(401, 0, "401: Unauthorized"));
-        }
-        Some(FaultKind::Status(status)) => {
-            record.outcome = "status";
-            let body = json!({"message": format!("{status}: injected"), "code": 0});
-            return Ok(json_response(status, &body));
-        }
-        Some(FaultKind::RateLimit { retry_after, global }) => {
-            record.outcome = "injected-429";
-            return Ok(too_many(retry_after, global, template));
-        }
+    if let Some(faulted) = apply_fault(state, path, template, record).await {
+        return faulted;
     }
     // `GET /gateway` needs no token (`/gateway/bot` does).
     if segments == ["gateway"] {
@@ -263,12 +246,126 @@ async fn answer(
                 &json!({"url": state.gateway_url, "shards": 1,
                         "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}}),
             ),
+            ["attachments", "refresh-urls"] if method == "POST" => refresh_urls(&world, &body, record),
+            ["attachments", "refresh-urls"] => error(405, 0, "405: Method Not Allowed"),
             _ if method != "GET" => state.outbox.lock().unwrap().authorized(&world, method, &segments, body),
             _ => route(&world, &limits, &segments, query),
         }
     };
     add_bucket_headers(&mut resp, template, limits.per_route, remaining, reset_after);
     Ok(resp)
+}
+
+/// Applies the fault plan to a request: `Some` answer when a fault decides
+/// it, `None` when it goes on (at once, or after a delay or hold).
+async fn apply_fault(
+    state: &State,
+    path: &str,
+    template: &str,
+    record: &mut Recorded,
+) -> Option<Result<Resp, Dropped>> {
+    match fault_for(state, path) {
+        None => {}
+        Some(FaultKind::Delay(d)) => {
+            record.outcome = "delay";
+            tokio::time::sleep(d).await;
+        }
+        Some(FaultKind::Hold) => {
+            record.outcome = "hold";
+            let release = state.release.lock().unwrap().clone();
+            state.held.fetch_add(1, Ordering::SeqCst);
+            tokio::select! {
+                _ = release.cancelled() => {}
+                _ = state.shutdown.cancelled() => {}
+            }
+            state.held.fetch_sub(1, Ordering::SeqCst);
+        }
+        Some(FaultKind::Drop) => {
+            record.outcome = "drop";
+            return Some(Err(Dropped));
+        }
+        Some(FaultKind::Unauthorized) => {
+            record.outcome = "unauthorized";
+            return Some(Ok(error(401, 0, "401: Unauthorized")));
+        }
+        Some(FaultKind::Status(status)) => {
+            record.outcome = "status";
+            let body = json!({"message": format!("{status}: injected"), "code": 0});
+            return Some(Ok(json_response(status, &body)));
+        }
+        Some(FaultKind::RateLimit { retry_after, global }) => {
+            record.outcome = "injected-429";
+            return Some(Ok(too_many(retry_after, global, template)));
+        }
+    }
+    None
+}
+
+/// `GET /attachments/{channel}/{attachment}/{filename}?ex=&is=&hm=`: the
+/// file, typed as Discord was told; 404 for an expired or badly signed
+/// link and for attachments that do not exist (or no longer do).
+fn cdn(state: &State, method: &str, rest: &str, query: &[(String, String)]) -> Resp {
+    let gone = || {
+        Response::builder()
+            .status(404)
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from_static(b"This content is no longer available.")))
+            .expect("valid response")
+    };
+    if method != "GET" && method != "HEAD" {
+        return error(405, 0, "405: Method Not Allowed");
+    }
+    let parts: Vec<&str> = rest.split('/').collect();
+    let [channel, attachment, filename] = parts.as_slice() else { return gone() };
+    let (Ok(channel), Ok(attachment)) = (channel.parse::<u64>(), attachment.parse::<u64>()) else { return gone() };
+    let file = {
+        let world = state.world.lock().unwrap();
+        if !world.links.accepts(channel, attachment, query, unix_now()) {
+            return gone();
+        }
+        match (world.channel(channel), world.find_attachment(channel, attachment)) {
+            (Some((_, c)), Some(a)) if c.access != Access::Gone && a.file.filename == *filename => a.file,
+            _ => return gone(),
+        }
+    };
+    // Rendered without holding the world.
+    let bytes = state.files.bytes(attachment, &file);
+    Response::builder()
+        .status(200)
+        .header("content-type", file.content_type)
+        .header("content-length", bytes.len())
+        .body(Full::new(Bytes::from(bytes)))
+        .expect("valid response")
+}
+
+/// `POST /attachments/refresh-urls`: a fresh link (a day long) for each of
+/// this fake's attachment links, in order; other URLs come back unchanged.
+fn refresh_urls(world: &World, body: &Value, record: &mut Recorded) -> Resp {
+    let Some(urls) = body.get("attachment_urls").and_then(Value::as_array) else {
+        return error(400, 50035, "Invalid Form Body: attachment_urls is required");
+    };
+    record.query.push(("urls".into(), urls.len().to_string()));
+    if urls.len() > 50 {
+        return error(400, 50035, "Invalid Form Body: attachment_urls must have at most 50 items");
+    }
+    let Some(urls) = urls.iter().map(Value::as_str).collect::<Option<Vec<&str>>>() else {
+        return error(400, 50035, "Invalid Form Body: attachment_urls must be strings");
+    };
+    let now = unix_now();
+    let refreshed: Vec<Value> = urls
+        .into_iter()
+        .map(|url| {
+            let fresh = world
+                .links
+                .parse(url)
+                .filter(|(channel, attachment, name)| {
+                    world.find_attachment(*channel, *attachment).is_some_and(|a| a.file.filename == *name)
+                })
+                .map(|(channel, attachment, name)| world.links.fresh_url(channel, attachment, &name, now));
+            json!({"original": url, "refreshed": fresh.unwrap_or_else(|| url.to_owned())})
+        })
+        .collect();
+    json_response(200, &json!({"refreshed_urls": refreshed}))
 }
 
 /// The rate-limit identity of a path: its template and major parameter.
@@ -284,6 +381,7 @@ fn route_of(seg: &[&str]) -> (&'static str, u64) {
         ["guilds", _, "members", _] => ("GET /guilds/{}/members/{}", id(1)),
         ["guilds", _, "roles"] => ("GET /guilds/{}/roles", id(1)),
         ["guilds", _] => ("GET /guilds/{}", id(1)),
+        ["attachments", "refresh-urls"] => ("POST /attachments/refresh-urls", 0),
         _ => ("other", 0),
     }
 }

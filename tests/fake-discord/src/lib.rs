@@ -10,7 +10,14 @@
 //! `retry_after` when a client overruns them. A [`Fault`] plan injects 429s,
 //! 5xx, dropped connections, slow answers, held requests and 401s. Every
 //! request is recorded so tests can assert on the client's behaviour.
+//!
+//! Attachments have files, served like Discord's CDN by the same server
+//! (`/attachments/{channel}/{attachment}/{name}`, no token, not rate limited,
+//! faults apply) behind signed links that expire ([`cdn`]: screenshots with
+//! text for OCR, photos, and broken, mistyped, oversize and bomb files); `POST
+//! /api/v10/attachments/refresh-urls` gives fresh links, as Discord does.
 
+pub mod cdn;
 pub mod dce;
 mod gateway;
 mod http;
@@ -27,6 +34,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use cdn::{attachment_file, file_bytes, unique_word, FakeAttachment, FakeFile, FakeKind};
 pub use live::Invocation;
 pub use outbox::Sent;
 pub use world::{Access, AccessCast, FakeChannel, FakeGuild, FakeMessage, FakeUser, World, WorldSpec};
@@ -121,6 +129,8 @@ pub struct Recorded {
     /// "ok", "bucket-429" (client overran a bucket), "global-429" (overran the
     /// global limit), or the injected fault's name.
     pub outcome: &'static str,
+    /// Whether the request had an `Authorization` header (the CDN needs none).
+    pub authorized: bool,
 }
 
 impl Recorded {
@@ -152,9 +162,11 @@ impl FakeDiscord {
         Self::start_on("127.0.0.1:0".parse().expect("valid address"), world, limits).await
     }
 
-    pub async fn start_on(addr: SocketAddr, world: World, limits: Limits) -> std::io::Result<FakeDiscord> {
+    pub async fn start_on(addr: SocketAddr, mut world: World, limits: Limits) -> std::io::Result<FakeDiscord> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        // Attachment links point here, signed with this server's own secret.
+        world.links = cdn::Links::served(format!("http://{addr}"), rand::random(), cdn::unix_now());
         let shutdown = CancellationToken::new();
         let (gateway, gateway_listener) = gateway::Gateway::bind(HEARTBEAT_MS).await?;
         let state = Arc::new(http::State::new(world, limits, shutdown.clone(), gateway.url.clone()));
@@ -215,6 +227,22 @@ impl FakeDiscord {
 
     pub fn set_limits(&self, limits: Limits) {
         *self.state.limits.lock().unwrap() = limits;
+    }
+
+    /// How long the attachment links in messages last from now on (default:
+    /// a day). Links stay the same for that long, then new ones are issued.
+    /// Zero or negative: messages carry links that expired `-secs` seconds
+    /// ago (issued a day before that). Refreshed links always last a day.
+    pub fn set_link_lifetime(&self, secs: i64) {
+        self.world().links.set_lifetime(secs, cdn::unix_now());
+    }
+
+    /// The link to an attachment as messages carry it now (`None` if no
+    /// message in that channel has it).
+    pub fn attachment_url(&self, channel_id: u64, attachment_id: u64) -> Option<String> {
+        let world = self.world();
+        let a = world.find_attachment(channel_id, attachment_id)?;
+        Some(world.attachment_url(channel_id, attachment_id, &a.file.filename))
     }
 
     /// Every request so far, in arrival order.

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use discord_indexer::permissions::OverwriteKind;
 use discord_indexer::snowflake;
 
+use crate::cdn::attachment_file;
 use crate::world::{FakeChannel, FakeGuild, FakeMessage, World};
 
 pub(super) type Resp = Response<Full<Bytes>>;
@@ -137,6 +138,23 @@ pub(crate) fn channel_json(guild: &FakeGuild, c: &FakeChannel) -> Value {
     v
 }
 
+/// An attachment object: its file's name, type, size and pixels, alt text,
+/// and a signed link to the fake CDN (`proxy_url` is the same link).
+pub(crate) fn attachment_json(world: &World, channel: u64, id: u64) -> Value {
+    let file = attachment_file(id);
+    let url = world.attachment_url(channel, id, &file.filename);
+    let mut v = json!({"id": id.to_string(), "filename": file.filename, "size": file.declared_size,
+                       "url": url, "proxy_url": url, "content_type": file.content_type});
+    if let (Some(w), Some(h)) = (file.width, file.height) {
+        v["width"] = json!(w);
+        v["height"] = json!(h);
+    }
+    if let Some(d) = file.description {
+        v["description"] = json!(d);
+    }
+    v
+}
+
 /// A message as Discord's REST API returns it (no `guild_id`).
 pub(crate) fn message_json(
     world: &World,
@@ -150,14 +168,7 @@ pub(crate) fn message_json(
     let visible = intent || author.id == world.bot().id;
     let content = if visible { world.content(m) } else { String::new() };
     let attachments: Vec<Value> = if visible {
-        (0..m.attachments)
-            .map(|i| {
-                let id = m.id + 1 + i as u64;
-                json!({"id": id.to_string(), "filename": format!("screenshot-{i}.png"), "size": 20_000 + (m.id % 5000),
-                       "url": format!("https://cdn.discordapp.com/attachments/{}/{id}/screenshot-{i}.png", ch.id),
-                       "proxy_url": "", "content_type": "image/png", "width": 1280, "height": 720})
-            })
-            .collect()
+        (0..m.attachments).map(|i| attachment_json(world, ch.id, m.id + 1 + i as u64)).collect()
     } else {
         Vec::new()
     };

@@ -146,6 +146,8 @@ pub struct World {
     pub users: Vec<FakeUser>,
     pub guilds: Vec<FakeGuild>,
     next_seq: u64,
+    /// How attachment links are written and checked (the serving server sets them).
+    pub(crate) links: crate::cdn::Links,
 }
 
 /// What to generate.
@@ -227,6 +229,7 @@ impl World {
             users: Vec::new(),
             guilds: Vec::new(),
             next_seq: 0,
+            links: crate::cdn::Links::unserved(spec.seed),
         };
         world.application_id = world.next_id(start);
         let bot_id = world.application_id;
