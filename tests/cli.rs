@@ -8,7 +8,7 @@ use fake_discord::{FakeDiscord, Fault, FaultKind};
 
 use crate::util::*;
 
-fn bin() -> Command {
+pub(crate) fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_discord-indexer"));
     c.env_remove("DISCORD_TOKEN")
         .env_remove("DISCORD_API_BASE")
@@ -17,7 +17,7 @@ fn bin() -> Command {
     c
 }
 
-fn load_cmd(fake: &FakeDiscord, data: &Path) -> Command {
+pub(crate) fn load_cmd(fake: &FakeDiscord, data: &Path) -> Command {
     let mut c = bin();
     c.env("DISCORD_TOKEN", fake.token())
         .env("DISCORD_API_BASE", fake.base_url())
@@ -27,11 +27,11 @@ fn load_cmd(fake: &FakeDiscord, data: &Path) -> Command {
 }
 
 /// Runs a command to completion off the async runtime (the fake server lives on it).
-async fn output(mut c: Command) -> Output {
+pub(crate) async fn output(mut c: Command) -> Output {
     tokio::task::spawn_blocking(move || c.output().expect("binary runs")).await.unwrap()
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 

@@ -2,6 +2,7 @@
 
 mod util;
 
+mod attachments;
 mod bot;
 mod cli;
 mod fake;

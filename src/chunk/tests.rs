@@ -201,7 +201,8 @@ fn image_text_joins_its_message_line() {
     photo_only.images = vec![image("IMG_2034.jpg", None, "")];
     let mut photo_with_words = msg(3, 4, 1, "our new office");
     photo_with_words.images = vec![image("IMG_2035.jpg", None, "")];
-    let chunks = chunk_channel(vec![with_text, image_only, photo_only, photo_with_words], &ChunkRules::default(), &words, &none);
+    let chunks =
+        chunk_channel(vec![with_text, image_only, photo_only, photo_with_words], &ChunkRules::default(), &words, &none);
     assert_eq!(
         texts(&chunks),
         vec![

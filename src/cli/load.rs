@@ -73,9 +73,11 @@ pub async fn run(args: Args, settings: &Settings, json: bool, verbose: bool) -> 
         file_options.mode = mode;
     }
     if !summary.interrupted && file_options.mode != AttachmentMode::None {
-        let guilds: Vec<u64> =
-            summary.guilds.iter().filter(|g| g.error.is_none()).map(|g| g.guild_id).collect();
-        let bar = super::progress_bar(Some(0), "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} attachment files");
+        let guilds: Vec<u64> = summary.guilds.iter().filter(|g| g.error.is_none()).map(|g| g.guild_id).collect();
+        let bar = super::progress_bar(
+            Some(0),
+            "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} attachment files",
+        );
         let files = files::fetch_files(
             &client,
             &store,

@@ -401,8 +401,8 @@ impl Client {
         let route = Route::new("POST /attachments/refresh-urls", 0, "/attachments/refresh-urls".into());
         let body = serde_json::json!({ "attachment_urls": urls });
         let answer = self.send(reqwest::Method::POST, &route, &[], Some(&body)).await?;
-        let parsed: model::RefreshedUrls = serde_json::from_slice(&answer)
-            .map_err(|e| ApiError::Decode(format!("/attachments/refresh-urls: {e}")))?;
+        let parsed: model::RefreshedUrls =
+            serde_json::from_slice(&answer).map_err(|e| ApiError::Decode(format!("/attachments/refresh-urls: {e}")))?;
         Ok(parsed.refreshed_urls.into_iter().map(|r| (r.original, r.refreshed)).collect())
     }
 

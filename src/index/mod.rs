@@ -47,8 +47,8 @@ use tokio_util::sync::CancellationToken;
 
 mod images;
 
-pub use images::{ImageOptions, ImageSummary};
 use images::read_images;
+pub use images::{ImageOptions, ImageSummary};
 
 use crate::chunk::{part_id, Chunk, ChunkRules, Chunker};
 use crate::embed::{device_name, Embedder, ModelError};

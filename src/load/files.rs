@@ -270,7 +270,10 @@ pub async fn fetch_files(
 
 /// What became of one file.
 enum Fetched {
-    Stored { bytes: u64, duplicate: bool },
+    Stored {
+        bytes: u64,
+        duplicate: bool,
+    },
     /// Not stored: why, and the bytes downloaded for nothing.
     Problem(FetchState, String, u64),
 }
@@ -328,16 +331,23 @@ impl Fetch<'_> {
             Err((state, detail)) => return self.problem(f, state, detail, size).await,
         };
         let (dir, tmp, id) = (self.dir.to_owned(), self.tmp.to_owned(), f.id);
-        let (sha256, duplicate) = crate::blocking::run(move || write_file(&dir, &tmp, id, &bytes))
-            .await
-            .map_err(|e| LoadError::Files(format!("cannot write attachment files under {}: {e}", self.dir.display())))?;
+        let (sha256, duplicate) =
+            crate::blocking::run(move || write_file(&dir, &tmp, id, &bytes)).await.map_err(|e| {
+                LoadError::Files(format!("cannot write attachment files under {}: {e}", self.dir.display()))
+            })?;
         crate::failpoint::hit("file-before-record");
         let stored = StoredFile { sha256, file_type: file_type.to_owned(), size };
         self.store.call(move |s| s.record_file(id, &stored)).await?;
         Ok(Fetched::Stored { bytes: size, duplicate })
     }
 
-    async fn problem(&self, f: &WantedFile, state: FetchState, detail: String, bytes: u64) -> Result<Fetched, LoadError> {
+    async fn problem(
+        &self,
+        f: &WantedFile,
+        state: FetchState,
+        detail: String,
+        bytes: u64,
+    ) -> Result<Fetched, LoadError> {
         let (id, d) = (f.id, detail.clone());
         self.store.call(move |s| s.record_file_problem(id, state, &d)).await?;
         Ok(Fetched::Problem(state, detail, bytes))
@@ -423,7 +433,8 @@ fn complete(mime: &str, bytes: &[u8]) -> bool {
         }
         "image/gif" => bytes.last() == Some(&0x3B),
         "image/webp" => {
-            bytes.len() >= 12 && u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize + 8 <= bytes.len()
+            bytes.len() >= 12
+                && u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize + 8 <= bytes.len()
         }
         _ => true,
     }

@@ -27,6 +27,19 @@ pub const MIN_LONE_WORD_CONFIDENCE: f32 = 75.0;
 /// confidence ("-" 90, "4" 97 seen in pictures without text).
 pub const MIN_NOISE_CONFIDENCE: f32 = 80.0;
 
+/// A word in a line of confidently read words needs only this much. Made-up
+/// words score low whatever their print: the recognizer's language model
+/// does not know them, and they are what people search for in screenshots
+/// (error codes, hashes, host names: "zantav0751" 57 in a clean line whose
+/// other words scored 91..97). Texture does not come in lines of confident
+/// words, so the context vouches for the word.
+pub const MIN_WORD_IN_CONFIDENT_LINE: f32 = 30.0;
+
+/// Confidence of a line's other words that makes it a confident line (at
+/// least [`CONFIDENT_LINE_WORDS`] of them, not noise-shaped).
+pub const CONFIDENT_LINE: f32 = 85.0;
+pub const CONFIDENT_LINE_WORDS: usize = 2;
+
 /// One word as Tesseract's result iterator gives it.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Word {
@@ -43,12 +56,14 @@ fn noise_shaped(text: &str) -> bool {
 }
 
 /// Whether a word passes the confidence rule; `alone` when it is the only
-/// word of its line.
-pub(super) fn keep(text: &str, confidence: f32, alone: bool) -> bool {
+/// word of its line, `vouched` when the line's other words are confident.
+pub(super) fn keep(text: &str, confidence: f32, alone: bool, vouched: bool) -> bool {
     let needed = if noise_shaped(text) {
         MIN_NOISE_CONFIDENCE
     } else if alone {
         MIN_LONE_WORD_CONFIDENCE
+    } else if vouched {
+        MIN_WORD_IN_CONFIDENT_LINE
     } else {
         MIN_WORD_CONFIDENCE
     };
@@ -76,7 +91,15 @@ pub(super) fn assemble(words: impl IntoIterator<Item = Word>) -> Recognized {
     let mut kept = 0usize;
     for line in &lines {
         let alone = line.len() == 1;
-        let words: Vec<&Word> = line.iter().filter(|w| keep(&w.text, w.confidence, alone)).collect();
+        let confident = |w: &Word| !noise_shaped(&w.text) && w.confidence >= CONFIDENT_LINE;
+        let confident_words = line.iter().filter(|w| confident(w)).count();
+        let words: Vec<&Word> = line
+            .iter()
+            .filter(|w| {
+                let others = confident_words - usize::from(confident(w));
+                keep(&w.text, w.confidence, alone, others >= CONFIDENT_LINE_WORDS)
+            })
+            .collect();
         if words.iter().all(|w| noise_shaped(&w.text)) {
             continue;
         }
@@ -98,29 +121,45 @@ mod tests {
 
     #[test]
     fn low_confidence_words_are_dropped() {
-        assert!(keep("Error", 91.0, false));
-        assert!(keep("Error", MIN_WORD_CONFIDENCE, false));
-        assert!(!keep("Error", MIN_WORD_CONFIDENCE - 0.1, false));
-        assert!(!keep("Error", f32::NAN, false));
-        assert!(!keep("", 99.0, false));
+        assert!(keep("Error", 91.0, false, false));
+        assert!(keep("Error", MIN_WORD_CONFIDENCE, false, false));
+        assert!(!keep("Error", MIN_WORD_CONFIDENCE - 0.1, false, false));
+        assert!(!keep("Error", f32::NAN, false, true));
+        assert!(!keep("", 99.0, false, true));
+    }
+
+    #[test]
+    fn made_up_words_among_confident_ones_are_kept() {
+        // A clean screenshot line: the unknown word scores low in context.
+        let r = assemble([
+            w("error:", 97.0, true),
+            w("compile", 93.0, false),
+            w("ref", 93.0, false),
+            w("zantav0751", 57.0, false),
+        ]);
+        assert_eq!(r.text, "error: compile ref zantav0751");
+        // Among doubtful words it is not vouched for.
+        let r = assemble([w("ve", 61.0, true), w("pes", 63.0, false), w("zantav0751", 57.0, false)]);
+        assert_eq!(r.text, "ve pes");
+        assert!(!keep("zantav0751", MIN_WORD_IN_CONFIDENT_LINE - 1.0, false, true));
     }
 
     #[test]
     fn a_word_alone_on_its_line_needs_more() {
-        assert!(!keep("pes", 63.0, true));
-        assert!(keep("pes", 63.0, false));
-        assert!(keep("hello", MIN_LONE_WORD_CONFIDENCE, true));
+        assert!(!keep("pes", 63.0, true, false));
+        assert!(keep("pes", 63.0, false, false));
+        assert!(keep("hello", MIN_LONE_WORD_CONFIDENCE, true, false));
     }
 
     #[test]
     fn noise_shaped_words_need_more_confidence() {
         for noise in ["@", "|", "—", "'.", "a", "7"] {
-            assert!(!keep(noise, 70.0, false), "{noise}");
-            assert!(keep(noise, 90.0, false), "{noise}");
+            assert!(!keep(noise, 70.0, false, true), "{noise}");
+            assert!(keep(noise, 90.0, false, false), "{noise}");
         }
         // Punctuation around letters or digits is a word.
-        assert!(keep("(1234)", 70.0, false));
-        assert!(keep("#general", 70.0, false));
+        assert!(keep("(1234)", 70.0, false, false));
+        assert!(keep("#general", 70.0, false, false));
     }
 
     #[test]

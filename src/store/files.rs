@@ -209,9 +209,10 @@ impl Store {
 
     /// How many image files `source` has read, in all.
     pub fn image_text_count(&self, source: &str) -> Result<u64, StoreError> {
-        Ok(self.conn()?.query_row("SELECT count(*) FROM image_texts WHERE source = ?1", [source], |r| {
-            r.get::<_, i64>(0)
-        })? as u64)
+        Ok(self
+            .conn()?
+            .query_row("SELECT count(*) FROM image_texts WHERE source = ?1", [source], |r| r.get::<_, i64>(0))?
+            as u64)
     }
 
     /// Brings a guild's attachment rows of the keyword index up to date: an
@@ -227,9 +228,8 @@ impl Store {
                  LEFT JOIN image_texts t ON t.sha256 = a.sha256 AND t.source = 'ocr'
                  WHERE m.guild_id = ?1 AND (a.fts_source IS NULL OR a.fts_source != coalesce(t.id, 0))",
             )?;
-            let rows = stmt.query_map([id(guild)], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-            })?;
+            let rows = stmt
+                .query_map([id(guild)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?;
             rows.collect::<Result<_, _>>()?
         };
         for (attachment, filename, description, text, source, _) in &stale {
@@ -267,7 +267,9 @@ impl Store {
                 (r.get(4)?, r.get(5)?, r.get(6)?);
             let image = match file_type {
                 Some(t) => t.starts_with("image/"),
-                None => state.as_deref() != Some("not_image") && claims_image(claimed.as_deref(), &r.get::<_, String>(1)?),
+                None => {
+                    state.as_deref() != Some("not_image") && claims_image(claimed.as_deref(), &r.get::<_, String>(1)?)
+                }
             };
             if image {
                 let note = ImageNote { filename: r.get(1)?, description: r.get(2)?, text: r.get(3)? };

@@ -87,7 +87,8 @@ impl Store {
 
     /// Messages whose attachments match an FTS5 query (file name, alt text,
     /// text read from the image), under the same rules and filter as
-    /// [`Store::keyword_search`]; bm25 is the attachment's, best first.
+    /// [`Store::keyword_search`]; bm25 is the attachment's, best first (a
+    /// message with several matching attachments comes once per attachment).
     pub fn attachment_search(
         &self,
         fts_query: &str,
@@ -97,7 +98,7 @@ impl Store {
     ) -> Result<Vec<KeywordHit>, StoreError> {
         let conversation = message_type::conversation_sql();
         let sql = format!(
-            "SELECT m.id, m.channel_id, m.guild_id, min(t.score)
+            "SELECT m.id, m.channel_id, m.guild_id, t.score
              FROM (SELECT rowid AS attachment, bm25(attachments_fts) AS score FROM attachments_fts
                    WHERE attachments_fts MATCH ?1) t
              JOIN attachments a ON a.id = t.attachment
@@ -108,7 +109,7 @@ impl Store {
                AND m.id >= ?6 AND m.id < ?7
                AND m.type IN ({conversation})
                AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = m.author_id AND u.bot)
-             GROUP BY m.id ORDER BY min(t.score) LIMIT ?4"
+             ORDER BY t.score LIMIT ?4"
         );
         self.hits(&sql, fts_query, guilds, filter, limit)
     }
