@@ -47,6 +47,10 @@ struct Args {
     /// DiscordChatExporter JSON export to FILE (for the import benchmark).
     #[arg(long, value_name = "FILE")]
     write_dce_json: Option<std::path::PathBuf>,
+    /// Share of people's messages that carry one attachment (0 to 1; default:
+    /// the generator's, about 3%). Their files are served by the CDN route.
+    #[arg(long, value_name = "SHARE")]
+    image_share: Option<f64>,
 }
 
 #[tokio::main]
@@ -71,6 +75,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut world = World::generate(&spec);
     if args.no_intent {
         world.app_flags = 0;
+    }
+    if let Some(share) = args.image_share {
+        anyhow::ensure!((0.0..=1.0).contains(&share), "--image-share must be between 0 and 1");
+        let users: Vec<bool> = world.users.iter().map(|u| u.bot).collect();
+        for c in world.guilds.iter_mut().flat_map(|g| g.channels.iter_mut()) {
+            for m in &mut c.messages {
+                // A fixed hash of the id: the same messages for the same share.
+                let roll = (m.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f64 / (1u64 << 24) as f64;
+                let person = m.kind == 0 && !m.webhook && !users[m.author as usize];
+                m.attachments = u8::from(person && roll < share);
+            }
+        }
     }
     if let Some(path) = &args.write_dce_json {
         let guild = &world.guilds[0];
