@@ -7,8 +7,9 @@
 //! attachment's file became (`attachments.fetch_state`), and a file is
 //! recorded only after it is completely written (to a temporary name, synced,
 //! then renamed to its content address). A killed run leaves at most an
-//! unrecorded temporary file, removed by the next run, which fetches exactly
-//! what is not recorded. The same bytes attached twice are stored once.
+//! unrecorded temporary file, removed by a later run, which fetches exactly
+//! what is not recorded. Two loads at once may fetch the same file; both
+//! write the same bytes to the same name, and neither disturbs the other. The same bytes attached twice are stored once.
 //!
 //! Nothing from the network is trusted: the file's type is read from its
 //! bytes, an image's dimensions from its header before anything decodes it
@@ -450,12 +451,12 @@ fn write_file(dir: &Path, tmp: &Path, attachment: u64, bytes: &[u8]) -> std::io:
     }
     std::fs::create_dir_all(tmp)?;
     std::fs::create_dir_all(target.parent().expect("has a parent"))?;
-    let part = tmp.join(format!("{attachment}.part"));
-    let mut file = std::fs::File::create(&part)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&part, &target)?;
+    // A name of its own: another process may be fetching the same file.
+    let prefix = format!("{attachment}.{}.", std::process::id());
+    let mut part = tempfile::Builder::new().prefix(&prefix).suffix(".part").tempfile_in(tmp)?;
+    part.write_all(bytes)?;
+    part.as_file().sync_all()?;
+    part.persist(&target).map_err(|e| e.error)?;
     Ok((sha256, false))
 }
 
@@ -463,14 +464,37 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Removes what a killed run left half-written.
+/// Removes what a killed run left half-written: temporary files
+/// (`<attachment>.<pid>.<random>.part`) of processes that no longer run, or
+/// older than [`STALE_PARTIAL`] (a file is written in one go once
+/// downloaded). Another process fetching at the same time keeps its own.
 fn clean_partial_files(tmp: &PathBuf) {
-    if let Ok(entries) = std::fs::read_dir(tmp) {
-        for e in entries.flatten() {
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let writer = name.split('.').nth(1).and_then(|p| p.parse::<u32>().ok());
+        let age = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+        if writer.is_none_or(|pid| !process_runs(pid)) || age.is_some_and(|a| a > STALE_PARTIAL) {
             let _ = std::fs::remove_file(e.path());
         }
     }
 }
+
+/// Whether a process with this id runs (on this machine).
+#[cfg(unix)]
+fn process_runs(pid: u32) -> bool {
+    // SAFETY: signal 0 sends nothing; it only checks that the process exists.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(not(unix))]
+fn process_runs(_: u32) -> bool {
+    true
+}
+
+/// Age after which a temporary file is a killed run's.
+const STALE_PARTIAL: Duration = Duration::from_secs(600);
 
 #[cfg(test)]
 mod tests {
@@ -499,6 +523,20 @@ mod tests {
         assert!(a.len() == 64 && a.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
         assert_eq!(std::fs::read(files.join(&a[..2]).join(&a)).unwrap(), b"same bytes");
         assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "no temporary file stays");
+    }
+
+    #[test]
+    fn only_dead_processes_partial_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().to_path_buf();
+        let mine = tmp.join(format!("1.{}.abc.part", std::process::id()));
+        let dead = tmp.join("2.4000000.abc.part"); // above any pid_max
+        let odd = tmp.join("odd");
+        for f in [&mine, &dead, &odd] {
+            std::fs::write(f, b"half").unwrap();
+        }
+        clean_partial_files(&tmp);
+        assert!(mine.exists() && !dead.exists() && !odd.exists());
     }
 
     #[test]
