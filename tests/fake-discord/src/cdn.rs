@@ -214,10 +214,14 @@ pub fn file_bytes(attachment_id: u64) -> Vec<u8> {
     }
 }
 
-/// Rendered screenshots and photos (their compressed PNGs before padding),
-/// kept by the server: a few KB each.
+/// Rendered screenshots and photos (their compressed PNGs before padding:
+/// about 15 KB a screenshot, 500 KB a photo), kept by the server up to
+/// [`FileCache::LIMIT`] bytes.
 #[derive(Default)]
-pub(crate) struct FileCache(Mutex<HashMap<u64, Arc<Vec<u8>>>>);
+pub(crate) struct FileCache(Mutex<Cached>);
+
+/// Compressed PNGs by attachment id, and their bytes in all.
+type Cached = (HashMap<u64, Arc<Vec<u8>>>, usize);
 
 impl FileCache {
     /// Like [`file_bytes`], rendering each screenshot and photo once.
@@ -225,17 +229,28 @@ impl FileCache {
         if !matches!(file.kind, FakeKind::Text(_) | FakeKind::Photo) {
             return uncached_bytes(attachment_id, file);
         }
-        let cached = self.0.lock().unwrap().get(&attachment_id).cloned();
+        let cached = self.0.lock().unwrap().0.get(&attachment_id).cloned();
         let core = match cached {
             Some(core) => core,
             None => {
                 let core = Arc::new(core_png(attachment_id, file).expect("screenshots and photos render"));
-                self.0.lock().unwrap().insert(attachment_id, core.clone());
+                let mut cache = self.0.lock().unwrap();
+                let (files, bytes) = &mut *cache;
+                if *bytes + core.len() > Self::LIMIT {
+                    // A whole world's files (a benchmark's) do not stay: start over.
+                    files.clear();
+                    *bytes = 0;
+                }
+                if files.insert(attachment_id, core.clone()).is_none() {
+                    *bytes += core.len();
+                }
                 core
             }
         };
         pad_png(&core, file.declared_size)
     }
+
+    const LIMIT: usize = 64 << 20;
 }
 
 fn uncached_bytes(attachment_id: u64, file: &FakeFile) -> Vec<u8> {
@@ -444,29 +459,40 @@ fn render_photo(attachment_id: u64, w: u32, h: u32) -> Vec<u8> {
     let mut rng = Rng::new(attachment_id ^ 0xB10B);
     let colour = |rng: &mut Rng| [0, 1, 2].map(|_| 40.0 + rng.below(180) as f32);
     let (top, bottom) = (colour(&mut rng), colour(&mut rng));
-    let blobs: Vec<([f32; 3], f32, f32, f32)> = (0..3 + rng.below(4))
+    // Each blob's falloff, exp(-d²/r²), is a product of one along x and one along y.
+    let blobs: Vec<([f32; 3], Vec<f32>, Vec<f32>)> = (0..3 + rng.below(4))
         .map(|_| {
             let c = colour(&mut rng);
             let (cx, cy) = (rng.below(w as u64) as f32, rng.below(h as u64) as f32);
             let r = (w.min(h) as f32) * (0.12 + rng.below(25) as f32 / 100.0);
-            (c, cx, cy, 1.0 / (r * r))
+            let falloff =
+                |n: u32, centre: f32| (0..n).map(|i| (-(i as f32 - centre).powi(2) / (r * r)).exp()).collect();
+            (c, falloff(w, cx), falloff(h, cy))
         })
         .collect();
     let seed = rng.next();
-    let mut px = Vec::with_capacity((w * h * 3) as usize);
-    for y in 0..h {
-        for x in 0..w {
+    // Plain arithmetic in the loop: this crate is built unoptimised for tests.
+    let mut px = vec![0u8; (w * h * 3) as usize];
+    let mut at = 0;
+    for y in 0..h as usize {
+        for x in 0..w as usize {
             let t = (x as f32 / w as f32 + y as f32 / h as f32) / 2.0;
-            let mut rgb = [0, 1, 2].map(|i| top[i] + (bottom[i] - top[i]) * t);
-            for (c, cx, cy, inv_r2) in &blobs {
-                let d2 = (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2);
-                let a = (-d2 * inv_r2).exp() * 0.8;
-                for i in 0..3 {
-                    rgb[i] += (c[i] - rgb[i]) * a;
-                }
+            let (mut r, mut g, mut b) = (
+                top[0] + (bottom[0] - top[0]) * t,
+                top[1] + (bottom[1] - top[1]) * t,
+                top[2] + (bottom[2] - top[2]) * t,
+            );
+            for (c, along_x, along_y) in &blobs {
+                let a = along_x[x] * along_y[y] * 0.8;
+                r += (c[0] - r) * a;
+                g += (c[1] - g) * a;
+                b += (c[2] - b) * a;
             }
             let noise = (mix(seed ^ ((y as u64) << 32 | x as u64)) % 7) as f32 - 3.0;
-            px.extend(rgb.map(|v| (v + noise).clamp(0.0, 255.0) as u8));
+            px[at] = (r + noise).clamp(0.0, 255.0) as u8;
+            px[at + 1] = (g + noise).clamp(0.0, 255.0) as u8;
+            px[at + 2] = (b + noise).clamp(0.0, 255.0) as u8;
+            at += 3;
         }
     }
     px
@@ -538,26 +564,10 @@ fn pad_png(core: &[u8], size: u64) -> Vec<u8> {
 
 /// A PNG whose pixels (rows already led by their filter byte) are stored uncompressed.
 fn stored_png(w: u32, h: u32, channels: u64, raw: &[u8]) -> Vec<u8> {
-    let mut z = Vec::with_capacity(zlib_stored_len(raw.len() as u64) as usize);
-    z.extend_from_slice(&[0x78, 0x01]);
-    let blocks: Vec<&[u8]> = raw.chunks(65_535).collect();
-    for (i, block) in blocks.iter().enumerate() {
-        z.push(u8::from(i + 1 == blocks.len()));
-        let len = block.len() as u16;
-        z.extend_from_slice(&len.to_le_bytes());
-        z.extend_from_slice(&(!len).to_le_bytes());
-        z.extend_from_slice(block);
-    }
-    let (mut a, mut b) = (1u32, 0u32);
-    for chunk in raw.chunks(5552) {
-        for &byte in chunk {
-            a += byte as u32;
-            b += a;
-        }
-        a %= 65_521;
-        b %= 65_521;
-    }
-    z.extend_from_slice(&((b << 16) | a).to_be_bytes());
+    let mut z = fdeflate::StoredOnlyCompressor::new(std::io::Cursor::new(Vec::new())).expect("in memory");
+    z.write_data(raw).expect("in memory");
+    let z = z.finish().expect("in memory").into_inner();
+    debug_assert_eq!(z.len() as u64, zlib_stored_len(raw.len() as u64));
     let mut out = Vec::with_capacity(stored_png_size(w, h, channels) as usize);
     out.extend_from_slice(&SIGNATURE);
     ihdr(&mut out, w, h, if channels == 3 { 2 } else { 0 });
@@ -570,18 +580,22 @@ fn oversize_dims(attachment_id: u64) -> (u32, u32) {
     (2048, 1536 + (mix(attachment_id ^ 0x0E5) % 64) as u32)
 }
 
-/// A scanned page's worth of smooth colour, rows led by filter byte 0.
+/// A scan's worth of smooth colour in bands of 32 rows, rows led by filter byte 0.
 fn oversize_pixels(attachment_id: u64, w: u32, h: u32) -> Vec<u8> {
     let tint = (mix(attachment_id ^ 0x7147) % 64) as u8;
     let row_len = 1 + 3 * w as usize;
     let mut raw = vec![0u8; row_len * h as usize];
+    let mut band = vec![0u8; row_len];
     for (y, row) in raw.chunks_mut(row_len).enumerate() {
-        let shade = (y * 255 / h as usize) as u8;
-        for (x, px) in row[1..].chunks_mut(3).enumerate() {
-            px[0] = (x * 255 / w as usize) as u8;
-            px[1] = shade;
-            px[2] = tint.wrapping_add(shade / 2);
+        if y % 32 == 0 {
+            let shade = (y * 255 / h as usize) as u8;
+            for (x, px) in band[1..].chunks_mut(3).enumerate() {
+                px[0] = (x * 255 / w as usize) as u8;
+                px[1] = shade;
+                px[2] = tint.wrapping_add(shade / 2);
+            }
         }
+        row.copy_from_slice(&band);
     }
     raw
 }
