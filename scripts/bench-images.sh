@@ -46,7 +46,7 @@ print(f"  OCR: {i['read']} images ({i['with_text']} with text, {i['undecodable']
 PY
 
 # The peer: the tesseract command once per stored image file.
-find "$WORK/data/attachments" -type f -not -path '*/tmp/*' > "$WORK/files"
+find "$WORK/data/attachments" -type f -not -path "$WORK/data/attachments/tmp/*" > "$WORK/files"
 N=$(wc -l < "$WORK/files")
 start=$(date +%s.%N)
 while read -r f; do OMP_THREAD_LIMIT=1 tesseract "$f" - >/dev/null 2>&1 || true; done < "$WORK/files"

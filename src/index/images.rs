@@ -79,13 +79,12 @@ pub async fn read_images(
     }
     match engines {
         None => {}
-        Some(Err(e)) => {
-            if !todo.is_empty() {
-                tracing::warn!("{} image files not read: {e}", todo.len());
-                summary.unread = todo.len() as u64;
-                summary.unavailable = Some(e.to_string());
-            }
+        Some(Err(e)) if !todo.is_empty() => {
+            tracing::warn!("{} image files not read: {e}", todo.len());
+            summary.unread = todo.len() as u64;
+            summary.unavailable = Some(e.to_string());
         }
+        Some(Err(_)) => {}
         Some(Ok(first)) if !todo.is_empty() => {
             let threads = options.threads.unwrap_or_else(num_cpus).clamp(1, todo.len());
             let shared = Shared { todo: Mutex::new(todo), store: store.clone(), stop: shutdown.clone() };

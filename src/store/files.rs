@@ -221,18 +221,19 @@ impl Store {
     pub fn sync_attachment_keywords(&self, guild: u64) -> Result<usize, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let stale: Vec<(i64, String, Option<String>, Option<String>, i64, bool)> = {
+        // (attachment, file name, alt text, image text, image text's id)
+        type Stale = (i64, String, Option<String>, Option<String>, i64);
+        let stale: Vec<Stale> = {
             let mut stmt = tx.prepare_cached(
-                "SELECT a.id, a.filename, a.description, t.text, coalesce(t.id, 0), a.fts_source IS NOT NULL
+                "SELECT a.id, a.filename, a.description, t.text, coalesce(t.id, 0)
                  FROM attachments a JOIN messages m ON m.id = a.message_id
                  LEFT JOIN image_texts t ON t.sha256 = a.sha256 AND t.source = 'ocr'
                  WHERE m.guild_id = ?1 AND (a.fts_source IS NULL OR a.fts_source != coalesce(t.id, 0))",
             )?;
-            let rows = stmt
-                .query_map([id(guild)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?;
+            let rows = stmt.query_map([id(guild)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?;
             rows.collect::<Result<_, _>>()?
         };
-        for (attachment, filename, description, text, source, _) in &stale {
+        for (attachment, filename, description, text, source) in &stale {
             tx.prepare_cached("DELETE FROM attachments_fts WHERE rowid = ?1")?.execute([attachment])?;
             let words = keyword_text(filename, description.as_deref(), text.as_deref().unwrap_or(""));
             tx.prepare_cached("INSERT INTO attachments_fts (rowid, text) VALUES (?1, ?2)")?

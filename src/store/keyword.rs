@@ -31,6 +31,17 @@ pub struct KeywordHit {
     pub bm25: f64,
 }
 
+/// Which matched messages (`m`) a keyword search keeps: in the guilds (?2),
+/// the filter's channels (?3), authors (?5) and id range (?6 to ?7), and only
+/// conversation by people, as the chunker keeps them.
+const MESSAGE_RULES: &str = "
+    AND m.guild_id IN (SELECT value FROM json_each(?2))
+    AND (?3 IS NULL OR m.channel_id IN (SELECT value FROM json_each(?3)))
+    AND (?5 IS NULL OR m.author_id IN (SELECT value FROM json_each(?5)))
+    AND m.id >= ?6 AND m.id < ?7
+    AND m.type IN ({conversation})
+    AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = m.author_id AND u.bot)";
+
 impl Store {
     /// Messages matching an FTS5 query, in these guilds, and only those the
     /// filter lets through: its channels, authors and id range (the filter
@@ -54,17 +65,11 @@ impl Store {
             KeywordOrder::Relevance => "score",
             KeywordOrder::Newest => "messages_fts.rowid DESC",
         };
-        let conversation = message_type::conversation_sql();
+        let messages = MESSAGE_RULES.replace("{conversation}", &message_type::conversation_sql());
         let sql = format!(
             "SELECT m.id, m.channel_id, m.guild_id, bm25(messages_fts) AS score
              FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid
-             WHERE messages_fts MATCH ?1
-               AND m.guild_id IN (SELECT value FROM json_each(?2))
-               AND (?3 IS NULL OR m.channel_id IN (SELECT value FROM json_each(?3)))
-               AND (?5 IS NULL OR m.author_id IN (SELECT value FROM json_each(?5)))
-               AND m.id >= ?6 AND m.id < ?7
-               AND m.type IN ({conversation})
-               AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = m.author_id AND u.bot)
+             WHERE messages_fts MATCH ?1 {messages}
              ORDER BY {order_by} LIMIT ?4"
         );
         let mut hits = self.hits(&sql, fts_query, guilds, filter, limit)?;
@@ -96,19 +101,14 @@ impl Store {
         filter: &SearchFilter,
         limit: usize,
     ) -> Result<Vec<KeywordHit>, StoreError> {
-        let conversation = message_type::conversation_sql();
+        let messages = MESSAGE_RULES.replace("{conversation}", &message_type::conversation_sql());
         let sql = format!(
             "SELECT m.id, m.channel_id, m.guild_id, t.score
              FROM (SELECT rowid AS attachment, bm25(attachments_fts) AS score FROM attachments_fts
                    WHERE attachments_fts MATCH ?1) t
              JOIN attachments a ON a.id = t.attachment
              JOIN messages m ON m.id = a.message_id
-             WHERE m.guild_id IN (SELECT value FROM json_each(?2))
-               AND (?3 IS NULL OR m.channel_id IN (SELECT value FROM json_each(?3)))
-               AND (?5 IS NULL OR m.author_id IN (SELECT value FROM json_each(?5)))
-               AND m.id >= ?6 AND m.id < ?7
-               AND m.type IN ({conversation})
-               AND NOT EXISTS (SELECT 1 FROM users u WHERE u.id = m.author_id AND u.bot)
+             WHERE 1 {messages}
              ORDER BY t.score LIMIT ?4"
         );
         self.hits(&sql, fts_query, guilds, filter, limit)
