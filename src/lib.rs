@@ -4,7 +4,7 @@
 //! - [`discord`]: the REST client (one code path for Discord and the fake
 //!   server), its rate limiter and the typed Discord objects.
 //! - [`load`]: stage one, paging every readable channel into the archive,
-//!   oldest first, resumably.
+//!   oldest first, resumably; then the attachments' files, by content hash.
 //! - [`import`]: DiscordChatExporter exports (JSON, CSV) into the same
 //!   archive rows a load writes; `load` then continues them.
 //! - [`chunk`]: stage two's chunker: conversations into windows of messages.
