@@ -414,7 +414,7 @@ fn check(bytes: &[u8], mode: AttachmentMode) -> Result<&'static str, (FetchState
         };
     };
     let (w, h) = (image.width, image.height);
-    if w > crate::ocr::MAX_SIDE || h > crate::ocr::MAX_SIDE || u64::from(w) * u64::from(h) > crate::ocr::MAX_PIXELS {
+    if crate::ocr::exceeds_caps(u64::from(w), u64::from(h)) {
         return Err((FetchState::TooLarge, crate::ocr::Refused::TooLarge { width: w, height: h }.to_string()));
     }
     if !complete(image.mime, bytes) {

@@ -427,8 +427,9 @@ impl Engine {
     }
 }
 
-/// Whether a size is over [`MAX_SIDE`] or [`MAX_PIXELS`].
-fn exceeds_caps(width: u64, height: u64) -> bool {
+/// Whether a size is over [`MAX_SIDE`] or [`MAX_PIXELS`]: such an image is
+/// refused before anything decodes it (here, and by stage one's fetcher).
+pub fn exceeds_caps(width: u64, height: u64) -> bool {
     width > MAX_SIDE as u64 || height > MAX_SIDE as u64 || width * height > MAX_PIXELS
 }
 
