@@ -22,13 +22,16 @@ pub enum KeywordOrder {
 }
 
 /// A message the keyword index matched.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct KeywordHit {
     pub message_id: u64,
     pub channel_id: u64,
     pub guild_id: u64,
     /// FTS5's bm25: lower is better (it is negative).
     pub bm25: f64,
+    /// The text that matched: the message's, the thread's title, or the
+    /// attachment's indexed text (how much of a question it holds ranks it).
+    pub text: String,
 }
 
 /// Which matched messages (`m`) a keyword search keeps: in the guilds (?2),
@@ -67,7 +70,7 @@ impl Store {
         };
         let messages = MESSAGE_RULES.replace("{conversation}", &message_type::conversation_sql());
         let sql = format!(
-            "SELECT m.id, m.channel_id, m.guild_id, bm25(messages_fts) AS score
+            "SELECT m.id, m.channel_id, m.guild_id, bm25(messages_fts) AS score, m.content
              FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid
              WHERE messages_fts MATCH ?1 {messages}
              ORDER BY {order_by} LIMIT ?4"
@@ -103,8 +106,8 @@ impl Store {
     ) -> Result<Vec<KeywordHit>, StoreError> {
         let messages = MESSAGE_RULES.replace("{conversation}", &message_type::conversation_sql());
         let sql = format!(
-            "SELECT m.id, m.channel_id, m.guild_id, t.score
-             FROM (SELECT rowid AS attachment, bm25(attachments_fts) AS score FROM attachments_fts
+            "SELECT m.id, m.channel_id, m.guild_id, t.score, t.text
+             FROM (SELECT rowid AS attachment, bm25(attachments_fts) AS score, text FROM attachments_fts
                    WHERE attachments_fts MATCH ?1) t
              JOIN attachments a ON a.id = t.attachment
              JOIN messages m ON m.id = a.message_id
@@ -126,8 +129,8 @@ impl Store {
     ) -> Result<Vec<KeywordHit>, StoreError> {
         let conversation = message_type::conversation_sql();
         let sql = format!(
-            "SELECT m.id, m.channel_id, m.guild_id, t.score
-             FROM (SELECT rowid AS thread, bm25(thread_titles_fts) AS score FROM thread_titles_fts
+            "SELECT m.id, m.channel_id, m.guild_id, t.score, t.name
+             FROM (SELECT rowid AS thread, bm25(thread_titles_fts) AS score, name FROM thread_titles_fts
                    WHERE thread_titles_fts MATCH ?1) t
              JOIN channels c ON c.id = t.thread
              JOIN messages m ON m.id = (
@@ -147,7 +150,7 @@ impl Store {
     /// Runs a keyword query whose parameters are, by number: the FTS query
     /// (?1), the guilds (?2), the filter's channels (?3, NULL: any), the limit
     /// (?4), its authors (?5, NULL: any) and its id range (?6 to ?7); its rows
-    /// are (message, channel, guild, bm25).
+    /// are (message, channel, guild, bm25, matched text).
     fn hits(
         &self,
         sql: &str,
@@ -169,6 +172,7 @@ impl Store {
                     channel_id: r.get::<_, i64>(1)? as u64,
                     guild_id: r.get::<_, i64>(2)? as u64,
                     bm25: r.get(3)?,
+                    text: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
                 })
             })?;
         Ok(rows.collect::<Result<_, _>>()?)
