@@ -6,6 +6,12 @@
 //! and per kind of question (the file's thirds: paraphrase, keyword, support).
 //! Prints a table and one JSON line. `scripts/eval-retrieval.sh` drives it.
 //!
+//! With `EVAL_DETAIL=FILE`, it also writes one JSON line per question and
+//! mode: the target's rank among the 50 candidates each list brings, its
+//! chunk, the top three, and the whole ranked list with each chunk's cosine
+//! and IDF-weighted coverage of the question (as fusion weighs it), so that
+//! a fusion rule can be tried on the lists without asking again.
+//!
 //! `cargo run --release --example eval_retrieval -- DATA_DIR MODELS_DIR QUERIES GUILD`
 
 use std::path::PathBuf;
@@ -115,11 +121,22 @@ async fn main() -> anyhow::Result<()> {
     )?;
     drop(conn);
 
-    let searcher = Searcher::new(store, Backend::new(&data, None, None)?, models, None, SearchOptions::default());
+    let detail_store = store.clone();
+    let mut options = SearchOptions::default();
+    if std::env::var_os("EVAL_DETAIL").is_some() {
+        // Whole chunk texts, to weigh coverage as fusion does.
+        options.snippet_chars = 1_000_000;
+    }
+    let searcher = Searcher::new(store, Backend::new(&data, None, None)?, models, None, options);
     let per_kind = lines.len().div_ceil(3);
     let mut report = serde_json::Map::new();
     let mut table = vec![format!("{:<22} {:>5} {:>5} {:>5} {:>7}", "mode / kind", "R@1", "R@5", "R@10", "MRR@10")];
     let mut misses = Vec::new();
+    // EVAL_DETAIL=FILE: one JSON line per question and mode, with the target's rank to 50.
+    let mut detail = match std::env::var_os("EVAL_DETAIL") {
+        Some(path) => Some(std::io::BufWriter::new(std::fs::File::create(path)?)),
+        None => None,
+    };
     for (mode, name) in [(Mode::Vector, "vector"), (Mode::Keyword, "keyword"), (Mode::Hybrid, "hybrid")] {
         let mut all = Score::default();
         let mut kinds = vec![Score::default(); 3];
@@ -137,6 +154,44 @@ async fn main() -> anyhow::Result<()> {
             let answer = searcher.ask(&q).await?;
             latencies.push(started.elapsed().as_secs_f64() * 1000.0);
             let rank = answer.results.iter().position(|r| r.message_ids.contains(target)).map(|p| p + 1);
+            if let Some(detail) = detail.as_mut() {
+                // How deep the target is (up to 50, the depth of each list), for reading one question's misses.
+                let deep = Query { limit: 50, ..q.clone() };
+                let deep = searcher.ask(&deep).await?;
+                let deep_rank = deep.results.iter().position(|r| r.message_ids.contains(target)).map(|p| p + 1);
+                let top: Vec<serde_json::Value> = deep
+                    .results
+                    .iter()
+                    .take(3)
+                    .map(|r| serde_json::json!({"score": r.score, "text": r.text}))
+                    .collect();
+                let terms = discord_indexer::search::text::terms(question);
+                let idf: Vec<f64> = terms
+                    .iter()
+                    .map(|t| {
+                        Ok(discord_indexer::search::text::idf(
+                            detail_store.keyword_count(&t.phrase(), (messages as u64 / 1000).clamp(200, 2000))?,
+                            messages as u64,
+                        ))
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+                let list: Vec<serde_json::Value> = deep
+                    .results
+                    .iter()
+                    .map(|r| {
+                        serde_json::json!({"chunk": r.chunk_id, "score": r.score, "cos": r.vector_score,
+                            "cov": discord_indexer::search::text::coverage(&r.text, &terms, &idf),
+                            "target": r.message_ids.contains(target), "n": r.message_ids.len()})
+                    })
+                    .collect();
+                let hit = deep.results.iter().find(|r| r.message_ids.contains(target)).map(|r| serde_json::json!({"score": r.score, "vector_score": r.vector_score, "vector_rank": r.vector_rank, "keyword_rank": r.keyword_rank, "text": r.text}));
+                use std::io::Write;
+                writeln!(
+                    detail,
+                    "{}",
+                    serde_json::json!({"i": i, "mode": name, "question": question, "rank": deep_rank, "rank10": rank, "hit": hit, "top": top, "list": list})
+                )?;
+            }
             all.add(rank);
             kinds[(i / per_kind).min(2)].add(rank);
             if mode == Mode::Hybrid && rank.is_none_or(|r| r > 5) {
