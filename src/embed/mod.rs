@@ -123,8 +123,12 @@ pub struct ModelInfo {
     pub weights_bytes: u64,
 }
 
+/// `1_Pooling/config.json`: flags (`pooling_mode_mean_tokens: true`, ...), or,
+/// as sentence-transformers writes it since version 5, one `pooling_mode` name.
 #[derive(serde::Deserialize)]
 struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode: Option<String>,
     #[serde(default)]
     pooling_mode_cls_token: bool,
     #[serde(default)]
@@ -218,14 +222,15 @@ impl ModelInfo {
         let dim = hidden["hidden_size"].as_u64().unwrap_or(0) as usize;
         let pooling_path = dir.join("1_Pooling/config.json");
         let p: PoolingConfig = read_json(&pooling_path)?;
-        let pooling = match (
+        let flags = (
             p.pooling_mode_cls_token,
             p.pooling_mode_mean_tokens,
             p.pooling_mode_max_tokens,
             p.pooling_mode_mean_sqrt_len_tokens,
-        ) {
-            (true, false, false, false) => Pooling::Cls,
-            (false, true, false, false) => Pooling::Mean,
+        );
+        let pooling = match (p.pooling_mode.as_deref(), flags) {
+            (Some("cls"), _) | (None, (true, false, false, false)) => Pooling::Cls,
+            (Some("mean"), _) | (None, (false, true, false, false)) => Pooling::Mean,
             _ => {
                 return Err(ModelError::Unsupported(format!(
                     "{}: only CLS or mean pooling (one of them) is supported",

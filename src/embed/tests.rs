@@ -19,6 +19,28 @@ fn reads_model_info_without_loading_weights() {
 }
 
 #[test]
+fn pooling_is_read_as_flags_or_as_a_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m");
+    tiny::write(&path, &tiny::TinySpec { pooling: Pooling::Cls, ..Default::default() }).unwrap();
+    let pooling_file = path.join("1_Pooling/config.json");
+    for (config, expected) in [
+        (r#"{"word_embedding_dimension": 32, "pooling_mode": "mean", "include_prompt": true}"#, Some(Pooling::Mean)),
+        (r#"{"word_embedding_dimension": 32, "pooling_mode": "cls"}"#, Some(Pooling::Cls)),
+        (r#"{"pooling_mode_mean_tokens": true}"#, Some(Pooling::Mean)),
+        (r#"{"pooling_mode": "max"}"#, None),
+        (r#"{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": true}"#, None),
+    ] {
+        std::fs::write(&pooling_file, config).unwrap();
+        match (ModelInfo::read(&path), expected) {
+            (Ok(info), Some(p)) => assert_eq!(info.pooling, p, "{config}"),
+            (Err(e), None) => assert!(e.to_string().contains("only CLS or mean pooling"), "{config}: {e}"),
+            (got, _) => panic!("{config}: {:?}", got.map(|i| i.pooling)),
+        }
+    }
+}
+
+#[test]
 fn vectors_are_normalised_deterministic_and_independent_of_batching() {
     let (_d, e) = tiny(Pooling::Mean);
     let texts = ["has anyone looked at the staging deploy?", "ok", "the notary keys rotation is broken again today"];
