@@ -8,6 +8,10 @@
 #   DATASET: a folder of DCE exports with a queries.tsv (default ../shared/komodo-dev)
 #   MODEL:   a model under models/ (default all-MiniLM-L6-v2)
 #   CONFIG:  a discord-indexer.toml with the [index] settings to evaluate
+# With ADAPT=1, MODEL is first adapted to the imported archive
+# (scripts/adapt-model.py, into models/MODEL-eval-adapted, replaced each run)
+# and the adapted model is evaluated; ADAPT_SEED and the other ADAPT_*
+# settings pass through.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATASET=${1:-../shared/komodo-dev}
@@ -26,6 +30,18 @@ cfg=()
 "$BIN" "${cfg[@]}" import "$DATASET" --guild-name dataset --data-dir "$WORK/data" --json > "$WORK/import.json"
 GUILD=$("$BIN" guilds --json --data-dir "$WORK/data" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["guild_id"])')
 now() { python3 -c "import time; print(time.time())"; }
+if [ "${ADAPT:-0}" = 1 ]; then
+  if [ ! -x .bench-venv/bin/python ]; then
+    python3 -m venv .bench-venv
+    .bench-venv/bin/pip install --quiet --disable-pip-version-check torch sentence-transformers
+  fi
+  ADAPTED="$MODEL-eval-adapted"
+  rm -rf "models/$ADAPTED"
+  astart=$(now)
+  HF_HUB_OFFLINE=1 .bench-venv/bin/python scripts/adapt-model.py "$WORK/data/archive.db" "$GUILD" "models/$MODEL" "models/$ADAPTED" 2>/dev/null > "$WORK/adapt.json"
+  echo "adapted $MODEL to the archive in $(python3 -c "print(round($(now) - $astart))") s: $(cat "$WORK/adapt.json")"
+  MODEL=$ADAPTED
+fi
 start=$(now)
 "$BIN" "${cfg[@]}" index --guild "$GUILD" --model "$MODEL" --activate --data-dir "$WORK/data" --json > "$WORK/index.json"
 end=$(now)
