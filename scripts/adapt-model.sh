@@ -24,13 +24,10 @@ esac
 [ -f "$DATA/archive.db" ] || { echo "error: no archive at $DATA/archive.db" >&2; exit 2; }
 [ -e "models/$NAME" ] && { echo "error: models/$NAME exists; choose another NAME" >&2; exit 2; }
 scripts/fetch-model.sh "$BASE" >/dev/null
-if [ ! -x .bench-venv/bin/python ]; then
-  python3 -m venv .bench-venv
-  .bench-venv/bin/pip install --quiet --disable-pip-version-check torch sentence-transformers
-fi
+PY=$(scripts/torch-venv.sh)
 TMP="models/.$NAME.partial"
 rm -rf "$TMP"
 trap 'rm -rf "$TMP"' EXIT
-HF_HUB_OFFLINE=1 .bench-venv/bin/python scripts/adapt-model.py "$DATA/archive.db" "$GUILD" "models/$BASE" "$TMP"
+HF_HUB_OFFLINE=1 "$PY" scripts/adapt-model.py "$DATA/archive.db" "$GUILD" "models/$BASE" "$TMP"
 mv "$TMP" "models/$NAME"
 echo "installed models/$NAME: index with --model $NAME" >&2

@@ -15,10 +15,7 @@ if [ "${1:-}" = "--quick" ]; then TEXTS_N=200; MESSAGES=1000; fi
 
 scripts/fetch-model.sh all-MiniLM-L6-v2 >/dev/null
 MODEL=models/all-MiniLM-L6-v2
-if [ ! -x .bench-venv/bin/python ]; then
-  python3 -m venv .bench-venv
-  .bench-venv/bin/pip install --quiet --disable-pip-version-check torch sentence-transformers
-fi
+PY=$(scripts/torch-venv.sh)
 # One build for both packages, so that their shared dependencies are built once.
 cargo build --release --quiet -p discord-indexer -p fake-discord --bins --examples
 BIN=target/release/discord-indexer
@@ -39,8 +36,8 @@ echo "== embedding throughput, all-MiniLM-L6-v2, $TEXTS_N chunk texts, $(nproc) 
 # Ours at its default batch (64 texts, at most ~8k tokens) and at 8; sentence-transformers at 8 and at its default (32).
 target/release/examples/bench_embed "$WORK/data" "$MODEL" "$TEXTS_N" "$WORK/texts.jsonl" 64 > "$WORK/candle64.json"
 target/release/examples/bench_embed "$WORK/data" "$MODEL" "$TEXTS_N" "$WORK/texts.jsonl" 8 > "$WORK/candle8.json"
-HF_HUB_OFFLINE=1 .bench-venv/bin/python scripts/bench-embed.py "$MODEL" "$WORK/texts.jsonl" 8 2>/dev/null > "$WORK/st8.json"
-HF_HUB_OFFLINE=1 .bench-venv/bin/python scripts/bench-embed.py "$MODEL" "$WORK/texts.jsonl" 32 2>/dev/null > "$WORK/st32.json"
+HF_HUB_OFFLINE=1 "$PY" scripts/bench-embed.py "$MODEL" "$WORK/texts.jsonl" 8 2>/dev/null > "$WORK/st8.json"
+HF_HUB_OFFLINE=1 "$PY" scripts/bench-embed.py "$MODEL" "$WORK/texts.jsonl" 32 2>/dev/null > "$WORK/st32.json"
 python3 - "$WORK" <<'PY'
 import json, sys
 r = {n: json.load(open(f"{sys.argv[1]}/{n}.json")) for n in ("candle64", "candle8", "st8", "st32")}

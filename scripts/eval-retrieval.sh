@@ -31,14 +31,11 @@ cfg=()
 GUILD=$("$BIN" guilds --json --data-dir "$WORK/data" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["guild_id"])')
 now() { python3 -c "import time; print(time.time())"; }
 if [ "${ADAPT:-0}" = 1 ]; then
-  if [ ! -x .bench-venv/bin/python ]; then
-    python3 -m venv .bench-venv
-    .bench-venv/bin/pip install --quiet --disable-pip-version-check torch sentence-transformers
-  fi
+  PY=$(scripts/torch-venv.sh)
   ADAPTED="$MODEL-eval-adapted"
   rm -rf "models/$ADAPTED"
   astart=$(now)
-  HF_HUB_OFFLINE=1 .bench-venv/bin/python scripts/adapt-model.py "$WORK/data/archive.db" "$GUILD" "models/$MODEL" "models/$ADAPTED" 2>/dev/null > "$WORK/adapt.json"
+  HF_HUB_OFFLINE=1 "$PY" scripts/adapt-model.py "$WORK/data/archive.db" "$GUILD" "models/$MODEL" "models/$ADAPTED" 2>/dev/null > "$WORK/adapt.json"
   echo "adapted $MODEL to the archive in $(python3 -c "print(round($(now) - $astart))") s: $(cat "$WORK/adapt.json")"
   MODEL=$ADAPTED
 fi
