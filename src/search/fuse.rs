@@ -34,7 +34,8 @@
 //! keyword discount `k'` of 1 to 3 gives them back (0.58; 5: 0.56, 10: 0.51);
 //! a weighted sum of cosine and coverage instead of ranks was no better.
 //!
-//! Single modes keep their own scores: cosine (vector), -bm25 (keyword).
+//! Single modes keep their own scores: cosine (vector), the share of the
+//! question the best message holds (keyword; ties were ordered by bm25).
 //! Ties are broken by the better best rank, then by chunk id, so a ranking is
 //! deterministic.
 
@@ -62,6 +63,9 @@ pub(super) struct Candidate {
     pub vector_score: Option<f32>,
     /// FTS5's bm25 of its best message (lower is better), when keyword search found it.
     pub bm25: Option<f64>,
+    /// The share of the question (IDF-weighted) its best message holds, when
+    /// keyword search found it: the keyword list's order.
+    pub coverage: Option<f64>,
     /// How much a keyword hit counts in fusion (coverage², see the module doc).
     pub weight: f64,
     /// Vector hits come with it; keyword hits get it when it is needed.
@@ -79,7 +83,7 @@ impl Candidate {
 #[derive(Debug, Clone)]
 pub(super) struct Ranked {
     pub candidate: Candidate,
-    /// The fused score (hybrid), cosine (vector) or -bm25 (keyword).
+    /// The fused score (hybrid), cosine (vector) or coverage (keyword).
     pub score: f64,
     /// 1-based ranks in the vector and keyword lists, when in them.
     pub vector_rank: Option<usize>,
@@ -138,7 +142,7 @@ pub(super) fn fuse(mode: Mode, vector: Vec<Candidate>, keyword: Vec<Candidate>) 
             .into_iter()
             .enumerate()
             .map(|(i, c)| Ranked {
-                score: -c.bm25.unwrap_or_default(),
+                score: c.coverage.unwrap_or_default(),
                 candidate: c,
                 vector_rank: None,
                 keyword_rank: Some(i + 1),
@@ -160,6 +164,7 @@ pub(super) fn fuse(mode: Mode, vector: Vec<Candidate>, keyword: Vec<Candidate>) 
                         e.score += add;
                         e.keyword_rank = Some(rank);
                         e.candidate.bm25 = c.bm25;
+                        e.candidate.coverage = c.coverage;
                         e.candidate.weight = c.weight;
                     })
                     .or_insert(Ranked { candidate: c, score: add, vector_rank: None, keyword_rank: Some(rank) });
@@ -182,7 +187,16 @@ mod tests {
     use super::*;
 
     fn cand(chunk: u64, v: Option<f32>, b: Option<f64>) -> Candidate {
-        Candidate { guild: 1, model: "m".into(), chunk, vector_score: v, bm25: b, weight: 1.0, payload: None }
+        Candidate {
+            guild: 1,
+            model: "m".into(),
+            chunk,
+            vector_score: v,
+            bm25: b,
+            coverage: None,
+            weight: 1.0,
+            payload: None,
+        }
     }
 
     fn chunks(ranked: &[Ranked]) -> Vec<u64> {
@@ -219,9 +233,11 @@ mod tests {
 
     #[test]
     fn single_modes_keep_their_own_scores() {
-        let out = fuse(Mode::Keyword, vec![cand(1, Some(0.9), None)], vec![cand(2, None, Some(-3.5))]);
+        let mut hit = cand(2, None, Some(-3.5));
+        hit.coverage = Some(0.75);
+        let out = fuse(Mode::Keyword, vec![cand(1, Some(0.9), None)], vec![hit]);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].score, 3.5);
+        assert_eq!(out[0].score, 0.75);
         let out = fuse(Mode::Vector, vec![cand(1, Some(0.5), None)], vec![cand(2, None, Some(-3.5))]);
         assert_eq!((out[0].candidate.chunk, out[0].score as f32), (1, 0.5));
     }

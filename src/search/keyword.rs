@@ -159,10 +159,9 @@ fn keyword_hits(
     // question that names a title finds the post.
     hits.extend(store.thread_title_search(fts, &ids, &within, depth)?);
     hits.extend(store.attachment_search(fts, &ids, &within, depth)?);
-    rank_by_coverage(&mut hits, question.0, question.1);
     let mut seen = HashSet::new();
     let mut out = Vec::new();
-    for h in hits {
+    for (coverage, h) in rank_by_coverage(hits, question.0, question.1) {
         let (chunk, model, payload) = match models[&h.guild_id] {
             Some(model) => match store.chunk_of_message(h.guild_id, model, h.channel_id, h.message_id)? {
                 Some(chunk) => (chunk, model, None),
@@ -186,6 +185,7 @@ fn keyword_hits(
                 chunk,
                 vector_score: None,
                 bm25: Some(h.bm25),
+                coverage: Some(coverage),
                 weight: 1.0,
                 payload,
             });
@@ -197,14 +197,15 @@ fn keyword_hits(
     Ok(out)
 }
 
-/// Orders hits by how much of the question (IDF-weighted) their matched text
-/// holds, then by bm25, then by message id (deterministic).
-fn rank_by_coverage(hits: &mut Vec<KeywordHit>, terms: &[Term], idf: &[f64]) {
-    let mut scored: Vec<(f64, KeywordHit)> = hits.drain(..).map(|h| (text::coverage(&h.text, terms, idf), h)).collect();
+/// Hits with how much of the question (IDF-weighted) their matched text
+/// holds, ordered by it, then by bm25, then by message id (deterministic).
+fn rank_by_coverage(hits: Vec<KeywordHit>, terms: &[Term], idf: &[f64]) -> Vec<(f64, KeywordHit)> {
+    let mut scored: Vec<(f64, KeywordHit)> =
+        hits.into_iter().map(|h| (text::coverage(&h.text, terms, idf), h)).collect();
     scored.sort_by(|(ca, a), (cb, b)| {
         cb.total_cmp(ca).then(a.bm25.total_cmp(&b.bm25)).then(a.message_id.cmp(&b.message_id))
     });
-    hits.extend(scored.into_iter().map(|(_, h)| h));
+    scored
 }
 
 /// A matching message as a result of its own (a guild without an index has
@@ -250,16 +251,18 @@ mod tests {
     fn hits_holding_more_of_the_question_rank_first() {
         let terms = text::terms("komodod crash backtrace gdb");
         let idf = vec![1.0, 2.0, 2.0, 3.0];
-        let mut hits = vec![
+        let hits = vec![
             // bm25's favourite: one term, short.
             hit(1, -9.0, "komodod komodod"),
             hit(2, -4.0, "run komodod under gdb to get a backtrace when it crashes"),
             hit(3, -5.0, "gdb backtrace"),
             hit(4, -6.0, "gdb backtrace please"),
         ];
-        rank_by_coverage(&mut hits, &terms, &idf);
-        let order: Vec<u64> = hits.iter().map(|h| h.message_id).collect();
+        let ranked = rank_by_coverage(hits, &terms, &idf);
+        let order: Vec<u64> = ranked.iter().map(|(_, h)| h.message_id).collect();
         // All terms; then the two with gdb and backtrace, by bm25; then one term.
         assert_eq!(order, [2, 4, 3, 1]);
+        assert!((ranked[0].0 - 1.0).abs() < 1e-9 && (ranked[3].0 - 1.0 / 8.0).abs() < 1e-9);
+        assert_eq!(ranked[1].0, ranked[2].0);
     }
 }

@@ -142,7 +142,8 @@ pub struct SearchResult {
     pub end: String,
     /// Display names of the authors, in order of first appearance.
     pub authors: Vec<String>,
-    /// The fused score (hybrid), cosine similarity (vector) or -bm25 (keyword).
+    /// The fused score (hybrid), cosine similarity (vector), or the share of
+    /// the question (IDF-weighted, 0 to 1) the best matching message holds (keyword).
     pub score: f64,
     /// Cosine similarity to the question, when the vector search found it.
     pub vector_score: Option<f32>,

@@ -89,6 +89,7 @@ fn by_chunk(guild: u64, model: &str, hits: Vec<Hit>) -> Vec<Candidate> {
                     chunk,
                     vector_score: Some(h.score),
                     bm25: None,
+                    coverage: None,
                     weight: 1.0,
                     // A part's payload is not its chunk's: fetched when needed.
                     payload: (!is_part).then_some(h.payload),
