@@ -121,11 +121,18 @@ async fn main() -> anyhow::Result<()> {
     )?;
     drop(conn);
 
-    let detail_store = store.clone();
     let mut options = SearchOptions::default();
+    // With EVAL_DETAIL: each question's terms and their IDF, as search weighs them, once.
+    let mut question_idf = Vec::new();
     if std::env::var_os("EVAL_DETAIL").is_some() {
         // Whole chunk texts, to weigh coverage as fusion does.
         options.snippet_chars = 1_000_000;
+        let archive = store.message_count()?;
+        for (question, _, _) in &lines {
+            let terms = discord_indexer::search::text::terms(question);
+            let idf = discord_indexer::search::term_idf(&store, &terms, archive)?;
+            question_idf.push((terms, idf));
+        }
     }
     let searcher = Searcher::new(store, Backend::new(&data, None, None)?, models, None, options);
     let per_kind = lines.len().div_ceil(3);
@@ -165,22 +172,13 @@ async fn main() -> anyhow::Result<()> {
                     .take(3)
                     .map(|r| serde_json::json!({"score": r.score, "text": r.text}))
                     .collect();
-                let terms = discord_indexer::search::text::terms(question);
-                let idf: Vec<f64> = terms
-                    .iter()
-                    .map(|t| {
-                        Ok(discord_indexer::search::text::idf(
-                            detail_store.keyword_count(&t.phrase(), (messages as u64 / 1000).clamp(200, 2000))?,
-                            messages as u64,
-                        ))
-                    })
-                    .collect::<anyhow::Result<_>>()?;
+                let (terms, idf) = &question_idf[i];
                 let list: Vec<serde_json::Value> = deep
                     .results
                     .iter()
                     .map(|r| {
                         serde_json::json!({"chunk": r.chunk_id, "score": r.score, "cos": r.vector_score,
-                            "cov": discord_indexer::search::text::coverage(&r.text, &terms, &idf),
+                            "cov": discord_indexer::search::text::coverage(&r.text, terms, idf),
                             "target": r.message_ids.contains(target), "n": r.message_ids.len()})
                     })
                     .collect();

@@ -9,7 +9,7 @@
 #   MODEL:   a model under models/ (default all-MiniLM-L6-v2)
 #   CONFIG:  a discord-indexer.toml with the [index] settings to evaluate
 # With ADAPT=1, MODEL is first adapted to the imported archive
-# (scripts/adapt-model.py, into models/MODEL-eval-adapted, replaced each run)
+# (scripts/adapt-model.sh, into models/MODEL-eval-adapted, replaced each run)
 # and the adapted model is evaluated; ADAPT_SEED and the other ADAPT_*
 # settings pass through.
 set -euo pipefail
@@ -31,11 +31,10 @@ cfg=()
 GUILD=$("$BIN" guilds --json --data-dir "$WORK/data" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["guild_id"])')
 now() { python3 -c "import time; print(time.time())"; }
 if [ "${ADAPT:-0}" = 1 ]; then
-  PY=$(scripts/torch-venv.sh)
   ADAPTED="$MODEL-eval-adapted"
   rm -rf "models/$ADAPTED"
   astart=$(now)
-  HF_HUB_OFFLINE=1 "$PY" scripts/adapt-model.py "$WORK/data/archive.db" "$GUILD" "models/$MODEL" "models/$ADAPTED" 2>/dev/null > "$WORK/adapt.json"
+  scripts/adapt-model.sh "$GUILD" "$ADAPTED" "$WORK/data" "$MODEL" 2>/dev/null > "$WORK/adapt.json"
   echo "adapted $MODEL to the archive in $(python3 -c "print(round($(now) - $astart))") s: $(cat "$WORK/adapt.json")"
   MODEL=$ADAPTED
 fi

@@ -90,7 +90,7 @@ fn keyword_list(
     depth: usize,
 ) -> Result<KeywordList, StoreError> {
     let dfs = document_frequencies(store, terms, messages)?;
-    let idf: Vec<f64> = dfs.iter().map(|&(df, _)| text::idf(df, messages)).collect();
+    let idf = idf_of(&dfs, messages);
     let rare: Vec<Term> = terms.iter().zip(&dfs).filter(|(_, (_, common))| !common).map(|(t, _)| t.clone()).collect();
     let plan = if rare.is_empty() {
         vec![(text::fts_query_all(terms), KeywordOrder::Newest), (text::fts_query(terms), KeywordOrder::Newest)]
@@ -107,6 +107,16 @@ fn keyword_list(
         }
     }
     Ok(KeywordList { hits, idf })
+}
+
+/// Each term's IDF in an archive of `messages` messages, as keyword search
+/// and fusion weigh it (for tools that measure them).
+pub fn term_idf(store: &Store, terms: &[Term], messages: u64) -> Result<Vec<f64>, StoreError> {
+    Ok(idf_of(&document_frequencies(store, terms, messages)?, messages))
+}
+
+fn idf_of(dfs: &[(u64, bool)], messages: u64) -> Vec<f64> {
+    dfs.iter().map(|&(df, _)| text::idf(df, messages)).collect()
 }
 
 /// Each term's document frequency, with whether the term is common. Counting

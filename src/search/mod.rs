@@ -35,6 +35,7 @@ use serde::Serialize;
 
 pub use access::{AccessError, AccessSource, GuildReadable, Readable, Viewer};
 pub use fuse::{MIN_COVERAGE, RRF_K};
+pub use keyword::term_idf;
 
 use crate::discord::Client;
 use crate::embed::{device, Embedder, ModelError, ModelInfo};
