@@ -8,9 +8,16 @@
 //! uses candle's fused softmax and layer norm. Padding is masked with the most
 //! negative value of the compute type, as transformers does (`finfo.min`), so
 //! half precision gets a finite mask too.
+//!
+//! The same forward also trains ([`Bert::forward_train`], for
+//! [`super::train`]): candle's fused softmax and layer norm have no backward
+//! pass, so training composes them from differentiable operations and applies
+//! BERT's dropout where BERT does (after the embeddings, on the attention
+//! probabilities and after each residual branch's dense layer).
 
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
+use rand::{Rng as _, SeedableRng as _};
 
 /// The parts of a BERT `config.json` the encoder needs.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -27,6 +34,14 @@ pub struct Config {
     pub type_vocab_size: usize,
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f32,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f32,
+}
+
+fn default_dropout() -> f32 {
+    0.1
 }
 
 fn default_act() -> String {
@@ -101,16 +116,54 @@ struct Norm {
 
 impl Norm {
     fn load(vb: VarBuilder, size: usize, eps: f64) -> Result<Norm> {
-        let (w, b) = match (vb.get(size, "weight"), vb.get(size, "bias")) {
-            (Ok(w), Ok(b)) => (w, b),
-            // Old checkpoints name them gamma and beta.
-            _ => (vb.get(size, "gamma")?, vb.get(size, "beta")?),
-        };
+        // Old checkpoints name them gamma and beta. (Asked before getting:
+        // training's variables would make up a missing name.)
+        let (w, b) = if vb.contains_tensor("weight") { ("weight", "bias") } else { ("gamma", "beta") };
+        let (w, b) = (vb.get(size, w)?, vb.get(size, b)?);
         Ok(Norm { w, b, eps: eps as f32 })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::layer_norm(&x.contiguous()?, &self.w, &self.b, self.eps)
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if !train {
+            return candle_nn::ops::layer_norm(&x.contiguous()?, &self.w, &self.b, self.eps);
+        }
+        let centered = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        centered.broadcast_div(&(var + f64::from(self.eps))?.sqrt()?)?.broadcast_mul(&self.w)?.broadcast_add(&self.b)
+    }
+}
+
+/// Training's dropout: BERT's rates, masks drawn from a seeded generator
+/// (candle's CPU generator cannot be seeded), scaled by `1 / (1 - p)`.
+pub struct Dropout {
+    hidden: f32,
+    attention: f32,
+    rng: rand::rngs::StdRng,
+}
+
+impl Dropout {
+    pub fn new(config: &Config, seed: u64) -> Dropout {
+        Dropout {
+            hidden: config.hidden_dropout_prob,
+            attention: config.attention_probs_dropout_prob,
+            rng: rand::rngs::StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// No dropout: training's forward then computes what inference's does.
+    #[cfg(test)]
+    pub fn disable(&mut self) {
+        self.hidden = 0.0;
+        self.attention = 0.0;
+    }
+
+    fn apply(&mut self, x: &Tensor, p: f32) -> Result<Tensor> {
+        if p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = 1.0 / (1.0 - p);
+        let mask: Vec<f32> = (0..x.elem_count()).map(|_| if self.rng.gen::<f32>() < p { 0.0 } else { keep }).collect();
+        x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?)
     }
 }
 
@@ -204,13 +257,38 @@ impl Bert {
     /// `ids`, `type_ids`, `mask`: (batch, seq) u32, right-padded. Returns
     /// (batch, seq, hidden) in the weights' type (the caller converts to F32).
     pub fn forward(&self, ids: &Tensor, type_ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        self.run(ids, type_ids, mask, None)
+    }
+
+    /// [`Bert::forward`] for training: differentiable throughout, with dropout.
+    pub fn forward_train(
+        &self,
+        ids: &Tensor,
+        type_ids: &Tensor,
+        mask: &Tensor,
+        dropout: &mut Dropout,
+    ) -> Result<Tensor> {
+        self.run(ids, type_ids, mask, Some(dropout))
+    }
+
+    fn run(&self, ids: &Tensor, type_ids: &Tensor, mask: &Tensor, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        let train = dropout.is_some();
+        let mut drop = |x: Tensor, attention: bool| -> Result<Tensor> {
+            match dropout.as_deref_mut() {
+                Some(d) => {
+                    let p = if attention { d.attention } else { d.hidden };
+                    d.apply(&x, p)
+                }
+                None => Ok(x),
+            }
+        };
         let (b, s) = ids.dims2()?;
         let (h, heads) = (self.hidden, self.heads);
         let hd = h / heads;
         let positions = Tensor::arange(0u32, s as u32, ids.device())?;
         let x = (self.words.forward(ids)? + self.types.forward(type_ids)?)?
             .broadcast_add(&self.positions.forward(&positions)?)?;
-        let mut x = self.norm.forward(&x)?.reshape((b * s, h))?;
+        let mut x = drop(self.norm.forward(&x, train)?, false)?.reshape((b * s, h))?;
         // Padding gets the most negative score, as transformers does (finfo.min):
         // finite in every precision (half precision's min, not f32's, which
         // would be -inf there and turn 0 · -inf into NaN).
@@ -226,18 +304,22 @@ impl Bert {
             let qkv = layer.qkv.forward(&x)?.reshape((b, s, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?.contiguous()?;
             let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
             let scores = q.matmul(&k.t()?)?.affine(scale, 0.0)?.broadcast_add(&mask)?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            let probs = if train {
+                drop(candle_nn::ops::softmax(&scores, D::Minus1)?, true)?
+            } else {
+                candle_nn::ops::softmax_last_dim(&scores)?
+            };
             let context = probs.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b * s, h))?;
-            let attended = (layer.attention_out.forward(&context)? + &x)?;
-            x = layer.attention_norm.forward(&attended)?;
+            let attended = (drop(layer.attention_out.forward(&context)?, false)? + &x)?;
+            x = layer.attention_norm.forward(&attended, train)?;
             let inner = layer.intermediate.forward(&x)?;
             let inner = match self.activation {
                 Activation::Gelu => inner.gelu_erf()?,
                 Activation::GeluTanh => inner.gelu()?,
                 Activation::Relu => inner.relu()?,
             };
-            let out = (layer.output.forward(&inner)? + &x)?;
-            x = layer.output_norm.forward(&out)?;
+            let out = (drop(layer.output.forward(&inner)?, false)? + &x)?;
+            x = layer.output_norm.forward(&out, train)?;
         }
         x.reshape((b, s, h))
     }

@@ -251,6 +251,29 @@ impl ModelInfo {
     }
 }
 
+/// A model's tokenizer twice: truncating at `max_tokens` and never padding
+/// (each encoder lays out its batches), and without truncation (for counting);
+/// and the id of the token that pads.
+fn tokenizers(dir: &Path, max_tokens: usize) -> Result<(Tokenizer, Tokenizer, u32), ModelError> {
+    let tok_path = dir.join("tokenizer.json");
+    let mut counter = Tokenizer::from_file(&tok_path)
+        .map_err(|e| ModelError::Malformed { file: tok_path.clone(), detail: e.to_string() })?;
+    let pad_token = counter.get_padding().map(|p| p.pad_token.clone()).unwrap_or_else(|| "[PAD]".into());
+    let pad_id = counter.token_to_id(&pad_token).unwrap_or(0);
+    counter.with_padding(None);
+    counter.with_truncation(None).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    let mut tokenizer = counter.clone();
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: max_tokens,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: tokenizers::TruncationDirection::Right,
+        }))
+        .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    Ok((tokenizer, counter, pad_id))
+}
+
 /// Every model directory under `models_dir`, with its info or why it is unusable.
 pub fn installed(models_dir: &Path) -> Vec<(String, Result<ModelInfo, ModelError>)> {
     let Ok(entries) = std::fs::read_dir(models_dir) else { return Vec::new() };
@@ -349,22 +372,7 @@ impl Embedder {
             Device::Cpu if !tensor_on_cpu => Encoder::Cpu(model.into_cpu()?),
             _ => Encoder::Tensor(model),
         };
-        let tok_path = info.dir.join("tokenizer.json");
-        let mut counter = Tokenizer::from_file(&tok_path)
-            .map_err(|e| ModelError::Malformed { file: tok_path.clone(), detail: e.to_string() })?;
-        let pad_token = counter.get_padding().map(|p| p.pad_token.clone()).unwrap_or_else(|| "[PAD]".into());
-        let pad_id = counter.token_to_id(&pad_token).unwrap_or(0);
-        counter.with_padding(None);
-        counter.with_truncation(None).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        let mut tokenizer = counter.clone();
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: info.max_tokens,
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-                direction: tokenizers::TruncationDirection::Right,
-            }))
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        let (tokenizer, counter, pad_id) = tokenizers(&info.dir, info.max_tokens)?;
         Ok(Embedder { info, encoder, tokenizer, counter, device, precision, pad_id })
     }
 
@@ -539,9 +547,25 @@ impl Embedder {
         model: &Bert,
         encodings: &[&tokenizers::Encoding],
     ) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
+        let batch = Padded::new(encodings, self.pad_id, &self.device)?;
+        let hidden = model.forward(&batch.ids, &batch.types, &batch.mask)?.to_dtype(DType::F32)?;
+        Ok((pool(&hidden, &batch.mask, self.info.pooling)?.to_vec2::<f32>()?, batch.real_tokens))
+    }
+}
+
+/// A batch of tokenized texts as (texts, longest) tensors, right-padded.
+struct Padded {
+    ids: Tensor,
+    types: Tensor,
+    mask: Tensor,
+    real_tokens: usize,
+}
+
+impl Padded {
+    fn new(encodings: &[&tokenizers::Encoding], pad_id: u32, device: &Device) -> candle_core::Result<Padded> {
         let b = encodings.len();
         let len = encodings.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
-        let mut ids = vec![self.pad_id; b * len];
+        let mut ids = vec![pad_id; b * len];
         let mut types = vec![0u32; b * len];
         let mut mask = vec![0u32; b * len];
         let mut real_tokens = 0;
@@ -552,30 +576,38 @@ impl Embedder {
             mask[row * len..row * len + n].fill(1);
             real_tokens += n;
         }
-        let ids = Tensor::from_vec(ids, (b, len), &self.device)?;
-        let types = Tensor::from_vec(types, (b, len), &self.device)?;
-        let mask = Tensor::from_vec(mask, (b, len), &self.device)?;
-        let hidden = model.forward(&ids, &types, &mask)?.to_dtype(DType::F32)?;
-        let pooled = match self.info.pooling {
-            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
-            Pooling::Mean => {
-                // sentence-transformers: sum(h · mask) / max(sum(mask), 1e-9)
-                let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-                let sum = hidden.broadcast_mul(&m)?.sum(1)?;
-                let count = m.sum(1)?.maximum(1e-9)?;
-                sum.broadcast_div(&count)?
-            }
-        };
-        // torch.nn.functional.normalize(p=2, eps=1e-12)
-        let norm = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12)?;
-        let normalized = pooled.broadcast_div(&norm)?;
-        Ok((normalized.to_vec2::<f32>()?, real_tokens))
+        Ok(Padded {
+            ids: Tensor::from_vec(ids, (b, len), device)?,
+            types: Tensor::from_vec(types, (b, len), device)?,
+            mask: Tensor::from_vec(mask, (b, len), device)?,
+            real_tokens,
+        })
     }
+}
+
+/// Pools (texts, tokens, hidden) F32 states into L2-normalised (texts,
+/// hidden) vectors as the model's pooling says (differentiable: training
+/// pools the same way).
+fn pool(hidden: &Tensor, mask: &Tensor, pooling: Pooling) -> candle_core::Result<Tensor> {
+    let pooled = match pooling {
+        Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+        Pooling::Mean => {
+            // sentence-transformers: sum(h · mask) / max(sum(mask), 1e-9)
+            let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+            let sum = hidden.broadcast_mul(&m)?.sum(1)?;
+            let count = m.sum(1)?.maximum(1e-9)?;
+            sum.broadcast_div(&count)?
+        }
+    };
+    // torch.nn.functional.normalize(p=2, eps=1e-12)
+    let norm = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12)?;
+    pooled.broadcast_div(&norm)
 }
 
 mod bert;
 mod cpu;
 pub mod tiny;
+pub mod train;
 
 use bert::{Bert, Config};
 

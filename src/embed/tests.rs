@@ -146,3 +146,27 @@ fn broken_model_directories_are_clear_errors() {
     tiny::write(&m, &tiny::TinySpec::default()).unwrap();
     ModelInfo::read(&m).expect("an intact model reads");
 }
+
+#[test]
+fn the_training_forward_without_dropout_computes_what_inference_does() {
+    for pooling in [Pooling::Mean, Pooling::Cls] {
+        let (dir, e) = tiny(pooling);
+        let texts =
+            ["has anyone looked at the staging deploy?", "ok", "the notary keys rotation is broken again today"];
+        let (expected, _) = e.embed(&texts, 8).unwrap();
+        let mut t =
+            train::Trainable::load(ModelInfo::read(&dir.path().join("tiny")).unwrap(), 128, 0, Device::Cpu).unwrap();
+        t.disable_dropout();
+        let got = t.embed(&texts).unwrap().to_vec2::<f32>().unwrap();
+        for (i, (a, b)) in expected.iter().zip(&got).enumerate() {
+            let cos: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+            assert!(cos > 1.0 - 1e-5, "{pooling:?} text {i}: cosine {cos}");
+        }
+        // With dropout the vectors move (training noise), and stay unit length.
+        let mut noisy =
+            train::Trainable::load(ModelInfo::read(&dir.path().join("tiny")).unwrap(), 128, 0, Device::Cpu).unwrap();
+        let v = noisy.embed(&texts).unwrap().to_vec2::<f32>().unwrap();
+        assert!(v != got);
+        assert!(v.iter().all(|r| (r.iter().map(|x| x * x).sum::<f32>().sqrt() - 1.0).abs() < 1e-4));
+    }
+}
