@@ -1,5 +1,6 @@
-"""Fine-tunes a sentence-transformers model on one guild's archive (unsupervised
-domain adaptation), for scripts/adapt-model.sh.
+"""The peer of `discord-indexer adapt`, for scripts/bench-adapt.sh: the same
+unsupervised adaptation of a sentence-transformers model to one guild's
+archive, in sentence-transformers on PyTorch.
 
 Pairs come from the archive alone: a reply and the message it answers, else
 two consecutive messages of a channel by different people within 15 minutes,
@@ -9,7 +10,8 @@ server's own vocabulary: its abbreviations, names and jargon.
 
 Usage: adapt-model.py ARCHIVE_DB GUILD_ID BASE_MODEL_DIR OUT_DIR
 Settings (environment): ADAPT_EPOCHS (1), ADAPT_BATCH (32), ADAPT_LR (2e-5),
-ADAPT_MAX_TOKENS (64), ADAPT_SEED (0), ADAPT_THREADS (all cores).
+ADAPT_MAX_TOKENS (64), ADAPT_SEED (0), ADAPT_THREADS (all cores),
+ADAPT_MAX_PAIRS (20000: a random sample of the pairs when there are more).
 """
 import json, os, random, shutil, sqlite3, sys, time
 
@@ -54,6 +56,10 @@ def main():
     if os.environ.get("ADAPT_THREADS"):
         torch.set_num_threads(int(os.environ["ADAPT_THREADS"]))
     pairs = pairs_from(db, guild)
+    max_pairs = int(os.environ.get("ADAPT_MAX_PAIRS", "20000"))
+    if len(pairs) > max_pairs:
+        random.shuffle(pairs)
+        pairs = pairs[:max_pairs]
     if len(pairs) < 256:
         sys.exit(f"error: only {len(pairs)} message pairs in guild {guild}: too few to adapt a model to")
     model = SentenceTransformer(base, device="cpu")

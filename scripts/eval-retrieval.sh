@@ -9,9 +9,9 @@
 #   MODEL:   a model under models/ (default all-MiniLM-L6-v2)
 #   CONFIG:  a discord-indexer.toml with the [index] settings to evaluate
 # With ADAPT=1, MODEL is first adapted to the imported archive
-# (scripts/adapt-model.sh, into models/MODEL-eval-adapted, replaced each run)
-# and the adapted model is evaluated; ADAPT_SEED and the other ADAPT_*
-# settings pass through.
+# (`discord-indexer adapt`, into models/MODEL-eval-adapted, replaced each run)
+# and the adapted model is evaluated; ADAPT_SEED (0) and ADAPT_EPOCHS (1) pass
+# through.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATASET=${1:-../shared/komodo-dev}
@@ -34,7 +34,8 @@ if [ "${ADAPT:-0}" = 1 ]; then
   ADAPTED="$MODEL-eval-adapted"
   rm -rf "models/$ADAPTED"
   astart=$(now)
-  scripts/adapt-model.sh "$GUILD" "$ADAPTED" "$WORK/data" "$MODEL" 2>/dev/null > "$WORK/adapt.json"
+  "$BIN" "${cfg[@]}" adapt --guild "$GUILD" --name "$ADAPTED" --base "$MODEL" --data-dir "$WORK/data" \
+    --seed "${ADAPT_SEED:-0}" --epochs "${ADAPT_EPOCHS:-1}" --json > "$WORK/adapt.json"
   echo "adapted $MODEL to the archive in $(python3 -c "print(round($(now) - $astart))") s: $(cat "$WORK/adapt.json")"
   MODEL=$ADAPTED
 fi

@@ -13,6 +13,8 @@
 //! - [`embed`]: sentence embeddings with candle (BERT-family models).
 //! - [`vector`]: the vector stores: embedded qdrant-edge, or a Qdrant server.
 //! - [`index`]: stage two, archive → chunks → vectors → collection, incrementally.
+//! - [`adapt`]: a copy of an embedding model fine-tuned on one guild's own
+//!   message pairs (unsupervised), to index with beside the base model.
 //! - [`search`]: the query path: permission-aware hybrid (vector + FTS5) search.
 //! - [`store`]: the SQLite archive (`<data-dir>/archive.db`): schema,
 //!   migrations, writes and status queries.
@@ -30,6 +32,7 @@
 //! The fake Discord server that tests, benchmarks and the demo run against is
 //! test equipment, in its own crate (`tests/fake-discord`).
 
+pub mod adapt;
 pub mod blocking;
 pub mod bot;
 pub mod chunk;

@@ -2,6 +2,7 @@
 
 mod util;
 
+mod adapt;
 mod attachments;
 mod bot;
 mod cli;

@@ -16,6 +16,7 @@ macro_rules! say {
 }
 
 mod activate;
+mod adapt;
 mod ask;
 mod bot;
 mod completions;
@@ -92,6 +93,8 @@ pub enum Command {
     Index(index::Args),
     /// The embedding models installed under models/.
     Models(models::Args),
+    /// Fine-tune a copy of a model on a guild's own conversations, as a new model.
+    Adapt(adapt::Args),
     /// Search indexed guilds: hybrid (vector + keyword), as the operator or as a user.
     Ask(ask::Args),
     /// Run the Discord bot: slash commands, DM /ask, live capture.
@@ -229,6 +232,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Status(args) => status::run(args, &settings, cli.json).await,
         Command::Index(args) => index::run(args, &settings, cli.json).await,
         Command::Models(args) => models::run(args, &settings, cli.json),
+        Command::Adapt(args) => adapt::run(args, &settings, cli.json).await,
         Command::Ask(args) => ask::run(args, &settings, cli.json).await,
         Command::Bot(args) => bot::run(args, &settings).await,
         Command::Activate(args) => activate::run(args, &settings, cli.json).await,

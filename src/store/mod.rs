@@ -8,6 +8,7 @@
 //! a killed load resumable. See the README for the contract other tools rely on.
 
 mod access;
+mod adapt;
 mod files;
 mod import;
 mod index;
@@ -24,6 +25,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use crate::discord::model::{Message, Raw, User};
 use crate::snowflake;
 pub use access::{ChannelAccess, GuildAccess, GuildFacts, StoredMember};
+pub use adapt::ConversationRow;
 pub use files::{claims_image, FetchState, ImageText, StoredFile, UnreadImage, WantedFile};
 pub use import::ImportedChannel;
 pub use index::{ActiveIndex, ChannelInfo, ChunkRecord, IndexRecord, IndexState, NewIndex};
