@@ -11,9 +11,10 @@
 //!
 //! The same forward also trains ([`Bert::forward_train`], for
 //! [`super::train`]): candle's fused softmax and layer norm have no backward
-//! pass, so training composes them from differentiable operations and applies
-//! BERT's dropout where BERT does (after the embeddings, on the attention
-//! probabilities and after each residual branch's dense layer).
+//! pass, so training runs [`super::ops`]' fused ones on a CPU and composes
+//! them from differentiable operations elsewhere, and applies BERT's dropout
+//! where BERT does (after the embeddings, on the attention probabilities and
+//! after each residual branch's dense layer).
 
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
@@ -125,12 +126,26 @@ impl Norm {
 
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         if !train {
-            return candle_nn::ops::layer_norm(&x.contiguous()?, &self.w, &self.b, self.eps);
+            candle_nn::ops::layer_norm(&x.contiguous()?, &self.w, &self.b, self.eps)
+        } else if fused_training(x) {
+            super::ops::layer_norm(x, &self.w, &self.b, self.eps)
+        } else {
+            layer_norm_composed(x, &self.w, &self.b, self.eps)
         }
-        let centered = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
-        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        centered.broadcast_div(&(var + f64::from(self.eps))?.sqrt()?)?.broadcast_mul(&self.w)?.broadcast_add(&self.b)
     }
+}
+
+/// Whether training runs [`super::ops`]' fused operations (F32 on a CPU),
+/// or composes them from candle's (on a GPU, where candle's kernels run).
+fn fused_training(x: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32
+}
+
+/// Layer norm from differentiable operations.
+pub(super) fn layer_norm_composed(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
+    let centered = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+    let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+    centered.broadcast_div(&(var + f64::from(eps))?.sqrt()?)?.broadcast_mul(w)?.broadcast_add(b)
 }
 
 /// Training's dropout: BERT's rates, masks drawn from a seeded generator
@@ -305,7 +320,12 @@ impl Bert {
             let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
             let scores = q.matmul(&k.t()?)?.affine(scale, 0.0)?.broadcast_add(&mask)?;
             let probs = if train {
-                drop(candle_nn::ops::softmax(&scores, D::Minus1)?, true)?
+                let probs = if fused_training(&scores) {
+                    super::ops::softmax_last_dim(&scores)?
+                } else {
+                    candle_nn::ops::softmax(&scores, D::Minus1)?
+                };
+                drop(probs, true)?
             } else {
                 candle_nn::ops::softmax_last_dim(&scores)?
             };
@@ -314,6 +334,7 @@ impl Bert {
             x = layer.attention_norm.forward(&attended, train)?;
             let inner = layer.intermediate.forward(&x)?;
             let inner = match self.activation {
+                Activation::Gelu if train && fused_training(&inner) => super::ops::gelu_erf(&inner)?,
                 Activation::Gelu => inner.gelu_erf()?,
                 Activation::GeluTanh => inner.gelu()?,
                 Activation::Relu => inner.relu()?,

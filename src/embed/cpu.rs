@@ -314,6 +314,15 @@ pub(super) mod simd {
     dispatch!(layer_norm, layer_norm_body, (row: &mut [f32], w: &[f32], b: &[f32], eps: f32));
     dispatch!(gelu_erf, gelu_erf_body, (x: &mut [f32]));
     dispatch!(gelu_tanh, gelu_tanh_body, (x: &mut [f32]));
+    // Training's backward passes (`super::super::ops`): the gradient `g` is
+    // turned into the gradient of the input, in place.
+    dispatch!(gelu_erf_grad, gelu_erf_grad_body, (x: &[f32], g: &mut [f32]));
+    dispatch!(softmax_grad, softmax_grad_body, (y: &[f32], g: &mut [f32]));
+    dispatch!(
+        layer_norm_grad,
+        layer_norm_grad_body,
+        (x: &[f32], w: &[f32], g: &mut [f32], dw: &mut [f32], db: &mut [f32], eps: f32)
+    );
 
     #[inline(always)]
     fn sum(x: &[f32]) -> f32 {
@@ -404,6 +413,64 @@ pub(super) mod simd {
                 t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
             let erf = (1.0 - poly * exp(-a * a)).copysign(z);
             *y = 0.5 * *y * (1.0 + erf);
+        }
+    }
+
+    /// GELU's derivative times `g`: `(1 + erf(x/√2))/2 + x·e^(-x²/2)/√(2π)`,
+    /// with the forward pass's erf.
+    #[inline(always)]
+    fn gelu_erf_grad_body(x: &[f32], g: &mut [f32]) {
+        for (g, &x) in g.iter_mut().zip(x) {
+            let z = x * std::f32::consts::FRAC_1_SQRT_2;
+            let a = z.abs();
+            let t = 1.0 / (1.0 + 0.327_591_1 * a);
+            let poly =
+                t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+            // e^(-z²) = e^(-x²/2)
+            let e = exp(-a * a);
+            let erf = (1.0 - poly * e).copysign(z);
+            *g *= 0.5 * (1.0 + erf) + x * 0.398_942_3 * e;
+        }
+    }
+
+    /// Softmax's backward pass for one row: `y · (g - Σ g·y)`.
+    #[inline(always)]
+    fn softmax_grad_body(y: &[f32], g: &mut [f32]) {
+        let mut acc = [0f32; LANES];
+        let (mut yc, mut gc) = (y.chunks_exact(LANES), g.chunks_exact(LANES));
+        for (a, b) in (&mut yc).zip(&mut gc) {
+            for i in 0..LANES {
+                acc[i] += a[i] * b[i];
+            }
+        }
+        let dot = acc.iter().sum::<f32>() + yc.remainder().iter().zip(gc.remainder()).map(|(a, b)| a * b).sum::<f32>();
+        for (g, y) in g.iter_mut().zip(y) {
+            *g = y * (*g - dot);
+        }
+    }
+
+    /// Layer norm's backward pass for one row `x`: `g` becomes the input's
+    /// gradient, and the row's share of the weight's and bias's gradients
+    /// is added to `dw` and `db`.
+    #[inline(always)]
+    fn layer_norm_grad_body(x: &[f32], w: &[f32], g: &mut [f32], dw: &mut [f32], db: &mut [f32], eps: f32) {
+        let n = x.len() as f32;
+        let mean = sum(x) / n;
+        let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+        let inv = 1.0 / (var + eps).sqrt();
+        let (mut s1, mut s2) = (0f32, 0f32);
+        for i in 0..x.len() {
+            let xhat = (x[i] - mean) * inv;
+            dw[i] += g[i] * xhat;
+            db[i] += g[i];
+            let gw = g[i] * w[i];
+            s1 += gw;
+            s2 += gw * xhat;
+        }
+        let (m1, m2) = (s1 / n, s2 / n);
+        for i in 0..x.len() {
+            let xhat = (x[i] - mean) * inv;
+            g[i] = inv * (g[i] * w[i] - m1 - xhat * m2);
         }
     }
 

@@ -606,6 +606,7 @@ fn pool(hidden: &Tensor, mask: &Tensor, pooling: Pooling) -> candle_core::Result
 
 mod bert;
 mod cpu;
+mod ops;
 pub mod tiny;
 pub mod train;
 

@@ -1,0 +1,285 @@
+//! Training's fused operations on the CPU, each one pass forward (the CPU
+//! encoder's own kernels, [`super::cpu::simd`]) and one pass backward, over
+//! rows in parallel: GELU (erf form), softmax over the last dimension and
+//! layer norm. Composed from candle's primitive operations instead, as on a
+//! GPU (where candle's kernels run them), each primitive allocates its output
+//! and, in the backward pass, a gradient of its own: most of a training
+//! step's time on a CPU went there.
+//!
+//! Inputs must be contiguous F32; the functions make them so.
+
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::cpu::simd;
+
+/// Values per parallel task: enough work to be worth handing to a thread.
+const TASK_VALUES: usize = 1 << 15;
+
+fn f32s<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else { bail!("training operations take f32 tensors") };
+    let Some((start, end)) = layout.contiguous_offsets() else { bail!("training operations take contiguous tensors") };
+    Ok(&data[start..end])
+}
+
+/// Whole rows of `row` values, about [`TASK_VALUES`] per task.
+fn block(row: usize) -> usize {
+    row.max(1) * (TASK_VALUES / row.max(1)).max(1)
+}
+
+/// Exact GELU, `x/2 · (1 + erf(x/√2))`.
+pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(GeluErf)
+}
+
+struct GeluErf;
+
+impl CustomOp1 for GeluErf {
+    fn name(&self) -> &'static str {
+        "train-gelu-erf"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let mut out = f32s(storage, layout)?.to_vec();
+        out.par_chunks_mut(TASK_VALUES).for_each(simd::gelu_erf);
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.apply_op2_no_bwd(&grad.contiguous()?, &GeluErfGrad)?))
+    }
+}
+
+struct GeluErfGrad;
+
+impl CustomOp2 for GeluErfGrad {
+    fn name(&self) -> &'static str {
+        "train-gelu-erf-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32s(s1, l1)?;
+        let mut g = f32s(s2, l2)?.to_vec();
+        g.par_chunks_mut(TASK_VALUES).zip(x.par_chunks(TASK_VALUES)).for_each(|(g, x)| simd::gelu_erf_grad(x, g));
+        Ok((CpuStorage::F32(g), l1.shape().clone()))
+    }
+}
+
+/// Softmax over the last dimension.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Softmax)
+}
+
+struct Softmax;
+
+impl CustomOp1 for Softmax {
+    fn name(&self) -> &'static str {
+        "train-softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let row = layout.dims().last().copied().unwrap_or(1);
+        let mut out = f32s(storage, layout)?.to_vec();
+        out.par_chunks_mut(block(row)).for_each(|b| {
+            b.chunks_exact_mut(row).for_each(simd::softmax);
+            // The kernel's exp stops at e^-87.3 (about 1e-38), so padding
+            // (scored f32::MIN) gets subnormal probabilities instead of 0, and
+            // every product with a subnormal is slow on x86: a training step
+            // took minutes. Probabilities this small change nothing.
+            b.iter_mut().filter(|p| **p < 1e-30).for_each(|p| *p = 0.0);
+        });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(res.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxGrad)?))
+    }
+}
+
+struct SoftmaxGrad;
+
+impl CustomOp2 for SoftmaxGrad {
+    fn name(&self) -> &'static str {
+        "train-softmax-grad"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let row = l1.dims().last().copied().unwrap_or(1);
+        let y = f32s(s1, l1)?;
+        let mut g = f32s(s2, l2)?.to_vec();
+        let b = block(row);
+        g.par_chunks_mut(b).zip(y.par_chunks(b)).for_each(|(g, y)| {
+            for (g, y) in g.chunks_exact_mut(row).zip(y.chunks_exact(row)) {
+                simd::softmax_grad(y, g);
+            }
+        });
+        Ok((CpuStorage::F32(g), l1.shape().clone()))
+    }
+}
+
+/// Layer norm over the last dimension, with weight `w` and bias `b`.
+pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f32) -> Result<Tensor> {
+    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, LayerNorm { eps })
+}
+
+struct LayerNorm {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "train-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (w, b) = (f32s(s2, l2)?, f32s(s3, l3)?);
+        let row = w.len();
+        let mut out = f32s(s1, l1)?.to_vec();
+        if row == 0 || out.len() % row != 0 {
+            bail!("layer norm: weight of {row} for rows of {:?}", l1.dims());
+        }
+        out.par_chunks_mut(block(row))
+            .for_each(|blk| blk.chunks_exact_mut(row).for_each(|r| simd::layer_norm(r, w, b, self.eps)));
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let row = w.elem_count();
+        let rows = x.elem_count() / row;
+        // One pass: the input's gradient, then the weight's and the bias's as two more rows.
+        let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &LayerNormGrad { eps: self.eps })?;
+        let dx = packed.narrow(0, 0, rows)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, rows, 1)?.reshape(w.shape())?;
+        let db = packed.narrow(0, rows + 1, 1)?.reshape(w.shape())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+struct LayerNormGrad {
+    eps: f32,
+}
+
+impl CustomOp3 for LayerNormGrad {
+    fn name(&self) -> &'static str {
+        "train-layer-norm-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, g) = (f32s(s1, l1)?, f32s(s2, l2)?, f32s(s3, l3)?);
+        let row = w.len();
+        let rows = x.len() / row;
+        let mut out = Vec::with_capacity((rows + 2) * row);
+        out.extend_from_slice(g);
+        let b = block(row);
+        let (dw, db) = out
+            .par_chunks_mut(b)
+            .zip(x.par_chunks(b))
+            .map(|(g, x)| {
+                let (mut dw, mut db) = (vec![0f32; row], vec![0f32; row]);
+                for (g, x) in g.chunks_exact_mut(row).zip(x.chunks_exact(row)) {
+                    simd::layer_norm_grad(x, w, g, &mut dw, &mut db, self.eps);
+                }
+                (dw, db)
+            })
+            .reduce(
+                || (vec![0f32; row], vec![0f32; row]),
+                |(mut dw, mut db), (w2, b2)| {
+                    dw.iter_mut().zip(&w2).for_each(|(a, b)| *a += b);
+                    db.iter_mut().zip(&b2).for_each(|(a, b)| *a += b);
+                    (dw, db)
+                },
+            );
+        out.extend_from_slice(&dw);
+        out.extend_from_slice(&db);
+        Ok((CpuStorage::F32(out), Shape::from((rows + 2, row))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var, D};
+
+    fn random(shape: &[usize], seed: u64) -> Tensor {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let n: usize = shape.iter().product();
+        Tensor::from_vec((0..n).map(|_| rng.gen_range(-3f32..3.0)).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// `fused` and `composed` give the same values and the same gradients
+    /// (of a random weighting of their outputs) for every input.
+    fn same(
+        inputs: &[Tensor],
+        fused: impl Fn(&[Tensor]) -> Result<Tensor>,
+        composed: impl Fn(&[Tensor]) -> Result<Tensor>,
+        what: &str,
+    ) {
+        let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let (a, b) = (fused(&ts).unwrap(), composed(&ts).unwrap());
+        assert!(max_diff(&a, &b) < 1e-5, "{what}: values differ by {}", max_diff(&a, &b));
+        let weights = random(a.dims(), 99);
+        let ga = (a * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (b * &weights).unwrap().sum_all().unwrap().backward().unwrap();
+        for (i, v) in vars.iter().enumerate() {
+            let (x, y) = (ga.get(v).unwrap(), gb.get(v).unwrap());
+            let scale = y.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap().max(1.0);
+            assert!(max_diff(x, y) / scale < 1e-4, "{what}: gradient {i} differs by {}", max_diff(x, y));
+        }
+    }
+
+    #[test]
+    fn fused_operations_match_candles_composed_ones_and_their_gradients() {
+        let x = random(&[3, 5, 40], 1);
+        same(std::slice::from_ref(&x), |t| gelu_erf(&t[0]), |t| t[0].gelu_erf(), "gelu");
+        // Masked attention scores carry f32::MIN, as the encoder's mask adds.
+        let mask = Tensor::from_vec(
+            (0..40).map(|i| if i > 30 { f32::MIN } else { 0.0 }).collect::<Vec<f32>>(),
+            40,
+            &Device::Cpu,
+        )
+        .unwrap();
+        same(
+            &[x.broadcast_add(&mask).unwrap()],
+            |t| softmax_last_dim(&t[0]),
+            |t| candle_nn::ops::softmax(&t[0], D::Minus1),
+            "softmax",
+        );
+        let (w, b) = (random(&[40], 2), random(&[40], 3));
+        let eps = 1e-12f32;
+        same(
+            &[x, w, b],
+            |t| layer_norm(&t[0], &t[1], &t[2], eps),
+            |t| super::super::bert::layer_norm_composed(&t[0], &t[1], &t[2], eps),
+            "layer norm",
+        );
+    }
+}
