@@ -9,14 +9,18 @@
 //! the buckets known to be partly spent, each route's bucket, a global pause,
 //! and the global-window slots of every process (in flight, or completed
 //! within the window). Every decision is one read-modify-write under an
-//! exclusive `flock`, so two processes never both take the last slot. A
-//! torn or unreadable file reads as empty: it only ever costs a 429, never
-//! correctness. Slots of a process that died in flight count as completed
-//! when that is noticed.
+//! exclusive `flock`, so two processes never both take the last slot. The
+//! new state is written over the old in one write and the file then cut to
+//! its length, and a reader takes the first JSON value it finds, so a process
+//! killed between the two leaves a readable file. A file that still cannot be
+//! parsed (killed within a write that spans pages, or damaged) may have hidden
+//! a full window: it reads as a global pause of one window, which costs a
+//! second and never provokes a 429. Slots of a process that died in flight
+//! count as completed when that is noticed.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -111,6 +115,8 @@ impl Shared {
 pub struct Ledger {
     path: PathBuf,
     file: std::sync::Mutex<File>,
+    /// How long to hold back when the file cannot be parsed: one global window.
+    unreadable_pause: Duration,
 }
 
 impl Ledger {
@@ -121,7 +127,13 @@ impl Ledger {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(Self::FILE);
         let file = File::options().read(true).write(true).create(true).truncate(false).open(&path)?;
-        Ok(Ledger { path, file: std::sync::Mutex::new(file) })
+        Ok(Ledger { path, file: std::sync::Mutex::new(file), unreadable_pause: Duration::from_secs(1) })
+    }
+
+    /// Sets the pause that an unparsable file stands for (the global window's length).
+    pub fn with_unreadable_pause(mut self, pause: Duration) -> Ledger {
+        self.unreadable_pause = pause;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -135,11 +147,21 @@ impl Ledger {
         let guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
         let mut file: &File = &guard;
         let _lock = FileLock::exclusive(file);
-        let mut text = String::new();
-        let read = file.seek(SeekFrom::Start(0)).and_then(|_| file.read_to_string(&mut text));
+        let mut bytes = Vec::new();
+        let read = file.seek(SeekFrom::Start(0)).and_then(|_| file.read_to_end(&mut bytes));
+        // An unreadable file is rewritten by this call whatever `f` does.
+        let mut repair = false;
         let mut shared: Shared = match read {
-            Ok(_) if text.trim().is_empty() => Shared::default(),
-            Ok(_) => serde_json::from_str(&text).unwrap_or_default(),
+            Ok(_) if bytes.trim_ascii().is_empty() => Shared::default(),
+            Ok(_) => match serde_json::Deserializer::from_slice(&bytes).into_iter::<Shared>().next() {
+                Some(Ok(shared)) => shared,
+                _ => {
+                    tracing::debug!(path = %self.path.display(), "the rate-limit ledger is unreadable; pausing one window");
+                    repair = true;
+                    let until = now_ms() + self.unreadable_pause.as_millis() as u64;
+                    Shared { paused_until: Some(until), ..Shared::default() }
+                }
+            },
             Err(e) => {
                 tracing::debug!(path = %self.path.display(), "cannot read the rate-limit ledger: {e}");
                 Shared::default()
@@ -147,15 +169,28 @@ impl Ledger {
         };
         let before = shared.clone();
         let out = f(&mut shared);
-        if shared != before {
+        if repair || shared != before {
             let json = serde_json::to_vec(&shared).expect("ledger serializes");
-            let written =
-                file.set_len(0).and_then(|()| file.seek(SeekFrom::Start(0))).and_then(|_| file.write_all(&json));
+            let written = overwrite(file, &json).and_then(|()| file.set_len(json.len() as u64));
             if let Err(e) = written {
                 tracing::debug!(path = %self.path.display(), "cannot write the rate-limit ledger: {e}");
             }
         }
         out
+    }
+}
+
+/// Writes `bytes` at the file's start, in one call where the system allows.
+fn overwrite(#[allow(unused_mut)] mut file: &File, bytes: &[u8]) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::write_all_at(file, bytes, 0)
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::Write as _;
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(bytes)
     }
 }
 
@@ -239,8 +274,23 @@ mod tests {
         let ids: Vec<(u64, u64, Option<u64>)> = s.slots.iter().map(|x| (x.owner, x.id, x.done)).collect();
         assert_eq!(ids, [(1, 2, Some(990)), (2, 1, None), (3, 1, Some(1_250))]);
         assert_eq!(s.others(2).len(), 2, "a limiter's own slots are not others'");
-        // A garbled file reads as empty.
+        // A shorter state written over a longer one (the process killed
+        // before the file was cut) still reads as the new state.
+        let shorter = serde_json::to_string(&Shared { paused_until: Some(7), ..Shared::default() }).unwrap();
+        let longer = std::fs::read_to_string(dir.path().join(Ledger::FILE)).unwrap();
+        assert!(longer.len() > shorter.len());
+        std::fs::write(dir.path().join(Ledger::FILE), format!("{shorter}{}", &longer[shorter.len()..])).unwrap();
+        assert_eq!(Ledger::open(dir.path()).unwrap().with(|s| s.paused_until), Some(7));
+        // A garbled file may have hidden a full window: it reads as a pause of one.
         std::fs::write(dir.path().join(Ledger::FILE), b"{ garbage").unwrap();
-        assert_eq!(Ledger::open(dir.path()).unwrap().with(|s| s.clone()), Shared::default());
+        let before = now_ms();
+        let pause = Duration::from_millis(1_300);
+        let read = Ledger::open(dir.path()).unwrap().with_unreadable_pause(pause).with(|s| s.clone());
+        let until = read.paused_until.expect("a pause");
+        assert!(until >= before + 1_300 && until <= now_ms() + 1_300, "{until} {before}");
+        assert_eq!(Shared { paused_until: None, ..read }, Shared::default());
+        // ... and is repaired by that first decision.
+        let text = std::fs::read_to_string(dir.path().join(Ledger::FILE)).unwrap();
+        assert!(serde_json::from_str::<Shared>(&text).is_ok(), "{text}");
     }
 }

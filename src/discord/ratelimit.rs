@@ -301,6 +301,7 @@ impl RateLimiter {
     /// docs); `stale`: the longest a request can be in flight.
     pub fn with_ledger(mut self, ledger: Ledger, stale: Duration) -> Self {
         let period = self.global.get_mut().unwrap().period;
+        let ledger = ledger.with_unreadable_pause(period);
         self.shared = Some(SharedBook { ledger, owner: rand::random(), period, stale });
         self
     }
