@@ -7,29 +7,14 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use discord_indexer::adapt::{self, AdaptError, Request, Settings};
-use discord_indexer::embed::tiny::{self, TinySpec};
 use discord_indexer::embed::{Embedder, ModelInfo};
-use discord_indexer::store::Store;
 
 use crate::util::*;
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
-    models: PathBuf,
-    store: Store,
-    guild: u64,
-}
+type Setup = Loaded;
 
 async fn setup() -> Setup {
-    let fake = start(standard_world(), fast_limits()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let models = dir.path().join("models");
-    let store = Store::open(&data).unwrap();
-    assert!(run_load(&fake, &store, 4).await.unwrap().ok);
-    tiny::write(&models.join("tiny"), &TinySpec::default()).unwrap();
-    Setup { guild: guild_id(&fake), _dir: dir, data, models, store }
+    loaded(standard_world()).await
 }
 
 fn bin(s: &Setup, args: &[&str]) -> (Option<i32>, String, String) {

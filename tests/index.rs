@@ -18,28 +18,17 @@ use tokio_util::sync::CancellationToken;
 use crate::util::*;
 
 /// An archive loaded from the fake server's standard guild, and a models dir with tiny models.
-struct Setup {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
-    models: PathBuf,
-    store: Store,
-    guild: u64,
-}
+type Setup = Loaded;
 
+/// [`loaded`], with a second tiny model, `tiny-cls`, that pools the CLS token.
 async fn setup() -> Setup {
-    let fake = start(standard_world(), fast_limits()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let models = dir.path().join("models");
-    let store = Store::open(&data).unwrap();
-    assert!(run_load(&fake, &store, 4).await.unwrap().ok);
-    tiny::write(&models.join("tiny"), &TinySpec::default()).unwrap();
+    let s = loaded(standard_world()).await;
     tiny::write(
-        &models.join("tiny-cls"),
+        &s.models.join("tiny-cls"),
         &TinySpec { hidden: 48, heads: 4, pooling: Pooling::Cls, seed: 2, ..Default::default() },
     )
     .unwrap();
-    Setup { guild: guild_id(&fake), _dir: dir, data, models, store }
+    s
 }
 
 impl Setup {

@@ -3,7 +3,7 @@
 //! bad input, the CLI, and retrieval quality with all-MiniLM-L6-v2.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,47 +15,31 @@ use discord_indexer::index::{self, IndexOptions};
 use discord_indexer::search::{Answer, Filters, Mode, Query, SearchError, SearchOptions, Searcher, Viewer};
 use discord_indexer::store::Store;
 use discord_indexer::vector::Backend;
-use fake_discord::{AccessCast, FakeDiscord, Fault, FaultKind, World, WorldSpec};
+use fake_discord::{AccessCast, Fault, FaultKind, World, WorldSpec};
 use tokio_util::sync::CancellationToken;
 
 use crate::util::*;
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    data: PathBuf,
-    models: PathBuf,
-    store: Store,
-    guild: u64,
-    fake: FakeDiscord,
-}
+type Setup = Loaded;
 
-/// Loads `world` from the fake server and indexes it with `model` (a tiny
-/// random BERT when None), active.
+/// Loads `world` from the fake server ([`loaded`]) and indexes it with
+/// `model` (the tiny random BERT when None), active.
 async fn setup(world: World, model: Option<&Path>) -> Setup {
-    let fake = start(world, fast_limits()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let models = dir.path().join("models");
-    let store = Store::open(&data).unwrap();
-    assert!(run_load(&fake, &store, 4).await.unwrap().ok);
+    let s = loaded(world).await;
     let name = match model {
         Some(path) => {
-            std::fs::create_dir_all(&models).unwrap();
-            std::os::unix::fs::symlink(path, models.join("real")).unwrap();
+            std::os::unix::fs::symlink(path, s.models.join("real")).unwrap();
             "real"
         }
-        None => {
-            tiny::write(&models.join("tiny"), &TinySpec::default()).unwrap();
-            "tiny"
-        }
+        None => "tiny",
     };
-    let embedder = Arc::new(Embedder::load(ModelInfo::find(&models, name).unwrap(), candle_core::Device::Cpu).unwrap());
-    let guild = guild_id(&fake);
-    let mut options = IndexOptions::new(guild);
+    let embedder =
+        Arc::new(Embedder::load(ModelInfo::find(&s.models, name).unwrap(), candle_core::Device::Cpu).unwrap());
+    let mut options = IndexOptions::new(s.guild);
     options.activate = true;
-    let backend = Backend::new(&data, None, None).unwrap();
-    index::index(&store, &backend, embedder, &options, &|_| {}, &CancellationToken::new()).await.unwrap();
-    Setup { _dir: dir, data, models, store, guild, fake }
+    let backend = Backend::new(&s.data, None, None).unwrap();
+    index::index(&s.store, &backend, embedder, &options, &|_| {}, &CancellationToken::new()).await.unwrap();
+    s
 }
 
 impl Setup {

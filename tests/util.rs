@@ -1,11 +1,12 @@
 //! Helpers shared by the integration tests.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use discord_indexer::discord::model::channel_type;
 use discord_indexer::discord::{Client, ClientOptions, Token};
+use discord_indexer::embed::tiny::{self, TinySpec};
 use discord_indexer::load::{self, LoadError, LoadOptions, LoadSummary};
 use discord_indexer::snowflake;
 use discord_indexer::store::Store;
@@ -55,6 +56,30 @@ pub fn guild_id(fake: &FakeDiscord) -> u64 {
 pub async fn run_load(fake: &FakeDiscord, store: &Store, concurrency: usize) -> Result<LoadSummary, LoadError> {
     let options = LoadOptions { guilds: vec![guild_id(fake)], channels: vec![], concurrency };
     load::load(&client(fake), store, &options, &|_| {}, &CancellationToken::new()).await
+}
+
+/// A scratch directory holding a data directory (`data`, opened as `store`)
+/// with `guild` loaded from `fake`, and a models directory (`models`) with a
+/// tiny random BERT named `tiny`.
+pub struct Loaded {
+    pub _dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub models: PathBuf,
+    pub store: Store,
+    pub guild: u64,
+    pub fake: FakeDiscord,
+}
+
+/// Loads `world`'s first guild from a fake server and writes the tiny model.
+pub async fn loaded(world: World) -> Loaded {
+    let fake = start(world, fast_limits()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let models = dir.path().join("models");
+    let store = Store::open(&data).unwrap();
+    assert!(run_load(&fake, &store, 4).await.unwrap().ok);
+    tiny::write(&models.join("tiny"), &TinySpec::default()).unwrap();
+    Loaded { guild: guild_id(&fake), _dir: dir, data, models, store, fake }
 }
 
 /// What a complete load must store: every readable channel's messages.
