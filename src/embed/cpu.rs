@@ -350,11 +350,16 @@ pub(super) mod simd {
 
     /// `e^x` to about 2 ulp (Cephes' expf), without branches or float-to-int
     /// casts (Rust's saturating `as i32` does not vectorise), so it vectorises.
+    /// Below -87.3, where `e^x` leaves f32's normal range, it is 0: subnormal
+    /// results (masked attention scores, far tails) make every later product
+    /// with them crawl on x86.
     #[inline(always)]
     pub(super) fn exp(x: f32) -> f32 {
         // Adding 1.5·2²³ rounds to an integer n held in the low mantissa bits.
         const MAGIC: f32 = 12_582_912.0;
-        let x = x.clamp(-87.3, 88.3);
+        const LOWEST: f32 = -87.3;
+        let under = x < LOWEST;
+        let x = x.clamp(LOWEST, 88.3);
         let t = x * std::f32::consts::LOG2_E + MAGIC;
         let n = t - MAGIC;
         let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
@@ -366,7 +371,12 @@ pub(super) mod simd {
         p = p * r + 0.5;
         let e = p * r * r + r + 1.0;
         // 2^n: n + 127 in the exponent field (t's bits are 0x4B40_0000 + n).
-        e * f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23)
+        let y = e * f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23);
+        if under {
+            0.0
+        } else {
+            y
+        }
     }
 
     #[inline(always)]
@@ -496,6 +506,11 @@ mod tests {
             let x = i as f32 / 10.0;
             let (ours, exact) = (simd::exp(x), x.exp());
             assert!((ours - exact).abs() <= exact * 4e-7 + 1e-37, "exp({x}) = {ours}, not {exact}");
+        }
+        // Past f32's normal range: 0, never a subnormal.
+        assert!(simd::exp(-87.3).is_normal());
+        for x in [-87.31f32, -100.0, -1e30, f32::MIN] {
+            assert_eq!(simd::exp(x), 0.0, "exp({x})");
         }
     }
 
