@@ -26,7 +26,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 use rand::seq::SliceRandom as _;
 use rand::SeedableRng as _;
 
@@ -267,7 +266,7 @@ pub fn train(
     on_step: &dyn Fn(Step),
     stop: &AtomicBool,
 ) -> Result<Vec<f32>, AdaptError> {
-    let mut optimizer = AdamW::new(model.vars(), ParamsAdamW { lr: settings.learning_rate, ..ParamsAdamW::default() })?;
+    let mut optimizer = model.optimizer(settings.learning_rate)?;
     let steps = pairs.len() / settings.batch * settings.epochs;
     let mut losses = Vec::with_capacity(steps);
     for _ in 0..settings.epochs {

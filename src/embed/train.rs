@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::optim::ParamsAdamW;
 use candle_nn::{VarBuilder, VarMap};
 use tokenizers::Tokenizer;
 
@@ -87,6 +88,16 @@ impl Trainable {
         self.vars.all_vars()
     }
 
+    /// AdamW over the model's variables, with torch's defaults but `learning_rate`.
+    pub fn optimizer(&self, learning_rate: f64) -> Result<AdamW, ModelError> {
+        let params = ParamsAdamW { lr: learning_rate, ..ParamsAdamW::default() };
+        Ok(if self.device.is_cpu() {
+            AdamW::InPlace(super::ops::AdamW::new(self.vars(), params)?)
+        } else {
+            AdamW::Candle(candle_nn::optim::Optimizer::new(self.vars(), params)?)
+        })
+    }
+
     /// `texts`' pooled, L2-normalised vectors (texts, dim), computed with
     /// dropout and differentiable back to the variables.
     pub fn embed(&mut self, texts: &[&str]) -> Result<Tensor, ModelError> {
@@ -127,5 +138,22 @@ impl Trainable {
             }
         }
         Ok(())
+    }
+}
+
+/// AdamW, as fast as the device allows: in place in one pass on a CPU
+/// ([`super::ops::AdamW`]), candle-nn's (the same results) elsewhere.
+pub enum AdamW {
+    InPlace(super::ops::AdamW),
+    Candle(candle_nn::optim::AdamW),
+}
+
+impl AdamW {
+    /// Computes the gradients of `loss` and takes one step.
+    pub fn backward_step(&mut self, loss: &Tensor) -> candle_core::Result<()> {
+        match self {
+            AdamW::InPlace(o) => o.backward_step(loss),
+            AdamW::Candle(o) => candle_nn::optim::Optimizer::backward_step(o, loss),
+        }
     }
 }
