@@ -531,8 +531,10 @@ async fn a_stopped_index_resumes_and_says_so() {
     let s = setup().await;
     let stop = CancellationToken::new();
     let events = std::sync::Mutex::new(Vec::new());
+    // Stopped once a batch is stored (`embedded`), not when one is merely in
+    // flight (`done` counts those too): then there is always something to resume.
     let on_event = |e: IndexEvent| {
-        if matches!(e, IndexEvent::Progress { done, .. } if done > 0) {
+        if matches!(e, IndexEvent::Progress { embedded, .. } if embedded > 0) {
             stop.cancel();
         }
         events.lock().unwrap().push(e);
@@ -594,10 +596,10 @@ async fn a_rebuild_is_built_beside_the_active_index_and_swapped_in() {
     };
     assert_eq!(ask().await, 5);
 
-    // A rebuild without parts, stopped after its first step.
+    // A rebuild without parts, stopped once its first step is stored.
     let stop = CancellationToken::new();
     let on_event = |e: IndexEvent| {
-        if matches!(e, IndexEvent::Progress { done, .. } if done > 0) {
+        if matches!(e, IndexEvent::Progress { embedded, .. } if embedded > 0) {
             stop.cancel();
         }
     };

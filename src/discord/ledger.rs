@@ -180,18 +180,18 @@ impl Ledger {
     }
 }
 
-/// Writes `bytes` at the file's start, in one call where the system allows.
-fn overwrite(#[allow(unused_mut)] mut file: &File, bytes: &[u8]) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::FileExt::write_all_at(file, bytes, 0)
-    }
-    #[cfg(not(unix))]
-    {
-        use std::io::Write as _;
-        file.seek(SeekFrom::Start(0))?;
-        file.write_all(bytes)
-    }
+/// Writes `bytes` at the file's start in one call.
+#[cfg(unix)]
+fn overwrite(file: &File, bytes: &[u8]) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, bytes, 0)
+}
+
+/// Writes `bytes` at the file's start (no positioned write here: seek, then write).
+#[cfg(not(unix))]
+fn overwrite(mut file: &File, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    file.seek(SeekFrom::Start(0))?;
+    file.write_all(bytes)
 }
 
 /// An exclusive `flock` on an open file, released when dropped (the file

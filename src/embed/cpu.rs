@@ -411,17 +411,22 @@ pub(super) mod simd {
         }
     }
 
-    /// Exact GELU, `x/2 · (1 + erf(x/√2))`, with erf from Abramowitz & Stegun
-    /// 7.1.26 (|error| < 1.5e-7).
+    /// `(erf(z), e^(-z²))`, erf from Abramowitz & Stegun 7.1.26
+    /// (|error| < 1.5e-7); GELU's derivative needs the exponential too.
+    #[inline(always)]
+    fn erf_parts(z: f32) -> (f32, f32) {
+        let a = z.abs();
+        let t = 1.0 / (1.0 + 0.327_591_1 * a);
+        let poly = t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+        let e = exp(-a * a);
+        ((1.0 - poly * e).copysign(z), e)
+    }
+
+    /// Exact GELU, `x/2 · (1 + erf(x/√2))`.
     #[inline(always)]
     fn gelu_erf_body(x: &mut [f32]) {
         for y in x.iter_mut() {
-            let z = *y * std::f32::consts::FRAC_1_SQRT_2;
-            let a = z.abs();
-            let t = 1.0 / (1.0 + 0.327_591_1 * a);
-            let poly =
-                t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-            let erf = (1.0 - poly * exp(-a * a)).copysign(z);
+            let (erf, _) = erf_parts(*y * std::f32::consts::FRAC_1_SQRT_2);
             *y = 0.5 * *y * (1.0 + erf);
         }
     }
@@ -431,14 +436,8 @@ pub(super) mod simd {
     #[inline(always)]
     fn gelu_erf_grad_body(x: &[f32], g: &mut [f32]) {
         for (g, &x) in g.iter_mut().zip(x) {
-            let z = x * std::f32::consts::FRAC_1_SQRT_2;
-            let a = z.abs();
-            let t = 1.0 / (1.0 + 0.327_591_1 * a);
-            let poly =
-                t * (0.254_829_6 + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
             // e^(-z²) = e^(-x²/2)
-            let e = exp(-a * a);
-            let erf = (1.0 - poly * e).copysign(z);
+            let (erf, e) = erf_parts(x * std::f32::consts::FRAC_1_SQRT_2);
             *g *= 0.5 * (1.0 + erf) + x * 0.398_942_3 * e;
         }
     }
