@@ -108,8 +108,9 @@ pub enum IndexEvent {
     Planned { channels: usize, messages: u64, resumed: u64 },
     /// Progress so far: `messages` read; of them, `done` are in chunks
     /// embedded (counting the batch being embedded as far as it got) and
-    /// `skipped` in chunks already stored unchanged. Sent at least twice a
-    /// second while embedding.
+    /// `skipped` in chunks already stored unchanged; `embedded` chunks are
+    /// stored (in the vector store and the manifest), `deleted` removed, and
+    /// `tokens` embedded in them. Sent at least twice a second while embedding.
     Progress { messages: u64, done: u64, skipped: u64, embedded: u64, deleted: u64, tokens: u64 },
 }
 
