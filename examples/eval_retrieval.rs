@@ -8,9 +8,10 @@
 //!
 //! With `EVAL_DETAIL=FILE`, it also writes one JSON line per question and
 //! mode: the target's rank among the 50 candidates each list brings, its
-//! chunk, the top three, and the whole ranked list with each chunk's cosine
-//! and IDF-weighted coverage of the question (as fusion weighs it), so that
-//! a fusion rule can be tried on the lists without asking again.
+//! chunk, the top three, and the whole ranked list with each chunk's cosine,
+//! IDF-weighted coverage of the question (as fusion weighs it) and text, so
+//! that a fusion rule or a reranker can be tried on the lists without asking
+//! again.
 //!
 //! `cargo run --release --example eval_retrieval -- DATA_DIR MODELS_DIR QUERIES GUILD`
 
@@ -179,7 +180,7 @@ async fn main() -> anyhow::Result<()> {
                     .map(|r| {
                         serde_json::json!({"chunk": r.chunk_id, "score": r.score, "cos": r.vector_score,
                             "cov": discord_indexer::search::text::coverage(&r.text, terms, idf),
-                            "target": r.message_ids.contains(target), "n": r.message_ids.len()})
+                            "target": r.message_ids.contains(target), "n": r.message_ids.len(), "text": r.text})
                     })
                     .collect();
                 let hit = deep.results.iter().find(|r| r.message_ids.contains(target)).map(|r| serde_json::json!({"score": r.score, "vector_score": r.vector_score, "vector_rank": r.vector_rank, "keyword_rank": r.keyword_rank, "text": r.text}));
