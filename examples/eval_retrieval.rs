@@ -8,7 +8,7 @@
 //!
 //! With `EVAL_DETAIL=FILE`, it also writes one JSON line per question and
 //! mode: the target's rank among the 50 candidates each list brings, its
-//! chunk, the top three, and the whole ranked list with each chunk's cosine,
+//! chunk, and the whole ranked list with each chunk's cosine,
 //! IDF-weighted coverage of the question (as fusion weighs it) and text, so
 //! that a fusion rule or a reranker can be tried on the lists without asking
 //! again.
@@ -167,12 +167,6 @@ async fn main() -> anyhow::Result<()> {
                 let deep = Query { limit: 50, ..q.clone() };
                 let deep = searcher.ask(&deep).await?;
                 let deep_rank = deep.results.iter().position(|r| r.message_ids.contains(target)).map(|p| p + 1);
-                let top: Vec<serde_json::Value> = deep
-                    .results
-                    .iter()
-                    .take(3)
-                    .map(|r| serde_json::json!({"score": r.score, "text": r.text}))
-                    .collect();
                 let (terms, idf) = &question_idf[i];
                 let list: Vec<serde_json::Value> = deep
                     .results
@@ -188,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
                 writeln!(
                     detail,
                     "{}",
-                    serde_json::json!({"i": i, "mode": name, "question": question, "rank": deep_rank, "rank10": rank, "hit": hit, "top": top, "list": list})
+                    serde_json::json!({"i": i, "mode": name, "question": question, "rank": deep_rank, "rank10": rank, "hit": hit, "list": list})
                 )?;
             }
             all.add(rank);
