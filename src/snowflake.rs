@@ -16,10 +16,37 @@ pub fn timestamp(id: u64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms as i64).single().unwrap_or_default()
 }
 
-/// The smallest snowflake created at `time` (useful as an `after`/`before` bound).
+/// The smallest snowflake created at `time` (useful as an `after`/`before`
+/// bound). Times before the Discord epoch give 0, and times past what the
+/// store's signed 64-bit ids can hold (the year 2084) give the largest id, so
+/// a bound never wraps around to mean its opposite.
 pub fn from_timestamp(time: DateTime<Utc>) -> u64 {
-    let ms = time.timestamp_millis() as u64;
-    ms.saturating_sub(DISCORD_EPOCH_MS) << 22
+    let ms = time.timestamp_millis().saturating_sub(DISCORD_EPOCH_MS as i64);
+    if ms <= 0 {
+        return 0;
+    }
+    let ms = ms as u64;
+    if ms > MAX_ID >> 22 {
+        return MAX_ID;
+    }
+    ms << 22
+}
+
+/// The largest id the store holds (its columns are signed 64-bit).
+pub const MAX_ID: u64 = i64::MAX as u64;
+
+/// How far ahead of this machine's clock an id may be created (clocks
+/// disagree); an id further ahead comes from no real message.
+const FUTURE_SLACK: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
+/// Whether `id` cannot be a real message's: created more than a day from now.
+/// The error is the time it claims.
+pub fn check_not_future(id: u64) -> Result<(), String> {
+    let created = timestamp(id);
+    if created > Utc::now() + FUTURE_SLACK {
+        return Err(format_time(created));
+    }
+    Ok(())
 }
 
 /// A Discord id written as text (exports, arguments): a positive integer that
@@ -57,6 +84,21 @@ pub fn serialize_opt_id<S: serde::Serializer>(v: &Option<u64>, s: S) -> Result<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounds_before_the_epoch_or_past_the_ids_do_not_wrap() {
+        let at = |text: &str| DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc);
+        assert_eq!(from_timestamp(at("0001-01-01T00:00:00Z")), 0);
+        assert_eq!(from_timestamp(at("1969-12-31T23:59:59Z")), 0);
+        assert_eq!(from_timestamp(at("2015-01-01T00:00:00Z")), 0);
+        assert_eq!(from_timestamp(at("2160-01-01T00:00:00Z")), MAX_ID);
+        assert_eq!(from_timestamp(at("9999-12-31T00:00:00Z")), MAX_ID);
+        let now = from_timestamp(Utc::now());
+        assert!(0 < now && now < MAX_ID);
+        assert!(check_not_future(now).is_ok());
+        let next_week = from_timestamp(Utc::now() + chrono::TimeDelta::days(7));
+        assert!(check_not_future(next_week).unwrap_err().starts_with(&Utc::now().format("%Y").to_string()[..2]));
+    }
 
     #[test]
     fn round_trips_through_time() {

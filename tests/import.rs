@@ -749,3 +749,187 @@ async fn errors_say_each_cause_once_in_words_a_person_understands() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("not a Discord id") && err.contains("Copy ID") && !err.contains("invalid digit"), "{err}");
 }
+
+/// A DCE JSON export written by hand, as an adversary would: `messages` are
+/// (id, content, edited, attachment (id, url)).
+fn hostile_json(
+    guild: (u64, &str),
+    channel: (u64, &str),
+    messages: &[(u64, &str, Option<&str>, Option<(u64, String)>)],
+) -> String {
+    let messages: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|(id, content, edited, attachment)| {
+            serde_json::json!({
+                "id": id.to_string(), "type": "Default", "timestamp": "2024-03-01T10:00:00+00:00",
+                "timestampEdited": edited, "callEndedTimestamp": null, "isPinned": false, "content": content,
+                "author": {"id": "42", "name": "mallory", "discriminator": "0000", "nickname": null,
+                           "isBot": false, "avatarUrl": ""},
+                "attachments": attachment.iter().map(|(id, url)| serde_json::json!(
+                    {"id": id.to_string(), "url": url, "fileName": "x.png", "fileSizeBytes": 10})).collect::<Vec<_>>(),
+                "embeds": [], "stickers": [], "reactions": [], "mentions": []
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "guild": {"id": guild.0.to_string(), "name": guild.1, "iconUrl": ""},
+        "channel": {"id": channel.0.to_string(), "type": "GuildTextChat", "categoryId": null, "category": "",
+                    "name": channel.1, "topic": null},
+        "dateRange": {"after": null, "before": null},
+        "exportedAt": "2024-06-01T10:00:00+00:00",
+        "messageCount": messages.len(),
+        "messages": messages,
+    })
+    .to_string()
+}
+
+/// Hostile exports against a loaded archive with the permission matrix: ids
+/// of private messages and attachments named in a public channel, a private
+/// channel claimed for another guild, ids from the future, a DM export with
+/// `--guild-name`. Nothing Discord said moves, every rejection is counted,
+/// and no user finds anything of a channel they may not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_exports_move_nothing_discord_said_and_leak_nothing() {
+    use crate::search::{matrix, GATED};
+    let mut world = World::generate(&WorldSpec::standard());
+    let cast = world.add_access_matrix();
+    let s = loaded(world).await;
+    let world = s.fake.world().clone();
+    let guild = &world.guilds[0];
+    let db = s.data.join("archive.db");
+    let general = guild.channel_named("general").id;
+    let staff_room = guild.channel_named("staff-room").id;
+    // Where each message really is.
+    let home: BTreeMap<u64, u64> =
+        guild.channels.iter().flat_map(|c| c.messages.iter().map(move |m| (m.id, c.id))).collect();
+    // A private message and a private attachment, as stored.
+    let gated: Vec<String> = GATED.iter().map(|n| guild.channel_named(n).id.to_string()).collect();
+    let (secret, secret_content): (i64, String) = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(&format!("SELECT id, content FROM messages WHERE channel_id = {staff_room} LIMIT 1"), [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let (attachment, owner, url): (i64, i64, String) = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            &format!(
+                "SELECT a.id, a.message_id, a.url FROM attachments a JOIN messages m ON m.id = a.message_id
+                 WHERE m.channel_id IN ({}) LIMIT 1",
+                gated.join(",")
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    let newest = *home.keys().max().unwrap();
+    let future = discord_indexer::snowflake::from_timestamp(chrono::Utc::now() + chrono::TimeDelta::days(30));
+    let before = dump(&db);
+
+    let exports = s._dir.path().join("hostile");
+    std::fs::create_dir_all(&exports).unwrap();
+    let later = Some("2030-01-01T00:00:00+00:00");
+    std::fs::write(
+        exports.join("public.json"),
+        hostile_json(
+            (guild.id, &guild.name),
+            (general, "general"),
+            &[
+                (secret as u64, "hijacked zebra", later, None),
+                (newest + (1 << 22), "zebra with the secret picture", None, Some((attachment as u64, url))),
+                (future, "zebra from the future", None, None),
+                (newest + (2 << 22), "harmless zebra", None, None),
+            ],
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        exports.join("other-guild.json"),
+        hostile_json(
+            (guild.id + 77, "Elsewhere"),
+            (staff_room, "staff-room"),
+            &[(newest + (3 << 22), "zebra", None, None)],
+        ),
+    )
+    .unwrap();
+    let dm = exports.join("Direct Messages - Private - bob [123456789012345678].csv");
+    std::fs::write(
+        &dm,
+        "\"AuthorID\",\"Author\",\"Date\",\"Content\",\"Attachments\",\"Reactions\"\n\
+         \"42\",\"bob\",\"2024-04-14T14:38:11.3860000+00:00\",\"private zebra\",\"\",\"\"\n",
+    )
+    .unwrap();
+    let options = ImportOptions { paths: vec![exports.clone()], guild_name: Some("Komodo".into()), batch: 2 };
+    let summary = import::import(&s.store, &options, &|_| {}, &CancellationToken::new()).unwrap();
+
+    // One new message; the private ids, the future id are rejected; the
+    // other guild's claim and the DM export fail whole.
+    assert_eq!(summary.new, 1, "{summary:#?}");
+    assert_eq!(summary.rejected, 3, "{summary:#?}");
+    assert_eq!(summary.failed, 2, "{summary:#?}");
+    let failure = |name: &str| {
+        summary.sources.iter().find(|r| r.files[0].ends_with(name)).and_then(|r| r.error.clone()).unwrap_or_default()
+    };
+    assert!(failure("other-guild.json").contains("a channel's guild never changes"), "{summary:#?}");
+    assert!(failure(dm.file_name().unwrap().to_str().unwrap()).contains("never archived"), "{summary:#?}");
+    assert!(summary.rejected_reasons.keys().any(|r| r.contains("from the future")), "{summary:#?}");
+    // Nothing Discord said moved: the private message, its attachment, the
+    // guilds, channels and every checkpoint are as the load left them.
+    let after = dump(&db);
+    for table in ["guilds", "channels", "checkpoints", "attachments"] {
+        assert_eq!(before[table], after[table], "{table}");
+    }
+    let stored: (i64, String) = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(&format!("SELECT channel_id, content FROM messages WHERE id = {secret}"), [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(stored, (staff_room as i64, secret_content));
+    let owner_now: i64 = query_one(&db, &format!("SELECT message_id FROM attachments WHERE id = {attachment}"));
+    assert_eq!(owner_now, owner);
+    assert_eq!(query_one::<i64>(&db, "SELECT count(*) FROM messages WHERE content LIKE '%zebra%'"), 1);
+
+    // Indexed, and asked by every kind of user in every mode: no result holds
+    // a message of a channel the user may not read, or outside its own channel.
+    let embedder =
+        Arc::new(Embedder::load(ModelInfo::find(&s.models, "tiny").unwrap(), candle_core::Device::Cpu).unwrap());
+    let mut options = IndexOptions::new(guild.id);
+    options.activate = true;
+    let backend = Backend::new(&s.data, None, None).unwrap();
+    index::index(&s.store, &backend, embedder, &options, &|_| {}, &CancellationToken::new()).await.unwrap();
+    let searcher = Searcher::new(
+        s.store.clone(),
+        Backend::new(&s.data, None, None).unwrap(),
+        s.models.clone(),
+        Some(client(&s.fake)),
+        SearchOptions::default(),
+    );
+    let mut leaks = Vec::new();
+    for (who, user, names) in matrix(&cast) {
+        let readable: BTreeSet<u64> =
+            guild.channels.iter().filter(|c| names.contains(c.name.as_str())).map(|c| c.id).collect();
+        for mode in [Mode::Vector, Mode::Keyword, Mode::Hybrid] {
+            for text in ["zebra", "secret picture", "restart"] {
+                let query = Query {
+                    text: text.into(),
+                    guilds: vec![guild.id],
+                    viewer: Viewer::User(user),
+                    limit: 100_000,
+                    mode,
+                    filters: Default::default(),
+                };
+                let Ok(answer) = searcher.ask(&query).await else { continue };
+                for r in &answer.results {
+                    for m in &r.message_ids {
+                        let at = home.get(m).copied().unwrap_or(r.channel_id);
+                        if !readable.contains(&at) || at != r.channel_id {
+                            leaks.push(format!("{who} ({mode:?}, {text:?}): message {m} of channel {at}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "{} leaks: {:?}", leaks.len(), &leaks[..leaks.len().min(5)]);
+}

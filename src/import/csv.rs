@@ -32,7 +32,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -96,8 +96,17 @@ fn identify(path: &Path, guild_name: Option<&str>) -> (String, String, String, u
     } else {
         (folder(parent), stem.clone(), format!("name:{stem}"))
     };
-    (guild_name.map_or(guild, str::to_owned), name, key, part)
+    // `--guild-name` names the guild of server channels; it never turns a
+    // direct-message export into one (`read` refuses those).
+    let guild = match guild_name {
+        Some(given) if guild != DIRECT_MESSAGES => given.to_owned(),
+        _ => guild,
+    };
+    (guild, name, key, part)
 }
+
+/// The guild name DiscordChatExporter gives direct messages.
+const DIRECT_MESSAGES: &str = "Direct Messages";
 
 /// `"text [inner]"` → `("text", "inner")`.
 fn bracketed(s: &str) -> Option<(String, String)> {
@@ -130,7 +139,7 @@ pub(crate) fn channels(files: Vec<PathBuf>, guild_name: Option<&str>) -> Vec<Csv
 
 /// Reads one channel's CSV files into the sink.
 pub(crate) fn read(channel: &CsvChannel, read: &Arc<AtomicU64>, sink: &mut Sink) -> Result<(), ReadError> {
-    if channel.guild_name == "Direct Messages" {
+    if channel.guild_name == DIRECT_MESSAGES {
         return Err(ReadError::Failed(format!(
             "{}: a direct-message export: direct messages are never archived",
             channel.files[0].display()
@@ -150,7 +159,9 @@ pub(crate) fn read(channel: &CsvChannel, read: &Arc<AtomicU64>, sink: &mut Sink)
     let mut dates = Dates::default();
     for path in &channel.files {
         let fail = |reason: String| ReadError::Failed(format!("{}: {reason}", path.display()));
-        let mut input = BufReader::with_capacity(1 << 20, open(path, read).map_err(fail)?);
+        let since_record = Arc::new(AtomicU64::new(0));
+        let file = Bounded { inner: open(path, read).map_err(fail)?, since_record: since_record.clone() };
+        let mut input = BufReader::with_capacity(1 << 20, file);
         let head = input.fill_buf().map_err(|e| fail(format!("read error: {e}")))?;
         let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
         let delimiter = if head.starts_with(b"AuthorID;") || head.starts_with(b"\"AuthorID\";") { b';' } else { b',' };
@@ -160,6 +171,7 @@ pub(crate) fn read(channel: &CsvChannel, read: &Arc<AtomicU64>, sink: &mut Sink)
         check_header(&header).map_err(fail)?;
         let mut record = ::csv::ByteRecord::new();
         loop {
+            since_record.store(0, Ordering::Relaxed);
             match csv.read_byte_record(&mut record) {
                 Ok(false) => break,
                 Ok(true) => {}
@@ -178,6 +190,33 @@ pub(crate) fn read(channel: &CsvChannel, read: &Arc<AtomicU64>, sink: &mut Sink)
         }
     }
     Ok(())
+}
+
+/// The most bytes read for one CSV record (plus the read buffer): a DCE row
+/// holds one message of at most 4,000 characters (some kilobytes with its
+/// attachment links and reactions), so anything near this is no export, and
+/// memory stays bounded however long a "record" (a file of one endless line)
+/// runs.
+const MAX_RECORD: u64 = 8 << 20;
+
+/// A file that fails once a record runs past [`MAX_RECORD`] bytes; the
+/// reader resets `since_record` before each record.
+struct Bounded<R> {
+    inner: R,
+    since_record: Arc<AtomicU64>,
+}
+
+impl<R: std::io::Read> std::io::Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if self.since_record.fetch_add(n as u64, Ordering::Relaxed) + n as u64 > MAX_RECORD {
+            return Err(std::io::Error::other(format!(
+                "a row runs past {} MiB: not a DiscordChatExporter export",
+                MAX_RECORD >> 20
+            )));
+        }
+        Ok(n)
+    }
 }
 
 fn check_header(header: &::csv::ByteRecord) -> Result<(), String> {
@@ -245,6 +284,7 @@ fn row(record: &::csv::ByteRecord, channel_id: u64, ids: &mut Ids, dates: &mut D
     let date = text(record.get(2))?;
     let time = dates.parse(date).ok_or_else(|| format!("unrecognised date {date:?}"))?;
     let id = ids.next(time)?;
+    crate::snowflake::check_not_future(id).map_err(|_| format!("date from the future: {date:?}"))?;
     let attachments = text(record.get(4))?.split(',').filter_map(|url| attachment(url.trim())).collect();
     let reactions = text(record.get(5))?.split(',').filter_map(reaction).collect();
     Ok(Message {

@@ -326,6 +326,7 @@ fn avatar_hash(url: &str) -> Option<&str> {
 /// One DCE message as Discord's message object, or why it cannot be.
 fn message(m: DceMessage, channel_id: u64) -> Result<Message, String> {
     let id = snowflake(&m.id).ok_or_else(|| format!("message id {:?} is not a Discord id", m.id))?;
+    crate::snowflake::check_not_future(id).map_err(|at| format!("message id from the future: {id} ({at})"))?;
     let kind = match m.kind.as_deref() {
         None => 0,
         Some(k) => message_kind(k).ok_or_else(|| format!("unknown message type {k:?} in message {id}"))?,

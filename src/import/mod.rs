@@ -50,6 +50,8 @@ pub struct ImportOptions {
 pub enum ImportError {
     #[error("{0}: no such file or folder")]
     NotFound(PathBuf),
+    #[error("{0}: {NOT_A_FILE}")]
+    NotAFile(PathBuf),
     #[error("nothing to import under {0}: no DiscordChatExporter .json or .csv files")]
     NothingFound(PathBuf),
     #[error("cannot read {path}: {source}")]
@@ -216,8 +218,16 @@ impl<R: std::io::Read> std::io::Read for Counted<R> {
 
 pub(crate) fn open(path: &Path, read: &Arc<AtomicU64>) -> Result<Counted<std::fs::File>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    // What was opened, not what the name said a moment before.
+    let meta = file.metadata().map_err(|e| format!("cannot open: {e}"))?;
+    if !meta.is_file() {
+        return Err(NOT_A_FILE.into());
+    }
     Ok(Counted { inner: file, read: read.clone() })
 }
+
+/// Why a device, pipe or socket is not read: it may never end (`/dev/zero`).
+const NOT_A_FILE: &str = "not a regular file (a device, pipe or socket?): give export files or folders of them";
 
 /// One unit of reading.
 #[derive(Debug)]
@@ -353,21 +363,41 @@ fn import_source(
             Ok(report) => report,
             Err(panic) => std::panic::resume_unwind(panic),
         };
-        let counts = counts?;
+        let (counts, refused) = counts?;
         report.new = counts.new;
         report.updated = counts.updated;
         report.unchanged = counts.unchanged;
+        if counts.conflicts > 0 {
+            report.rejected += counts.conflicts;
+            *report.rejected_reasons.entry(CONFLICT.to_owned()).or_default() += counts.conflicts;
+        }
+        if let Some(refused) = refused {
+            report.error = Some(refused);
+        }
         Ok(report)
     })
 }
 
-fn write_batches(store: &Store, rx: Receiver<Batch>, written: &mut dyn FnMut(u64)) -> Result<PageCounts, StoreError> {
+/// Why rows whose ids the archive holds elsewhere are rejected.
+const CONFLICT: &str = "message or attachment id stored in another channel or message (ids never move)";
+
+/// Writes a source's batches. A channel the archive places in another guild
+/// refuses the source (the reason is returned; what came before stays).
+fn write_batches(
+    store: &Store,
+    rx: Receiver<Batch>,
+    written: &mut dyn FnMut(u64),
+) -> Result<(PageCounts, Option<String>), StoreError> {
     let mut counts = PageCounts::default();
     for batch in rx {
-        counts += store.write_import(&batch.channel, &batch.messages)?;
+        match store.write_import(&batch.channel, &batch.messages) {
+            Ok(c) => counts += c,
+            Err(e @ StoreError::OtherGuild { .. }) => return Ok((counts, Some(e.to_string()))),
+            Err(e) => return Err(e),
+        }
         written(batch.messages.len() as u64);
     }
-    Ok(counts)
+    Ok((counts, None))
 }
 
 fn extension(path: &Path) -> Option<String> {
@@ -384,9 +414,12 @@ fn find_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ImportError> {
             std::io::ErrorKind::NotFound => ImportError::NotFound(path.clone()),
             _ => ImportError::Walk { path: path.clone(), source: e },
         })?;
-        if !meta.is_dir() {
+        if meta.is_file() {
             files.push(path.clone());
             continue;
+        }
+        if !meta.is_dir() {
+            return Err(ImportError::NotAFile(path.clone()));
         }
         let mut found = Vec::new();
         for entry in walkdir::WalkDir::new(path).follow_links(false) {

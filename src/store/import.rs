@@ -1,21 +1,29 @@
 //! Writes of imported history (DiscordChatExporter files, see `crate::import`).
 //!
 //! An import writes the same message rows a load writes (through the same
-//! `write_messages`), with three differences that keep an export from
-//! overriding what Discord said: the guild and channel rows are only created
-//! when missing (an export carries no roles or overwrites, so such a channel
-//! is marked `source = 'export'` and hidden from everyone but the operator
-//! until a load lists it), stored users are kept, and the checkpoint of a
-//! channel with a real id moves in the same transaction as the batch, to
-//! state `imported`, so a later load asks Discord only for what is newer.
-//! That trusts the export to hold the channel's whole history up to its
-//! newest message (an export cut with `--after` does not; import it after a
-//! load, or load with a fresh archive).
+//! `write_messages`), with these differences that keep an export, which may
+//! be old or hostile, from overriding what Discord said:
+//! - the guild and channel rows are only created when missing (an export
+//!   carries no roles or overwrites, so such a channel is marked
+//!   `source = 'export'` and hidden from everyone but the operator until a
+//!   load lists it), and stored users are kept;
+//! - a channel's guild never changes: an export that places a stored channel
+//!   in another guild is refused whole ([`StoreError::OtherGuild`]);
+//! - a message or attachment id never moves: a row the archive holds in
+//!   another channel, guild or message is rejected and counted
+//!   (`PageCounts::conflicts`), never merged;
+//! - only the checkpoint of a channel known from exports alone, and never one
+//!   a load set, moves (in the
+//!   same transaction as the batch, to state `imported`, so a later load
+//!   asks Discord only for what is newer). That trusts the export to hold the
+//!   channel's whole history up to its newest message; a channel Discord
+//!   listed keeps the checkpoint its loads set, so the next load still reads
+//!   everything after it from Discord.
 
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde_json::json;
 
-use super::{id, now, write_messages, PageCounts, Store, StoreError, Users};
+use super::{id, now, write_messages, Origin, PageCounts, Store, StoreError};
 use crate::discord::model::{Message, Raw};
 
 /// The guild and channel an export file fills.
@@ -34,14 +42,36 @@ pub struct ImportedChannel {
 
 impl Store {
     /// Stores one batch of an export's messages (any order) for `channel`,
-    /// creating its guild and channel rows if missing and moving its
-    /// checkpoint to the newest message: all in one transaction. The
+    /// creating its guild and channel rows if missing and, for a channel
+    /// known from exports alone, moving its checkpoint to the newest message:
+    /// all in one transaction (see the module docs for what is refused). The
     /// checkpoint never moves back; when it moves, the channel's state
     /// becomes `imported`. (Channels from CSV files have made-up ids that
     /// Discord does not know, so no load ever continues them.)
     pub fn write_import(&self, channel: &ImportedChannel, batch: &[Raw<Message>]) -> Result<PageCounts, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Every place the archive records the channel's guild (a channel's
+        // messages all share one guild: this check and `write_messages` keep
+        // it so, so its first message speaks for all).
+        let stored: Option<i64> = tx
+            .prepare_cached(
+                "SELECT guild_id FROM channels WHERE id = ?1 AND guild_id IS NOT ?2
+                 UNION ALL SELECT guild_id FROM checkpoints WHERE channel_id = ?1 AND guild_id IS NOT ?2
+                 UNION ALL SELECT guild_id FROM
+                    (SELECT guild_id FROM messages WHERE channel_id = ?1 ORDER BY id LIMIT 1)
+                    WHERE guild_id IS NOT ?2
+                 LIMIT 1",
+            )?
+            .query_row(params![id(channel.channel_id), id(channel.guild_id)], |r| r.get(0))
+            .optional()?;
+        if let Some(stored) = stored {
+            return Err(StoreError::OtherGuild {
+                channel: channel.channel_id,
+                stored: stored as u64,
+                claimed: channel.guild_id,
+            });
+        }
         let guild_raw = json!({"id": channel.guild_id.to_string(), "name": channel.guild_name}).to_string();
         tx.prepare_cached(
             "INSERT INTO guilds (id, name, owner_id, raw, updated_at) VALUES (?1, ?2, NULL, ?3, ?4)
@@ -72,15 +102,16 @@ impl Store {
             channel_raw,
             now()
         ])?;
-        let counts = write_messages(&tx, channel.guild_id, batch, false, Users::KeepStored)?;
+        let counts = write_messages(&tx, channel.guild_id, batch, false, Origin::Export)?;
         if let Some(last) = batch.iter().map(|m| m.value.id).max() {
             tx.prepare_cached(
                 "INSERT INTO checkpoints (channel_id, guild_id, last_message_id, state, detail, loaded_at)
-                 VALUES (?1, ?2, ?3, 'imported', NULL, ?4)
+                 SELECT ?1, ?2, ?3, 'imported', NULL, ?4
+                 WHERE (SELECT source FROM channels WHERE id = ?1) = 'export'
                  ON CONFLICT(channel_id) DO UPDATE SET
                     last_message_id = excluded.last_message_id, state = 'imported', detail = NULL,
                     loaded_at = excluded.loaded_at
-                 WHERE excluded.last_message_id > last_message_id",
+                 WHERE excluded.last_message_id > last_message_id AND state NOT IN ('complete', 'partial')",
             )?
             .execute(params![id(channel.channel_id), id(channel.guild_id), id(last), now()])?;
         }

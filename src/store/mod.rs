@@ -68,6 +68,11 @@ pub enum StoreError {
         "{path} is read-only and was written by an older discord-indexer: open it once where it can be written, to upgrade it"
     )]
     ReadOnlyUpgrade { path: PathBuf },
+    #[error(
+        "the archive has channel {channel} in guild {stored}, and an export places it in guild {claimed}: \
+         a channel's guild never changes, so this export was not imported"
+    )]
+    OtherGuild { channel: u64, stored: u64, claimed: u64 },
     #[error("archive error: {}", sqlite_text(.0))]
     Sqlite(#[from] rusqlite::Error),
     #[error("archive connection pool: {0}")]
@@ -162,6 +167,11 @@ pub struct PageCounts {
     pub updated: u64,
     /// Stored messages that came back unchanged.
     pub unchanged: u64,
+    /// Messages whose id the archive already holds in another channel or
+    /// guild, or that carry an attachment id of another message. An id never
+    /// moves: an export's copy is rejected (never merged); Discord's copy
+    /// replaces the stored one, which only an import can have put there.
+    pub conflicts: u64,
 }
 
 impl std::ops::AddAssign for PageCounts {
@@ -169,6 +179,7 @@ impl std::ops::AddAssign for PageCounts {
         self.new += o.new;
         self.updated += o.updated;
         self.unchanged += o.unchanged;
+        self.conflicts += o.conflicts;
     }
 }
 
@@ -341,7 +352,7 @@ impl Store {
         debug_assert!(page.windows(2).all(|w| w[0].value.id < w[1].value.id), "pages are written oldest first");
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let counts = write_messages(&tx, guild_id, page, false, Users::Replace)?;
+        let counts = write_messages(&tx, guild_id, page, false, Origin::Discord)?;
         let last = page.last().map_or(0, |m| m.value.id);
         let state = if complete { ChannelState::Complete } else { ChannelState::Partial };
         tx.prepare_cached(
@@ -369,7 +380,7 @@ impl Store {
     ) -> Result<PageCounts, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let counts = write_messages(&tx, guild_id, std::slice::from_ref(message), keep_reactions, Users::Replace)?;
+        let counts = write_messages(&tx, guild_id, std::slice::from_ref(message), keep_reactions, Origin::Discord)?;
         tx.commit()?;
         Ok(counts)
     }
@@ -482,13 +493,18 @@ impl Store {
     }
 }
 
-/// How [`write_messages`] treats the authors' user rows.
+/// Where the messages [`write_messages`] stores come from, which decides who
+/// wins when they disagree with the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Users {
-    /// Discord's copy is current: it replaces the stored user.
-    Replace,
-    /// An export's copy may be years old: it only fills in unknown users.
-    KeepStored,
+enum Origin {
+    /// Discord (a load, the gateway): its users replace the stored ones, and
+    /// where it places a message or attachment elsewhere than the archive
+    /// has it (only an import can have put it there), Discord's copy wins.
+    Discord,
+    /// An export file: it may be years old or hostile. It only fills in
+    /// unknown users, and a message or attachment id the archive holds
+    /// elsewhere is rejected: an id never moves between channels or guilds.
+    Export,
 }
 
 /// Stores messages (any order) and their attachments and reactions; edits
@@ -499,7 +515,7 @@ fn write_messages(
     guild_id: u64,
     page: &[Raw<Message>],
     keep_reactions: bool,
-    users: Users,
+    origin: Origin,
 ) -> Result<PageCounts, StoreError> {
     let mut counts = PageCounts::default();
     let mut authors = HashSet::new();
@@ -519,22 +535,26 @@ fn write_messages(
             type, flags, pinned, webhook_id, reply_to_id, reply_to_channel_id, raw, version)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?;
-    // Already stored: replace it only if Discord's copy was edited later.
+    // Already stored (in the same channel and guild: see `misplaced`):
+    // replace it only if this copy was edited later.
     let mut update = tx.prepare_cached(
-        "UPDATE messages SET channel_id = ?2, guild_id = ?3, author_id = ?4, content = ?5, created_at = ?6,
+        "UPDATE messages SET author_id = ?4, content = ?5, created_at = ?6,
             edited_at = ?7, type = ?8, flags = ?9, pinned = ?10, webhook_id = ?11, reply_to_id = ?12,
             reply_to_channel_id = ?13, raw = ?14, version = ?15
-         WHERE id = ?1 AND ?7 IS NOT NULL AND (edited_at IS NULL OR edited_at < ?7)",
+         WHERE id = ?1 AND channel_id = ?2 AND guild_id = ?3
+            AND ?7 IS NOT NULL AND (edited_at IS NULL OR edited_at < ?7)",
     )?;
     // What was fetched of a file stays when its message is stored again (an
-    // edit, a fresher link): the file is the same, only the link moves.
+    // edit, a fresher link): the file is the same, only the link moves. An
+    // attachment never changes message (`misplaced` rejects that first).
     let mut attachment = tx.prepare_cached(
         "INSERT INTO attachments (id, message_id, filename, content_type, size, url, width, height, description)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-         ON CONFLICT(id) DO UPDATE SET message_id = excluded.message_id, filename = excluded.filename,
+         ON CONFLICT(id) DO UPDATE SET filename = excluded.filename,
             content_type = excluded.content_type, size = excluded.size, url = excluded.url,
             width = excluded.width, height = excluded.height, description = excluded.description,
-            fts_source = NULL",
+            fts_source = NULL
+         WHERE message_id = excluded.message_id",
     )?;
     let mut reaction =
         tx.prepare_cached("INSERT OR REPLACE INTO reactions (message_id, emoji, count) VALUES (?1, ?2, ?3)")?;
@@ -544,8 +564,23 @@ fn write_messages(
             counts.unchanged += 1;
             continue;
         }
+        if misplaced(tx, guild_id, m)? {
+            counts.conflicts += 1;
+            match origin {
+                Origin::Export => continue,
+                Origin::Discord => {
+                    tracing::warn!(
+                        message = m.id,
+                        channel = m.channel_id,
+                        "the archive held this message (or one of its attachments) elsewhere than Discord \
+                         does, from an import: Discord's copy replaces it"
+                    );
+                    evict(tx, m)?;
+                }
+            }
+        }
         if authors.insert(m.author.id) {
-            save_user(tx, &m.author, users)?;
+            save_user(tx, &m.author, origin)?;
         }
         let created = snowflake::normalize_time(&m.timestamp)
             .unwrap_or_else(|| snowflake::format_time(snowflake::timestamp(m.id)));
@@ -615,6 +650,36 @@ fn write_messages(
     Ok(counts)
 }
 
+/// Whether the archive holds `m`'s id in another channel or guild, or one of
+/// its attachment ids under another message.
+fn misplaced(tx: &rusqlite::Transaction<'_>, guild_id: u64, m: &Message) -> Result<bool, rusqlite::Error> {
+    let stored = tx
+        .prepare_cached("SELECT channel_id, guild_id FROM messages WHERE id = ?1")?
+        .query_row([id(m.id)], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+        .optional()?;
+    if stored.is_some_and(|(c, g)| c != id(m.channel_id) || g != id(guild_id)) {
+        return Ok(true);
+    }
+    let mut owner = tx.prepare_cached("SELECT message_id FROM attachments WHERE id = ?1")?;
+    for a in &m.attachments {
+        if owner.query_row([id(a.id)], |r| r.get::<_, i64>(0)).optional()?.is_some_and(|o| o != id(m.id)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Removes what an import stored under `m`'s id or its attachments' ids
+/// elsewhere than Discord places them, so that Discord's copy can be stored.
+fn evict(tx: &rusqlite::Transaction<'_>, m: &Message) -> Result<(), rusqlite::Error> {
+    remove_message(tx, m.id)?;
+    for a in &m.attachments {
+        tx.prepare_cached("DELETE FROM attachments_fts WHERE rowid = ?1")?.execute([id(a.id)])?;
+        tx.prepare_cached("DELETE FROM attachments WHERE id = ?1")?.execute([id(a.id)])?;
+    }
+    Ok(())
+}
+
 /// Deletes a message's rows (its tombstone is the caller's).
 fn remove_message(tx: &rusqlite::Transaction<'_>, message: u64) -> Result<(), rusqlite::Error> {
     tx.execute(
@@ -667,8 +732,8 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     }
 }
 
-fn save_user(conn: &Connection, u: &User, users: Users) -> Result<(), rusqlite::Error> {
-    if users == Users::KeepStored {
+fn save_user(conn: &Connection, u: &User, origin: Origin) -> Result<(), rusqlite::Error> {
+    if origin == Origin::Export {
         conn.prepare_cached(
             "INSERT OR IGNORE INTO users (id, username, global_name, discriminator, avatar, bot)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

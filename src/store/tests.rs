@@ -29,10 +29,10 @@ fn a_page_and_its_checkpoint_land_together_and_reruns_do_not_duplicate() {
     let store = Store::open(dir.path()).unwrap();
     let page = vec![msg(10, 1, "a", None), msg(11, 1, "b", None)];
     let c = store.write_page(9, 1, &page, false).unwrap();
-    assert_eq!(c, PageCounts { new: 2, updated: 0, unchanged: 0 });
+    assert_eq!(c, PageCounts { new: 2, ..PageCounts::default() });
     assert_eq!(store.checkpoint(1).unwrap(), Some(Checkpoint { last_message_id: 11, state: ChannelState::Partial }));
     let c = store.write_page(9, 1, &page, true).unwrap();
-    assert_eq!(c, PageCounts { new: 0, updated: 0, unchanged: 2 });
+    assert_eq!(c, PageCounts { unchanged: 2, ..PageCounts::default() });
     assert_eq!(stored(&store, 1).len(), 2);
     assert_eq!(store.checkpoint(1).unwrap().unwrap().state, ChannelState::Complete);
     let conn = store.conn().unwrap();
@@ -193,4 +193,106 @@ fn replies_quote_only_messages_of_their_own_channel() {
     assert_eq!(store.quote(10, 1).unwrap(), Some(("Ann".into(), "public words".into())));
     // A forward or crosspost from another channel: its text must not reach this channel's chunks.
     assert_eq!(store.quote(20, 1).unwrap(), None);
+}
+
+/// `msg` with its attachment's id set.
+fn with_attachment(mut m: Raw<Message>, attachment: u64) -> Raw<Message> {
+    let mut json: serde_json::Value = serde_json::from_str(m.json.get()).unwrap();
+    json["attachments"][0]["id"] = attachment.to_string().into();
+    m = serde_json::from_value(json).unwrap();
+    m
+}
+
+fn imported(guild: u64, channel: u64) -> ImportedChannel {
+    ImportedChannel {
+        guild_id: guild,
+        guild_name: "g".into(),
+        channel_id: channel,
+        kind: 0,
+        parent_id: None,
+        name: "c".into(),
+        topic: None,
+    }
+}
+
+fn placed(store: &Store, message: u64) -> Option<(u64, u64, String)> {
+    store
+        .conn()
+        .unwrap()
+        .query_row("SELECT channel_id, guild_id, content FROM messages WHERE id = ?1", [message as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get(2)?))
+        })
+        .optional()
+        .unwrap()
+}
+
+fn attachment_owner(store: &Store, attachment: u64) -> Option<u64> {
+    store
+        .conn()
+        .unwrap()
+        .query_row("SELECT message_id FROM attachments WHERE id = ?1", [attachment as i64], |r| r.get::<_, i64>(0))
+        .optional()
+        .unwrap()
+        .map(|v| v as u64)
+}
+
+#[test]
+fn an_import_never_moves_a_stored_message_or_attachment() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // Loaded: message 10 in the private channel 1, with attachment 100.
+    store.write_page(9, 1, &[msg(10, 1, "secret", None)], true).unwrap();
+    store.write_page(9, 2, &[msg(20, 2, "public", None)], true).unwrap();
+    // An export of the public channel 2 names message 10 (edited later) and,
+    // on a new message, attachment 100.
+    let hostile = [
+        msg(10, 2, "moved", Some("2030-01-01T00:00:00+00:00")),
+        with_attachment(msg(21, 2, "has the secret image", None), 100),
+        msg(22, 2, "fine", None),
+    ];
+    let counts = store.write_import(&imported(9, 2), &hostile).unwrap();
+    assert_eq!((counts.new, counts.conflicts), (1, 2), "{counts:?}");
+    assert_eq!(placed(&store, 10), Some((1, 9, "secret".into())));
+    assert_eq!(attachment_owner(&store, 100), Some(10));
+    assert_eq!(placed(&store, 21), None);
+    assert_eq!(placed(&store, 22), Some((2, 9, "fine".into())));
+    // Another guild's export of a message of the same channel id is refused
+    // whole: a channel's guild never changes.
+    let err = store.write_import(&imported(8, 1), &[msg(11, 1, "x", None)]).unwrap_err();
+    assert!(matches!(err, StoreError::OtherGuild { channel: 1, stored: 9, claimed: 8 }), "{err}");
+    assert_eq!(placed(&store, 11), None);
+    // A loaded channel's checkpoint is the load's: the import moved nothing.
+    assert_eq!(store.checkpoint(2).unwrap().unwrap().last_message_id, 20);
+    assert_eq!(store.checkpoint(2).unwrap().unwrap().state, ChannelState::Complete);
+}
+
+#[test]
+fn discord_s_copy_replaces_what_an_import_put_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // First an import (of an export-only channel 2) claims message 10 and attachment 100...
+    let counts = store.write_import(&imported(9, 2), &[msg(10, 2, "claimed zebra", None)]).unwrap();
+    assert_eq!(counts.new, 1);
+    assert_eq!(attachment_owner(&store, 100), Some(10));
+    store.write_import(&imported(9, 2), &[with_attachment(msg(30, 2, "claims the image", None), 200)]).unwrap();
+    // ...then Discord says where they are: its copies win, counted.
+    let counts = store
+        .write_page(9, 1, &[msg(10, 1, "the real text", None), with_attachment(msg(31, 1, "image", None), 200)], true)
+        .unwrap();
+    assert_eq!((counts.new, counts.conflicts), (2, 2), "{counts:?}");
+    assert_eq!(placed(&store, 10), Some((1, 9, "the real text".into())));
+    assert_eq!(attachment_owner(&store, 200), Some(31));
+    // The keyword index follows: the claimed text is gone.
+    let conn = store.conn().unwrap();
+    let n: i64 =
+        conn.query_row("SELECT count(*) FROM messages_fts WHERE messages_fts MATCH 'zebra'", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn only_a_channel_known_from_exports_alone_has_its_checkpoint_moved_by_an_import() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.write_import(&imported(9, 2), &[msg(10, 2, "a", None), msg(12, 2, "b", None)]).unwrap();
+    assert_eq!(store.checkpoint(2).unwrap(), Some(Checkpoint { last_message_id: 12, state: ChannelState::Imported }));
 }
