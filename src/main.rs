@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     let code = match runtime.block_on(cli::run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {}", cli::error_text(&e));
+            cli::write_err(format_args!("error: {}", cli::error_text(&e)));
             ExitCode::from(cli::exit::FATAL)
         }
     };

@@ -409,3 +409,99 @@ async fn processes_sharing_a_token_share_its_rate_limits() {
     let provoked: Vec<String> = fake.requests().iter().filter(|r| r.provoked_429()).map(|r| format!("{r:?}")).collect();
     assert!(provoked.is_empty(), "the killed run and its rerun provoked 429s: {provoked:?}");
 }
+
+/// Runs `c` with its stdout on a pseudo-terminal (stderr, where progress bars
+/// draw with escape sequences of their own, is discarded); returns the exit
+/// code and what the terminal received.
+#[cfg(unix)]
+fn on_terminal(mut c: Command) -> (Option<i32>, Vec<u8>) {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two new descriptors into the out-parameters.
+    let rc =
+        unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(rc, 0, "openpty");
+    // SAFETY: both descriptors are fresh and owned here from now on.
+    let (mut master, slave) = unsafe { (std::fs::File::from_raw_fd(master), std::fs::File::from_raw_fd(slave)) };
+    c.stdin(Stdio::null()).stdout(slave).stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    drop(c);
+    let code = child.wait().unwrap().code();
+    // Everything is in the terminal's buffer now; read it without blocking forever.
+    // SAFETY: fcntl on a descriptor this function owns.
+    unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&master), libc::F_SETFL, libc::O_NONBLOCK) };
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buf[..n]);
+    }
+    (code, seen)
+}
+
+/// Names and text from Discord or an export reach a terminal shown, not
+/// obeyed (an escape sequence could retitle the window, clear the screen or
+/// hide lines); JSON and pipes get them exactly.
+#[cfg(unix)]
+#[test]
+fn control_characters_from_chat_are_shown_not_obeyed_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("export.json");
+    let evil = "\u{1b}]0;pwned\u{7}gen\u{1b}[2Jeral";
+    std::fs::write(
+        &export,
+        serde_json::json!({
+            "guild": {"id": "900000000000000001", "name": "Guild\u{1b}[31m", "iconUrl": ""},
+            "channel": {"id": "900000000000000010", "type": "GuildTextChat", "categoryId": null, "category": "",
+                        "name": evil, "topic": null},
+            "messages": [{"id": "1100000000000000000", "type": "Default", "timestamp": "2023-05-16T20:50:18+00:00",
+                "timestampEdited": null, "isPinned": false, "content": "zebra \u{1b}[8mhidden\u{1b}[0m",
+                "author": {"id": "500", "name": "ann\u{1b}[1m", "discriminator": "0000", "nickname": null,
+                           "isBot": false, "avatarUrl": ""},
+                "attachments": [], "embeds": [], "stickers": [], "reactions": [], "mentions": []}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    // (`ask` prints through the same writer as `status`.)
+    for args in [vec!["import", export.to_str().unwrap()], vec!["status"]] {
+        let mut c = bin();
+        c.args(&args).arg("--data-dir").arg(&data);
+        let (code, seen) = on_terminal(c);
+        let seen = text(&seen);
+        assert!(!seen.contains('\u{1b}'), "{args:?} printed a raw escape: {seen:?}");
+        assert_eq!(code, Some(0), "{args:?}: {seen}");
+        assert!(seen.contains(r"\u{1b}"), "{args:?} shows the escape: {seen}");
+    }
+    // Into a pipe, and as JSON, the text stays exactly what was stored.
+    let mut c = bin();
+    c.args(["status", "--json", "--data-dir"]).arg(&data);
+    let out = c.output().unwrap();
+    assert!(text(&out.stdout).contains(r"\u001b]0;pwned"), "{}", text(&out.stdout));
+}
+
+/// A load whose attachment files could not all be fetched is a partial run,
+/// in its exit code and in the run `status` reports, never "ok".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_whose_files_failed_is_recorded_as_partial() {
+    let fake = start(standard_world(), fast_limits()).await;
+    fake.set_faults(vec![Fault::always(FaultKind::Status(500)).on("/attachments/")]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = load_cmd(&fake, dir.path());
+    c.arg("--json");
+    let out = output(c).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["ok"], false);
+    assert!(summary["files"]["failed"].as_u64().unwrap() > 0, "{summary}");
+
+    let mut c = bin();
+    c.args(["status", "--json", "--data-dir"]).arg(dir.path());
+    let out = output(c).await;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["guilds"][0]["last_load_outcome"], "partial", "{status}");
+}

@@ -180,20 +180,9 @@ pub async fn load(
     };
     let mut summary = crate::load::load(&bot.client, &bot.store, &options, &on_event, &bot.shutdown).await?;
     // Then the attachment files, as the CLI fetches them.
-    if !summary.interrupted && bot.settings.files.mode != crate::load::files::AttachmentMode::None {
-        let on_files = |done: u64, total: u64| status(format!("attachment files: {done}/{total}"));
-        let files = crate::load::files::fetch_files(
-            &bot.client,
-            &bot.store,
-            &[guild],
-            &bot.settings.files,
-            &on_files,
-            &bot.shutdown,
-        )
+    let on_files = |done: u64, total: u64| status(format!("attachment files: {done}/{total}"));
+    crate::load::fetch_files(&bot.client, &bot.store, &mut summary, &bot.settings.files, &on_files, &bot.shutdown)
         .await?;
-        summary.ok &= files.ok();
-        summary.files = Some(files);
-    }
     Ok(summary)
 }
 

@@ -12,7 +12,7 @@ use indicatif::ProgressBar;
 use super::{exit, shutdown_on_signal};
 use crate::config::Settings;
 use crate::discord::Client;
-use crate::load::files::{self, AttachmentMode, FileSummary};
+use crate::load::files::{AttachmentMode, FileSummary};
 use crate::load::{self, ChannelReport, LoadEvent, LoadOptions, LoadSummary, Outcome};
 use crate::store::Store;
 
@@ -73,28 +73,18 @@ pub async fn run(args: Args, settings: &Settings, json: bool, verbose: bool) -> 
         file_options.mode = mode;
     }
     if !summary.interrupted && file_options.mode != AttachmentMode::None {
-        let guilds: Vec<u64> = summary.guilds.iter().filter(|g| g.error.is_none()).map(|g| g.guild_id).collect();
         let bar = super::progress_bar(
             Some(0),
             "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} attachment files",
         );
-        let files = files::fetch_files(
-            &client,
-            &store,
-            &guilds,
-            &file_options,
-            &|done, total| {
-                bar.set_length(total);
-                bar.set_position(done);
-            },
-            &shutdown,
-        )
-        .await
-        .context("fetching attachment files failed")?;
+        let on_files = |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        };
+        load::fetch_files(&client, &store, &mut summary, &file_options, &on_files, &shutdown)
+            .await
+            .context("fetching attachment files failed")?;
         bar.finish_and_clear();
-        summary.interrupted |= shutdown.is_cancelled();
-        summary.ok &= files.ok() && !summary.interrupted;
-        summary.files = Some(files);
     }
     if json {
         out!("{}", serde_json::to_string_pretty(&summary)?);

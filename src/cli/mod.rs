@@ -10,9 +10,9 @@ macro_rules! out {
 }
 
 /// A line for the person at the terminal (a banner, a note), on stderr
-/// unless `--quiet`.
+/// unless `--quiet`; control characters from chat are neutralised there.
 macro_rules! say {
-    ($($arg:tt)*) => { if !$crate::cli::quiet() { eprintln!($($arg)*) } };
+    ($($arg:tt)*) => { if !$crate::cli::quiet() { $crate::cli::write_err(format_args!($($arg)*)) } };
 }
 
 mod activate;
@@ -156,6 +156,8 @@ fn progress_bar(len: Option<u64>, template: &str) -> indicatif::ProgressBar {
 
 /// Set once from `--quiet`, before a subcommand runs.
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// `--json`: results are JSON, written exactly.
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether stderr should carry only errors (`--quiet`).
 fn quiet() -> bool {
@@ -176,17 +178,59 @@ pub fn error_text(e: &anyhow::Error) -> String {
     text
 }
 
-/// Writes one line of results to stdout (see `out!`).
+/// Writes one line of results to stdout (see `out!`). On a terminal, control
+/// characters in it (from channel names, author names, message text, which
+/// Discord and exports pass through as they are) are shown, not obeyed; JSON
+/// and output into a pipe or file stay exact.
 pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
-    use std::io::Write;
+    use std::io::{IsTerminal, Write};
     let mut stdout = std::io::stdout().lock();
-    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.write_all(b"\n")) {
+    let line = args.to_string();
+    let line = if stdout.is_terminal() && !JSON.load(std::sync::atomic::Ordering::Relaxed) {
+        terminal_safe(&line)
+    } else {
+        std::borrow::Cow::Borrowed(line.as_str())
+    };
+    if let Err(e) = stdout.write_all(line.as_bytes()).and_then(|()| stdout.write_all(b"\n")) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(exit::OK as i32);
         }
         eprintln!("error: cannot write the results to stdout: {e}");
         std::process::exit(exit::FATAL as i32);
     }
+}
+
+/// Writes one line to stderr, neutralised on a terminal as [`write_out`] does.
+pub fn write_err(args: std::fmt::Arguments<'_>) {
+    use std::io::{IsTerminal, Write};
+    let line = args.to_string();
+    let mut stderr = std::io::stderr().lock();
+    let line = if stderr.is_terminal() { terminal_safe(&line) } else { std::borrow::Cow::Borrowed(line.as_str()) };
+    let _ = stderr.write_all(line.as_bytes()).and_then(|()| stderr.write_all(b"\n"));
+}
+
+/// `text` with what a terminal would obey rather than show made visible:
+/// C0 controls but newline and tab (escape sequences start with ESC), DEL,
+/// C1 controls, and the bidirectional overrides that reorder what is shown.
+/// Each becomes `\u{..}` (as ripgrep and git show such bytes, in Rust's
+/// notation).
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Logs go to stderr; `-v` raises the level, `RUST_LOG` overrides it.
@@ -218,6 +262,7 @@ pub fn init_logging(verbose: u8, quiet: bool) {
 /// Runs the chosen subcommand and returns its exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
+    JSON.store(cli.json, std::sync::atomic::Ordering::Relaxed);
     // Needs no settings: works before any configuration exists.
     let cli = match cli.command {
         Command::Completions(args) => return completions::run(args),
@@ -245,14 +290,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
 
 /// A token cancelled by the first Ctrl-C or SIGTERM, which answers with
 /// `notice`; a second Ctrl-C exits at once (safe too: every write is a whole
-/// transaction).
+/// transaction). The same signal ends every Discord rate-limit wait and
+/// retry pause of the process ([`crate::discord::stop_waiting`]): a wait is
+/// not work in flight, and one of minutes (or one a damaged shared file asks
+/// for) must not outlast the stop.
 pub fn shutdown_on_signal(notice: &'static str) -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         eprintln!("\n{notice}");
+        // The run's token first: a loop that races a request against it
+        // then stops as planned rather than on the request's error.
         t.cancel();
+        crate::discord::stop_waiting();
         wait_for_signal().await;
         std::process::exit(exit::INTERRUPTED as i32);
     });
@@ -284,6 +335,18 @@ mod tests {
     #[error("no model \"x\" in models: {source}")]
     struct Embeds {
         source: std::io::Error,
+    }
+
+    #[test]
+    fn what_a_terminal_would_obey_is_shown_instead() {
+        use super::terminal_safe;
+        assert_eq!(
+            terminal_safe("plain\ttext\nnext line, caf\u{e9} \u{1f600}"),
+            "plain\ttext\nnext line, caf\u{e9} \u{1f600}"
+        );
+        assert_eq!(terminal_safe("\x1b]0;owned\x07#general\x1b[2J"), "\\u{1b}]0;owned\\u{7}#general\\u{1b}[2J");
+        assert_eq!(terminal_safe("a\rb\u{9b}c\u{7f}"), "a\\u{d}b\\u{9b}c\\u{7f}");
+        assert_eq!(terminal_safe("evil\u{202e}gnp.exe"), "evil\\u{202e}gnp.exe");
     }
 
     #[test]

@@ -129,6 +129,54 @@ pub struct LoadSummary {
     /// Attachment files, when the run fetched them ([`files::fetch_files`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<files::FileSummary>,
+    /// The run's record in the archive (`load_runs`), for [`fetch_files`].
+    #[serde(skip)]
+    pub run: i64,
+}
+
+impl LoadSummary {
+    /// What `status` shows of the run: `interrupted`, `ok` or `partial`.
+    fn outcome(&self) -> &'static str {
+        if self.interrupted {
+            "interrupted"
+        } else if self.ok {
+            "ok"
+        } else {
+            "partial"
+        }
+    }
+}
+
+/// The attachment-file stage of a finished load ([`files::fetch_files`]) for
+/// the guilds it listed: the summary takes its result, and the run's record
+/// is written again, so `status` counts a run whose files failed as partial
+/// (or failed), never ok. Nothing happens after an interrupted load, or with
+/// `AttachmentMode::None`.
+pub async fn fetch_files(
+    client: &Client,
+    store: &Store,
+    summary: &mut LoadSummary,
+    options: &files::FileOptions,
+    progress: &(dyn Fn(u64, u64) + Send + Sync),
+    shutdown: &CancellationToken,
+) -> Result<(), LoadError> {
+    if summary.interrupted || options.mode == files::AttachmentMode::None {
+        return Ok(());
+    }
+    let guilds: Vec<u64> = summary.guilds.iter().filter(|g| g.error.is_none()).map(|g| g.guild_id).collect();
+    let fetched = match files::fetch_files(client, store, &guilds, options, progress, shutdown).await {
+        Ok(fetched) => fetched,
+        Err(e) => {
+            let detail = serde_json::json!({"error": format!("attachment files: {e}")}).to_string();
+            let _ = store.finish_run(summary.run, "failed", &detail);
+            return Err(e);
+        }
+    };
+    summary.interrupted |= shutdown.is_cancelled();
+    summary.ok &= fetched.ok() && !summary.interrupted;
+    summary.files = Some(fetched);
+    store.finish_run(summary.run, summary.outcome(), &serde_json::to_string(&summary).expect("summary serializes"))?;
+    Ok(())
 }
 
 /// Why a run stopped as a whole.
@@ -243,18 +291,12 @@ pub async fn load(
         seconds: started.elapsed().as_secs_f64(),
         requests: client.stats(),
         files: None,
+        run,
     };
     summary.ok = !interrupted
         && summary.guilds.iter().all(|g| g.error.is_none())
         && summary.channels.iter().all(|c| c.outcome.is_ok());
-    let outcome = if interrupted {
-        "interrupted"
-    } else if summary.ok {
-        "ok"
-    } else {
-        "partial"
-    };
-    store.finish_run(run, outcome, &serde_json::to_string(&summary).expect("summary serializes"))?;
+    store.finish_run(run, summary.outcome(), &serde_json::to_string(&summary).expect("summary serializes"))?;
     Ok(summary)
 }
 
