@@ -12,9 +12,10 @@
 //! write the same bytes to the same name, and neither disturbs the other. The same bytes attached twice are stored once.
 //!
 //! Nothing from the network is trusted: the file's type is read from its
-//! bytes, an image's dimensions from its header before anything decodes it
-//! (over [`crate::ocr::MAX_PIXELS`] it is refused), downloads stop at the
-//! size cap whatever the server announced, and links go only to Discord's
+//! bytes, an image's dimensions from its header and its frames before
+//! anything decodes it (over [`crate::ocr::MAX_PIXELS`] it is refused: see
+//! [`crate::ocr::check_sizes`]), downloads stop at the size cap whatever the
+//! server announced, and links go only to Discord's
 //! CDN (see [`crate::discord::cdn`]). Links that expire within a few minutes,
 //! or say nothing of expiry, are renewed first through
 //! `POST /attachments/refresh-urls` (50 per request, rate-limited like every
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use super::LoadError;
 use crate::discord::cdn::{needs_refresh, Cdn, CdnError};
 use crate::discord::{Client, REFRESH_BATCH};
+use crate::ocr::Refused;
 use crate::store::{claims_image, FetchState, Store, StoredFile, WantedFile};
 
 /// Which attachment files a load fetches (`[load] attachments`, `--attachments`).
@@ -413,32 +415,18 @@ fn check(bytes: &[u8], mode: AttachmentMode) -> Result<&'static str, (FetchState
             _ => Err((FetchState::NotImage, "its bytes are not an image of a known format".into())),
         };
     };
-    let (w, h) = (image.width, image.height);
-    if crate::ocr::exceeds_caps(u64::from(w), u64::from(h)) {
-        return Err((FetchState::TooLarge, crate::ocr::Refused::TooLarge { width: w, height: h }.to_string()));
+    // The header's size and every frame's: what OCR would refuse as a
+    // bomb is not stored. Sizes that merely contradict each other are OCR's
+    // to refuse; the file is kept as it was posted.
+    if let Err(e @ (Refused::TooLarge { .. } | Refused::TooManyFrames { .. })) = crate::ocr::check_sizes(&image, bytes)
+    {
+        return Err((FetchState::TooLarge, e.to_string()));
     }
-    if !complete(image.mime, bytes) {
+    // Its end marker reached; bytes after it (a motion photo's video) are fine.
+    if !crate::ocr::complete(image.format, bytes) {
         return Err((FetchState::Broken, format!("the {} file is cut short", image.mime)));
     }
     Ok(image.mime)
-}
-
-/// Whether an image file ends where its format says it ends (a cut-short
-/// download or upload does not).
-fn complete(mime: &str, bytes: &[u8]) -> bool {
-    match mime {
-        "image/png" => bytes.len() >= 12 && bytes[bytes.len() - 8..bytes.len() - 4] == *b"IEND",
-        "image/jpeg" => {
-            let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-            end >= 2 && bytes[end - 2..end] == [0xFF, 0xD9]
-        }
-        "image/gif" => bytes.last() == Some(&0x3B),
-        "image/webp" => {
-            bytes.len() >= 12
-                && u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize + 8 <= bytes.len()
-        }
-        _ => true,
-    }
 }
 
 /// Writes a file to its content address (temporary name, sync, rename):
@@ -502,14 +490,73 @@ mod tests {
 
     #[test]
     fn files_are_checked_to_their_end() {
-        let png_end = [0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82];
-        let mut png = b"\x89PNG\r\n\x1a\n....".to_vec();
-        assert!(!complete("image/png", &png));
-        png.extend_from_slice(&png_end);
-        assert!(complete("image/png", &png));
-        assert!(complete("image/jpeg", &[0xFF, 0xD8, 1, 2, 0xFF, 0xD9, 0, 0]));
-        assert!(!complete("image/jpeg", &[0xFF, 0xD8, 1, 2, 3]));
-        assert!(complete("image/bmp", b"BM"));
+        let png = fixture("error.png");
+        assert_eq!(check(&png, AttachmentMode::Images), Ok("image/png"));
+        let (state, detail) = check(&png[..png.len() - 12], AttachmentMode::Images).unwrap_err();
+        assert_eq!((state, detail.as_str()), (FetchState::Broken, "the image/png file is cut short"));
+        let jpeg = fixture("two_lines.jpg");
+        let mut padded = jpeg.clone();
+        padded.extend_from_slice(&[0, 0]);
+        assert_eq!(check(&padded, AttachmentMode::Images), Ok("image/jpeg"));
+        let (state, _) = check(&jpeg[..jpeg.len() - 1], AttachmentMode::Images).unwrap_err();
+        assert_eq!(state, FetchState::Broken);
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/tests/fixtures/images/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    #[test]
+    fn complete_images_with_bytes_after_their_end_are_stored() {
+        // A PNG with bytes after IEND.
+        let mut png = fixture("error.png");
+        png.extend_from_slice(b"appended by some uploader");
+        assert_eq!(check(&png, AttachmentMode::Images), Ok("image/png"));
+        // A motion photo: a JPEG, then the video, far longer than the picture.
+        let mut motion = fixture("two_lines.jpg");
+        let mut mp4 = b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom".to_vec();
+        mp4.extend_from_slice(&((8 + 200_000u32).to_be_bytes()));
+        mp4.extend_from_slice(b"mdat");
+        mp4.extend((0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+        motion.extend_from_slice(&mp4);
+        assert_eq!(check(&motion, AttachmentMode::Images), Ok("image/jpeg"));
+        // A GIF with bytes after its trailer.
+        let mut gif = crate::ocr::tests::gif((20, 20), &[(0, 0, 20, 20)]);
+        gif.extend_from_slice(b"\0\0junk");
+        assert_eq!(check(&gif, AttachmentMode::Images), Ok("image/gif"));
+
+        // What is cut short stays broken: before the end marker, and a JPEG
+        // cut after an EXIF thumbnail whose own end marker is complete.
+        let jpeg = fixture("two_lines.jpg");
+        let mut exif = jpeg[..2].to_vec();
+        let thumbnail = [b"Exif\0\0".as_slice(), &[0xFF, 0xD8, 0xFF, 0xDB, 0, 2, 0xFF, 0xD9]].concat();
+        exif.extend_from_slice(&[0xFF, 0xE1]);
+        exif.extend_from_slice(&((thumbnail.len() + 2) as u16).to_be_bytes());
+        exif.extend_from_slice(&thumbnail);
+        exif.extend_from_slice(&jpeg[2..]);
+        assert_eq!(check(&exif, AttachmentMode::Images), Ok("image/jpeg"));
+        for cut in [&png[..png.len() / 2], &motion[..jpeg.len() - 2], &exif[..exif.len() / 2], &gif[..gif.len() - 7]] {
+            let (state, _) = check(cut, AttachmentMode::Images).unwrap_err();
+            assert_eq!(state, FetchState::Broken);
+        }
+    }
+
+    #[test]
+    fn frames_over_the_pixel_cap_are_refused_as_too_large() {
+        let bomb = crate::ocr::tests::gif((200, 60), &[(0, 0, 40_000, 40_000)]);
+        let (state, detail) = check(&bomb, AttachmentMode::Images).unwrap_err();
+        assert_eq!(state, FetchState::TooLarge);
+        assert_eq!(detail, crate::ocr::Refused::TooLarge { width: 40_000, height: 40_000 }.to_string());
+        let mut entries = crate::ocr::tests::tiff_entries(200, 60);
+        entries.push((256, 4, 40_000));
+        let (state, _) = check(&crate::ocr::tests::tiff(&entries, 1), AttachmentMode::All).unwrap_err();
+        assert_eq!(state, FetchState::TooLarge);
+        // Within the caps, the same files are stored.
+        let fine = crate::ocr::tests::gif((200, 60), &[(0, 0, 200, 60)]);
+        assert_eq!(check(&fine, AttachmentMode::Images), Ok("image/gif"));
+        let tiff = crate::ocr::tests::tiff(&crate::ocr::tests::tiff_entries(200, 60), 2);
+        assert_eq!(check(&tiff, AttachmentMode::Images), Ok("image/tiff"));
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! - [`sniff`]: what the bytes are (format, MIME type, pixel size), read from
 //!   the header; the file name and the server's content type are not trusted.
 //! - [`Engine::recognize`]: refuses what is not an image, what declares more
-//!   than [`MAX_PIXELS`] or [`MAX_SIDE`] (decompression bombs, refused before
-//!   any decoding) and what does not decode; decodes with Leptonica, enlarges
-//!   short images, recognizes with Tesseract (LSTM, English) and keeps the
-//!   words that pass the confidence rule.
+//!   than [`MAX_PIXELS`] or [`MAX_SIDE`] in its header or in any frame past
+//!   it (decompression bombs, refused before any decoding: [`check_sizes`]),
+//!   what stops before its end marker ([`complete`]) and what does not
+//!   decode; decodes with Leptonica, enlarges short images, recognizes with
+//!   Tesseract (LSTM, English) and keeps the words that pass the confidence
+//!   rule.
 //! - [`Engine::version`]: the identity of engine, language data and this
 //!   module's processing, for a cache of results to key on.
 //!
@@ -43,7 +45,7 @@ mod sniff;
 mod text;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::ffi::{CStr, CString};
 use std::ptr::NonNull;
@@ -52,7 +54,7 @@ use std::sync::{Arc, Mutex};
 use sha2::{Digest, Sha256};
 
 use ffi::{Api, OwnedPix, ResultIter, TessBaseApi};
-pub use sniff::{sniff, ImageFormat, Sniffed};
+pub use sniff::{complete, sniff, ImageFormat, Sniffed};
 pub use text::{MIN_LONE_WORD_CONFIDENCE, MIN_NOISE_CONFIDENCE, MIN_WORD_CONFIDENCE};
 
 /// Images declaring more pixels than this are refused before decoding: 40
@@ -63,6 +65,13 @@ pub const MAX_PIXELS: u64 = 40_000_000;
 /// Images wider or taller than this are refused before decoding, whatever
 /// their pixel count (a 20000x2000 strip is allowed, a 100000x10 one not).
 pub const MAX_SIDE: u32 = 20_000;
+
+/// An animated GIF's frames are all decoded at once (Leptonica reads GIFs
+/// through giflib's `DGifSlurp`, which keeps every frame at one byte a
+/// pixel, then uses the first): GIFs whose frames have more pixels in all
+/// are refused before decoding. 160 MB, what the largest image allowed
+/// takes decoded to 32-bit pixels.
+pub const MAX_GIF_PIXELS: u64 = 4 * MAX_PIXELS;
 
 /// Images shorter than this (in pixels) are enlarged 2x before recognition:
 /// a line of chat text cut out of a screenshot, a button, a caption.
@@ -134,6 +143,8 @@ pub enum Refused {
     NotAnImage,
     #[error("image too large: {width}x{height} pixels declared (limits: {MAX_SIDE} per side, {MAX_PIXELS} in all)")]
     TooLarge { width: u32, height: u32 },
+    #[error("image too large: {frames} frames of {pixels} pixels in all declared (limit: {MAX_GIF_PIXELS} in all)")]
+    TooManyFrames { frames: u32, pixels: u64 },
     #[error("{0} images are not decoded for OCR")]
     Unsupported(ImageFormat),
     #[error("image could not be decoded: {0}")]
@@ -355,8 +366,9 @@ impl Engine {
     }
 
     /// The text in an image. Refuses, without decoding, what is not a known
-    /// image, what is not decodable here and what declares more than
-    /// [`MAX_SIDE`] or [`MAX_PIXELS`]; then decodes, enlarges short images and
+    /// image, what is not decodable here, what is cut short and what
+    /// declares more than [`MAX_SIDE`] or [`MAX_PIXELS`] anywhere
+    /// ([`check_sizes`]); then decodes, enlarges short images and
     /// recognizes, keeping the words that pass the confidence rule.
     pub fn recognize(&mut self, bytes: &[u8]) -> Result<Recognized, Refused> {
         self.words(bytes).map(text::assemble)
@@ -364,24 +376,7 @@ impl Engine {
 
     /// Every word Tesseract reads in an image, before the confidence rule.
     fn words(&mut self, bytes: &[u8]) -> Result<Vec<text::Word>, Refused> {
-        let sniffed = sniff(bytes).ok_or(Refused::NotAnImage)?;
-        let (width, height) = (sniffed.width, sniffed.height);
-        if width == 0 || height == 0 {
-            return Err(Refused::Undecodable(format!(
-                "the {} header declares {width}x{height} pixels",
-                sniffed.format
-            )));
-        }
-        if exceeds_caps(width as u64, height as u64) {
-            return Err(Refused::TooLarge { width, height });
-        }
-        if !sniffed.format.decodable() {
-            return Err(Refused::Unsupported(sniffed.format));
-        }
-
-        if sniff::visibly_truncated(sniffed.format, bytes) {
-            return Err(Refused::Undecodable(format!("{} data is truncated", sniffed.format)));
-        }
+        let sniffed = admit(bytes)?;
 
         let api = &*self.lib.api;
         // SAFETY: `bytes` is valid for its length; Leptonica copies what it
@@ -424,6 +419,52 @@ impl Engine {
         };
         drop(pix);
         result
+    }
+}
+
+/// What is refused before anything decodes: bytes that are not a known
+/// image, sizes over the caps, formats not decoded here, files cut short.
+fn admit(bytes: &[u8]) -> Result<Sniffed, Refused> {
+    let sniffed = sniff(bytes).ok_or(Refused::NotAnImage)?;
+    let (width, height) = (sniffed.width, sniffed.height);
+    if width == 0 || height == 0 {
+        return Err(Refused::Undecodable(format!("the {} header declares {width}x{height} pixels", sniffed.format)));
+    }
+    check_sizes(&sniffed, bytes)?;
+    if !sniffed.format.decodable() {
+        return Err(Refused::Unsupported(sniffed.format));
+    }
+    if !complete(sniffed.format, bytes) {
+        return Err(Refused::Undecodable(format!("{} data is truncated", sniffed.format)));
+    }
+    Ok(sniffed)
+}
+
+/// Every size an image declares, against [`MAX_SIDE`] and [`MAX_PIXELS`]:
+/// the header's, and past it each one a decoder allocates for (a GIF's
+/// frames, sized apart from their screen; each TIFF directory, which may
+/// name its width twice; a JPEG's frame headers; a PNG's IHDR chunks), and
+/// a GIF's frames in all against [`MAX_GIF_PIXELS`]. Refuses with
+/// [`Refused::TooLarge`] or [`Refused::TooManyFrames`], and with
+/// [`Refused::Undecodable`] when the sizes contradict each other, so that
+/// which one a decoder would allocate cannot be told. Reads the structure
+/// only: it is how both [`Engine::recognize`] and stage one's fetcher
+/// refuse decompression bombs.
+pub fn check_sizes(image: &Sniffed, bytes: &[u8]) -> Result<(), Refused> {
+    let (width, height) = (image.width, image.height);
+    if exceeds_caps(width.into(), height.into()) {
+        return Err(Refused::TooLarge { width, height });
+    }
+    let found = sniff::structure(image.format, bytes);
+    if let Some((width, height)) = found.oversized {
+        return Err(Refused::TooLarge { width, height });
+    }
+    if found.frame_pixels > MAX_GIF_PIXELS {
+        return Err(Refused::TooManyFrames { frames: found.frames, pixels: found.frame_pixels });
+    }
+    match found.inconsistent {
+        Some(why) => Err(Refused::Undecodable(why)),
+        None => Ok(()),
     }
 }
 

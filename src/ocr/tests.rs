@@ -128,6 +128,40 @@ fn a_truncated_png_is_undecodable() {
 }
 
 #[test]
+fn a_jpeg_cut_after_its_thumbnail_is_truncated() {
+    // Runs everywhere: the refusal happens before Tesseract is needed.
+    // An EXIF thumbnail is a whole JPEG, end marker included, inside the
+    // picture's APP1 segment: the end of the thumbnail is not the end of the
+    // picture.
+    let jpeg = fixture("two_lines.jpg");
+    let mut exif = jpeg[..2].to_vec();
+    let thumbnail = [b"Exif\0\0".as_slice(), &[0xFF, 0xD8, 0xFF, 0xDB, 0, 2, 0xFF, 0xD9]].concat();
+    exif.extend_from_slice(&[0xFF, 0xE1]);
+    exif.extend_from_slice(&((thumbnail.len() + 2) as u16).to_be_bytes());
+    exif.extend_from_slice(&thumbnail);
+    exif.extend_from_slice(&jpeg[2..]);
+    assert!(admit(&exif).is_ok());
+    let e = admit(&exif[..exif.len() / 2]).unwrap_err();
+    assert_eq!(e.to_string(), "image could not be decoded: jpeg data is truncated");
+    // A motion photo (a JPEG, then a video) is a complete JPEG.
+    let mut motion = jpeg.clone();
+    motion.extend_from_slice(b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom\0\0\0\x10mdat\x01\x02\x03\x04\x05\x06\x07\x08");
+    assert!(admit(&motion).is_ok());
+}
+
+#[test]
+fn bytes_after_the_end_marker_do_not_change_what_is_read() {
+    let Some(mut engine) = engine() else { return };
+    let mut png = fixture("error.png");
+    png.extend_from_slice(b"appended by some uploader");
+    assert_eq!(engine.recognize(&png).unwrap().text, "Error: ERR_NOTARY_KEY_EXPIRED at block 1234");
+    let mut motion = fixture("two_lines.jpg");
+    motion.extend_from_slice(b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom\0\0\0\x10mdat\xFF\xD8\xFF\xE0\x05\x06\x07\x08");
+    let r = engine.recognize(&motion).unwrap();
+    assert_eq!(r.text, "The quarterly report is due Friday\nSend comments to the release channel");
+}
+
+#[test]
 fn a_corrupt_png_is_undecodable() {
     let Some(mut engine) = engine() else { return };
     // Complete structure, garbage inside: the decoder has to find out.
@@ -205,6 +239,124 @@ fn oversized_images_are_refused_before_decoding() {
     assert!(matches!(engine.recognize(&png_declaring(8_000, 8_000)), Err(Refused::TooLarge { .. })));
     // Just under the caps the image is decoded, and this one's data is junk.
     assert!(matches!(engine.recognize(&png_declaring(20, 20)), Err(Refused::Undecodable(_))));
+}
+
+/// A GIF89a: a logical screen of `screen` pixels with a two-colour table,
+/// then one image per (left, top, width, height), each after a graphic
+/// control extension and with the few bytes of LZW data of a 1x1 image.
+pub(crate) fn gif(screen: (u16, u16), frames: &[(u16, u16, u16, u16)]) -> Vec<u8> {
+    let mut out = b"GIF89a".to_vec();
+    out.extend_from_slice(&screen.0.to_le_bytes());
+    out.extend_from_slice(&screen.1.to_le_bytes());
+    out.extend_from_slice(&[0x80, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF]);
+    for &(left, top, width, height) in frames {
+        out.extend_from_slice(&[0x21, 0xF9, 4, 0, 0, 0, 0, 0]);
+        out.push(0x2C);
+        for v in [left, top, width, height] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&[0, 2, 2, 0x44, 0x01, 0]);
+    }
+    out.push(0x3B);
+    out
+}
+
+/// A little-endian TIFF with one directory of these (tag, type, value)
+/// entries (type 3 SHORT or 4 LONG, one value each), then `pages - 1` more
+/// directories of 1x1 pixel, and eight bytes of pixel data.
+pub(crate) fn tiff(entries: &[(u16, u16, u32)], pages: usize) -> Vec<u8> {
+    let mut out = b"II*\0".to_vec();
+    out.extend_from_slice(&8u32.to_le_bytes());
+    let dirs: Vec<Vec<(u16, u16, u32)>> = std::iter::once(entries.to_vec())
+        .chain((1..pages).map(|_| vec![(256, 3, 1), (257, 3, 1), (258, 3, 8), (273, 4, 0), (279, 4, 1)]))
+        .collect();
+    for (i, dir) in dirs.iter().enumerate() {
+        out.extend_from_slice(&(dir.len() as u16).to_le_bytes());
+        let next = out.len() + 12 * dir.len() + 4;
+        for &(tag, kind, value) in dir {
+            out.extend_from_slice(&tag.to_le_bytes());
+            out.extend_from_slice(&kind.to_le_bytes());
+            out.extend_from_slice(&1u32.to_le_bytes());
+            match kind {
+                3 => out.extend_from_slice(&[(value as u16).to_le_bytes(), [0, 0]].concat()),
+                _ => out.extend_from_slice(&value.to_le_bytes()),
+            }
+        }
+        let next = if i + 1 < dirs.len() { next as u32 } else { 0 };
+        out.extend_from_slice(&next.to_le_bytes());
+    }
+    out.extend_from_slice(&[0; 8]);
+    out
+}
+
+/// A baseline TIFF directory of `width`x`height` 8-bit grey pixels.
+pub(crate) fn tiff_entries(width: u32, height: u32) -> Vec<(u16, u16, u32)> {
+    vec![(256, 4, width), (257, 4, height), (258, 3, 8), (262, 3, 1), (273, 4, 8), (279, 4, 8)]
+}
+
+#[test]
+fn frames_past_the_caps_are_refused_before_decoding() {
+    // Runs everywhere: these refusals happen before Tesseract is needed.
+    // A GIF's header gives its logical screen; giflib (through Leptonica)
+    // allocates each frame at its own size, and keeps every frame.
+    let bomb = gif((200, 60), &[(0, 0, 40_000, 40_000)]);
+    assert_eq!((sniff(&bomb).unwrap().width, sniff(&bomb).unwrap().height), (200, 60));
+    assert_eq!(admit(&bomb), Err(Refused::TooLarge { width: 40_000, height: 40_000 }));
+    let second = gif((200, 60), &[(0, 0, 200, 60), (0, 0, 20_000, 20_000)]);
+    assert_eq!(admit(&second), Err(Refused::TooLarge { width: 20_000, height: 20_000 }));
+    // A frame within the caps but past its screen: a decoder would allocate
+    // more than the header says.
+    let past = gif((200, 60), &[(0, 0, 200, 60), (150, 0, 100, 60)]);
+    assert!(matches!(admit(&past), Err(Refused::Undecodable(_))), "{:?}", admit(&past));
+    // Many small frames are all held at once.
+    let many = gif((4_000, 4_000), &[(0, 0, 4_000, 4_000); 11]);
+    assert!(matches!(admit(&many), Err(Refused::TooManyFrames { frames: 11, .. })), "{:?}", admit(&many));
+    assert_eq!(admit(&gif((200, 60), &[(0, 0, 200, 60), (10, 10, 20, 20)])).map(|s| s.format), Ok(ImageFormat::Gif));
+
+    // A TIFF whose directory names its width twice: the header reader takes
+    // the first pair it sees, libtiff the last value.
+    let mut twice = tiff_entries(200, 60);
+    twice.push((256, 4, 40_000));
+    let two_widths = tiff(&twice, 1);
+    assert_eq!(sniff(&two_widths).unwrap().width, 200);
+    assert_eq!(admit(&two_widths), Err(Refused::TooLarge { width: 40_000, height: 60 }));
+    // Twice, within the caps: which one a decoder uses cannot be told.
+    let mut twice = tiff_entries(200, 60);
+    twice.push((257, 3, 70));
+    assert!(matches!(admit(&tiff(&twice, 1)), Err(Refused::Undecodable(_))));
+    // A later page over the caps.
+    let mut pages = tiff(&tiff_entries(200, 60), 2);
+    let second_width = pages.len() - 8 - 4 - 5 * 12 + 8;
+    pages[second_width..second_width + 2].copy_from_slice(&30_000u16.to_le_bytes());
+    assert_eq!(admit(&pages), Err(Refused::TooLarge { width: 30_000, height: 1 }));
+    assert_eq!(admit(&tiff(&tiff_entries(200, 60), 3)).map(|s| s.format), Ok(ImageFormat::Tiff));
+
+    // A JPEG whose second frame header declares more than the first.
+    let jpeg = fixture("two_lines.jpg");
+    let mut two_frames = jpeg[..2].to_vec();
+    two_frames.extend_from_slice(&[0xFF, 0xC0, 0, 11, 8, 0, 10, 0, 10, 1, 1, 0x11, 0]);
+    two_frames.extend_from_slice(&[0xFF, 0xC0, 0, 11, 8, 0x9C, 0x40, 0x9C, 0x40, 1, 1, 0x11, 0]);
+    two_frames.extend_from_slice(&jpeg[2..]);
+    assert_eq!(admit(&two_frames), Err(Refused::TooLarge { width: 40_000, height: 40_000 }));
+
+    // A PNG with a second header after the first.
+    let mut png = png_declaring(20, 20);
+    let mut ihdr = 40_000u32.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&40_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    png.splice(33..33, png_chunk(b"IHDR", &ihdr));
+    assert_eq!(admit(&png), Err(Refused::TooLarge { width: 40_000, height: 40_000 }));
+}
+
+#[test]
+fn a_gif_bomb_is_refused_by_the_engine_without_decoding() {
+    let Some(mut engine) = engine() else { return };
+    let started = Instant::now();
+    let bomb = gif((200, 60), &[(0, 0, 40_000, 40_000)]);
+    assert_eq!(engine.recognize(&bomb), Err(Refused::TooLarge { width: 40_000, height: 40_000 }));
+    assert!(started.elapsed().as_millis() < 100, "{:?}", started.elapsed());
+    // The engine still reads.
+    read(&mut engine, "error.png");
 }
 
 /// An ISO-BMFF box: size, type, contents.
