@@ -423,6 +423,15 @@ async fn bad_input_gets_one_clear_error_and_leaves_the_archive_as_it_was() {
         ("garbage.json", vec![0xff, 0xfe, 0x00, 0x12, 0x80], "not valid JSON"),
         ("columns.csv", b"Date,User,Message\n\"1\",\"2\",\"3\"\n".to_vec(), "not a DiscordChatExporter CSV export"),
         (
+            "endless.csv",
+            [
+                &b"\"AuthorID\",\"Author\",\"Date\",\"Content\",\"Attachments\",\"Reactions\"\n\"1\",\""[..],
+                &[b'a'; 9 << 20],
+            ]
+            .concat(),
+            "runs past 8 MiB",
+        ),
+        (
             "Direct Messages - Private - bob [42].json",
             full.replace(
                 r#""id": "900000000000000001", "name": "Rust Lovers""#,
@@ -448,7 +457,16 @@ async fn bad_input_gets_one_clear_error_and_leaves_the_archive_as_it_was() {
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(empty.join("sub")).unwrap();
     std::fs::write(empty.join("sub/notes.txt"), "hello").unwrap();
-    for (path, says) in [(dir.path().join("missing.json"), "no such file"), (empty, "nothing to import")] {
+    // A device (or a link to one) named as an export is refused, not read
+    // without end.
+    let zero = dir.path().join("zero.csv");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    for (path, says) in [
+        (dir.path().join("missing.json"), "no such file"),
+        (empty, "nothing to import"),
+        (PathBuf::from("/dev/zero"), "not a regular file"),
+        (zero, "not a regular file"),
+    ] {
         let out = output(import_cmd(&data, &[&path])).await;
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
