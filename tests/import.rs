@@ -13,7 +13,7 @@ use discord_indexer::index::{self, IndexOptions};
 use discord_indexer::search::{Mode, Query, SearchOptions, Searcher, Viewer};
 use discord_indexer::store::Store;
 use discord_indexer::vector::Backend;
-use fake_discord::{dce, FakeChannel, World, WorldSpec};
+use fake_discord::{dce, FakeChannel, FakeKind, World, WorldSpec};
 use tokio_util::sync::CancellationToken;
 
 use crate::util::*;
@@ -35,7 +35,12 @@ fn text(b: &[u8]) -> String {
 }
 
 fn run(paths: &[&Path], store: &Store) -> ImportSummary {
-    let options = ImportOptions { paths: paths.iter().map(|p| p.to_path_buf()).collect(), guild_name: None, batch: 3 };
+    let options = ImportOptions {
+        paths: paths.iter().map(|p| p.to_path_buf()).collect(),
+        guild_name: None,
+        batch: 3,
+        media: Some(Default::default()),
+    };
     import::import(store, &options, &|_| {}, &CancellationToken::new()).unwrap()
 }
 
@@ -877,7 +882,12 @@ async fn hostile_exports_move_nothing_discord_said_and_leak_nothing() {
          \"42\",\"bob\",\"2024-04-14T14:38:11.3860000+00:00\",\"private zebra\",\"\",\"\"\n",
     )
     .unwrap();
-    let options = ImportOptions { paths: vec![exports.clone()], guild_name: Some("Komodo".into()), batch: 2 };
+    let options = ImportOptions {
+        paths: vec![exports.clone()],
+        guild_name: Some("Komodo".into()),
+        batch: 2,
+        media: Some(Default::default()),
+    };
     let summary = import::import(&s.store, &options, &|_| {}, &CancellationToken::new()).unwrap();
 
     // One new message; the private ids, the future id are rejected; the
@@ -950,4 +960,79 @@ async fn hostile_exports_move_nothing_discord_said_and_leak_nothing() {
         }
     }
     assert!(leaks.is_empty(), "{} leaks: {:?}", leaks.len(), &leaks[..leaks.len().min(5)]);
+}
+
+/// DCE `--media` exports carry their attachment files in a folder beside the
+/// JSON, with each attachment's `url` rewritten to the copy's relative path:
+/// those files go into the attachment store with a download's checks. A path
+/// that leads out of the export's folder (`..`, an absolute path, a link) is
+/// never read.
+#[test]
+fn files_an_export_carries_are_stored_and_nothing_outside_its_folder_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let exports = dir.path().join("exports");
+    let media = exports.join("Rust Lovers - general [900000000000000010].json_Files");
+    std::fs::create_dir_all(&media).unwrap();
+    let photo = (1u64..).find(|&id| matches!(fake_discord::attachment_file(id).kind, FakeKind::Photo)).unwrap();
+    let bytes = fake_discord::file_bytes(photo);
+    std::fs::write(media.join("keys-1A2B3.png"), &bytes).unwrap();
+    std::fs::write(media.join("cut-4C5D6.png"), &bytes[..bytes.len() / 2]).unwrap();
+    // Outside the export's folder: a sibling file, and a link to it from inside.
+    std::fs::write(dir.path().join("secret.png"), &bytes).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("secret.png"), media.join("link-7E8F9.png")).unwrap();
+    let secret = dir.path().join("secret.png");
+    let urls = [
+        "Rust Lovers - general [900000000000000010].json_Files/keys-1A2B3.png".to_owned(),
+        "Rust Lovers - general [900000000000000010].json_Files\\cut-4C5D6.png".to_owned(),
+        "../secret.png".to_owned(),
+        secret.display().to_string(),
+        "Rust Lovers - general [900000000000000010].json_Files/link-7E8F9.png".to_owned(),
+        "Rust Lovers - general [900000000000000010].json_Files/missing-00000.png".to_owned(),
+    ];
+    let messages: Vec<(u64, &str, Option<&str>, Option<(u64, String)>)> = urls
+        .iter()
+        .enumerate()
+        .map(|(i, url)| {
+            (1_100_000_000_000_000_000 + i as u64, "see attached", None, Some((1_200 + i as u64, url.clone())))
+        })
+        .collect();
+    let export = exports.join("Rust Lovers - general [900000000000000010].json");
+    std::fs::write(
+        &export,
+        hostile_json((900000000000000001, "Rust Lovers"), (900000000000000010, "general"), &messages),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let store = Store::open(&data).unwrap();
+    let summary = run(&[&exports], &store);
+    assert_eq!(summary.failed, 0, "{summary:#?}");
+    assert_eq!((summary.media_stored, summary.media_not_stored), (1, 5), "{summary:#?}");
+    let problems = summary.sources[0].media_problems.join("\n");
+    assert_eq!(problems.matches("outside the export's folder").count(), 3, "{problems}");
+    assert!(problems.contains("broken") && problems.contains("missing-00000"), "{problems}");
+
+    let db = data.join("archive.db");
+    let states: Vec<(i64, Option<String>, Option<String>)> = rusqlite::Connection::open(&db)
+        .unwrap()
+        .prepare("SELECT id, fetch_state, sha256 FROM attachments ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(states[0].1.as_deref(), Some("stored"));
+    let sha = states[0].2.clone().unwrap();
+    assert_eq!(std::fs::read(store.file_path(&sha)).unwrap(), bytes);
+    assert_eq!(states[1].1.as_deref(), Some("broken"));
+    assert!(states[2..].iter().all(|(_, _, sha)| sha.is_none()), "{states:?}");
+    // Nothing under the attachment store but the one file.
+    let stored: Vec<_> = walkdir::WalkDir::new(store.files_dir())
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    // A rerun changes nothing and reads no file again.
+    let again = run(&[&exports], &store);
+    assert_eq!((again.new, again.media_stored), (0, 0), "{again:#?}");
 }

@@ -32,7 +32,10 @@ pub struct Args {
 
 pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
     let store = Store::open(&settings.data_dir)?;
-    let options = ImportOptions { paths: args.paths, guild_name: args.guild_name, batch: args.batch_size };
+    // The files an export carries (DCE `--media`) are kept as a load keeps
+    // downloads: `[load] attachments` and its caps.
+    let media = Some(settings.files.clone());
+    let options = ImportOptions { paths: args.paths, guild_name: args.guild_name, batch: args.batch_size, media };
     let shutdown = shutdown_on_signal("stopping: finishing the batch in flight (Ctrl-C again to quit at once)");
     let summary = crate::blocking::run(move || {
         let bar = super::progress_bar(
@@ -98,6 +101,16 @@ fn print_summary(s: &ImportSummary) {
         }
         if src.rejected > src.rejected_rows.len() as u64 {
             out!("    ... and {} more rejected rows", src.rejected - src.rejected_rows.len() as u64);
+        }
+        if src.media_stored + src.media_not_stored > 0 {
+            out!(
+                "    attachment files from the export's media folder: {} stored, {} not",
+                src.media_stored,
+                src.media_not_stored
+            );
+        }
+        for why in &src.media_problems {
+            out!("    not stored: {why}");
         }
     }
     let rate = (s.new + s.updated + s.unchanged) as f64 / s.seconds.max(0.001);

@@ -232,7 +232,14 @@ impl<'de> Visitor<'de> for Messages<'_, '_> {
         while let Some(m) = seq.next_element::<DceMessage>()? {
             state.position += 1;
             match message(m, channel_id) {
-                Ok(m) => state.sink.push(to_raw(m)).map_err(|s| state.stop(s))?,
+                Ok(m) => {
+                    for a in &m.attachments {
+                        if let Some(found) = super::local_media(state.path, a, m.id) {
+                            state.sink.media(found);
+                        }
+                    }
+                    state.sink.push(to_raw(m)).map_err(|s| state.stop(s))?
+                }
                 Err(reason) => {
                     let (path, at) = (state.path, state.position);
                     state.sink.reject(path, at, reason);

@@ -28,7 +28,8 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-use crate::discord::model::{Message, Raw};
+use crate::discord::model::{Attachment, Message, Raw};
+use crate::load::files::{FileOptions, LocalFile};
 use crate::store::{ImportedChannel, PageCounts, Store, StoreError};
 
 /// Messages per transaction.
@@ -43,6 +44,9 @@ pub struct ImportOptions {
     /// The guild name CSV channels go into (CSV files name no guild id).
     pub guild_name: Option<String>,
     pub batch: usize,
+    /// What to keep of the attachment files an export carries (DCE's
+    /// `--media` folder), with the checks a download gets; `None` reads none.
+    pub media: Option<FileOptions>,
 }
 
 /// What can stop an import as a whole (a bad file only fails itself).
@@ -58,6 +62,8 @@ pub enum ImportError {
     Walk { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Files(String),
 }
 
 /// Export formats.
@@ -97,6 +103,13 @@ pub struct SourceReport {
     /// Every rejected row, counted per reason.
     #[serde(skip)]
     rejected_reasons: BTreeMap<String, u64>,
+    /// Attachment files the export carried (DCE `--media`) now stored.
+    pub media_stored: u64,
+    /// Attachment files the export named but that were not stored: outside
+    /// the export's folder, missing, or failing a download's checks (the
+    /// first few are listed in `media_problems`).
+    pub media_not_stored: u64,
+    pub media_problems: Vec<String>,
     /// Why the source failed (what it yielded before stays stored).
     pub error: Option<String>,
 }
@@ -113,6 +126,9 @@ pub struct ImportSummary {
     pub rejected: u64,
     /// Rejected rows per reason.
     pub rejected_reasons: BTreeMap<String, u64>,
+    /// Attachment files from the exports' media folders: stored, and not.
+    pub media_stored: u64,
+    pub media_not_stored: u64,
     pub failed: usize,
     pub seconds: f64,
     pub interrupted: bool,
@@ -129,6 +145,8 @@ pub enum ImportEvent {
 struct Batch {
     channel: Arc<ImportedChannel>,
     messages: Vec<Raw<Message>>,
+    /// Files of these messages' attachments that came with the export.
+    media: Vec<LocalFile>,
 }
 
 /// Where a reader puts what it parses. Readers run on their own thread;
@@ -137,6 +155,7 @@ pub(crate) struct Sink {
     tx: SyncSender<Batch>,
     channel: Option<Arc<ImportedChannel>>,
     pending: Vec<Raw<Message>>,
+    pending_media: Vec<LocalFile>,
     batch: usize,
     report: SourceReport,
     stop: CancellationToken,
@@ -181,6 +200,15 @@ impl Sink {
         Ok(())
     }
 
+    /// An attachment file of the message pushed last that the export
+    /// carries: `Ok` where [`local_media`] found it, else why not.
+    pub(crate) fn media(&mut self, found: Result<LocalFile, String>) {
+        match found {
+            Ok(f) => self.pending_media.push(f),
+            Err(why) => self.report.media_problem(why),
+        }
+    }
+
     pub(crate) fn reject(&mut self, file: &Path, at: u64, reason: String) {
         self.report.rejected += 1;
         *self.report.rejected_reasons.entry(reason_kind(&reason)).or_default() += 1;
@@ -198,8 +226,45 @@ impl Sink {
         }
         let channel = self.channel.clone().expect("a channel comes before its messages");
         let messages = std::mem::replace(&mut self.pending, Vec::with_capacity(self.batch));
-        self.tx.send(Batch { channel, messages }).map_err(|_| Stopped)
+        let media = std::mem::take(&mut self.pending_media);
+        self.tx.send(Batch { channel, messages, media }).map_err(|_| Stopped)
     }
+}
+
+impl SourceReport {
+    fn media_problem(&mut self, why: String) {
+        self.media_not_stored += 1;
+        if self.media_problems.len() < REJECTED_LISTED {
+            self.media_problems.push(why);
+        }
+    }
+}
+
+/// Where an attachment's `url` in an export points to a file the export
+/// carries: DCE's `--media` rewrites it to the downloaded copy's path,
+/// relative to the export's folder (`<export>.json_Files/name-HASH.png`).
+/// `None` for a link (the load fetches those from the CDN). The path is the
+/// export's word, so it must lead to a regular file inside the folder that
+/// holds the export, symbolic links resolved: an export cannot make the
+/// import read (and OCR, and index for every reader of the channel) any
+/// other file on this machine.
+pub(crate) fn local_media(export: &Path, attachment: &Attachment, message: u64) -> Option<Result<LocalFile, String>> {
+    let url = attachment.url.trim();
+    if url.is_empty() || url.contains("://") {
+        return None;
+    }
+    // DCE on Windows writes backslashes.
+    let relative = PathBuf::from(url.replace('\\', "/"));
+    let folder = export.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let found = (|| {
+        let folder = folder.canonicalize().map_err(|e| format!("{}: {e}", folder.display()))?;
+        let path = folder.join(&relative).canonicalize().map_err(|e| format!("{url}: {e}"))?;
+        if !path.starts_with(&folder) {
+            return Err(format!("{url}: outside the export's folder {}, not read", folder.display()));
+        }
+        Ok(path)
+    })();
+    Some(found.map(|path| LocalFile { attachment: attachment.id, message, filename: attachment.filename.clone(), path }))
 }
 
 /// A reader's input: a file, counting the bytes read for the progress bar.
@@ -272,6 +337,8 @@ pub fn import(
         unchanged: 0,
         rejected: 0,
         rejected_reasons: BTreeMap::new(),
+        media_stored: 0,
+        media_not_stored: 0,
         failed: 0,
         seconds: 0.0,
         interrupted: false,
@@ -282,7 +349,7 @@ pub fn import(
             summary.interrupted = true;
             break;
         }
-        let report = import_source(store, &source, options.batch.max(1), &read, stop, &mut |n| {
+        let report = import_source(store, &source, options, &read, stop, &mut |n| {
             messages += n;
             progress(ImportEvent::Progress { bytes: read.load(Ordering::Relaxed), messages });
         })?;
@@ -290,6 +357,8 @@ pub fn import(
         summary.updated += report.updated;
         summary.unchanged += report.unchanged;
         summary.rejected += report.rejected;
+        summary.media_stored += report.media_stored;
+        summary.media_not_stored += report.media_not_stored;
         if report.error.is_some() {
             summary.failed += 1;
         }
@@ -318,11 +387,12 @@ fn reason_kind(reason: &str) -> String {
 fn import_source(
     store: &Store,
     source: &Source,
-    batch: usize,
+    options: &ImportOptions,
     read: &Arc<AtomicU64>,
     stop: &CancellationToken,
     written: &mut dyn FnMut(u64),
 ) -> Result<SourceReport, ImportError> {
+    let batch = options.batch.max(1);
     let (tx, rx) = sync_channel::<Batch>(2);
     let report = SourceReport {
         files: source.files(),
@@ -340,9 +410,20 @@ fn import_source(
         rejected: 0,
         rejected_rows: Vec::new(),
         rejected_reasons: BTreeMap::new(),
+        media_stored: 0,
+        media_not_stored: 0,
+        media_problems: Vec::new(),
         error: None,
     };
-    let sink = Sink { tx, channel: None, pending: Vec::with_capacity(batch), batch, report, stop: stop.clone() };
+    let sink = Sink {
+        tx,
+        channel: None,
+        pending: Vec::with_capacity(batch),
+        pending_media: Vec::new(),
+        batch,
+        report,
+        stop: stop.clone(),
+    };
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
             let mut sink = sink;
@@ -357,13 +438,17 @@ fn import_source(
             }
             report
         });
-        let counts = write_batches(store, rx, written);
+        let written = write_batches(store, rx, options.media.as_ref(), written);
         // The reader ends once the writer stops taking batches.
         let mut report = match reader.join() {
             Ok(report) => report,
             Err(panic) => std::panic::resume_unwind(panic),
         };
-        let (counts, refused) = counts?;
+        let Written { counts, refused, media } = written?;
+        report.media_stored = media.stored;
+        for why in media.problems {
+            report.media_problem(why);
+        }
         report.new = counts.new;
         report.updated = counts.updated;
         report.unchanged = counts.unchanged;
@@ -381,23 +466,56 @@ fn import_source(
 /// Why rows whose ids the archive holds elsewhere are rejected.
 const CONFLICT: &str = "message or attachment id stored in another channel or message (ids never move)";
 
-/// Writes a source's batches. A channel the archive places in another guild
-/// refuses the source (the reason is returned; what came before stays).
+/// What the writer did with a source's batches.
+struct Written {
+    counts: PageCounts,
+    /// Why the source was refused (a channel of another guild), if it was.
+    refused: Option<String>,
+    media: MediaDone,
+}
+
+#[derive(Default)]
+struct MediaDone {
+    stored: u64,
+    /// Why each file not stored was not.
+    problems: Vec<String>,
+}
+
+/// Writes a source's batches, then stores the files that came with each
+/// batch's messages (after the batch, so that their attachment rows exist).
+/// A channel the archive places in another guild refuses the source (the
+/// reason is returned; what came before stays).
 fn write_batches(
     store: &Store,
     rx: Receiver<Batch>,
+    media: Option<&FileOptions>,
     written: &mut dyn FnMut(u64),
-) -> Result<(PageCounts, Option<String>), StoreError> {
-    let mut counts = PageCounts::default();
+) -> Result<Written, ImportError> {
+    let mut done = Written { counts: PageCounts::default(), refused: None, media: MediaDone::default() };
     for batch in rx {
         match store.write_import(&batch.channel, &batch.messages) {
-            Ok(c) => counts += c,
-            Err(e @ StoreError::OtherGuild { .. }) => return Ok((counts, Some(e.to_string()))),
-            Err(e) => return Err(e),
+            Ok(c) => done.counts += c,
+            Err(e @ StoreError::OtherGuild { .. }) => {
+                done.refused = Some(e.to_string());
+                return Ok(done);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        for f in batch.media.iter().filter(|_| media.is_some()) {
+            let options = media.expect("filtered");
+            match crate::load::files::store_local_file(store, f, options) {
+                Ok(None) => {}
+                Ok(Some(Ok(()))) => done.media.stored += 1,
+                Ok(Some(Err((state, detail)))) => {
+                    done.media.problems.push(format!("{}: {}: {detail}", f.path.display(), state.as_str()));
+                }
+                Err(crate::load::LoadError::Store(e)) => return Err(e.into()),
+                Err(e) => return Err(ImportError::Files(e.to_string())),
+            }
         }
         written(batch.messages.len() as u64);
     }
-    Ok((counts, None))
+    Ok(done)
 }
 
 fn extension(path: &Path) -> Option<String> {

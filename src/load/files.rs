@@ -406,6 +406,73 @@ async fn refresh(client: &Client, store: &Store, wanted: &mut [WantedFile], batc
     Ok(n)
 }
 
+/// A file that came with an export rather than from the CDN: DCE's
+/// `--media` copies of attachments, in a folder beside the export.
+#[derive(Debug, Clone)]
+pub struct LocalFile {
+    pub attachment: u64,
+    pub message: u64,
+    pub filename: String,
+    /// Already resolved inside the export's folder (see `crate::import`).
+    pub path: PathBuf,
+}
+
+/// Stores a [`LocalFile`] with exactly a download's checks (size cap, type
+/// from the bytes, the pixel caps of every frame, the end marker) and records
+/// it like a download: `Ok(())`, or the state recorded and why. `None`:
+/// nothing to do (the mode does not take it, the attachment is not that
+/// message's, or its file is stored already).
+pub fn store_local_file(
+    store: &Store,
+    f: &LocalFile,
+    options: &FileOptions,
+) -> Result<Option<Result<(), (FetchState, String)>>, LoadError> {
+    let wanted = match options.mode {
+        AttachmentMode::None => false,
+        AttachmentMode::Images => claims_image(None, &f.filename),
+        AttachmentMode::All => true,
+    };
+    if !wanted || !store.wants_file(f.attachment, f.message)? {
+        return Ok(None);
+    }
+    let checked = read_local(&f.path, options.max_file_bytes)
+        .and_then(|bytes| check(&bytes, options.mode).map(|file_type| (bytes, file_type)));
+    let (bytes, file_type) = match checked {
+        Ok(ok) => ok,
+        Err((state, detail)) => {
+            store.record_file_problem(f.attachment, state, &detail)?;
+            return Ok(Some(Err((state, detail))));
+        }
+    };
+    let dir = store.files_dir();
+    let (sha256, _) = write_file(&dir, &dir.join("tmp"), f.attachment, &bytes)
+        .map_err(|e| LoadError::Files(format!("cannot write attachment files under {}: {e}", dir.display())))?;
+    let stored = StoredFile { sha256, file_type: file_type.to_owned(), size: bytes.len() as u64 };
+    store.record_file(f.attachment, &stored)?;
+    Ok(Some(Ok(())))
+}
+
+/// A local file's bytes, at most `cap` of them; a file that is gone or not a
+/// regular file counts as gone, a larger one as too large.
+fn read_local(path: &Path, cap: u64) -> Result<Vec<u8>, (FetchState, String)> {
+    use std::io::Read as _;
+    let gone = |e: std::io::Error| (FetchState::Gone, format!("the export's copy cannot be read: {e}"));
+    let file = std::fs::File::open(path).map_err(gone)?;
+    let meta = file.metadata().map_err(gone)?;
+    if !meta.is_file() {
+        return Err((FetchState::Gone, "the export's copy is not a regular file".into()));
+    }
+    if meta.len() > cap {
+        return Err((FetchState::TooLarge, format!("{} bytes, over the {cap}-byte cap", meta.len())));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(cap + 1).read_to_end(&mut bytes).map_err(gone)?;
+    if bytes.len() as u64 > cap {
+        return Err((FetchState::TooLarge, format!("over the {cap}-byte cap")));
+    }
+    Ok(bytes)
+}
+
 /// The type a file's bytes say it is, if the mode keeps it: images must be
 /// readable images (known format, within the pixel cap, not cut short).
 fn check(bytes: &[u8], mode: AttachmentMode) -> Result<&'static str, (FetchState, String)> {

@@ -122,6 +122,18 @@ impl Store {
     }
 
     /// Records a fresh link for an attachment.
+    /// Whether attachment `attachment` of message `message` still needs its
+    /// file: it is stored under that message (an id never moves, so an
+    /// export cannot give another message's attachment a file) and has none.
+    pub fn wants_file(&self, attachment: u64, message: u64) -> Result<bool, StoreError> {
+        Ok(self.conn()?.query_row(
+            "SELECT EXISTS (SELECT 1 FROM attachments WHERE id = ?1 AND message_id = ?2
+                AND fetch_state IS NOT 'stored')",
+            params![id(attachment), id(message)],
+            |r| r.get(0),
+        )?)
+    }
+
     pub fn set_attachment_url(&self, attachment: u64, url: &str) -> Result<(), StoreError> {
         self.conn()?.execute("UPDATE attachments SET url = ?2 WHERE id = ?1", params![id(attachment), url])?;
         Ok(())
