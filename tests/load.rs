@@ -315,3 +315,186 @@ async fn a_channel_that_keeps_failing_is_reported_and_the_rerun_finishes_it() {
     assert!(again.ok);
     assert_eq!(stored(&db), ground_truth(&fake.world()));
 }
+
+/// The shared rate-limit file says "pause for a year" (a clock stepped back,
+/// a stale or edited file): a load waits no longer than the bound, then runs
+/// to the end; and a stop (what Ctrl-C and SIGTERM do) ends such a wait at
+/// once, before any request leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_far_ahead_in_the_shared_file_is_bounded_and_a_stop_ends_it() {
+    use discord_indexer::discord::{ledger, Client, ClientOptions, Token};
+    use discord_indexer::load::LoadOptions;
+    use tokio_util::sync::CancellationToken;
+
+    let fake = start(standard_world(), fast_limits()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let year_ahead = ledger::now_ms() + 365 * 24 * 3_600_000;
+    let plant = || {
+        let text = format!(r#"{{"paused_until":{year_ahead}}}"#);
+        std::fs::write(dir.path().join(ledger::Ledger::FILE), text).unwrap();
+    };
+    let options = |stop: Option<CancellationToken>, max_wait: Duration| {
+        let mut o = ClientOptions::new(fake.base_url(), Token::new(fake.token()));
+        o.retry_base = Duration::from_millis(10);
+        o.retry_cap = Duration::from_millis(100);
+        o.ledger_dir = Some(dir.path().to_owned());
+        o.max_wait = max_wait;
+        o.stop = stop;
+        o
+    };
+    let load_options = LoadOptions { guilds: vec![guild_id(&fake)], channels: vec![], concurrency: 4 };
+
+    // Bounded: with the bound at 300 ms, the load waits that long, once.
+    plant();
+    let client = Client::new(options(None, Duration::from_millis(300))).unwrap();
+    let never = CancellationToken::new();
+    let run = discord_indexer::load::load(&client, &store, &load_options, &|_| {}, &never);
+    let summary = tokio::time::timeout(Duration::from_secs(120), run).await.expect("the wait is bounded").unwrap();
+    assert!(summary.ok, "{summary:#?}");
+    assert!(summary.requests.waited_ms >= 250, "{:?}", summary.requests);
+    assert_eq!(stored(&dir.path().join("archive.db")), ground_truth(&fake.world()));
+
+    // Stopped: at the default bound (minutes), the stop ends the wait.
+    plant();
+    fake.clear_log();
+    let stop = CancellationToken::new();
+    let client = Client::new(options(Some(stop.clone()), discord_indexer::discord::ratelimit::MAX_WAIT)).unwrap();
+    let run = tokio::spawn({
+        let (client, store, stop) = (client.clone(), store.clone(), stop.clone());
+        async move { discord_indexer::load::load(&client, &store, &load_options, &|_| {}, &stop).await }
+    });
+    // Once the first request is held back (a condition, not a guess at timing):
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while client.stats().waiting == 0 {
+        assert!(std::time::Instant::now() < deadline, "the load never waited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.cancel();
+    let ended = tokio::time::timeout(Duration::from_secs(30), run).await.expect("the stop ended the wait").unwrap();
+    assert!(matches!(ended, Err(LoadError::Api(ApiError::Stopped))), "{ended:?}");
+    assert!(fake.requests().is_empty(), "no request left during the pause");
+}
+
+/// The command itself, as the tester ran it: a load held back by a year-long
+/// pause in the shared file says so on stderr, and SIGTERM ends the wait (it
+/// used to outlast `timeout 60` by many minutes).
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_load_waiting_on_the_shared_file() {
+    use std::io::BufRead as _;
+    use std::process::Stdio;
+
+    let fake = start(standard_world(), fast_limits()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let year_ahead = discord_indexer::discord::ledger::now_ms() + 365 * 24 * 3_600_000;
+    std::fs::write(dir.path().join("ratelimits.json"), format!(r#"{{"paused_until":{year_ahead}}}"#)).unwrap();
+    let mut c = crate::cli::load_cmd(&fake, dir.path());
+    c.stdout(Stdio::null()).stderr(Stdio::piped());
+    /// Kills the child if the test ends early (a failed assertion).
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Reap(c.spawn().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (told, lines) = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                Ok(line) if line.contains("waiting 600.0 s") => return (Some(line), lines),
+                Ok(_) => {}
+                Err(_) => return (None, lines),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let told = told.expect("the long wait is said on stderr");
+    assert!(told.contains("ratelimits.json") && told.contains("clock may have been set back"), "{told}");
+
+    let kill = std::process::Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    })
+    .await
+    .unwrap();
+    let status = status.expect("SIGTERM ended the wait");
+    let rest: Vec<String> = lines.try_iter().collect();
+    // It stops on its own, saying why (or, had the signal come before its
+    // handler was installed, the signal's default action ends it: no hang either way).
+    if status.code().is_some() {
+        assert!(rest.iter().any(|l| l.contains("stopped while waiting")), "{status:?} {rest:#?}");
+    }
+    assert!(fake.requests().is_empty(), "no request left during the pause");
+}
+
+/// The same with nobody reading stderr any more (a closed pipe): printing the
+/// notice must not break the handler (`eprintln!` panicked there). `--quiet`
+/// keeps the log from writing to the closed pipe before the signal does.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_a_waiting_load_even_with_stderr_closed() {
+    use std::process::Stdio;
+
+    let fake = start(standard_world(), fast_limits()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ratelimits.json");
+    let year_ahead = discord_indexer::discord::ledger::now_ms() + 365 * 24 * 3_600_000;
+    std::fs::write(&file, format!(r#"{{"paused_until":{year_ahead}}}"#)).unwrap();
+    let mut c = crate::cli::load_cmd(&fake, dir.path());
+    c.arg("--quiet").stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    drop(child.stderr.take());
+    // The run has read the file once it wrote the pause back, bounded.
+    let bounded = || {
+        let text = std::fs::read(&file).unwrap_or_default();
+        let value: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+        value["paused_until"].as_u64().is_some_and(|p| p < year_ahead)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !bounded() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the load never read the shared file");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let ended = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    })
+    .await
+    .unwrap();
+    let status = ended.expect("SIGTERM ended the wait");
+    // On its own, not by a panic (101) of the signal's handler.
+    assert_ne!(status.code(), Some(101), "{status:?}");
+    assert!(fake.requests().is_empty(), "no request left during the pause");
+}

@@ -13,6 +13,12 @@
 //! counted while it waits (`Stats::retrying`) for progress displays. 429s are not
 //! failures: they wait exactly what Discord asks and are retried (at most
 //! `max_429` times in a row, a guard against a server that never relents).
+//!
+//! No wait is longer than `max_wait` (see [`ratelimit`]), and every wait, for
+//! a rate limit or before a retry, ends when the client's stop token is
+//! cancelled: by default the process's, which the first Ctrl-C or SIGTERM
+//! cancels ([`stop_waiting`]). The request then fails with
+//! [`ApiError::Stopped`]; a request that need not wait still goes.
 
 pub mod cdn;
 pub mod ledger;
@@ -20,13 +26,14 @@ pub mod model;
 pub mod ratelimit;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use model::{Application, Channel, ErrorBody, Guild, Member, Message, RateLimitBody, Raw, ThreadList, User};
 use ratelimit::{Headers, RateLimiter, RouteKey, StatsSnapshot};
@@ -37,6 +44,16 @@ pub const DEFAULT_API_BASE: &str = "https://discord.com";
 pub const PAGE_SIZE: u8 = 100;
 /// Links per `POST /attachments/refresh-urls`: Discord's maximum.
 pub const REFRESH_BATCH: usize = 50;
+
+/// The stop token of every client made without one of its own.
+static STOP: LazyLock<CancellationToken> = LazyLock::new(CancellationToken::new);
+
+/// Ends every rate-limit wait and retry pause of this process's clients (and
+/// those to come): the first Ctrl-C or SIGTERM calls it (see
+/// `cli::shutdown_on_signal`), so that no wait outlasts a stop.
+pub fn stop_waiting() {
+    STOP.cancel();
+}
 
 /// A bot token. Never printed: `Debug` and `Display` show a placeholder.
 #[derive(Clone, PartialEq, Eq)]
@@ -95,6 +112,12 @@ pub struct ClientOptions {
     pub retry_base: Duration,
     pub retry_cap: Duration,
     pub max_429: u32,
+    /// The longest any one rate-limit wait may be, whatever a header, a 429
+    /// or the shared file asks for (see [`ratelimit::MAX_WAIT`]).
+    pub max_wait: Duration,
+    /// Cancelled: every wait ends and the request fails with
+    /// [`ApiError::Stopped`]. `None`: the process's ([`stop_waiting`]).
+    pub stop: Option<CancellationToken>,
 }
 
 impl ClientOptions {
@@ -111,6 +134,8 @@ impl ClientOptions {
             retry_base: Duration::from_millis(500),
             retry_cap: Duration::from_secs(20),
             max_429: 20,
+            max_wait: ratelimit::MAX_WAIT,
+            stop: None,
         }
     }
 }
@@ -143,12 +168,16 @@ pub enum ApiError {
     /// The base URL or request could not be built.
     #[error("bad request setup: {0}")]
     Setup(String),
+    /// A stop (Ctrl-C, SIGTERM) ended the request's wait for a rate limit or a retry.
+    #[error("stopped while waiting to send a Discord request (rate limit or retry)")]
+    Stopped,
 }
 
 impl ApiError {
-    /// Errors after which no further request can succeed.
+    /// Errors after which no further request can succeed (after a stop,
+    /// none that has to wait).
     pub fn is_fatal(&self) -> bool {
-        matches!(self, ApiError::Unauthorized | ApiError::Banned { .. } | ApiError::Setup(_))
+        matches!(self, ApiError::Unauthorized | ApiError::Banned { .. } | ApiError::Setup(_) | ApiError::Stopped)
     }
 }
 
@@ -196,7 +225,10 @@ impl Client {
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| ApiError::Setup(e.to_string()))?;
-        let mut limiter = RateLimiter::new(options.global_per_second, options.global_margin);
+        let stop = options.stop.clone().unwrap_or_else(|| STOP.clone());
+        let mut limiter = RateLimiter::new(options.global_per_second, options.global_margin)
+            .with_max_wait(options.max_wait)
+            .with_stop(stop.clone());
         if let Some(dir) = &options.ledger_dir {
             match ledger::Ledger::open(dir) {
                 Ok(l) => limiter = limiter.with_ledger(l, options.request_timeout + Duration::from_secs(5)),
@@ -207,7 +239,7 @@ impl Client {
             }
         }
         let limiter = Arc::new(limiter);
-        Ok(Client { http, options: Arc::new(ClientOptions { api_base: base, ..options }), limiter })
+        Ok(Client { http, options: Arc::new(ClientOptions { api_base: base, stop: Some(stop), ..options }), limiter })
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -239,7 +271,9 @@ impl Client {
         let (mut tries, mut limited) = (0u32, 0u32);
         let started = Instant::now();
         loop {
-            let permit = self.limiter.acquire(route.key.clone()).await;
+            let Ok(permit) = self.limiter.acquire(route.key.clone()).await else {
+                return Err(stopped().await);
+            };
             let mut request = self
                 .http
                 .request(method.clone(), &url)
@@ -320,8 +354,16 @@ impl Client {
                 patience.as_secs()
             );
             stats.retrying.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tokio::time::sleep(wait).await;
+            let stop = self.options.stop.as_ref().expect("Client::new sets it");
+            let stopped_early = tokio::select! {
+                biased;
+                _ = stop.cancelled() => true,
+                _ = tokio::time::sleep(wait) => false,
+            };
             stats.retrying.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            if stopped_early {
+                return Err(stopped().await);
+            }
         }
     }
 
@@ -419,6 +461,15 @@ impl Client {
         let path = format!("/channels/{channel}/messages");
         self.get(Route::new("GET /channels/{}/messages", channel, path), &query).await
     }
+}
+
+/// [`ApiError::Stopped`], after yielding once: a caller that races the
+/// request against its own stop token (`select!` on both, cancelled by the
+/// same signal) then sees its token first, and stops as it planned instead
+/// of handling an error.
+async fn stopped() -> ApiError {
+    tokio::task::yield_now().await;
+    ApiError::Stopped
 }
 
 fn transport_error(e: &reqwest::Error) -> String {
