@@ -42,14 +42,42 @@ fn c_path(path: &Path) -> Option<std::ffi::CString> {
 
 /// Bytes the files under `dir` hold (allocated, not sparse length).
 pub fn dir_size(dir: &Path) -> u64 {
-    #[cfg(unix)]
-    let size = |m: &std::fs::Metadata| std::os::unix::fs::MetadataExt::blocks(m) * 512;
-    #[cfg(not(unix))]
-    let size = |m: &std::fs::Metadata| m.len();
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| size(&m))
-        .sum()
+    files(dir).map(|m| allocated(&m)).sum()
+}
+
+/// Bytes the files under `dir` span but have not allocated (their holes).
+/// Mapped and read, a hole can need them: on tmpfs a read of a hole in a
+/// shared mapping allocates a page, and where none is left the process dies
+/// of SIGBUS instead of seeing an error.
+pub fn holes(dir: &Path) -> u64 {
+    files(dir).filter(|m| m.is_file()).map(|m| m.len().saturating_sub(allocated(&m))).sum()
+}
+
+fn files(dir: &Path) -> impl Iterator<Item = std::fs::Metadata> {
+    walkdir::WalkDir::new(dir).into_iter().filter_map(Result::ok).filter_map(|e| e.metadata().ok())
+}
+
+#[cfg(unix)]
+fn allocated(m: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::blocks(m) * 512
+}
+
+#[cfg(not(unix))]
+fn allocated(m: &std::fs::Metadata) -> u64 {
+    m.len()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn holes_are_what_sparse_files_span_beyond_their_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("dense"), vec![1u8; 64 << 10]).unwrap();
+        assert!(super::holes(dir.path()) < 64 << 10, "a written file has (almost) no holes");
+        let sparse = std::fs::File::create(dir.path().join("sparse")).unwrap();
+        sparse.set_len(1 << 30).unwrap();
+        let holes = super::holes(dir.path());
+        assert!(holes >= (1 << 30) - (64 << 10) && holes <= (1 << 30) + (64 << 10), "{holes}");
+        assert!(super::dir_size(dir.path()) < 1 << 20);
+    }
 }

@@ -680,3 +680,154 @@ async fn a_full_disk_is_a_clear_error_and_the_rerun_finishes() {
     s.index("tiny", |_| {}).await.unwrap();
     assert_eq!(manifest(&data, "tiny"), s.manifest("tiny"), "the same index as one built with room to spare");
 }
+
+/// Runs a command of the binary: (exit code, stdout, stderr).
+async fn run(mut c: Command) -> (Option<i32>, String, String) {
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The embedded store of the test guild's `tiny` index under `data`.
+fn shard_dir(s: &Setup, data: &Path) -> PathBuf {
+    data.join("qdrant").join(s.guild.to_string()).join("tiny")
+}
+
+/// Opening the embedded store, even only to search it, maps its files and
+/// may add pages (its log, a segment, the holes of its files): on a disk
+/// without room for them `status`, `ask` and `index` each stop with one
+/// "disk full" error and exit 2, never a signal death (SIGBUS). The disk is
+/// simulated full by a sparse file in the store whose hole is larger than
+/// what the disk has free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_ask_on_a_disk_without_room_to_open_the_store_say_disk_full() {
+    let s = setup().await;
+    let g = s.guild.to_string();
+    let mut c = bin(&s);
+    c.args(["index", "--guild", &g, "--model", "tiny", "--activate"]);
+    let (code, _, err) = run(c).await;
+    assert_eq!(code, Some(0), "{err}");
+    let shard = shard_dir(&s, &s.data);
+    let free = discord_indexer::disk::free_bytes(&shard).expect("free space is known here");
+    let filler = shard.join("filler");
+    if std::fs::File::create(&filler).and_then(|f| f.set_len(free + (1 << 30))).is_err() {
+        eprintln!("skipped: this file system has no sparse files of {} GB", free >> 30);
+        return;
+    }
+    let commands: [&[&str]; 4] = [
+        &["status"],
+        &["status", "--json"],
+        &["ask", "restart the build", "--guild", &g],
+        &["index", "--guild", &g, "--model", "tiny"],
+    ];
+    for args in commands {
+        let mut c = bin(&s);
+        c.args(args);
+        let (code, _, err) = run(c).await;
+        assert_eq!(code, Some(2), "{args:?}: an error exit, not a signal or a success: {err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {err}");
+        assert!(errors[0].contains("disk full") && errors[0].contains("free some space and rerun"), "{args:?}: {err}");
+    }
+    // Space freed: all is as it was.
+    std::fs::remove_file(&filler).unwrap();
+    let mut c = bin(&s);
+    c.args(["status"]);
+    let (code, out, err) = run(c).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let mut c = bin(&s);
+    c.args(["ask", "restart the build", "--guild", &g, "--json"]);
+    let (code, out, err) = run(c).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap().is_empty());
+}
+
+/// Garbled files of each kind in the embedded store (its payload storage,
+/// config files, write-ahead log, id tracker): a plain `index` repairs what
+/// it finds, or stops with one error that names the rebuild; it never calls
+/// the store healthy while `status` or `ask` still fail, and those name the
+/// way out too. The rebuild named makes all well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_repairs_or_names_the_rebuild_for_every_damage_status_and_ask_meet() {
+    let s = setup().await;
+    let g = s.guild.to_string();
+    let cli = |args: &[&str]| {
+        let mut c = bin(&s);
+        c.args(args);
+        run(c)
+    };
+    let (code, _, err) = cli(&["index", "--guild", &g, "--model", "tiny", "--activate"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let repair = format!("discord-indexer index --guild {g} --model tiny");
+    let rebuild = format!("{repair} --rebuild");
+    let kinds: [(&str, fn(&str) -> bool); 9] = [
+        ("payload storage", |f| f.contains("/payload_storage/page_")),
+        ("payload storage tracker", |f| f.ends_with("/payload_storage/tracker.dat")),
+        ("payload storage config", |f| f.ends_with("/payload_storage/config.json")),
+        ("store config", |f| f == "edge_config.json"),
+        ("segment config", |f| f.ends_with("/segment.json")),
+        ("write-ahead log", |f| f.starts_with("wal/")),
+        ("id tracker", |f| f.contains("id_tracker")),
+        ("payload index tracker", |f| f.contains("/payload_index/") && f.ends_with("/tracker.dat")),
+        ("vector storage status", |f| f.ends_with("/vectors/status.dat")),
+    ];
+    for (kind, pick) in kinds {
+        // The store's directory: a rebuild swaps in the model's other one.
+        let stores: Vec<PathBuf> =
+            std::fs::read_dir(s.data.join("qdrant").join(&g)).unwrap().map(|e| e.unwrap().path()).collect();
+        let [shard] = &stores[..] else { panic!("one store: {stores:?}") };
+        let mut garbled = Vec::new();
+        for entry in walkdir::WalkDir::new(shard) {
+            let entry = entry.unwrap();
+            let name = entry.path().strip_prefix(shard).unwrap().to_string_lossy().into_owned();
+            if entry.file_type().is_file() && pick(&name) {
+                let len = entry.metadata().unwrap().len() as usize;
+                let noise: Vec<u8> = (0..len).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+                std::fs::write(entry.path(), noise).unwrap();
+                garbled.push(name);
+            }
+        }
+        assert!(!garbled.is_empty(), "{kind}: no such file in {}", shard.display());
+
+        // Where `status` and `ask` meet the damage, they say what repairs it.
+        let (code, out, err) = cli(&["status", "--json"]).await;
+        assert!(matches!(code, Some(0 | 1)), "{kind}: {err}");
+        let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let problem = status["guilds"][0]["indexes"][0]["problem"].as_str().map(str::to_owned);
+        if let Some(problem) = &problem {
+            assert!(problem.contains(&repair), "{kind}: {problem}");
+        }
+        let (ask_code, _, ask_err) = cli(&["ask", "restart the build", "--guild", &g]).await;
+        assert!(matches!(ask_code, Some(0 | 2)), "{kind}: {ask_err}");
+        if ask_code == Some(2) {
+            assert!(!ask_err.contains("panicked"), "{kind}: {ask_err}");
+            assert!(ask_err.contains(&repair), "{kind}: {ask_err}");
+        }
+
+        let (code, _, err) = cli(&["index", "--guild", &g, "--model", "tiny"]).await;
+        assert!(matches!(code, Some(0 | 2)), "{kind}: an error exit or a success, not a signal: {err}");
+        if code == Some(2) {
+            let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+            assert_eq!(errors.len(), 1, "{kind}: {err}");
+            assert!(errors[0].contains(&rebuild) && !err.contains("panicked"), "{kind}: {err}");
+            // What `status` and `ask` say agrees: only the rebuild repairs it.
+            if let Some(problem) = &problem {
+                assert!(problem.contains(&rebuild), "{kind}: {problem}");
+            }
+            if ask_code == Some(2) {
+                assert!(ask_err.contains(&rebuild), "{kind}: {ask_err}");
+            }
+            let (code, _, err) = cli(&["index", "--guild", &g, "--model", "tiny", "--rebuild"]).await;
+            assert_eq!(code, Some(0), "{kind}: {err}");
+        }
+        // Repaired (by the plain run or the rebuild): `status` and `ask` agree.
+        let (code, out, err) = cli(&["status", "--json"]).await;
+        assert_eq!(code, Some(0), "{kind} ({garbled:?}): `index` said all is well: {out}{err}");
+        let (code, out, err) = cli(&["ask", "restart the build", "--guild", &g, "--json"]).await;
+        assert_eq!(code, Some(0), "{kind} ({garbled:?}): `index` said all is well: {err}");
+        assert!(!serde_json::from_str::<Vec<serde_json::Value>>(&out).unwrap().is_empty(), "{kind}");
+    }
+}

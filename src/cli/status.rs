@@ -52,6 +52,8 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
                 Ok(None) => {
                     i.problem = Some(format!("its vector store is missing; rebuild it with `{repair} --rebuild`"))
                 }
+                // Not this index's problem: nothing can be opened on that disk.
+                Err(e @ crate::vector::VectorError::NoSpace { .. }) => return Err(e.into()),
                 Err(e) => i.problem = Some(e.to_string()),
             }
         }

@@ -449,9 +449,13 @@ pub fn plausible(v: &[f32]) -> bool {
     v.iter().all(|x| x.is_finite()) && (norm - 1.0).abs() < 0.01
 }
 
-/// A cheap check of a collection against its index: the point count
-/// against the manifest's, and a random sample of stored vectors read back.
-/// `None` when both hold; else what is wrong, in words.
+/// A cheap check of a collection against its index, reading what a search
+/// reads: the point count against the manifest's, one nearest-neighbour
+/// search (stored vectors, and the payload of its hit), and a random sample
+/// of stored vectors and payloads. `None` when all hold; else what is wrong,
+/// in words: damage a plain run repairs (lost points, damaged vectors).
+/// Damage it cannot repair (files or payloads the engine cannot read) is an
+/// error that names the rebuild ([`VectorError::Damaged`]).
 pub async fn check(
     store: &Store,
     collection: &crate::vector::Collection,
@@ -459,10 +463,16 @@ pub async fn check(
     name: &str,
 ) -> Result<Option<String>, IndexError> {
     let (found, expected) = (collection.count().await?, store.manifest_points(guild, name)?);
+    if found > 0 {
+        let mut unit = vec![0.0; collection.dim()];
+        unit[0] = 1.0;
+        collection.search(unit, Default::default(), 1).await?;
+    }
+    let sample = store.manifest_sample(guild, name, SAMPLE)?;
+    collection.payloads(sample.clone()).await?;
     if found < expected {
         return Ok(Some(format!("the vector store holds {found} of the {expected} points the index records")));
     }
-    let sample = store.manifest_sample(guild, name, SAMPLE)?;
     let vectors = collection.vectors(sample.clone()).await?;
     let bad = sample.len() - vectors.iter().filter(|(_, v)| plausible(v)).count();
     Ok((bad > 0).then(|| format!("{bad} of {} sampled vectors are missing or corrupted", sample.len())))
@@ -470,8 +480,13 @@ pub async fn check(
 
 /// The chunks whose points the collection has lost or holds damaged, as
 /// (channel, first message), after taking them out of the manifest (so a
-/// run re-embeds them). Cheap when all is well ([`check`]); otherwise every
-/// point is read back.
+/// run re-embeds them). First [`check`], the very check `status` and `ask`
+/// make (so a store they call damaged is never called sound here); cheap
+/// when all is well. When it finds a problem, every point is read back, its
+/// vector and its payload. Damage a run cannot repair (a payload or file the
+/// engine cannot read) is an error that names the rebuild, before anything
+/// is written. (Not every point on every run: a large archive's periodic
+/// catch-up would read millions of points to store a few.)
 async fn lost_chunks(
     store: &Store,
     guild: u64,
@@ -481,10 +496,6 @@ async fn lost_chunks(
     let Some(problem) = check(store, collection, guild, model).await? else {
         return Ok(Vec::new());
     };
-    tracing::warn!(
-        "the vector store of guild {guild} with model {model} is damaged ({problem}): \
-         finding and re-embedding what is missing or corrupted"
-    );
     let manifest = store.manifest(guild, model)?;
     let mut lost: Vec<&ChunkRecord> = Vec::new();
     for batch in manifest.chunks(256) {
@@ -492,12 +503,22 @@ async fn lost_chunks(
             .iter()
             .flat_map(|c| std::iter::once(c.chunk_id).chain((0..c.parts).map(|i| part_id(c.chunk_id, i))))
             .collect();
+        collection.payloads(ids.clone()).await?;
         let sound: HashSet<u64> =
             collection.vectors(ids).await?.into_iter().filter(|(_, v)| plausible(v)).map(|(id, _)| id).collect();
         lost.extend(batch.iter().filter(|c| {
             !sound.contains(&c.chunk_id) || (0..c.parts).any(|i| !sound.contains(&part_id(c.chunk_id, i)))
         }));
     }
+    if lost.is_empty() {
+        return Ok(Vec::new());
+    }
+    tracing::warn!(
+        "the vector store of guild {guild} with model {model} is damaged ({}): re-embedding the {} chunks whose points \
+         are missing or corrupted",
+        problem,
+        lost.len()
+    );
     let ids: Vec<u64> = lost.iter().map(|c| c.chunk_id).collect();
     let model_name = model.to_owned();
     store.call(move |s| s.forget_chunks(guild, &model_name, &ids)).await?;

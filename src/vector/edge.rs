@@ -17,7 +17,7 @@ use qdrant_edge::{
     WithVector,
 };
 
-use super::{ChunkPayload, SearchFilter, StoredHit as Hit, StoredPoint as Point, VectorError, VECTOR};
+use super::{ChunkPayload, Owner, SearchFilter, StoredHit as Hit, StoredPoint as Point, VectorError, VECTOR};
 
 const CONFIG_FILE: &str = "edge_config.json";
 
@@ -94,9 +94,46 @@ fn ensure_space(path: &Path, bytes: u64) -> Result<(), VectorError> {
     }
 }
 
+/// Errs unless a store at `path` can be loaded without running out of
+/// space: loading opens its log (which may map a new 32 MB file), may add a
+/// segment, and populates its mapped files, whose holes need pages of their
+/// own on tmpfs. Also for a load that only reads: without the pages, the
+/// process dies of SIGBUS.
+fn ensure_space_to_load(path: &Path) -> Result<(), VectorError> {
+    ensure_space(path, crate::disk::holes(path))
+}
+
+/// A load of the store at `path` that failed: damaged files, unless the
+/// cause is outside them (no space, no permission).
+fn load_failed(path: &Path, owner: &Owner, e: impl std::fmt::Display) -> VectorError {
+    let detail = e.to_string();
+    let os_error = |code: i32| detail.contains(&format!("(os error {code})"));
+    if os_error(libc::ENOSPC) {
+        let free = crate::disk::free_bytes(path).unwrap_or(0);
+        let need = (MIN_FREE + crate::disk::holes(path)).max(free + (1 << 20));
+        return VectorError::NoSpace { path: path.into(), free, need };
+    }
+    if [libc::EACCES, libc::EPERM, libc::EROFS, libc::EMFILE, libc::ENFILE, libc::ENOMEM].into_iter().any(os_error) {
+        return err(path, detail);
+    }
+    owner.damaged(path.display(), detail)
+}
+
 /// Copies a store's segments and config (not its log) to a new temporary
 /// directory, deleted when the returned handle drops.
 fn writable_copy(path: &Path) -> Result<tempfile::TempDir, VectorError> {
+    // The copy is loaded as the store would be: room for all of it, its
+    // holes included (a copy may fill them), and the margin a load needs.
+    let size: u64 = walkdir::WalkDir::new(path)
+        .min_depth(1)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| !e.path().strip_prefix(path).is_ok_and(|r| r.starts_with("wal")))
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    ensure_space(&std::env::temp_dir(), size)?;
     let copy = tempfile::Builder::new().prefix("discord-indexer-store-").tempdir().map_err(|e| err(path, e))?;
     let mut bytes = 0;
     for entry in walkdir::WalkDir::new(path).min_depth(1) {
@@ -139,7 +176,7 @@ fn register(shard: Shard) -> Arc<Shard> {
 /// Loads a shard, waiting while its WAL lock is held: a shard of this
 /// process that was just dropped releases it only when its final flush ends
 /// (on another thread), and another process may hold it for a moment.
-fn load_when_free(path: &Path) -> Result<EdgeShard, VectorError> {
+fn load_when_free(path: &Path, owner: &Owner) -> Result<EdgeShard, VectorError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
         match EdgeShard::load(path, None) {
@@ -152,7 +189,7 @@ fn load_when_free(path: &Path) -> Result<EdgeShard, VectorError> {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            other => return other.map_err(|e| err(path, e)),
+            other => return other.map_err(|e| load_failed(path, owner, e)),
         }
     }
 }
@@ -162,7 +199,8 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Shard {
     /// Opens the shard at `path`, creating it for `dim`-dimensional vectors.
-    pub fn open(path: PathBuf, model: &str, dim: usize) -> Result<Arc<Shard>, VectorError> {
+    pub fn open(path: PathBuf, owner: &Owner, dim: usize) -> Result<Arc<Shard>, VectorError> {
+        let model = &owner.model;
         let existing = path.ancestors().find(|p| p.exists()).unwrap_or(&path);
         if !crate::disk::writable(existing) {
             return Err(VectorError::ReadOnly(path));
@@ -180,9 +218,9 @@ impl Shard {
             }
             return Ok(open);
         }
-        ensure_space(&path, 0)?;
+        ensure_space_to_load(&path)?;
         let shard = if path.join(CONFIG_FILE).exists() {
-            load_when_free(&path)?
+            load_when_free(&path, owner)?
         } else {
             EdgeShard::new(&path, config(dim)).map_err(|e| err(&path, e))?
         };
@@ -206,7 +244,7 @@ impl Shard {
         Ok(register(s))
     }
 
-    pub fn open_existing(path: PathBuf) -> Result<Option<Arc<Shard>>, VectorError> {
+    pub fn open_existing(path: PathBuf, owner: &Owner) -> Result<Option<Arc<Shard>>, VectorError> {
         if !path.join(CONFIG_FILE).exists() {
             return Ok(None);
         }
@@ -214,12 +252,18 @@ impl Shard {
         if let Some(open) = already_open(&path) {
             return Ok(Some(open));
         }
-        let (shard, copy) = match load_when_free(&path) {
+        // Searching writes too (see `ensure_space_to_load`); nothing can be
+        // written to a read-only data directory, which is searched in a copy.
+        let writable = crate::disk::writable(&path);
+        if writable {
+            ensure_space_to_load(&path)?;
+        }
+        let (shard, copy) = match load_when_free(&path, owner) {
             // qdrant-edge opens its log for writing even to search: on a
             // read-only data directory, search a copy (the log left out).
-            Err(_) if !crate::disk::writable(&path) => {
+            Err(_) if !writable => {
                 let copy = writable_copy(&path)?;
-                let shard = EdgeShard::load(copy.path(), None).map_err(|e| err(&path, e))?;
+                let shard = EdgeShard::load(copy.path(), None).map_err(|e| load_failed(&path, owner, e))?;
                 (shard, Some(copy))
             }
             other => (other?, None),

@@ -25,14 +25,10 @@ pub enum VectorError {
     Edge { path: PathBuf, detail: String },
     #[error("Qdrant server {url}: {detail}")]
     Remote { url: String, detail: String },
-    #[error("point {id} of the collection {name} has an unreadable payload ({detail}); rebuild with --rebuild")]
-    Payload { name: String, id: u64, detail: String },
     #[error(
-        "the embedded vector store {} is damaged ({detail}); rebuild it: discord-indexer index --guild {} --rebuild (with --model if it is not the default)",
-        path.display(),
-        path.parent().and_then(|g| g.file_name()).map_or("ID".into(), |g| g.to_string_lossy())
+        "the vector store {name} is damaged ({detail}); rebuild it: discord-indexer index --guild {guild} --model {model} --rebuild"
     )]
-    Damaged { path: PathBuf, detail: String },
+    Damaged { name: String, guild: u64, model: String, detail: String },
     #[error(
         "disk full: {} MB free where the embedded vector store {} writes, it needs at least {} MB (it maps its write-ahead log files); free some space and rerun: what is stored is kept",
         free >> 20, path.display(), need >> 20
@@ -42,16 +38,51 @@ pub enum VectorError {
     ReadOnly(PathBuf),
 }
 
+/// Whose index a collection holds: what a message about its damage names.
+#[derive(Debug, Clone)]
+pub(crate) struct Owner {
+    guild: u64,
+    /// The model, also for a rebuild's second collection (`<model>~b`, see
+    /// [`crate::index::collection_keys`]).
+    model: String,
+}
+
+impl Owner {
+    fn new(guild: u64, key: &str) -> Owner {
+        Owner { guild, model: key.strip_suffix("~b").unwrap_or(key).to_owned() }
+    }
+
+    /// The store `name` cannot be read: rebuilding it is the way out.
+    pub(crate) fn damaged(&self, name: impl std::fmt::Display, detail: impl std::fmt::Display) -> VectorError {
+        VectorError::Damaged {
+            name: name.to_string(),
+            guild: self.guild,
+            model: self.model.clone(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// A read of an open embedded store that failed: its files are damaged.
+    fn unreadable(&self, e: VectorError) -> VectorError {
+        match e {
+            VectorError::Edge { path, detail } => self.damaged(path.display(), detail),
+            e => e,
+        }
+    }
+}
+
 /// Runs qdrant-edge work for the store at `path` on the blocking pool. The
 /// engine panics on some damaged files (a truncated vector file, a garbled
 /// tracker); such a panic becomes [`VectorError::Damaged`], naming the store
 /// and how to rebuild it, instead of taking the process down.
 async fn engine<T: Send + 'static>(
+    owner: &Owner,
     path: PathBuf,
     f: impl FnOnce() -> Result<T, VectorError> + Send + 'static,
 ) -> Result<T, VectorError> {
+    let owner = owner.clone();
     crate::blocking::run(move || {
-        crate::blocking::contained(f).unwrap_or_else(|detail| Err(VectorError::Damaged { path, detail }))
+        crate::blocking::contained(f).unwrap_or_else(|detail| Err(owner.damaged(path.display(), detail)))
     })
     .await
 }
@@ -149,23 +180,26 @@ impl Backend {
 
     /// Opens (creating if needed) a guild's collection for a model of `dim` dimensions.
     pub async fn open(&self, guild: u64, model: &str, dim: usize) -> Result<Collection, VectorError> {
+        let owner = Owner::new(guild, model);
         let inner = match self {
             Backend::Edge { root } => {
                 let path = root.join(guild.to_string()).join(slug(model));
-                let model = model.to_owned();
-                Inner::Edge(engine(path.clone(), move || edge::Shard::open(path, &model, dim)).await?)
+                let o = owner.clone();
+                Inner::Edge(engine(&owner, path.clone(), move || edge::Shard::open(path, &o, dim)).await?)
             }
             Backend::Remote(server) => Inner::Remote(server.open(guild, model, dim).await?),
         };
-        Ok(Collection { inner })
+        Ok(Collection { inner, owner })
     }
 
     /// Opens an existing collection for searching; `None` if there is none.
     pub async fn open_existing(&self, guild: u64, model: &str) -> Result<Option<Collection>, VectorError> {
+        let owner = Owner::new(guild, model);
         let inner = match self {
             Backend::Edge { root } => {
                 let path = root.join(guild.to_string()).join(slug(model));
-                match engine(path.clone(), move || edge::Shard::open_existing(path)).await? {
+                let o = owner.clone();
+                match engine(&owner, path.clone(), move || edge::Shard::open_existing(path, &o)).await? {
                     Some(shard) => Inner::Edge(shard),
                     None => return Ok(None),
                 }
@@ -175,7 +209,7 @@ impl Backend {
                 None => return Ok(None),
             },
         };
-        Ok(Some(Collection { inner }))
+        Ok(Some(Collection { inner, owner }))
     }
 
     /// Deletes a guild's collection for a model (no error if there is none).
@@ -183,7 +217,7 @@ impl Backend {
         match self {
             Backend::Edge { root } => {
                 let path = root.join(guild.to_string()).join(slug(model));
-                engine(path.clone(), move || edge::Shard::remove(&path)).await
+                engine(&Owner::new(guild, model), path.clone(), move || edge::Shard::remove(&path)).await
             }
             Backend::Remote(server) => server.drop_collection(guild, model).await,
         }
@@ -202,6 +236,7 @@ impl Backend {
 /// One (guild, model) collection.
 pub struct Collection {
     inner: Inner,
+    owner: Owner,
 }
 
 enum Inner {
@@ -219,11 +254,8 @@ impl Collection {
     }
 
     fn decode(&self, id: u64, payload: serde_json::Value) -> Result<ChunkPayload, VectorError> {
-        ChunkPayload::from_json(payload).map_err(|e| VectorError::Payload {
-            name: self.name(),
-            id,
-            detail: e.to_string(),
-        })
+        ChunkPayload::from_json(payload)
+            .map_err(|e| self.owner.damaged(self.name(), format_args!("point {id} has an unreadable payload: {e}")))
     }
 
     pub fn dim(&self) -> usize {
@@ -244,7 +276,7 @@ impl Collection {
         match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                engine(s.path().to_path_buf(), move || s.upsert(points)).await
+                engine(&self.owner, s.path().to_path_buf(), move || s.upsert(points)).await
             }
             Inner::Remote(c) => c.upsert(points).await,
         }
@@ -257,7 +289,7 @@ impl Collection {
         match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                engine(s.path().to_path_buf(), move || s.delete(ids)).await
+                engine(&self.owner, s.path().to_path_buf(), move || s.delete(ids)).await
             }
             Inner::Remote(c) => c.delete(ids).await,
         }
@@ -267,7 +299,9 @@ impl Collection {
         match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                engine(s.path().to_path_buf(), move || s.count()).await
+                engine(&self.owner, s.path().to_path_buf(), move || s.count())
+                    .await
+                    .map_err(|e| self.owner.unreadable(e))
             }
             Inner::Remote(c) => c.count().await,
         }
@@ -279,7 +313,9 @@ impl Collection {
         let hits = match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                engine(s.path().to_path_buf(), move || s.search(vector, &filter, limit)).await
+                engine(&self.owner, s.path().to_path_buf(), move || s.search(vector, &filter, limit))
+                    .await
+                    .map_err(|e| self.owner.unreadable(e))
             }
             Inner::Remote(c) => c.search(vector, &filter, limit).await,
         }?;
@@ -291,7 +327,9 @@ impl Collection {
         let found = match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                engine(s.path().to_path_buf(), move || s.payloads(ids)).await
+                engine(&self.owner, s.path().to_path_buf(), move || s.payloads(ids))
+                    .await
+                    .map_err(|e| self.owner.unreadable(e))
             }
             Inner::Remote(c) => c.payloads(ids).await,
         }?;
@@ -303,7 +341,9 @@ impl Collection {
         match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                engine(s.path().to_path_buf(), move || s.vectors(ids)).await
+                engine(&self.owner, s.path().to_path_buf(), move || s.vectors(ids))
+                    .await
+                    .map_err(|e| self.owner.unreadable(e))
             }
             Inner::Remote(c) => c.vectors(ids).await,
         }
@@ -314,7 +354,7 @@ impl Collection {
         match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                engine(s.path().to_path_buf(), move || s.persist()).await
+                engine(&self.owner, s.path().to_path_buf(), move || s.persist()).await
             }
             // Writes to a server wait for it (`wait=true`).
             Inner::Remote(_) => Ok(()),
@@ -326,7 +366,7 @@ impl Collection {
         match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                engine(s.path().to_path_buf(), move || s.finish()).await
+                engine(&self.owner, s.path().to_path_buf(), move || s.finish()).await
             }
             Inner::Remote(_) => Ok(()),
         }
@@ -337,7 +377,7 @@ impl Collection {
         match &self.inner {
             Inner::Edge(s) => {
                 let s = s.clone();
-                engine(s.path().to_path_buf(), move || Ok(s.indexed_vectors())).await
+                engine(&self.owner, s.path().to_path_buf(), move || Ok(s.indexed_vectors())).await
             }
             Inner::Remote(c) => c.indexed_vectors().await,
         }
