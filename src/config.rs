@@ -12,7 +12,7 @@
 //! | one request's time limit; how long a failing request is retried | `[load] request_timeout_secs` (30), `patience_secs` (120) | — |
 //! | attachment files a load fetches (`none`, `images`, `all`); per-file cap; bytes per run; downloads at once | `[load] attachments` (images), `attachment_max_mb` (8), `attachment_budget_mb` (2048), `attachment_concurrency` (4) | — |
 //! | embedding model | `[index] model` | — |
-//! | model directory | `[index] models_dir` | `DISCORD_INDEXER_MODELS_DIR` |
+//! | model directory (also `--models-dir`; see [`models_dir_rule`]) | `[index] models_dir` | `DISCORD_INDEXER_MODELS_DIR` |
 //! | chunking and filters | `[index] silence_minutes`, `max_chunk_tokens`, `part_tokens`, `skip_bots`, `skip_authors`, `command_prefixes` | — |
 //! | texts per forward pass; embedding threads; most chunks per step | `[index] batch_size`, `threads`, `flush_chunks` | — |
 //! | number type on a GPU (`f32`, `f16`, `bf16`) | `[index] precision` | — |
@@ -33,6 +33,91 @@ pub const DEFAULT_MODEL: &str = "all-MiniLM-L6-v2";
 
 /// The default configuration file, looked for in the working directory.
 pub const CONFIG_FILE: &str = "discord-indexer.toml";
+
+/// The environment variable that names the models directory.
+pub const MODELS_DIR_ENV: &str = "DISCORD_INDEXER_MODELS_DIR";
+
+/// The models directory of a checkout (or any working directory that has
+/// one), used by default when it exists.
+const LOCAL_MODELS_DIR: &str = "models";
+
+/// Where the models directory came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelsDirFrom {
+    /// `--models-dir`.
+    Flag,
+    /// `DISCORD_INDEXER_MODELS_DIR`.
+    Env,
+    /// `[index] models_dir` in the config file.
+    File,
+    /// The default: `./models` (when it exists, or when the platform has no
+    /// data directory).
+    WorkingDir,
+    /// The default when `./models` does not exist: [`user_models_dir`].
+    DataDir,
+}
+
+impl ModelsDirFrom {
+    /// Why this directory, in words.
+    pub fn describe(self) -> String {
+        match self {
+            ModelsDirFrom::Flag => "set by --models-dir".into(),
+            ModelsDirFrom::Env => format!("set by {MODELS_DIR_ENV}"),
+            ModelsDirFrom::File => "set by [index] models_dir in the config file".into(),
+            ModelsDirFrom::WorkingDir => "the default, ./models".into(),
+            ModelsDirFrom::DataDir => "the default when ./models does not exist".into(),
+        }
+    }
+}
+
+/// The models directory an installed binary uses when `./models` does not
+/// exist: `discord-indexer/models` in the platform's data directory
+/// (`$XDG_DATA_HOME` or `~/.local/share` on Linux, `~/Library/Application
+/// Support` on macOS, `%APPDATA%` on Windows); None when the platform has
+/// none (no home directory).
+pub fn user_models_dir() -> Option<PathBuf> {
+    dirs::data_dir().map(|d| d.join("discord-indexer").join("models"))
+}
+
+/// The models directory: `--models-dir`, else the environment variable, else
+/// the config file's `[index] models_dir`, else `./models` when it exists,
+/// else [`user_models_dir`] (`./models` again where there is none).
+/// `local_exists` says whether `./models` exists; `user` is
+/// [`user_models_dir`]. The one home of this rule: [`Settings::resolve`]
+/// applies it and [`models_dir_rule`] explains it.
+fn choose_models_dir(
+    flag: Option<PathBuf>,
+    env: Option<PathBuf>,
+    file: Option<PathBuf>,
+    local_exists: bool,
+    user: Option<PathBuf>,
+) -> (PathBuf, ModelsDirFrom) {
+    if let Some(dir) = flag {
+        return (dir, ModelsDirFrom::Flag);
+    }
+    if let Some(dir) = env {
+        return (dir, ModelsDirFrom::Env);
+    }
+    if let Some(dir) = file {
+        return (dir, ModelsDirFrom::File);
+    }
+    match user {
+        Some(user) if !local_exists => (user, ModelsDirFrom::DataDir),
+        _ => (PathBuf::from(LOCAL_MODELS_DIR), ModelsDirFrom::WorkingDir),
+    }
+}
+
+/// How the models directory is chosen, with the directories the default
+/// would use and whether `./models` exists here: for messages about a model
+/// that is not where it was looked for.
+pub fn models_dir_rule() -> String {
+    let here = if Path::new(LOCAL_MODELS_DIR).is_dir() { "it does here" } else { "it does not here" };
+    let default = match user_models_dir() {
+        Some(user) => format!("else ./models if it exists ({here}), else {}", user.display()),
+        None => "else ./models".to_owned(),
+    };
+    format!("--models-dir DIR, else {MODELS_DIR_ENV}, else [index] models_dir in the config file, {default}")
+}
 
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,7 +203,10 @@ pub struct Settings {
     pub files: crate::load::files::FileOptions,
     /// Stage two's default model.
     pub model: String,
+    /// Where models are: see [`models_dir_rule`].
     pub models_dir: PathBuf,
+    /// Why there.
+    pub models_dir_from: ModelsDirFrom,
     pub chunking: ChunkRules,
     /// Texts per forward pass (default: the embedder's, by device).
     pub batch_size: Option<usize>,
@@ -146,14 +234,19 @@ impl std::fmt::Debug for Secret {
 
 impl Settings {
     /// Resolves settings from an optional explicit config file, the
-    /// environment and the data-dir flag.
-    pub fn resolve(config: Option<&Path>, data_dir_flag: Option<PathBuf>) -> anyhow::Result<Settings> {
-        Self::resolve_with(config, data_dir_flag, |k| std::env::var(k).ok())
+    /// environment and the data-dir and models-dir flags.
+    pub fn resolve(
+        config: Option<&Path>,
+        data_dir_flag: Option<PathBuf>,
+        models_dir_flag: Option<PathBuf>,
+    ) -> anyhow::Result<Settings> {
+        Self::resolve_with(config, data_dir_flag, models_dir_flag, |k| std::env::var(k).ok())
     }
 
     fn resolve_with(
         config: Option<&Path>,
         data_dir_flag: Option<PathBuf>,
+        models_dir_flag: Option<PathBuf>,
         env: impl Fn(&str) -> Option<String>,
     ) -> anyhow::Result<Settings> {
         let file = match config {
@@ -237,6 +330,13 @@ impl Settings {
             candidates: file.search.candidates.unwrap_or(d.candidates).max(1),
             snippet_chars: file.search.snippet_chars.unwrap_or(d.snippet_chars).max(40),
         };
+        let (models_dir, models_dir_from) = choose_models_dir(
+            models_dir_flag,
+            nonempty(env(MODELS_DIR_ENV)).map(PathBuf::from),
+            i.models_dir,
+            Path::new(LOCAL_MODELS_DIR).is_dir(),
+            user_models_dir(),
+        );
         Ok(Settings {
             token,
             api_base,
@@ -247,10 +347,8 @@ impl Settings {
             patience,
             files,
             model: i.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned()),
-            models_dir: nonempty(env("DISCORD_INDEXER_MODELS_DIR"))
-                .map(PathBuf::from)
-                .or(i.models_dir)
-                .unwrap_or_else(|| PathBuf::from("models")),
+            models_dir,
+            models_dir_from,
             chunking,
             batch_size,
             precision,
@@ -328,14 +426,14 @@ mod tests {
             "DISCORD_INDEXER_DATA_DIR" => Some("envdata".to_owned()),
             _ => None,
         };
-        let s = Settings::resolve_with(Some(&path), None, env).unwrap();
+        let s = Settings::resolve_with(Some(&path), None, None, env).unwrap();
         assert_eq!(s.token, Some(Token::new("from-env")));
         assert_eq!(s.api_base, "http://file");
         assert_eq!(s.data_dir, PathBuf::from("envdata"));
         assert_eq!(s.concurrency, 3);
-        let s = Settings::resolve_with(Some(&path), Some("flag".into()), env).unwrap();
+        let s = Settings::resolve_with(Some(&path), Some("flag".into()), None, env).unwrap();
         assert_eq!(s.data_dir, PathBuf::from("flag"));
-        let s = Settings::resolve_with(Some(&path), None, |_| None).unwrap();
+        let s = Settings::resolve_with(Some(&path), None, None, |_| None).unwrap();
         assert_eq!(s.token, Some(Token::new("from-file")));
         assert!(!format!("{s:?}").contains("from-file"));
     }
@@ -345,21 +443,72 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "tokn = 1\n").unwrap();
-        let err = Settings::resolve_with(Some(&path), None, |_| None).unwrap_err();
+        let err = Settings::resolve_with(Some(&path), None, None, |_| None).unwrap_err();
         assert!(format!("{err:#}").contains("unknown field"), "{err:#}");
-        let err = Settings::resolve_with(Some(&dir.path().join("none.toml")), None, |_| None).unwrap_err();
+        let err = Settings::resolve_with(Some(&dir.path().join("none.toml")), None, None, |_| None).unwrap_err();
         assert!(format!("{err:#}").contains("cannot read config file"));
-        let s = Settings::resolve_with(Some(&path.with_file_name("none.toml")), None, |_| None);
+        let s = Settings::resolve_with(Some(&path.with_file_name("none.toml")), None, None, |_| None);
         assert!(s.is_err());
         std::fs::write(&path, "[index]\nprecision = \"int4\"\n").unwrap();
-        let err = Settings::resolve_with(Some(&path), None, |_| None).unwrap_err();
+        let err = Settings::resolve_with(Some(&path), None, None, |_| None).unwrap_err();
         assert!(
             format!("{err:#}").contains("[index] precision: unknown precision \"int4\": f32, f16 or bf16"),
             "{err:#}"
         );
         std::fs::write(&path, "[index]\nprecision = \"BF16\"\n").unwrap();
-        let s = Settings::resolve_with(Some(&path), None, |_| None).unwrap();
+        let s = Settings::resolve_with(Some(&path), None, None, |_| None).unwrap();
         assert_eq!(s.precision, crate::embed::Precision::Bf16);
+    }
+
+    #[test]
+    fn the_models_dir_is_the_flag_else_the_environment_else_the_file_else_a_default() {
+        let (flag, env, file, user) = (
+            Some(PathBuf::from("flag")),
+            Some(PathBuf::from("env")),
+            Some(PathBuf::from("file")),
+            Some(PathBuf::from("/home/u/.local/share/discord-indexer/models")),
+        );
+        let choose =
+            |flag: &Option<PathBuf>, env: &Option<PathBuf>, file: &Option<PathBuf>, local, user: &Option<PathBuf>| {
+                choose_models_dir(flag.clone(), env.clone(), file.clone(), local, user.clone())
+            };
+        for local in [true, false] {
+            assert_eq!(choose(&flag, &env, &file, local, &user), ("flag".into(), ModelsDirFrom::Flag));
+            assert_eq!(choose(&None, &env, &file, local, &user), ("env".into(), ModelsDirFrom::Env));
+            assert_eq!(choose(&None, &None, &file, local, &user), ("file".into(), ModelsDirFrom::File));
+        }
+        // The default: ./models when it exists (a checkout), else the data directory.
+        assert_eq!(choose(&None, &None, &None, true, &user), ("models".into(), ModelsDirFrom::WorkingDir));
+        assert_eq!(choose(&None, &None, &None, false, &user), (user.clone().unwrap(), ModelsDirFrom::DataDir));
+        assert_eq!(choose(&None, &None, &None, false, &None), ("models".into(), ModelsDirFrom::WorkingDir));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[index]\nmodels_dir = \"filemodels\"\n").unwrap();
+        let env = |k: &str| (k == MODELS_DIR_ENV).then(|| "envmodels".to_owned());
+        let s = Settings::resolve_with(Some(&path), None, Some("flagmodels".into()), env).unwrap();
+        assert_eq!((s.models_dir, s.models_dir_from), ("flagmodels".into(), ModelsDirFrom::Flag));
+        let s = Settings::resolve_with(Some(&path), None, None, env).unwrap();
+        assert_eq!((s.models_dir, s.models_dir_from), ("envmodels".into(), ModelsDirFrom::Env));
+        // An empty variable is no setting.
+        let s = Settings::resolve_with(Some(&path), None, None, |k| (k == MODELS_DIR_ENV).then(String::new)).unwrap();
+        assert_eq!((s.models_dir, s.models_dir_from), ("filemodels".into(), ModelsDirFrom::File));
+        // Tests run in the checkout, which has models/.
+        std::fs::write(&path, "").unwrap();
+        let s = Settings::resolve_with(Some(&path), None, None, |_| None).unwrap();
+        assert_eq!((s.models_dir, s.models_dir_from), ("models".into(), ModelsDirFrom::WorkingDir));
+    }
+
+    #[test]
+    fn the_models_dir_rule_names_every_way_to_set_it_and_the_defaults() {
+        let rule = models_dir_rule();
+        for part in ["--models-dir DIR", MODELS_DIR_ENV, "[index] models_dir", "./models if it exists (it does here)"] {
+            assert!(rule.contains(part), "{part}: {rule}");
+        }
+        if let Some(user) = user_models_dir() {
+            assert!(user.ends_with("discord-indexer/models"), "{}", user.display());
+            assert!(rule.contains(&user.display().to_string()), "{rule}");
+        }
     }
 
     #[test]
@@ -367,7 +516,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("empty.toml");
         std::fs::write(&path, "").unwrap();
-        let s = Settings::resolve_with(Some(&path), None, |_| None).unwrap();
+        let s = Settings::resolve_with(Some(&path), None, None, |_| None).unwrap();
         assert_eq!(s.api_base, DEFAULT_API_BASE);
         assert_eq!(s.data_dir, PathBuf::from("data"));
         assert_eq!((s.precision, s.batch_size), (crate::embed::Precision::F32, None));

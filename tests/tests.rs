@@ -10,4 +10,5 @@ mod fake;
 mod import;
 mod index;
 mod load;
+mod models;
 mod search;

@@ -23,7 +23,7 @@ pub struct Args {
     /// Guild id (as loaded or imported).
     #[arg(long, value_name = "ID", value_parser = super::discord_id)]
     pub guild: u64,
-    /// The new model's name (a new directory under models/).
+    /// The new model's name (a new directory in the models directory).
     #[arg(long)]
     pub name: String,
     /// The model to start from (default: [index] model, else all-MiniLM-L6-v2).
@@ -69,11 +69,11 @@ pub async fn run(args: Args, config: &Config, json: bool) -> anyhow::Result<u8> 
     let device = device();
     if !json {
         say!(
-            "adapting {} to guild {} on {} (learning from every archived channel: keep models/{} as private as the archive)",
+            "adapting {} to guild {} on {} (learning from every archived channel: keep {} as private as the archive)",
             base.name,
             args.guild,
             device_name(&device),
-            args.name
+            config.models_dir.join(&args.name).display()
         );
     }
     let request = Request { guild: args.guild, base, models_dir: config.models_dir.clone(), name: args.name, settings };
@@ -111,9 +111,9 @@ pub async fn run(args: Args, config: &Config, json: bool) -> anyhow::Result<u8> 
                 out!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 out!(
-                    "installed models/{}: {} adapted to guild {} on {} of its {} message pairs, {} steps in {:.0}s \
+                    "installed {}: {} adapted to guild {} on {} of its {} message pairs, {} steps in {:.0}s \
                      (loss {:.3} -> {:.3})",
-                    report.model,
+                    config.models_dir.join(&report.model).display(),
                     report.base,
                     report.guild,
                     report.pairs,

@@ -1,34 +1,42 @@
-//! `discord-indexer models`: the embedding models installed under models/.
+//! `discord-indexer models`: the embedding models installed in the models
+//! directory (`--models-dir`, see [`crate::config::models_dir_rule`]).
 
 use super::exit;
 use crate::config::Settings;
 use crate::embed::installed;
 
-/// List installed models with their dimension, pooling and input limit.
+/// List installed models with their dimension, pooling and input limit, and
+/// say which models directory was read and why that one (on stderr).
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
 pub fn run(_args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
     let models = installed(&settings.models_dir);
+    let dir = settings.models_dir.display();
+    let from = settings.models_dir_from.describe();
+    if !models.is_empty() {
+        say!("models in {dir} ({from})");
+    }
     if json {
         let list: Vec<serde_json::Value> = models
             .iter()
             .map(|(name, r)| match r {
-                Ok(info) => serde_json::json!({"name": name, "ok": true, "dim": info.dim, "pooling": info.pooling,
+                Ok(info) => serde_json::json!({"name": name, "ok": true, "dir": info.dir, "dim": info.dim, "pooling": info.pooling,
                                                "max_tokens": info.max_tokens, "bytes": info.weights_bytes,
                                                "default": *name == settings.model,
                                                "verified": "files, configs, tokenizer JSON, weights' length"}),
-                Err(e) => serde_json::json!({"name": name, "ok": false, "error": e.to_string()}),
+                Err(e) => serde_json::json!({"name": name, "ok": false, "dir": settings.models_dir.join(name),
+                                             "error": e.to_string()}),
             })
             .collect();
+        if models.is_empty() {
+            say!("{}", none_installed(settings));
+        }
         out!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(exit::OK);
     }
     if models.is_empty() {
-        out!(
-            "no models in {}: install one with scripts/fetch-model.sh all-MiniLM-L6-v2",
-            settings.models_dir.display()
-        );
+        out!("{}", none_installed(settings));
     }
     for (name, r) in &models {
         let default = if *name == settings.model { " (default)" } else { "" };
@@ -50,4 +58,18 @@ pub fn run(_args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
         );
     }
     Ok(exit::OK)
+}
+
+/// Where models were looked for when there are none, and how to install one.
+fn none_installed(settings: &Settings) -> String {
+    let dir = &settings.models_dir;
+    let missing = if dir.is_dir() { "" } else { ", which does not exist" };
+    format!(
+        "no models in {}{missing} ({}). Models are looked for in {}. Install one there with \
+         scripts/fetch-model.sh all-MiniLM-L6-v2 {} (from a checkout of discord-indexer)",
+        dir.display(),
+        settings.models_dir_from.describe(),
+        crate::config::models_dir_rule(),
+        crate::embed::shell_word(&dir.display().to_string()),
+    )
 }

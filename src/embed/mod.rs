@@ -95,8 +95,21 @@ pub enum Pooling {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("no model {name:?} in {dir}; installed: {installed}. Install one with scripts/fetch-model.sh NAME")]
-    NotInstalled { name: String, dir: PathBuf, installed: String },
+    #[error(
+        "no model {name:?} in {dir} ({installed}). Models are looked for in {rule}. Install one there with \
+         scripts/fetch-model.sh NAME {dir_arg} (from a checkout of discord-indexer; NAME: all-MiniLM-L6-v2 or \
+         another it lists), or copy a sentence-transformers model directory into it"
+    )]
+    NotInstalled {
+        name: String,
+        dir: PathBuf,
+        /// `installed: a, b`, or why there are none.
+        installed: String,
+        /// How the models directory is chosen ([`crate::config::models_dir_rule`]).
+        rule: String,
+        /// `dir` as a shell word.
+        dir_arg: String,
+    },
     #[error("model directory {dir} lacks {file}: it is not a complete sentence-transformers model")]
     MissingFile { dir: PathBuf, file: &'static str },
     #[error("{file}: {detail}")]
@@ -194,10 +207,17 @@ impl ModelInfo {
             if let [only] = same[..] {
                 return Self::read(&models_dir.join(only));
             }
+            let installed = match &installed[..] {
+                [] if !models_dir.is_dir() => format!("installed: none; {} does not exist", models_dir.display()),
+                [] => "installed: none".into(),
+                names => format!("installed: {}", names.join(", ")),
+            };
             return Err(ModelError::NotInstalled {
                 name: name.into(),
                 dir: models_dir.into(),
-                installed: if installed.is_empty() { "none".into() } else { installed.join(", ") },
+                installed,
+                rule: crate::config::models_dir_rule(),
+                dir_arg: shell_word(&models_dir.display().to_string()),
             });
         }
         Self::read(&dir)
@@ -248,6 +268,16 @@ impl ModelInfo {
             return Err(ModelError::Malformed { file: dir.join("config.json"), detail: "no hidden_size".into() });
         }
         Ok(ModelInfo { name, dir: dir.into(), dim, pooling, max_tokens, weights_bytes })
+    }
+}
+
+/// `text` as one word for a POSIX shell: as it is when plain, else in single quotes.
+pub(crate) fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:,=@%".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', "'\\''"))
     }
 }
 
