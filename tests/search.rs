@@ -12,7 +12,11 @@ use discord_indexer::chunk::part_id;
 use discord_indexer::embed::tiny::{self, TinySpec};
 use discord_indexer::embed::{Embedder, ModelInfo};
 use discord_indexer::index::{self, IndexOptions};
-use discord_indexer::search::{Answer, Filters, Mode, Query, SearchError, SearchOptions, Searcher, Viewer};
+use discord_indexer::search::filters::{FilterError, FilterRequest};
+use discord_indexer::search::{
+    Answer, Filters, Mode, Query, SearchError, SearchOptions, SearchResult, Searcher, Viewer,
+};
+use discord_indexer::snowflake;
 use discord_indexer::store::Store;
 use discord_indexer::vector::Backend;
 use fake_discord::{AccessCast, Fault, FaultKind, World, WorldSpec};
@@ -326,7 +330,12 @@ async fn the_ask_command_prints_results_for_people_and_scripts() {
         let channel = r["channel_id"].as_str().unwrap();
         let ids: Vec<&str> = r["message_ids"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
         assert!(!ids.is_empty());
-        assert_eq!(r["jump_url"], format!("https://discord.com/channels/{g}/{channel}/{}", ids[0]));
+        // The link and time are of the message the result is about; the chunk's span stays.
+        let message = r["message_id"].as_str().unwrap();
+        assert!(ids.contains(&message), "{r}");
+        assert_eq!(r["jump_url"], format!("https://discord.com/channels/{g}/{channel}/{message}"));
+        let time = |id: &str| snowflake::format_time(snowflake::timestamp(id.parse().unwrap()));
+        assert_eq!((&r["time"], &r["start"]), (&time(message).into(), &time(ids[0]).into()), "{r}");
         assert!(r["score"].as_f64().unwrap() > 0.0);
         assert!(!r["text"].as_str().unwrap().is_empty());
         assert!(!r["authors"].as_array().unwrap().is_empty());
@@ -559,8 +568,7 @@ async fn known_questions_find_their_conversations() {
             (q["question"].as_str().unwrap(), q["answer"].as_str().unwrap(), q["kind"].as_str().unwrap());
         for mode in [Mode::Vector, Mode::Keyword, Mode::Hybrid] {
             let a = searcher.ask(&s.query(text, Viewer::Operator, 5, mode)).await.unwrap();
-            let is_answer =
-                |r: &discord_indexer::search::SearchResult| r.message_ids.iter().any(|m| answer_of[answer].contains(m));
+            let is_answer = |r: &SearchResult| r.message_ids.iter().any(|m| answer_of[answer].contains(m));
             if a.results.first().is_some_and(is_answer) {
                 *first.entry(mode).or_default() += 1;
             } else if mode == Mode::Hybrid {
@@ -677,13 +685,13 @@ async fn a_damaged_vector_store_is_one_clear_error_and_a_rebuild_repairs_it() {
     assert!(!err.contains("panicked"), "{err}");
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
     assert_eq!(errors.len(), 1, "{err}");
-    assert!(errors[0].contains("is damaged") && errors[0].contains(&format!("index --guild {g} --rebuild")), "{err}");
+    assert!(errors[0].contains("is damaged") && errors[0].contains(&format!("index --guild {g} --model tiny --rebuild")), "{err}");
     // `status` says so too (not "? points"), with a non-zero exit.
     let mut c = bin(&s);
     c.args(["status"]);
     let (code, out, err) = run(c).await;
     assert_eq!(code, Some(1), "{err}");
-    assert!(out.contains("is damaged") && out.contains(&format!("index --guild {g} --rebuild")), "{out}");
+    assert!(out.contains("is damaged") && out.contains(&format!("index --guild {g} --model tiny --rebuild")), "{out}");
 
     let mut c = bin(&s);
     c.args(["index", "--guild", &g, "--model", "tiny", "--rebuild"]);
@@ -974,4 +982,229 @@ async fn a_read_only_data_directory_still_answers() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("read-only"), "{err}");
     assert_eq!(err.lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+}
+
+/// A small world with a channel of these conversations (user index, text;
+/// see `add_conversations`), indexed with the tiny model; each
+/// conversation's message ids.
+async fn setup_with(conversations: &[Vec<(usize, String)>]) -> (Setup, Vec<Vec<u64>>) {
+    let mut world = World::generate(&WorldSpec::plain(2, 60));
+    let (_, ids) = world.add_conversations("long-reads", "2025-02-01T09:00:00Z", conversations);
+    (setup(world, None).await, ids)
+}
+
+fn conversation(lines: &[(usize, &str)]) -> Vec<(usize, String)> {
+    lines.iter().map(|(who, text)| (*who, text.to_string())).collect()
+}
+
+/// A message too long for one chunk is cut into pieces, each a chunk: it is
+/// one result (the best-ranked piece; the limit is filled from the rest), and
+/// a keyword hit shows the piece that holds the word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_message_is_one_result_showing_the_piece_that_matched() {
+    let mut words: Vec<String> = (0..450).map(|i| format!("filler{i}")).collect();
+    words[400] = "zanzibarquux".into();
+    let long = words.join(" ");
+    let (s, ids) = setup_with(&[conversation(&[
+        (1, "here is the design doc, pasted below"),
+        (2, &long),
+        (3, "that is a lot to read"),
+    ])])
+    .await;
+    let long = ids[0][1];
+    let chunks = s.chunks().await;
+    let pieces = chunks.values().filter(|(_, m)| *m == [long]).count();
+    assert!(pieces >= 3, "the long message is cut into pieces: {pieces}");
+    let searcher = s.searcher(false, Duration::from_secs(600));
+    let holding = |a: &Answer| -> Vec<SearchResult> {
+        a.results.iter().filter(|r| r.message_ids.contains(&long)).cloned().collect()
+    };
+    for mode in [Mode::Keyword, Mode::Hybrid] {
+        let a = searcher.ask(&s.query("zanzibarquux", Viewer::Operator, 5, mode)).await.unwrap();
+        let found = holding(&a);
+        assert_eq!(found.len(), 1, "{mode:?}: the message once");
+        assert!(found[0].text.contains("zanzibarquux"), "{mode:?} shows the piece that matched: {}", found[0].text);
+        assert_eq!(serde_json::to_value(&found[0]).unwrap()["message_id"], long.to_string());
+    }
+    for mode in [Mode::Vector, Mode::Hybrid] {
+        let all = searcher.ask(&s.query("the design doc", Viewer::Operator, 100_000, mode)).await.unwrap();
+        let few = searcher.ask(&s.query("the design doc", Viewer::Operator, 10, mode)).await.unwrap();
+        for a in [&all, &few] {
+            let mut seen = BTreeSet::new();
+            for m in a.results.iter().flat_map(|r| &r.message_ids) {
+                assert!(seen.insert(*m), "{mode:?}: message {m} in two results");
+            }
+        }
+        assert_eq!(holding(&all).len(), 1, "{mode:?}");
+        assert_eq!(all.results.len(), chunks.len() - (pieces - 1), "{mode:?}: every other chunk");
+        assert_eq!(few.results.len(), 10, "{mode:?}: the limit filled from the rest");
+    }
+}
+
+/// A result is about one of its messages, the one that best matches: its
+/// link and time are that message's (the chunk's span stays), its line is
+/// marked in the text; with an author filter, it is that author's line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_link_to_the_message_that_matches() {
+    let (s, ids) = setup_with(&[
+        conversation(&[
+            (1, "has anyone seen the deploy logs today"),
+            (2, "not yet, looking now"),
+            (3, "the staging box restarted twice"),
+            (4, "found it: quokkaflux rotation failed at midnight"),
+            (5, "thanks, I will file a ticket"),
+        ]),
+        conversation(&[
+            (1, "morning all"),
+            (2, "who owns the billing service these days"),
+            (1, "I think the payments team"),
+            (3, "they moved it last month"),
+            (2, "my wombatgrease patch is waiting for review"),
+            (1, "I will ping them"),
+        ]),
+    ])
+    .await;
+    let searcher = s.searcher(false, Duration::from_secs(600));
+    let time = |m: u64| snowflake::format_time(snowflake::timestamp(m));
+    let about = |a: &Answer, m: u64| -> SearchResult {
+        a.results.iter().find(|r| r.message_ids.contains(&m)).cloned().unwrap_or_else(|| panic!("no result has {m}"))
+    };
+    let check = |r: &SearchResult, m: u64, label: &str| {
+        let json = serde_json::to_value(r).unwrap();
+        assert_eq!(json["message_id"], m.to_string(), "{label}: {}", r.text);
+        assert_eq!(json["time"], time(m), "{label}");
+        assert_eq!(r.jump_url, format!("https://discord.com/channels/{}/{}/{m}", r.guild_id, r.channel_id), "{label}");
+        assert_eq!(
+            (r.start.as_str(), r.end.as_str()),
+            (time(r.message_ids[0]).as_str(), time(*r.message_ids.last().unwrap()).as_str())
+        );
+        let marked: Vec<&str> = r.text.lines().filter(|l| l.starts_with("» ")).collect();
+        assert_eq!(marked.len(), 1, "{label}: one line marked: {}", r.text);
+        marked[0].to_owned()
+    };
+    let (first, second) = (&ids[0], &ids[1]);
+    // Keyword and hybrid: the message that matched (not the chunk's first).
+    for mode in [Mode::Keyword, Mode::Hybrid] {
+        let a = searcher.ask(&s.query("quokkaflux rotation", Viewer::Operator, 5, mode)).await.unwrap();
+        let line = check(&about(&a, first[3]), first[3], &format!("{mode:?}"));
+        assert!(line.contains("quokkaflux rotation failed"), "{line}");
+    }
+    // Vector: the line holding the question's words.
+    let a = searcher.ask(&s.query("wombatgrease patch", Viewer::Operator, 100_000, Mode::Vector)).await.unwrap();
+    check(&about(&a, second[4]), second[4], "vector");
+    // An author filter: that author's line, in every result.
+    let conn = rusqlite::Connection::open(s.data.join("archive.db")).unwrap();
+    let author_of = |m: u64| -> u64 {
+        conn.query_row("SELECT author_id FROM messages WHERE id = ?1", [m as i64], |r| r.get::<_, i64>(0)).unwrap()
+            as u64
+    };
+    let carol = author_of(second[3]);
+    assert_ne!(author_of(second[0]), carol);
+    for mode in [Mode::Vector, Mode::Hybrid] {
+        let q = Query {
+            filters: Filters { authors: vec![carol], ..Default::default() },
+            ..s.query("billing service", Viewer::Operator, 100_000, mode)
+        };
+        let a = searcher.ask(&q).await.unwrap();
+        assert!(!a.results.is_empty());
+        for r in &a.results {
+            let message = serde_json::to_value(r).unwrap()["message_id"].as_str().map(|m| m.parse().unwrap());
+            assert_eq!(message.map(author_of), Some(carol), "{mode:?}: {}", r.text);
+        }
+        check(&about(&a, second[3]), second[3], &format!("{mode:?} by author"));
+    }
+}
+
+/// Channel and author names as people write them: any case, without emoji
+/// or decoration, a unique prefix, ids and mentions; unknown ids are errors
+/// as unknown names are. The operator is told the candidates and the closest
+/// names; anyone else (the bot) gets every channel a name matches, and
+/// errors that name nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_and_author_names_resolve_as_people_write_them() {
+    let mut world = World::generate(&WorldSpec::plain(3, 60));
+    let mut rename = |from: &str, to: &str| {
+        let c = world.guilds[0].channels.iter_mut().find(|c| c.name == from).unwrap();
+        c.name = to.into();
+        c.id
+    };
+    let eth = rename("dev-0", "👾agentic-ethereum-chat");
+    let ops = rename("help", "agentic-ops");
+    world.users[5].global_name = Some("Pascal | ETHGlobal".into());
+    world.users[6].global_name = Some("Pascale".into());
+    let (eve, farah) = (world.users[5].id, world.users[6].id);
+    let s = loaded(world).await;
+    let guilds = [s.guild];
+    let request = |channels: &[&str], authors: &[&str]| FilterRequest {
+        channels: channels.iter().map(|c| c.to_string()).collect(),
+        authors: authors.iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    };
+    for operator in [false, true] {
+        let resolve = |r: FilterRequest| {
+            if operator {
+                r.resolve_for_operator(&s.store, &guilds)
+            } else {
+                r.resolve(&s.store, &guilds)
+            }
+        };
+        for name in [
+            "agentic-ethereum-chat",
+            "#Agentic Ethereum",
+            "👾agentic-ethereum-chat",
+            &format!("<#{eth}>"),
+            &eth.to_string(),
+        ] {
+            assert_eq!(resolve(request(&[name], &[])).unwrap().channels, [eth], "{name} (operator: {operator})");
+        }
+        for name in ["Pascal | ETHGlobal", "pascal-ethglobal", "@PASCAL ETH", "eve", &format!("<@{eve}>")] {
+            assert_eq!(resolve(request(&[], &[name])).unwrap().authors, [eve], "{name} (operator: {operator})");
+        }
+        for (r, channel) in [
+            (request(&["12345"], &[]), true),
+            (request(&["no-such-channel"], &[]), true),
+            (request(&[], &["12345"]), false),
+            (request(&[], &["nobody-at-all"]), false),
+        ] {
+            match resolve(r) {
+                Err(FilterError::NoChannel(_)) if channel => {}
+                Err(FilterError::NoUser(_)) if !channel => {}
+                other => panic!("an unknown name or id is an error (operator: {operator}): {other:?}"),
+            }
+        }
+    }
+    // The operator: a prefix of several names is refused, naming them; an unknown name lists the closest.
+    let told = |r: FilterRequest| r.resolve_for_operator(&s.store, &guilds).unwrap_err().to_string();
+    let err = told(request(&["agentic"], &[]));
+    assert!(err.contains("#agentic-ops") && err.contains("#👾agentic-ethereum-chat"), "{err}");
+    let err = told(request(&[], &["pasc"]));
+    assert!(err.contains("Pascal | ETHGlobal (@eve)") && err.contains("Pascale (@farah)"), "{err}");
+    let err = told(request(&["agentic-etherium-chat"], &[]));
+    assert!(
+        err.contains("no channel named \"agentic-etherium-chat\"") && err.contains("#👾agentic-ethereum-chat"),
+        "{err}"
+    );
+    let err = told(request(&[], &["pascall"]));
+    assert!(err.contains("no user named \"pascall\"") && err.contains("Pascale (@farah)"), "{err}");
+    // Anyone else: every channel or user a name matches (the search reads only what they may), errors naming nothing.
+    let f = request(&["agentic"], &["pasc"]).resolve(&s.store, &guilds).unwrap();
+    assert_eq!(
+        (f.channels, f.authors),
+        (
+            {
+                let mut c = vec![eth, ops];
+                c.sort();
+                c
+            },
+            {
+                let mut a = vec![eve, farah];
+                a.sort();
+                a
+            }
+        )
+    );
+    let err = request(&["agentic-etherium-chat"], &[]).resolve(&s.store, &guilds).unwrap_err();
+    assert!(matches!(err, FilterError::NoChannel(_)) && !err.to_string().contains('#'), "{err}");
+    let err = request(&[], &["pascall"]).resolve(&s.store, &guilds).unwrap_err();
+    assert!(matches!(err, FilterError::NoUser(_)) && !err.to_string().contains("Pascal"), "{err}");
 }

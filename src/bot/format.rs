@@ -26,19 +26,21 @@ pub fn no_such_server(name: &str) -> String {
     format!("No indexed server you are in is called {}.", truncate(name, 100))
 }
 
-/// One result as an embed field: where and who in the name; snippet and link in the value.
+/// One result as an embed field: where, who and when in the name; snippet
+/// and link in the value. The time and the link are of the message the
+/// result is about (its line is marked in the snippet), not the chunk's start.
 pub fn result_field(r: &SearchResult, guild_name: Option<&str>, show_guild: bool) -> (String, String) {
     let place = if r.is_thread { format!("🧵 {}", r.channel_name) } else { format!("#{}", r.channel_name) };
-    let when = chrono::DateTime::parse_from_rfc3339(&r.start)
+    let when = chrono::DateTime::parse_from_rfc3339(&r.time)
         .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_else(|_| r.start.clone());
+        .unwrap_or_else(|_| r.time.clone());
     let mut name = format!("{place} · {} · {when}", r.authors.join(", "));
     if show_guild {
         if let Some(g) = guild_name {
             name = format!("{g} · {name}");
         }
     }
-    let link = format!("\n[Jump to the conversation]({})", r.jump_url);
+    let link = format!("\n[Jump to the message]({})", r.jump_url);
     let value = format!("{}{link}", truncate(&r.text, 900 - link.chars().count()));
     (truncate(&name, 200), value)
 }
@@ -84,6 +86,37 @@ mod tests {
         assert_eq!(t.chars().count(), 1000);
         assert!(t.ends_with('…'));
         assert_eq!(capitalize("a load"), "A load");
+    }
+
+    #[test]
+    fn a_result_shows_the_time_and_link_of_its_message() {
+        let r = SearchResult {
+            guild_id: 1,
+            channel_id: 2,
+            channel_name: "general".into(),
+            parent_id: None,
+            is_thread: false,
+            message_ids: vec![3, 4],
+            message_id: 4,
+            time: "2024-05-01T14:30:00.000000Z".into(),
+            jump_url: "https://discord.com/channels/1/2/4".into(),
+            start: "2024-05-01T09:00:00.000000Z".into(),
+            end: "2024-05-01T14:30:00.000000Z".into(),
+            authors: vec!["Alice".into(), "Bob".into()],
+            score: 1.0,
+            vector_score: None,
+            vector_rank: None,
+            keyword_rank: Some(1),
+            text: "Alice: hi\n» Bob: the answer".into(),
+            model: "m".into(),
+            chunk_id: 9,
+        };
+        let (name, value) = result_field(&r, None, false);
+        assert_eq!(name, "#general · Alice, Bob · 2024-05-01 14:30 UTC");
+        assert!(
+            value.contains("» Bob: the answer") && value.ends_with("(https://discord.com/channels/1/2/4)"),
+            "{value}"
+        );
     }
 
     #[test]

@@ -70,6 +70,16 @@ pub(super) struct Candidate {
     pub weight: f64,
     /// Vector hits come with it; keyword hits get it when it is needed.
     pub payload: Option<ChunkPayload>,
+    /// The message keyword search matched (the chunk's best), when it found it.
+    pub matched: Option<u64>,
+    /// A keyword hit in a message too long for one chunk: all its pieces, in
+    /// order (the one that holds the question's words is chosen when their
+    /// payloads are read); empty otherwise.
+    pub pieces: Vec<u64>,
+    /// The messages of the point that ranked a vector hit when that was one
+    /// of the chunk's parts (the lines nearest the question); empty when it
+    /// was the chunk's own point.
+    pub near: Vec<u64>,
 }
 
 impl Candidate {
@@ -166,6 +176,7 @@ pub(super) fn fuse(mode: Mode, vector: Vec<Candidate>, keyword: Vec<Candidate>) 
                         e.candidate.bm25 = c.bm25;
                         e.candidate.coverage = c.coverage;
                         e.candidate.weight = c.weight;
+                        e.candidate.matched = c.matched;
                     })
                     .or_insert(Ranked { candidate: c, score: add, vector_rank: None, keyword_rank: Some(rank) });
             }
@@ -196,6 +207,9 @@ mod tests {
             coverage: None,
             weight: 1.0,
             payload: None,
+            matched: None,
+            pieces: Vec::new(),
+            near: Vec::new(),
         }
     }
 
@@ -229,6 +243,17 @@ mod tests {
         let vector: Vec<Candidate> = (10..15).map(|i| cand(i, Some(0.5), None)).collect();
         let out = fuse(Mode::Hybrid, vector, vec![weak]);
         assert_eq!(out.last().unwrap().candidate.chunk, 5);
+    }
+
+    #[test]
+    fn a_chunk_both_lists_found_keeps_what_each_knows() {
+        let mut v = cand(1, Some(0.9), None);
+        v.near = vec![11, 12];
+        let mut k = cand(1, None, Some(-2.0));
+        k.matched = Some(12);
+        let out = fuse(Mode::Hybrid, vec![v], vec![k]);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].candidate.matched, out[0].candidate.near.as_slice()), (Some(12), &[11, 12][..]));
     }
 
     #[test]

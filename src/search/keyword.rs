@@ -2,7 +2,10 @@
 //! text and thread titles (a matching title stands for the thread's first
 //! message), with the viewer's readable channels in the SQL query; each matching
 //! message stands for the chunk of the active index that holds it (its first
-//! occurrence ranks the chunk). A guild without an index yet (right after
+//! occurrence ranks the chunk, and is the result's message). A message too
+//! long for one chunk is in several (its pieces): the hit carries them all,
+//! and the one that holds the question's words is chosen once their texts are
+//! read (`Searcher::choose_pieces`). A guild without an index yet (right after
 //! `load`) answers keyword questions too: each message is a result of its own.
 //!
 //! **Order.** FTS5 reads the best matches by bm25 (four times the depth); they
@@ -172,18 +175,20 @@ fn keyword_hits(
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (coverage, h) in rank_by_coverage(hits, question.0, question.1) {
-        let (chunk, model, payload) = match models[&h.guild_id] {
-            Some(model) => match store.chunk_of_message(h.guild_id, model, h.channel_id, h.message_id)? {
-                Some(chunk) => (chunk, model, None),
-                None => continue,
-            },
+        let (chunk, model, payload, pieces) = match models[&h.guild_id] {
+            Some(model) => {
+                let chunks = store.chunks_of_message(h.guild_id, model, h.channel_id, h.message_id)?;
+                let Some(&first) = chunks.first() else { continue };
+                // The pieces of a long message: the first stands for them until one is chosen.
+                (first, model, None, if chunks.len() > 1 { chunks } else { Vec::new() })
+            }
             None => {
                 let infos = match channel_infos.entry(h.guild_id) {
                     Entry::Occupied(e) => e.into_mut(),
                     Entry::Vacant(e) => e.insert(store.channel_infos(h.guild_id)?),
                 };
                 match message_payload(store, &h, infos)? {
-                    Some(p) => (h.message_id, "", Some(p)),
+                    Some(p) => (h.message_id, "", Some(p), Vec::new()),
                     None => continue,
                 }
             }
@@ -198,6 +203,9 @@ fn keyword_hits(
                 coverage: Some(coverage),
                 weight: 1.0,
                 payload,
+                matched: Some(h.message_id),
+                pieces,
+                near: Vec::new(),
             });
             if out.len() >= depth {
                 break;

@@ -15,9 +15,14 @@
 //! resolved from names and dates in [`filters`]) narrow steps 2 and 3 inside
 //! the searches, as the permission filter does.
 //!
-//! Then the top chunks become [`SearchResult`]s, their text trimmed around
-//! the lines that match ([`text`]). Filters are never applied after ranking,
-//! so a user gets as many results as exist among what they may read.
+//! Then the top chunks become [`SearchResult`]s. No message is in two
+//! results: the pieces of a message too long for one chunk are each a chunk,
+//! and only the best-ranked of them is shown (the limit is filled from the
+//! rest). Each result is about one of its messages, the one that best matches
+//! ([`SearchResult::message_id`]): it is linked to, its time shown, and its
+//! line marked in the text, which is trimmed around it ([`text`]). Filters are
+//! never applied after ranking, so a user gets as many results as exist among
+//! what they may read.
 
 mod access;
 pub mod filters;
@@ -26,7 +31,7 @@ mod keyword;
 pub mod text;
 mod vector;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -136,7 +141,15 @@ pub struct SearchResult {
     /// Every message of the chunk, oldest first.
     #[serde(serialize_with = "serialize_ids")]
     pub message_ids: Vec<u64>,
-    /// Link to the chunk's first message.
+    /// The message the result is about: the one keyword search matched; else
+    /// the line of the asked-for authors (and time span), of the part the
+    /// vector search found nearest, that holds most of the question's words.
+    /// Its line is marked in `text` (see [`text::MARK`]).
+    #[serde(serialize_with = "snowflake::serialize_id")]
+    pub message_id: u64,
+    /// When that message was sent (RFC 3339).
+    pub time: String,
+    /// Link to that message (Discord shows the conversation around it).
     pub jump_url: String,
     /// When the chunk's first and last messages were sent (RFC 3339).
     pub start: String,
@@ -151,7 +164,8 @@ pub struct SearchResult {
     /// 1-based ranks in the vector and keyword lists, when in them.
     pub vector_rank: Option<usize>,
     pub keyword_rank: Option<usize>,
-    /// The chunk's text, trimmed around the lines that best match.
+    /// The chunk's text, trimmed around the message it is about (whose line
+    /// is marked when there are several).
     pub text: String,
     /// The model that indexed it.
     pub model: String,
@@ -342,6 +356,7 @@ impl Searcher {
             let t = Instant::now();
             let list = self.keyword_list(&terms, &visible, &q.filters, depth).await?;
             (keyword_list, idf) = (list.hits, list.idf);
+            self.choose_pieces(&mut keyword_list, &terms, &idf, &vector_list).await?;
             timings.keyword_ms = ms(t);
         }
 
@@ -352,6 +367,8 @@ impl Searcher {
         }
         let mut ranked = fuse::fuse(q.mode, vector_list, keyword_list).into_iter();
         let mut results = Vec::new();
+        // Messages shown: a message in two chunks (the pieces of a long one) is one result, the better ranked.
+        let mut shown: HashSet<(u64, u64)> = HashSet::new();
         while results.len() < q.limit {
             let mut batch: Vec<Ranked> = ranked.by_ref().take(q.limit - results.len()).collect();
             if batch.is_empty() {
@@ -359,7 +376,16 @@ impl Searcher {
             }
             self.attach_payloads(&mut batch, &[]).await?;
             // A chunk in the manifest but not in the collection (an interrupted index run) is left out.
-            results.extend(batch.into_iter().filter(|r| r.candidate.payload.is_some()).map(|r| self.result(r, &terms)));
+            batch.retain(|r| r.candidate.payload.is_some());
+            let authors = self.line_authors(&batch, &q.filters).await?;
+            for r in batch {
+                let (guild, p) = (r.candidate.guild, r.candidate.payload.as_ref().expect("kept for its payload"));
+                if p.message_ids.iter().any(|&m| shown.contains(&(guild, m))) {
+                    continue;
+                }
+                shown.extend(p.message_ids.iter().map(|&m| (guild, m)));
+                results.push(self.result(r, &terms, &q.filters, &authors));
+            }
         }
         timings.fuse_ms = ms(t);
         timings.total_ms = ms(started);
@@ -486,19 +512,92 @@ impl Searcher {
         Ok(())
     }
 
-    /// A ranked chunk as the asker sees it (it has its payload).
-    fn result(&self, r: Ranked, terms: &[text::Term]) -> SearchResult {
-        let c = r.candidate;
-        let p = c.payload.unwrap_or_default();
+    /// Keyword hits in a message too long for one chunk: each becomes the
+    /// piece that holds most of the question (IDF-weighted, as coverage; of
+    /// equals, one the vector list found, so that fusion joins them, else the
+    /// earliest), with its payload. A hit none of whose pieces has a point
+    /// keeps none (and is left out, as any chunk without a point is).
+    async fn choose_pieces(
+        &self,
+        hits: &mut [Candidate],
+        terms: &[text::Term],
+        idf: &[f64],
+        vector: &[Candidate],
+    ) -> Result<(), SearchError> {
+        let mut wanted: HashMap<(u64, String), Vec<u64>> = HashMap::new();
+        for c in hits.iter().filter(|c| !c.pieces.is_empty()) {
+            wanted.entry((c.guild, c.model.clone())).or_default().extend(&c.pieces);
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut payloads: HashMap<(u64, u64), ChunkPayload> = HashMap::new();
+        for ((guild, model), ids) in wanted {
+            let collection = self.collection(guild, &model).await?;
+            payloads.extend(collection.payloads(ids).await?.into_iter().map(|(id, p)| ((guild, id), p)));
+        }
+        let found: HashSet<(u64, u64)> = vector.iter().map(Candidate::key).collect();
+        for c in hits.iter_mut().filter(|c| !c.pieces.is_empty()) {
+            let guild = c.guild;
+            let best = std::mem::take(&mut c.pieces)
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, id)| payloads.get(&(guild, id)).map(|p| (i, id, p)))
+                .max_by(|(i, a, pa), (j, b, pb)| {
+                    let covers = |p: &ChunkPayload| text::coverage(&p.text, terms, idf);
+                    covers(pa)
+                        .total_cmp(&covers(pb))
+                        .then(found.contains(&(guild, *a)).cmp(&found.contains(&(guild, *b))))
+                        .then(j.cmp(i))
+                });
+            if let Some((_, id, p)) = best {
+                (c.chunk, c.payload) = (id, Some(p.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The author of each message of these results that may be the one a
+    /// result is about, when the asker filtered by author (otherwise none is
+    /// needed): results a keyword hit ranked are about its message.
+    async fn line_authors(&self, batch: &[Ranked], filters: &Filters) -> Result<HashMap<u64, u64>, SearchError> {
+        if filters.authors.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ids: Vec<u64> = batch
+            .iter()
+            .filter(|r| r.candidate.matched.is_none())
+            .filter_map(|r| r.candidate.payload.as_ref())
+            .flat_map(|p| p.message_ids.iter().copied())
+            .collect();
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        Ok(self.store.call(move |s| s.message_authors(&ids)).await?)
+    }
+
+    /// A ranked chunk as the asker sees it (it has its payload); `authors`:
+    /// see [`Searcher::line_authors`].
+    fn result(&self, r: Ranked, terms: &[text::Term], filters: &Filters, authors: &HashMap<u64, u64>) -> SearchResult {
+        let mut c = r.candidate;
+        let p = c.payload.take().unwrap_or_default();
+        let lines: Vec<&str> = p.text.lines().collect();
+        // One line per message, as the chunker writes them (else no line can be marked).
+        let by_line = lines.len() == p.message_ids.len();
+        let focus = focus(&c, &p, by_line.then_some(lines.as_slice()), terms, filters, authors);
         let first =
             if p.first_message_id != 0 { p.first_message_id } else { p.message_ids.first().copied().unwrap_or(0) };
+        let message = focus.and_then(|i| p.message_ids.get(i).copied()).unwrap_or(first);
         SearchResult {
             guild_id: c.guild,
             channel_id: p.channel_id,
             channel_name: p.channel_name,
             parent_id: p.parent_id,
             is_thread: p.is_thread,
-            jump_url: format!("https://discord.com/channels/{}/{}/{first}", c.guild, p.channel_id),
+            message_id: message,
+            time: snowflake::format_time(snowflake::timestamp(message)),
+            jump_url: format!("https://discord.com/channels/{}/{}/{message}", c.guild, p.channel_id),
+            text: text::snippet(&p.text, terms, self.options.snippet_chars, focus.filter(|_| by_line)),
             message_ids: p.message_ids,
             start: p.start,
             end: p.end,
@@ -507,10 +606,50 @@ impl Searcher {
             vector_score: c.vector_score,
             vector_rank: r.vector_rank,
             keyword_rank: r.keyword_rank,
-            text: text::trim(&p.text, terms, self.options.snippet_chars),
             model: c.model,
             chunk_id: c.chunk,
         }
+    }
+}
+
+/// Which of a chunk's messages a result is about (an index into its
+/// `message_ids`; None for a chunk without messages): the message a keyword
+/// hit matched; else of its messages by the asked-for authors (`authors`:
+/// who wrote each), in the asked-for span, and in the part the vector search
+/// found nearest to the question (each narrowing skipped where it would leave
+/// none), the line (`lines`, when each message has one) holding most of the
+/// question's words, the earliest of equals. Embedding each line to find the
+/// nearest would cost a model run per result; the part, found by embedding,
+/// already narrows it to a few lines.
+fn focus(
+    c: &Candidate,
+    p: &ChunkPayload,
+    lines: Option<&[&str]>,
+    terms: &[text::Term],
+    filters: &Filters,
+    authors: &HashMap<u64, u64>,
+) -> Option<usize> {
+    let ids = &p.message_ids;
+    if let Some(i) = c.matched.and_then(|m| ids.iter().position(|&id| id == m)) {
+        return Some(i);
+    }
+    let mut among: Vec<usize> = (0..ids.len()).collect();
+    let mut narrow = |keep: &dyn Fn(u64) -> bool| {
+        let kept: Vec<usize> = among.iter().copied().filter(|&i| keep(ids[i])).collect();
+        if !kept.is_empty() {
+            among = kept;
+        }
+    };
+    if !filters.authors.is_empty() {
+        narrow(&|m| authors.get(&m).is_some_and(|a| filters.authors.contains(a)));
+    }
+    narrow(&|m| filters.after.is_none_or(|a| m >= a) && filters.before.is_none_or(|b| m < b));
+    if !c.near.is_empty() {
+        narrow(&|m| c.near.contains(&m));
+    }
+    match lines {
+        Some(lines) => text::best_line(lines, terms, &among),
+        None => among.first().copied(),
     }
 }
 

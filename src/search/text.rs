@@ -1,5 +1,8 @@
 //! Text handling for search: turning a question into an FTS5 keyword query,
-//! and trimming a chunk's text to the lines that best match the question.
+//! choosing the line of a chunk that best matches the question, and trimming
+//! a chunk's text around it (the line a result links to marked with [`MARK`]).
+
+use std::cmp::Reverse;
 
 use qdrant_rust_stemmers::{Algorithm, Stemmer};
 
@@ -128,16 +131,48 @@ pub fn idf(df: u64, n: u64) -> f64 {
     (1.0 + (n - df + 0.5) / (df + 0.5)).ln()
 }
 
+/// Of the lines at `among` (indices into `lines`), the one that holds most
+/// of the question (distinct terms; phrases count double), the earliest of
+/// equals. None when `among` is empty.
+pub fn best_line(lines: &[&str], terms: &[Term], among: &[usize]) -> Option<usize> {
+    among.iter().copied().filter(|&i| i < lines.len()).max_by_key(|&i| (line_score(lines[i], terms), Reverse(i)))
+}
+
+/// What leads the line of a result's text that its link and time are of.
+pub const MARK: &str = "» ";
+
 /// The chunk's text cut to about `max_chars` around its best-matching lines
 /// (whole lines; "…" marks what was cut). Text without a match keeps its start.
 pub fn trim(text: &str, terms: &[Term], max_chars: usize) -> String {
+    snippet(text, terms, max_chars, None)
+}
+
+/// The chunk's text cut to about `max_chars` around line `focus` (without
+/// one, around its best-matching lines), as [`trim`] cuts it; `focus` is
+/// led by [`MARK`] when the text has more than one line, so a reader sees
+/// which line the result is about.
+pub fn snippet(text: &str, terms: &[Term], max_chars: usize, focus: Option<usize>) -> String {
     let lines: Vec<&str> = text.lines().collect();
-    if text.chars().count() <= max_chars || lines.is_empty() {
-        return text.to_owned();
+    let mark = focus.filter(|&f| f < lines.len() && lines.len() > 1);
+    let shown = |i: usize| -> String {
+        if mark == Some(i) {
+            format!("{MARK}{}", lines[i])
+        } else {
+            lines[i].to_owned()
+        }
+    };
+    let mark_chars = if mark.is_some() { MARK.chars().count() } else { 0 };
+    if text.chars().count() + mark_chars <= max_chars || lines.is_empty() {
+        return match mark {
+            Some(_) => (0..lines.len()).map(shown).collect::<Vec<_>>().join("\n"),
+            None => text.to_owned(),
+        };
     }
     let scores: Vec<usize> = lines.iter().map(|l| line_score(l, terms)).collect();
-    let best = (0..lines.len()).max_by_key(|&i| (scores[i], std::cmp::Reverse(i))).unwrap_or(0);
-    let len = |i: usize| lines[i].chars().count() + 1;
+    let best = focus
+        .filter(|&f| f < lines.len())
+        .unwrap_or_else(|| (0..lines.len()).max_by_key(|&i| (scores[i], Reverse(i))).unwrap_or(0));
+    let len = |i: usize| shown(i).chars().count() + 1;
     let (mut lo, mut hi) = (best, best + 1);
     let mut used = len(best);
     // Grow around the best line, preferring matching lines, then the line before (the question).
@@ -170,10 +205,13 @@ pub fn trim(text: &str, terms: &[Term], max_chars: usize) -> String {
     if lo > 0 {
         out.push_str("…\n");
     }
-    let body = lines[lo..hi].join("\n");
+    let body = (lo..hi).map(shown).collect::<Vec<_>>().join("\n");
     if body.chars().count() > max_chars {
-        // One very long line: cut it around its first match.
-        out.push_str(&cut_line(&body, terms, max_chars));
+        // One very long line: cut it around its first match (the mark kept).
+        if mark == Some(best) {
+            out.push_str(MARK);
+        }
+        out.push_str(&cut_line(lines[best], terms, max_chars.saturating_sub(mark_chars).max(1)));
     } else {
         out.push_str(&body);
     }
@@ -263,5 +301,31 @@ mod tests {
         let long = format!("{} needle {}", "x ".repeat(300), "y ".repeat(300));
         let out = trim(&long, &terms("needle"), 100);
         assert!(out.contains("needle") && out.chars().count() <= 102, "{out}");
+    }
+
+    #[test]
+    fn snippets_show_and_mark_the_line_a_result_is_about() {
+        let lines = ["Alice: the notary keys", "Bob: rotate the notary keys weekly", "Carol: ok", "Dan: notary"];
+        let question = terms("rotate notary keys");
+        assert_eq!(best_line(&lines, &question, &[0, 1, 2, 3]), Some(1), "most of the question");
+        assert_eq!(best_line(&lines, &question, &[2, 3]), Some(3), "only among these");
+        assert_eq!(best_line(&lines, &question, &[2]), Some(2), "no match: still one of them");
+        assert_eq!(best_line(&lines, &question, &[]), None);
+        // Short text: whole, its focus marked.
+        let text = lines.join("\n");
+        let out = snippet(&text, &question, 600, Some(3));
+        assert_eq!(out.lines().filter(|l| l.starts_with(MARK)).collect::<Vec<_>>(), ["» Dan: notary"]);
+        assert_eq!(snippet(&text, &question, 600, None), text);
+        assert_eq!(snippet("Alice: alone", &question, 600, Some(0)), "Alice: alone", "one line needs no mark");
+        // Long text: cut around the focus, not around the best-matching line.
+        let long = (0..40).map(|i| format!("Alice: line number {i} about nothing")).collect::<Vec<_>>().join("\n")
+            + "\nBob: the notary keys rotate on Fridays";
+        let out = snippet(&long, &question, 200, Some(5));
+        assert!(out.contains("» Alice: line number 5 about") && !out.contains("Fridays"), "{out}");
+        assert!(out.chars().count() <= 200 + 4, "{out}");
+        // One very long focus line: cut around its match, still marked.
+        let text = format!("Alice: hi\nBob: {} needle {}", "x ".repeat(300), "y ".repeat(300));
+        let out = snippet(&text, &terms("needle"), 100, Some(1));
+        assert!(out.starts_with("…\n» ") && out.contains("needle") && out.chars().count() <= 104, "{out}");
     }
 }

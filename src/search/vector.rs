@@ -91,8 +91,11 @@ fn by_chunk(guild: u64, model: &str, hits: Vec<Hit>) -> Vec<Candidate> {
                     bm25: None,
                     coverage: None,
                     weight: 1.0,
+                    near: if is_part { h.payload.message_ids.clone() } else { Vec::new() },
                     // A part's payload is not its chunk's: fetched when needed.
                     payload: (!is_part).then_some(h.payload),
+                    matched: None,
+                    pieces: Vec::new(),
                 });
             }
         }
@@ -106,7 +109,9 @@ mod tests {
     use crate::vector::ChunkPayload;
 
     fn hit(id: u64, score: f32, part_of: u64) -> Hit {
-        Hit { id, score, payload: ChunkPayload { part_of, text: format!("point {id}"), ..Default::default() } }
+        let payload =
+            ChunkPayload { part_of, text: format!("point {id}"), message_ids: vec![id], ..Default::default() };
+        Hit { id, score, payload }
     }
 
     #[test]
@@ -120,6 +125,11 @@ mod tests {
         assert_eq!(out[0].payload.as_ref().map(|p| p.text.as_str()), Some("point 1"));
         assert_eq!(out[1].payload.as_ref().map(|p| p.text.as_str()), Some("point 2"));
         assert!(out[2].payload.is_none());
+        // A part that ranked its chunk says which lines were nearest the question.
+        assert_eq!(
+            (out[0].near.as_slice(), out[1].near.as_slice(), out[2].near.as_slice()),
+            (&[11][..], &[][..], &[31][..])
+        );
         assert!(out.iter().all(|c| c.guild == 7 && c.model == "m"));
     }
 }

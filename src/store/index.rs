@@ -420,7 +420,6 @@ impl Store {
         Ok(n as u64)
     }
 
-    /// Users whose username or display name is `name` (any case).
     /// How a user is shown: display name and username, when the archive knows them.
     pub fn user_label(&self, user: u64) -> Result<Option<String>, StoreError> {
         Ok(self
@@ -435,12 +434,23 @@ impl Store {
             .optional()?)
     }
 
-    pub fn users_named(&self, name: &str) -> Result<Vec<u64>, StoreError> {
+    /// Every user of the archive: (id, username, display name), by id (what
+    /// an asker's `--author` is matched against).
+    pub fn user_names(&self) -> Result<Vec<(u64, String, Option<String>)>, StoreError> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare(
-            "SELECT id FROM users WHERE lower(username) = lower(?1) OR lower(global_name) = lower(?1) ORDER BY id",
+        let mut stmt = conn.prepare("SELECT id, username, global_name FROM users ORDER BY id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The author of each of these messages that the archive holds.
+    pub fn message_authors(&self, messages: &[u64]) -> Result<HashMap<u64, u64>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, author_id FROM messages WHERE id IN (SELECT value FROM json_each(?1)) AND author_id IS NOT NULL",
         )?;
-        let rows = stmt.query_map([name], |r| Ok(r.get::<_, i64>(0)? as u64))?;
+        let ids = serde_json::to_string(messages).expect("ids serialize");
+        let rows = stmt.query_map([ids], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -567,17 +577,36 @@ impl Store {
         Ok(())
     }
 
-    /// The chunk of an index that holds a message, if any (messages the
-    /// chunker left out belong to none).
-    pub fn chunk_of_message(
+    /// Every chunk of an index that holds a message: the one, or, for a
+    /// message too long for one chunk, its pieces (chunks of it alone, see
+    /// `chunk`) in order. Empty for a message the chunker left out.
+    pub fn chunks_of_message(
         &self,
         guild: u64,
         model: &str,
         channel: u64,
         message: u64,
-    ) -> Result<Option<u64>, StoreError> {
-        let chunk = self.last_chunk_from(guild, model, channel, message)?;
-        Ok(chunk.filter(|c| c.last_message_id >= message).map(|c| c.chunk_id))
+    ) -> Result<Vec<u64>, StoreError> {
+        let Some(chunk) = self.last_chunk_from(guild, model, channel, message)? else { return Ok(Vec::new()) };
+        if chunk.last_message_id < message {
+            return Ok(Vec::new());
+        }
+        if (chunk.first_message_id, chunk.last_message_id) != (message, message) {
+            return Ok(vec![chunk.chunk_id]);
+        }
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT chunk_id FROM index_chunks
+             WHERE guild_id = ?1 AND model = ?2 AND channel_id = ?3 AND first_message_id = ?4 AND last_message_id = ?4",
+        )?;
+        let rows = stmt.query_map(params![id(guild), model, id(channel), id(message)], |r| r.get::<_, i64>(0))?;
+        let mut found: Vec<u64> = rows.map(|r| r.map(|c| c as u64)).collect::<Result<_, _>>()?;
+        // A piece's id says which piece it is; ids of no piece (none expected) go last.
+        let pieces = found.len() as u32;
+        let piece =
+            |c: &u64| (0..pieces).find(|&p| crate::chunk::chunk_id(channel, message, p) == *c).unwrap_or(u32::MAX);
+        found.sort_by_cached_key(piece);
+        Ok(found)
     }
 
     /// The channel's last manifest chunk that starts at or before `message`.
