@@ -83,7 +83,7 @@ impl Harness {
     fn settings(&self) -> Settings {
         let config = self.data.with_file_name("empty.toml");
         std::fs::write(&config, "").unwrap();
-        let mut s = Settings::resolve(Some(&config), Some(self.data.clone())).unwrap();
+        let mut s = Settings::resolve(Some(&config), Some(self.data.clone()), None).unwrap();
         s.token = Some(Token::new(self.fake.token()));
         s.api_base = self.fake.base_url();
         s.models_dir = self.models.clone();
@@ -185,6 +185,79 @@ impl Drop for Harness {
         self.stop.cancel();
     }
 }
+
+/// The real binary, pointed at the harness's fake server, archive and models.
+fn cli(h: &Harness, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_discord-indexer"));
+    c.env_remove("QDRANT_URL")
+        .env("DISCORD_TOKEN", h.fake.token())
+        .env("DISCORD_API_BASE", h.fake.base_url())
+        .env("DISCORD_INDEXER_MODELS_DIR", &h.models)
+        .args(["--data-dir", h.data.to_str().unwrap()])
+        .args(args);
+    c
+}
+
+/// A `discord-indexer bot` process; killed if a test ends before it exits.
+struct BotProcess {
+    child: std::process::Child,
+    stderr: PathBuf,
+}
+
+impl BotProcess {
+    fn spawn(h: &Harness, name: &str) -> BotProcess {
+        let (out, err) = (h.data.with_file_name(format!("{name}.out")), h.data.with_file_name(format!("{name}.err")));
+        // Files, not pipes: nothing reads a pipe while the bot runs.
+        let child = cli(h, &["bot"])
+            .stdout(std::fs::File::create(out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        BotProcess { child, stderr: err }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn terminate(&self) {
+        let pid = self.child.id() as libc::pid_t;
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM sent");
+    }
+
+    /// Its exit code and stderr once it exits, which must be within `bound`
+    /// (a bound for something that happens, not a sleep).
+    async fn exit_within(&mut self, bound: Duration, what: &str) -> (Option<i32>, String) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), self.stderr());
+            }
+            if started.elapsed() > bound {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("{what}: still running after {bound:?}; stderr:\n{}", tail(&self.stderr()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for BotProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn tail(text: &str) -> String {
+    text.chars().rev().take(3000).collect::<Vec<_>>().into_iter().rev().collect()
+}
+
+/// How long a stopped or refused bot may take to exit: generous, an upper bound.
+const PROMPTLY: Duration = Duration::from_secs(20);
 
 fn options() -> BotOptions {
     BotOptions {
@@ -502,16 +575,7 @@ async fn the_bot_command_answers_never_prints_the_token_and_stops_on_sigterm() {
     let h = Harness::new().await;
     // Loaded and indexed by the CLI, as an operator would before starting the bot
     // (in other processes: an embedded collection is opened by one process at a time).
-    let cli = |args: &[&str]| {
-        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_discord-indexer"));
-        c.env_remove("QDRANT_URL")
-            .env("DISCORD_TOKEN", h.fake.token())
-            .env("DISCORD_API_BASE", h.fake.base_url())
-            .env("DISCORD_INDEXER_MODELS_DIR", &h.models)
-            .args(["--data-dir", h.data.to_str().unwrap()])
-            .args(args);
-        c
-    };
+    let cli = |args: &[&str]| cli(&h, args);
     let guild = h.guild.to_string();
     for args in [vec!["load", "--guild", &guild], vec!["index", "--guild", &guild, "--model", "tiny", "--activate"]] {
         let mut c = cli(&args);
@@ -550,4 +614,80 @@ async fn the_bot_command_answers_never_prints_the_token_and_stops_on_sigterm() {
         }
     }
     assert!(!stderr.contains("ERROR"), "no errors:\n{tail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_bot_while_the_gateway_refuses_it_and_each_retry_is_said_in_words() {
+    let h = Harness::new().await;
+    h.fake.refuse_gateway(Some((503, "The gateway is over capacity, try again later")));
+    let mut bot = BotProcess::spawn(&h, "refused");
+    // A first try and a retry: the bot is in its retry loop, not starting.
+    wait_for("two refused gateway handshakes", || (h.fake.gateway_refusals() >= 2).then_some(())).await;
+    bot.terminate();
+    let (code, stderr) = bot.exit_within(PROMPTLY, "SIGTERM while the gateway refuses").await;
+    assert_eq!(code, Some(0), "a stop is a clean exit:\n{}", tail(&stderr));
+    let retries: Vec<&str> = stderr.lines().filter(|l| l.contains("retrying in")).collect();
+    assert!(!retries.is_empty(), "each retry is said:\n{}", tail(&stderr));
+    for line in &retries {
+        assert!(line.contains("503") && line.contains("over capacity"), "in Discord's words: {line}");
+    }
+    assert!(!stderr.contains("[123, 34"), "no byte arrays:\n{}", tail(&stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_bot_while_it_cannot_reconnect() {
+    let h = Harness::new().await;
+    let mut bot = BotProcess::spawn(&h, "reconnecting");
+    wait_for("the bot process registers its commands", || h.fake.registered_command_id("ask")).await;
+    h.fake.refuse_gateway(Some((503, "The gateway is over capacity, try again later")));
+    h.fake.close_gateway(4000);
+    // Resumes fail, then serenity starts a new shard, which fails and waits in
+    // its queue: no shard runs, and a stop must not wait for one.
+    wait_for("four refused reconnections", || (h.fake.gateway_refusals() >= 4).then_some(())).await;
+    bot.terminate();
+    let (code, stderr) = bot.exit_within(PROMPTLY, "SIGTERM while reconnecting").await;
+    assert_eq!(code, Some(0), "a stop is a clean exit:\n{}", tail(&stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_refuses_for_good_ends_the_bot_with_discords_answer() {
+    let h = Harness::new().await;
+    let cases: [(&str, &dyn Fn(&FakeDiscord), &[&str]); 4] = [
+        (
+            "the WebSocket handshake answers 403",
+            &|f| f.refuse_gateway(Some((403, "This address may not open gateway connections"))),
+            &["403", "This address may not open gateway connections"],
+        ),
+        (
+            "GET /gateway/bot answers 401",
+            &|f| f.set_faults(vec![Fault::always(FaultKind::Unauthorized).on("/gateway")]),
+            &["401", "/gateway"],
+        ),
+        (
+            "IDENTIFY is closed with 4014",
+            &|f| f.close_gateway_on_identify(Some((4014, "Disallowed intent(s)."))),
+            &["Message Content Intent"],
+        ),
+        (
+            "IDENTIFY is closed with 4004",
+            &|f| f.close_gateway_on_identify(Some((4004, "Authentication failed."))),
+            &["4004", "token"],
+        ),
+    ];
+    for (what, refuse, said) in cases {
+        refuse(&h.fake);
+        let mut bot = BotProcess::spawn(&h, "fatal");
+        let (code, stderr) = bot.exit_within(PROMPTLY, what).await;
+        assert_eq!(code, Some(2), "{what}: a refusal for good is exit 2:\n{}", tail(&stderr));
+        let error = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_else(|| panic!("{what}: {stderr}"));
+        for words in said {
+            assert!(error.contains(words), "{what}: the error says {words:?}: {error}");
+        }
+        assert!(!stderr.contains("[123, 34"), "{what}: no byte arrays:\n{}", tail(&stderr));
+        assert!(!stderr.contains(&h.fake.token()), "{what}: the token is never printed");
+        // Back to a gateway that accepts.
+        h.fake.refuse_gateway(None);
+        h.fake.set_faults(vec![]);
+        h.fake.close_gateway_on_identify(None);
+    }
 }

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serenity::all::{ClientBuilder, GatewayIntents, GuildId, HttpBuilder};
+use serenity::all::{ClientBuilder, GatewayError, GatewayIntents, GuildId, HttpBuilder, HttpError};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
@@ -104,7 +104,10 @@ pub async fn run(settings: Settings, options: BotOptions, shutdown: Cancellation
     let backend = settings.backend()?;
     let client = settings.client(token.clone())?;
     // Fail fast, with the loader's clear messages, on a bad token or an unreachable API.
-    let me = client.current_user().await.context("cannot start the bot")?;
+    let me = tokio::select! {
+        () = shutdown.cancelled() => return Ok(()),
+        me = client.current_user() => me.context("cannot start the bot")?,
+    };
     tracing::info!(bot = %me.username, "token accepted");
     let searcher = Searcher::new(
         store.clone(),
@@ -121,6 +124,12 @@ pub async fn run(settings: Settings, options: BotOptions, shutdown: Cancellation
         http = http.proxy(settings.api_base.trim_end_matches('/')).ratelimiter_disabled(true);
     }
     let http = http.build();
+    // Serenity retries a gateway that refuses it forever, every 5 s, and logs
+    // Discord's answer as bytes; a stop cannot end its retries either. So the
+    // bot first makes sure the gateway would take a connection.
+    let Some(gateway_url) = reach_gateway(&http, &shutdown).await? else {
+        return Ok(());
+    };
 
     let bot = Arc::new(Bot {
         settings,
@@ -171,22 +180,184 @@ pub async fn run(settings: Settings, options: BotOptions, shutdown: Cancellation
         .framework(framework)
         .await
         .context("cannot build the Discord client")?;
+    // The URL that answered, whatever serenity's own `GET /gateway` got (on
+    // an error it falls back to Discord's, whatever the API base).
+    *client.ws_url.lock().await = gateway_url;
     let shards = client.shard_manager.clone();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        stop.cancelled().await;
-        shards.shutdown_all().await;
-    });
-    let result = client.start().await;
+    let result = tokio::select! {
+        result = client.start() => result,
+        () = shutdown.cancelled() => {
+            // Stops the running shard. A shard that cannot reconnect only
+            // waits in serenity's retry queue, which this does not reach, and
+            // `start` would not return: it is dropped instead.
+            shards.shutdown_all().await;
+            Ok(())
+        }
+    };
     shutdown.cancel();
     result.map_err(|e| match e {
-        serenity::Error::Gateway(serenity::gateway::GatewayError::InvalidAuthentication) => {
+        serenity::Error::Gateway(GatewayError::InvalidAuthentication) => {
             anyhow::anyhow!("Discord refused the bot token on the gateway (close code 4004)")
         }
-        serenity::Error::Gateway(serenity::gateway::GatewayError::DisallowedGatewayIntents) => anyhow::anyhow!(
+        serenity::Error::Gateway(GatewayError::DisallowedGatewayIntents) => anyhow::anyhow!(
             "Discord refused the gateway intents: enable \"Message Content Intent\" for the application \
              (Developer Portal → Bot → Privileged Gateway Intents)"
         ),
+        serenity::Error::Gateway(GatewayError::InvalidGatewayIntents) => {
+            anyhow::anyhow!("Discord refused the gateway intents as invalid (close code 4013)")
+        }
         e => anyhow::Error::new(e).context("the gateway connection failed"),
     })
+}
+
+/// Longest pause between two tries to reach the gateway.
+const GATEWAY_RETRY_CAP: Duration = Duration::from_secs(60);
+/// How long one try may take (a request, or a WebSocket handshake).
+const GATEWAY_TRY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a try to reach the gateway failed, in words.
+#[derive(Debug)]
+enum GatewayTrouble {
+    /// Discord answered, and would answer the same again (a 4xx): stop.
+    Refused(String),
+    /// Worth another try (no connection, a timeout, a 5xx, a 429), after at
+    /// least the wait Discord asked for, if it did.
+    Transient(String, Option<Duration>),
+}
+
+/// Waits until the gateway would take a connection: `GET /gateway/bot`
+/// answers, and the WebSocket handshake at its URL succeeds. Returns that URL,
+/// or `None` when `shutdown` fired first. A refusal for good is an error in
+/// Discord's words; a transient failure is said once per try and tried
+/// again, 1 s later, then 2 s, 4 s, ... up to a minute.
+async fn reach_gateway(http: &serenity::http::Http, shutdown: &CancellationToken) -> anyhow::Result<Option<String>> {
+    let probe = reqwest::Client::builder()
+        .timeout(GATEWAY_TRY_TIMEOUT)
+        .build()
+        .context("cannot build the gateway's HTTP client")?;
+    let mut delay = Duration::from_secs(1);
+    for attempt in 1u32.. {
+        let tried = async {
+            let url = match tokio::time::timeout(GATEWAY_TRY_TIMEOUT, http.get_bot_gateway()).await {
+                Ok(answer) => answer.map_err(gateway_bot_trouble)?.url,
+                Err(_) => return Err(GatewayTrouble::Transient("GET /gateway/bot timed out".into(), None)),
+            };
+            probe_gateway(&probe, &url).await?;
+            Ok(url)
+        };
+        let tried = tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            tried = tried => tried,
+        };
+        let (why, asked) = match tried {
+            Ok(url) => {
+                if attempt > 1 {
+                    tracing::warn!("reached Discord's gateway after {attempt} tries");
+                }
+                return Ok(Some(url));
+            }
+            Err(GatewayTrouble::Refused(why)) => anyhow::bail!("Discord's gateway refused the bot: {why}"),
+            Err(GatewayTrouble::Transient(why, asked)) => (why, asked),
+        };
+        let wait = delay.max(asked.unwrap_or_default());
+        tracing::warn!("cannot connect to Discord's gateway: {why}; retrying in {} s (try {attempt})", wait.as_secs());
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            () = tokio::time::sleep(wait) => {}
+        }
+        delay = (delay * 2).min(GATEWAY_RETRY_CAP);
+    }
+    unreachable!("the tries are counted in a u32")
+}
+
+/// An HTTP status Discord would answer again: a client error, but a rate
+/// limit (429) or a request timeout (408).
+fn refused_for_good(status: u16) -> bool {
+    (400..500).contains(&status) && status != 408 && status != 429
+}
+
+fn gateway_bot_trouble(e: serenity::Error) -> GatewayTrouble {
+    match e {
+        serenity::Error::Http(HttpError::UnsuccessfulRequest(r)) => {
+            let why = format!("GET /gateway/bot answered {}: {}", r.status_code, r.error.message);
+            if refused_for_good(r.status_code.as_u16()) {
+                GatewayTrouble::Refused(why)
+            } else {
+                GatewayTrouble::Transient(why, None)
+            }
+        }
+        e => GatewayTrouble::Transient(format!("GET /gateway/bot failed: {}", causes(&e)), None),
+    }
+}
+
+/// Opens a WebSocket handshake at the gateway's `url` as serenity will
+/// (`{url}?v=10`) and closes it at once: a 101 is success; any other answer
+/// is read as Discord's words (its JSON `message`, or the text).
+async fn probe_gateway(client: &reqwest::Client, url: &str) -> Result<(), GatewayTrouble> {
+    use reqwest::header::{CONNECTION, RETRY_AFTER, UPGRADE};
+    let target = format!("{url}?v={}", serenity::constants::GATEWAY_VERSION);
+    let target = match (target.strip_prefix("wss://"), target.strip_prefix("ws://")) {
+        (Some(rest), _) => format!("https://{rest}"),
+        (None, Some(rest)) => format!("http://{rest}"),
+        _ => return Err(GatewayTrouble::Refused(format!("the gateway URL {url} is not a ws:// or wss:// URL"))),
+    };
+    let response = client
+        .get(&target)
+        .header(CONNECTION, "Upgrade")
+        .header(UPGRADE, "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .map_err(|e| GatewayTrouble::Transient(format!("no connection to {url}: {}", causes(&e)), None))?;
+    let status = response.status();
+    if status == reqwest::StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(());
+    }
+    let asked = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(3600.0)));
+    let body = response.text().await.unwrap_or_default();
+    let why = match discord_words(&body) {
+        Some(words) => format!("{url} answered {status}: {words}"),
+        None => format!("{url} answered {status}"),
+    };
+    if refused_for_good(status.as_u16()) {
+        Err(GatewayTrouble::Refused(why))
+    } else {
+        Err(GatewayTrouble::Transient(why, asked))
+    }
+}
+
+/// What an error body says: Discord's JSON `message`, or else the text
+/// itself on one line, shortened (an HTML page from a proxy says little more).
+fn discord_words(body: &str) -> Option<String> {
+    let json = serde_json::from_str::<serde_json::Value>(body).ok();
+    if let Some(message) = json.as_ref().and_then(|v| v["message"].as_str()) {
+        return Some(message.trim().to_owned()).filter(|m| !m.is_empty());
+    }
+    let text = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    match text.chars().count() {
+        0 => None,
+        n if n <= 200 => Some(text),
+        _ => Some(text.chars().take(200).chain("…".chars()).collect()),
+    }
+}
+
+/// An error and its sources on one line (a connection error's reason is in its sources).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -5,16 +5,22 @@
 //! per guild, HEARTBEAT → HEARTBEAT_ACK, RESUME (replaying the events the
 //! session missed, then RESUMED; an unknown session gets INVALID_SESSION),
 //! and dispatches that tests inject (`MESSAGE_CREATE`, `INTERACTION_CREATE`,
-//! ...). Tests can close every connection to exercise reconnects. Every
+//! ...). Tests can close every connection to exercise reconnects, refuse
+//! the WebSocket handshake with an HTTP error (as Discord's edge does when it
+//! is down or will not serve a client), and close a connection at IDENTIFY
+//! with a fatal close code (a refused token, disallowed intents). Every
 //! payload a client sends is recorded.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::broadcast;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
@@ -51,6 +57,13 @@ pub(super) struct Gateway {
     pub received: Mutex<Vec<Value>>,
     /// New events and close requests for live connections.
     events: broadcast::Sender<Signal>,
+    /// When set, WebSocket handshakes are answered with this HTTP status and a
+    /// Discord-style JSON error with this `message`, not with 101.
+    refusal: Mutex<Option<(u16, String)>>,
+    /// Handshakes refused so far (counted once the answer was written).
+    pub refused: AtomicU64,
+    /// When set, an IDENTIFY is answered by closing with this code and reason.
+    identify_close: Mutex<Option<(u16, String)>>,
 }
 
 #[derive(Clone, Debug)]
@@ -66,8 +79,16 @@ impl Gateway {
         // With a path, so that `{url}?v=10` is a valid request target for any client.
         let url = format!("ws://{}/", listener.local_addr()?);
         let (events, _) = broadcast::channel(1024);
-        let gw =
-            Arc::new(Gateway { url, heartbeat_ms, sessions: Mutex::default(), received: Mutex::default(), events });
+        let gw = Arc::new(Gateway {
+            url,
+            heartbeat_ms,
+            sessions: Mutex::default(),
+            received: Mutex::default(),
+            events,
+            refusal: Mutex::default(),
+            refused: AtomicU64::new(0),
+            identify_close: Mutex::default(),
+        });
         Ok((gw, listener))
     }
 
@@ -115,12 +136,37 @@ impl Gateway {
         self.sessions.lock().unwrap().len()
     }
 
+    /// From now on, answers handshakes with `status` and `message` (`None`: accepts them again).
+    pub fn refuse(&self, refusal: Option<(u16, String)>) {
+        *self.refusal.lock().unwrap() = refusal;
+    }
+
+    /// From now on, closes connections at IDENTIFY with this code and reason (`None`: accepts them again).
+    pub fn close_on_identify(&self, close: Option<(u16, String)>) {
+        *self.identify_close.lock().unwrap() = close;
+    }
+
     async fn connection(
         self: Arc<Self>,
         stream: TcpStream,
         state: Arc<State>,
         stop: CancellationToken,
     ) -> anyhow::Result<()> {
+        let refusal = self.refusal.lock().unwrap().clone();
+        if let Some((status, message)) = refusal {
+            let refuse = move |_: &Request, _: Response| -> Result<Response, ErrorResponse> {
+                let body = json!({"message": message, "code": 0}).to_string();
+                Err(http::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Some(body))
+                    .expect("valid response"))
+            };
+            // Always an error: the one the callback chose, now written to the client.
+            let _ = tokio_tungstenite::accept_hdr_async(stream, refuse).await;
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Ok(());
+        }
         let mut ws = tokio_tungstenite::accept_async(stream).await?;
         let mut signals = self.events.subscribe();
         ws.send(text(json!({"op": op::HELLO, "d": {"heartbeat_interval": self.heartbeat_ms}}))).await?;
@@ -156,6 +202,12 @@ impl Gateway {
                     match payload["op"].as_u64() {
                         Some(op::HEARTBEAT) => ws.send(text(json!({"op": op::HEARTBEAT_ACK}))).await?,
                         Some(op::IDENTIFY) => {
+                            let close = self.identify_close.lock().unwrap().clone();
+                            if let Some((code, reason)) = close {
+                                let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
+                                ws.send(Message::Close(Some(frame))).await?;
+                                return Ok(());
+                            }
                             if payload["d"]["token"].as_str().map(|t| t.trim_start_matches("Bot ")) != Some(token.as_str()) {
                                 let frame = CloseFrame { code: CloseCode::from(4004), reason: "Authentication failed.".into() };
                                 ws.send(Message::Close(Some(frame))).await?;

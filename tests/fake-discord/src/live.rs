@@ -281,6 +281,27 @@ impl FakeDiscord {
     pub fn invalidate_gateway_sessions(&self) {
         self.gateway.forget_sessions();
     }
+
+    /// From now on the gateway refuses WebSocket handshakes: it answers with
+    /// this HTTP status and a Discord-style JSON error whose `message` is the
+    /// text given (`None`: it accepts them again). Connections already open
+    /// stay open.
+    pub fn refuse_gateway(&self, refusal: Option<(u16, &str)>) {
+        self.gateway.refuse(refusal.map(|(status, message)| (status, message.to_owned())));
+    }
+
+    /// Gateway handshakes refused so far (each counted once its answer was sent).
+    pub fn gateway_refusals(&self) -> u64 {
+        self.gateway.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// From now on the gateway answers IDENTIFY by closing the connection
+    /// with this close code and reason, as Discord does for a refused token
+    /// (4004) or intents the application may not use (4014); `None`: it
+    /// identifies sessions again.
+    pub fn close_gateway_on_identify(&self, close: Option<(u16, &str)>) {
+        self.gateway.close_on_identify(close.map(|(code, reason)| (code, reason.to_owned())));
+    }
 }
 
 #[cfg(test)]
