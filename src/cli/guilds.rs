@@ -10,9 +10,13 @@ pub struct Args {}
 
 pub fn run(_args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
     let store = match Store::open_existing(&settings.data_dir) {
-        // A new data directory holds no guilds: an empty list, for scripts.
-        Err(StoreError::Missing(_)) if json => {
-            out!("[]");
+        // A new data directory holds no guilds: an empty list, not an error.
+        Err(StoreError::Missing(path)) => {
+            if json {
+                out!("[]");
+            } else {
+                out!("no guilds: nothing is archived at {} yet (run `load` or `import`)", path.display());
+            }
             return Ok(exit::OK);
         }
         store => store?,

@@ -115,9 +115,9 @@ fn print_summary(s: &ImportSummary) {
     }
     let rate = (s.new + s.updated + s.unchanged) as f64 / s.seconds.max(0.001);
     out!(
-        "{} files, {} channels: {} new, {} updated, {} already present messages; {} rows rejected; {:.1}s ({:.0} messages/s){}{}",
-        s.files,
-        s.channels,
+        "{}, {}: {} new, {} updated, {} already present messages; {} rows rejected; {:.1}s ({:.0} messages/s){}{}",
+        super::plural(s.files as u64, "file"),
+        super::plural(s.channels as u64, "channel"),
         s.new,
         s.updated,
         s.unchanged,

@@ -20,10 +20,12 @@ pub struct Args {
     /// Guild id (as loaded); repeat for several.
     #[arg(long = "guild", value_name = "ID", required = true, value_parser = super::discord_id)]
     pub guilds: Vec<u64>,
-    /// Model directory name under models/ (default: [index] model, else all-MiniLM-L6-v2).
+    /// Model directory name in the models directory (default: [index] model, else all-MiniLM-L6-v2).
     #[arg(long)]
     pub model: Option<String>,
-    /// Drop this model's collection for the guild and build it again.
+    /// Build this model's index again from the archive. A complete index is
+    /// rebuilt beside the current one, which search keeps using until the new
+    /// one is complete and takes its place.
     #[arg(long)]
     pub rebuild: bool,
     /// Make this model the guild's active one when the index is complete.
@@ -36,9 +38,10 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
-    let store = Store::open_existing(&settings.data_dir)?;
+    // The model first: a missing one is reported before the archive is read.
     let name = args.model.clone().unwrap_or_else(|| settings.model.clone());
     let info = ModelInfo::find(&settings.models_dir, &name)?;
+    let store = Store::open_existing(&settings.data_dir)?;
     let device = device();
     let backend = settings.backend()?;
     tracing::info!(model = %info.name, device = device_name(&device), "loading model");
@@ -95,10 +98,8 @@ struct View {
 
 impl View {
     fn new() -> Self {
-        let bar = super::progress_bar(
-            Some(1),
-            "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} messages ({rate}, ETA {eta})  {msg}",
-        );
+        // No total (and no ETA) until the run knows what it will read.
+        let bar = super::progress_bar(None, "{spinner} [{elapsed_precise}] finding what changed  {msg}");
         View { bar, tally: Default::default() }
     }
 
@@ -107,6 +108,9 @@ impl View {
         t.update(&e);
         match e {
             IndexEvent::Planned { channels, messages, resumed } => {
+                self.bar.set_style(super::bar_style(
+                    "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} messages ({rate}, ETA {eta})  {msg}",
+                ));
                 if resumed > 0 {
                     self.bar
                         .suspend(|| say!("resuming: {resumed} chunks already stored by the interrupted run are kept"));
@@ -142,7 +146,7 @@ fn print_summary(s: &IndexSummary) {
     }
     out!(
         "guild {} with {}: {} chunks embedded, {} unchanged, {} removed ({} tokens) from {} messages in {} changed channels; \
-         {} points in {} ({}), {} in the HNSW index; {:.1}s{}{}",
+         {} points in {} ({}), {}; {:.1}s{}{}",
         s.guild_id,
         s.model,
         s.embedded,
@@ -154,7 +158,11 @@ fn print_summary(s: &IndexSummary) {
         s.points,
         s.collection,
         s.backend,
-        s.indexed_vectors,
+        if s.indexed_vectors > 0 {
+            format!("{} in the HNSW graph", s.indexed_vectors)
+        } else {
+            "searched exhaustively (fast at this size; an HNSW graph is built once the collection is large)".into()
+        },
         s.seconds,
         if s.active { "; active" } else { "" },
         if s.repaired > 0 { format!("; {} chunks the vector store had lost were embedded again", s.repaired) } else { String::new() }

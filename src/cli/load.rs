@@ -18,6 +18,8 @@ use crate::store::Store;
 
 /// Load the full history of guilds (or some channels) into the archive.
 ///
+/// Needs the bot's token in DISCORD_TOKEN (or `token` in the config file);
+/// DISCORD_API_BASE points it at another API base (a test server).
 /// Reruns continue where the last run stopped. Exit codes: 0 all done
 /// (forbidden or deleted channels are skipped, not failures), 1 some channels
 /// or guilds failed (rerun to continue), 2 fatal error or no guild could be
@@ -64,10 +66,19 @@ pub async fn run(args: Args, settings: &Settings, json: bool, verbose: bool) -> 
             }
         })
     };
-    let summary = load::load(&client, &store, &options, &|e| view.on_event(e), &shutdown).await.context("load failed");
+    let summary = load::load(&client, &store, &options, &|e| view.on_event(e), &shutdown).await;
     ticker.abort();
     view.finish();
-    let mut summary = summary?;
+    let mut summary = match summary {
+        Ok(summary) => summary,
+        // A stop that cut a wait before any channel started (the token
+        // check, the guild listing): nothing was half done.
+        Err(load::LoadError::Api(crate::discord::ApiError::Stopped)) if shutdown.is_cancelled() => {
+            say!("interrupted before anything was loaded: rerun the same command");
+            return Ok(exit::INTERRUPTED);
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("load failed")),
+    };
     let mut file_options = settings.files.clone();
     if let Some(mode) = args.attachments {
         file_options.mode = mode;
@@ -224,8 +235,10 @@ fn print_summary(s: &LoadSummary, verbose: bool) {
             Some(e) => out!("guild {} ({name}): FAILED: {e}", g.guild_id),
             None => out!("guild {} ({name})", g.guild_id),
         }
-        for note in &g.notes {
-            out!("  note: {note}");
+        if !super::quiet() {
+            for note in &g.notes {
+                out!("  note: {note}");
+            }
         }
         let channels = s.channels.iter().filter(|c| c.guild_id == g.guild_id);
         let up_to_date = channels.clone().filter(|c| matches!(c.outcome, Outcome::UpToDate)).count();
@@ -233,7 +246,7 @@ fn print_summary(s: &LoadSummary, verbose: bool) {
             out!("  #{:<24} {:<15} {}", c.name, c.kind, describe(c));
         }
         if up_to_date > 0 && !verbose {
-            out!("  {up_to_date} channels up to date (list them with -v)");
+            out!("  {} up to date (list them with -v)", super::plural(up_to_date as u64, "channel"));
         }
     }
     if let Some(f) = &s.files {
@@ -250,7 +263,11 @@ fn print_summary(s: &LoadSummary, verbose: bool) {
         s.requests.waited_ms,
         s.requests.retries,
         s.requests.rate_limited,
-        if failed > 0 { format!("; {failed} channels not finished: rerun to continue") } else { String::new() },
+        if failed > 0 {
+            format!("; {} not finished: rerun to continue", super::plural(failed as u64, "channel"))
+        } else {
+            String::new()
+        },
     );
 }
 

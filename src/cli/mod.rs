@@ -58,24 +58,31 @@ const VERSION: &str = if cfg!(feature = "cuda") {
     )
 };
 
+/// The heading of the options every command takes, apart from its own.
+const GLOBAL: &str = "Global options";
+
 /// Archive Discord servers into SQLite and make them searchable.
 #[derive(Debug, Parser)]
 #[command(name = "discord-indexer", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     /// Configuration file (default: ./discord-indexer.toml if present).
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = GLOBAL)]
     pub config: Option<PathBuf>,
     /// Where the archive and indexes live (default: data/).
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL)]
     pub data_dir: Option<PathBuf>,
+    /// Where embedding models are (else DISCORD_INDEXER_MODELS_DIR, else [index] models_dir, else
+    /// ./models if it exists, else discord-indexer/models in the user's data directory: ~/.local/share on Linux).
+    #[arg(long, global = true, value_name = "DIR", help_heading = GLOBAL)]
+    pub models_dir: Option<PathBuf>,
     /// Print results as JSON on stdout (progress and errors go to stderr).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     pub json: bool,
     /// More log output on stderr (-v, -vv); RUST_LOG also works.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = GLOBAL)]
     pub verbose: u8,
     /// Only results and errors: no progress display, banners or notes on stderr.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = GLOBAL)]
     pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -134,7 +141,7 @@ fn discord_id(text: &str) -> Result<u64, String> {
 /// A progress bar on stderr when it is a terminal (hidden otherwise), with
 /// `template` and a steady tick; `len` None for a spinner without a total.
 fn progress_bar(len: Option<u64>, template: &str) -> indicatif::ProgressBar {
-    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    use indicatif::{ProgressBar, ProgressDrawTarget};
     use std::io::IsTerminal;
     let target = if std::io::stderr().is_terminal() && !quiet() {
         ProgressDrawTarget::stderr()
@@ -142,22 +149,35 @@ fn progress_bar(len: Option<u64>, template: &str) -> indicatif::ProgressBar {
         ProgressDrawTarget::hidden()
     };
     let bar = ProgressBar::with_draw_target(len, target);
-    let style = ProgressStyle::with_template(template)
+    bar.set_style(bar_style(template));
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
+/// The look of [`progress_bar`]s: `template`, with `{rate}` in whole units.
+fn bar_style(template: &str) -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(template)
         .expect("valid template")
         .progress_chars("=> ")
         // indicatif's {per_sec} prints four decimals.
         .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
             let _ = write!(w, "{:.0}/s", state.per_sec());
-        });
-    bar.set_style(style);
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
-    bar
+        })
 }
 
 /// Set once from `--quiet`, before a subcommand runs.
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// `--json`: results are JSON, written exactly.
 static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// "1 channel", "2 channels".
+pub(crate) fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
 
 /// Whether stderr should carry only errors (`--quiet`).
 fn quiet() -> bool {
@@ -239,14 +259,21 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     let default = match verbose {
         0 if quiet => "error",
         0 => "warn,qdrant_edge=error",
-        1 => "info,discord_indexer=debug,qdrant_edge=warn",
+        1 => "info,discord_indexer=debug,qdrant_edge=error",
         _ => "debug",
     };
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     // Interaction tokens must not reach the log: serenity's HTTP spans record
     // each request's route (events inside them, from hyper, would print it),
     // its debug spans record gateway payloads, and tungstenite traces frames.
-    for directive in ["serenity=info", "serenity::http=warn", "tungstenite=info", "tokio_tungstenite=info"] {
+    // (Capped, not raised: at the default level they stay at warn.)
+    let cap = if verbose == 0 { "warn" } else { "info" };
+    for directive in [
+        format!("serenity={cap}"),
+        "serenity::http=warn".to_owned(),
+        format!("tungstenite={cap}"),
+        format!("tokio_tungstenite={cap}"),
+    ] {
         filter = filter.add_directive(directive.parse().expect("valid directive"));
     }
     // Colours only on a terminal, and never with NO_COLOR set (no-color.org).
@@ -256,6 +283,9 @@ pub fn init_logging(verbose: u8, quiet: bool) {
         .with_writer(std::io::stderr)
         .with_ansi(colour)
         .with_target(false)
+        // Its own write errors (stderr closed) would go to eprintln!, which
+        // panics on a closed stderr: a log line must never end the program.
+        .log_internal_errors(false)
         .try_init();
 }
 
@@ -263,13 +293,28 @@ pub fn init_logging(verbose: u8, quiet: bool) {
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     QUIET.store(cli.quiet, std::sync::atomic::Ordering::Relaxed);
     JSON.store(cli.json, std::sync::atomic::Ordering::Relaxed);
-    // Needs no settings: works before any configuration exists.
+    // Needs no settings: works before any configuration exists. Options that
+    // mean nothing there are refused rather than silently ignored.
+    if matches!(cli.command, Command::Completions(_) | Command::Man(_)) {
+        let meaningless = [
+            (cli.json, "--json"),
+            (cli.data_dir.is_some(), "--data-dir"),
+            (cli.models_dir.is_some(), "--models-dir"),
+            (cli.config.is_some(), "--config"),
+        ];
+        if let Some((_, flag)) = meaningless.iter().find(|(given, _)| *given) {
+            anyhow::bail!("{flag} means nothing for `completions` and `man`: they print text that needs no archive");
+        }
+    }
+    if matches!(cli.command, Command::Bot(_)) && cli.json {
+        anyhow::bail!("--json means nothing for `bot`: it runs until stopped and reports in Discord and its log");
+    }
     let cli = match cli.command {
         Command::Completions(args) => return completions::run(args),
         Command::Man(args) => return man::run(args),
         _ => cli,
     };
-    let settings = Settings::resolve(cli.config.as_deref(), cli.data_dir.clone())?;
+    let settings = Settings::resolve(cli.config.as_deref(), cli.data_dir.clone(), cli.models_dir.clone())?;
     settings.init_threads()?;
     match cli.command {
         Command::Load(args) => load::run(args, &settings, cli.json, cli.verbose > 0).await,
@@ -299,7 +344,9 @@ pub fn shutdown_on_signal(notice: &'static str) -> CancellationToken {
     let t = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        eprintln!("\n{notice}");
+        // Not `eprintln!`: with stderr closed (a reader gone) it would panic
+        // here, and the stop would never be passed on.
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("\n{notice}\n").as_bytes());
         // The run's token first: a loop that races a request against it
         // then stops as planned rather than on the request's error.
         t.cancel();

@@ -136,8 +136,25 @@ fn describe(e: &serde_json::Error) -> String {
         }
         Category::Io => format!("read error: {e}"),
         Category::Syntax => format!("not valid JSON at {at}: {e}"),
-        Category::Data => format!("not a DiscordChatExporter JSON export: {e}"),
+        Category::Data => format!("not a DiscordChatExporter JSON export: {}", without_type_names(&e.to_string())),
     }
+}
+
+/// serde's "expected struct DceGuild" in a user's words: "expected a guild object".
+fn without_type_names(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("struct Dce") {
+        out.push_str(&rest[..at]);
+        let name_len =
+            rest[at + "struct Dce".len()..].find(|c: char| !c.is_alphanumeric()).unwrap_or(rest.len() - at - 10);
+        let name = &rest[at + "struct Dce".len()..at + "struct Dce".len() + name_len];
+        let article = if name.starts_with(['A', 'E', 'I', 'O', 'U']) { "an" } else { "a" };
+        out.push_str(&format!("{article} {} object", name.to_lowercase()));
+        rest = &rest[at + "struct Dce".len() + name_len..];
+    }
+    out.push_str(rest);
+    out.replace("expected a a ", "expected a ").replace("expected a an ", "expected an ")
 }
 
 struct State<'a> {
@@ -410,6 +427,16 @@ fn message(m: DceMessage, channel_id: u64) -> Result<Message, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_name_no_internal_types() {
+        assert_eq!(
+            without_type_names("invalid type: integer `5`, expected struct DceGuild at line 1 column 12"),
+            "invalid type: integer `5`, expected a guild object at line 1 column 12"
+        );
+        assert_eq!(without_type_names("expected struct DceAttachment"), "expected an attachment object");
+        assert_eq!(without_type_names("missing field `id`"), "missing field `id`");
+    }
 
     #[test]
     fn kinds_map_to_discord_numbers() {

@@ -50,7 +50,7 @@ pub const ARCHIVE_FILE: &str = "archive.db";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("no archive at {0}: run `discord-indexer load` first")]
+    #[error("no archive at {0}: run `discord-indexer load` (or `discord-indexer import`) first, or give the --data-dir that holds it")]
     Missing(PathBuf),
     #[error(
         "{0} is not an archive file (it is a directory or other non-file): move it aside, or give another --data-dir"
