@@ -698,6 +698,7 @@ async fn imported_history_is_searchable_and_hidden_from_members_until_discord_sa
     // A member, before anything was read from Discord: nothing, with a reason.
     let err = searcher(false).ask(&ask(Viewer::User(member))).await.unwrap_err();
     assert!(err.to_string().contains("showing nothing"), "{err}");
+    assert!(err.to_string().contains("never read from Discord") && err.to_string().contains("load --guild"), "{err}");
     // Once Discord has said who may read what: the listed channel, never the other.
     let answer = searcher(true).ask(&ask(Viewer::User(member))).await.unwrap();
     assert_eq!(channels(&answer), BTreeSet::from([listed.id]));

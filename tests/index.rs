@@ -277,10 +277,11 @@ fn message(channel: u64, id: u64, content: &str, edited: Option<&str>) -> Raw<Me
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_model_builds_beside_the_first_and_activation_switches() {
     let s = setup().await;
-    let a = s.index("tiny", |o| o.activate = true).await.unwrap();
-    assert!(a.active);
+    // The guild's first complete index is the one search uses, unasked.
+    let a = s.index("tiny", |_| {}).await.unwrap();
+    assert!(a.active, "a guild's first index is active");
     let b = s.index("tiny-cls", |_| {}).await.unwrap();
-    assert!(!b.active, "a new index is not active until asked");
+    assert!(!b.active, "a second index is not active until asked");
     assert_eq!((a.dim, b.dim), (32, 48));
     assert_eq!(s.store.active_model(s.guild).unwrap().as_deref(), Some("tiny"));
     // Both collections exist, the first untouched.
@@ -406,8 +407,13 @@ async fn the_cli_lists_models_guilds_and_indexes() {
     let (code, _, err) = run(&["index", "--guild", &g, "--model", "missing"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("no model \"missing\"") && err.contains("tiny, tiny-cls"), "{err}");
-    let (code, _, err) = run(&["index", "--guild", &g, "--model", "tiny", "--activate"]);
+    // Without --activate: the first index is the one search uses, and says so.
+    let (code, out, err) = run(&["index", "--guild", &g, "--model", "tiny"]);
     assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("search uses it"), "{out}");
+    let (code, out, err) = run(&["ask", "restart"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.starts_with("1. ") && out.contains("similarity"), "{out}");
     let (code, out, _) = run(&["guilds", "--json"]);
     assert_eq!(code, Some(0));
     let guilds: serde_json::Value = serde_json::from_str(&out).unwrap();

@@ -280,8 +280,15 @@ async fn bad_questions_and_guilds_get_one_clear_error() {
     s.store.activate_index(s.guild, "tiny").unwrap();
     // The active model is gone from disk.
     std::fs::remove_dir_all(s.models.join("tiny")).unwrap();
-    let err = searcher.ask(&ask("restart", vec![s.guild])).await.unwrap_err();
+    // A vector search fails and says where models were looked for; a hybrid
+    // one answers from the keyword index alone, with a note that says why.
+    let err = searcher.ask(&Query { mode: Mode::Vector, ..ask("restart", vec![s.guild]) }).await.unwrap_err();
     assert!(err.to_string().contains("no model \"tiny\""), "{err}");
+    let answer = searcher.ask(&ask("restart", vec![s.guild])).await.unwrap();
+    assert_eq!(answer.results.len(), 5);
+    assert!(answer.results.iter().all(|r| r.vector_rank.is_none() && r.keyword_rank.is_some()));
+    assert_eq!(answer.notes.len(), 1, "{:?}", answer.notes);
+    assert!(answer.notes[0].contains("keyword results only") && answer.notes[0].contains("no model \"tiny\""));
     // Keyword search needs no model.
     let answer = searcher.ask(&Query { mode: Mode::Keyword, ..ask("restart", vec![s.guild]) }).await.unwrap();
     assert_eq!(answer.results.len(), 5);
@@ -685,7 +692,10 @@ async fn a_damaged_vector_store_is_one_clear_error_and_a_rebuild_repairs_it() {
     assert!(!err.contains("panicked"), "{err}");
     let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
     assert_eq!(errors.len(), 1, "{err}");
-    assert!(errors[0].contains("is damaged") && errors[0].contains(&format!("index --guild {g} --model tiny --rebuild")), "{err}");
+    assert!(
+        errors[0].contains("is damaged") && errors[0].contains(&format!("index --guild {g} --model tiny --rebuild")),
+        "{err}"
+    );
     // `status` says so too (not "? points"), with a non-zero exit.
     let mut c = bin(&s);
     c.args(["status"]);

@@ -282,6 +282,10 @@ impl<'a> Chunker<'a> {
         }
         let replied = m.reply_to.and_then(|r| self.recent.get(&r).cloned().or_else(|| (self.quote)(r)));
         let line = match replied {
+            // A reply to a message without text (an image, a sticker) names whom it answers.
+            Some((who, what)) if what.trim().is_empty() => {
+                format!("{} (replying to {}): {content}", m.author_name, one_line(&who))
+            }
             Some((who, what)) => {
                 let words: Vec<&str> = what.split_whitespace().collect();
                 let who = one_line(&who);

@@ -77,8 +77,12 @@ fn replies_quote_what_they_answer() {
     // A reply to a message outside this run is quoted from the store.
     let outside = |id: u64| (id == 77).then(|| ("Carol".to_string(), "old question".to_string()));
     reply.reply_to = Some(77);
-    let chunks = chunk_channel(vec![reply], &ChunkRules::default(), &words, &outside);
+    let chunks = chunk_channel(vec![reply.clone()], &ChunkRules::default(), &words, &outside);
     assert!(chunks[0].text.starts_with("user2 (replying to Carol: \"old question\"): "));
+    // A reply to a message without text (an image) names whom it answers, without an empty quote.
+    let image_only = |id: u64| (id == 77).then(|| ("Carol".to_string(), "  ".to_string()));
+    let chunks = chunk_channel(vec![reply], &ChunkRules::default(), &words, &image_only);
+    assert!(chunks[0].text.starts_with("user2 (replying to Carol): we moved"), "{}", chunks[0].text);
 }
 
 #[test]

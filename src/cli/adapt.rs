@@ -14,7 +14,8 @@ use crate::store::Store;
 ///
 /// Learns from pairs of messages (a reply and what it answers, or two
 /// consecutive messages by different people within 15 minutes), so that
-/// search learns the server's vocabulary. The archive is only read. Then
+/// search learns the server's vocabulary; it needs at least 256 such pairs
+/// (a few thousand messages of conversation). The archive is only read. Then
 /// `index --guild ID --model NAME --activate` builds its index beside the
 /// active one and switches when complete. The new model learns from every
 /// archived channel, private ones included: keep it as private as the archive.

@@ -5,7 +5,7 @@ use crate::config::Settings;
 use chrono::{DateTime, Utc};
 
 use crate::search::filters::{parse_date, FilterRequest};
-use crate::search::{Mode, Query, Searcher, Viewer};
+use crate::search::{Mode, Query, SearchResult, Searcher, Viewer};
 use crate::store::Store;
 
 /// Search the archive: hybrid vector + keyword search over the active index
@@ -74,7 +74,9 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         after: args.after,
         before: args.before,
     };
-    let filters = request.resolve(&store, &guilds)?;
+    // The operator owns the archive: names resolve with every channel and
+    // user in it, and a miss lists the closest ones.
+    let filters = request.resolve_for_operator(&store, &guilds)?;
     let asker = match args.as_user {
         Some(user) => match store.user_label(user)? {
             Some(label) => format!("{label}, user {user}"),
@@ -116,8 +118,8 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         for (i, r) in answer.results.iter().enumerate() {
             let place =
                 if r.is_thread { format!("thread “{}”", r.channel_name) } else { format!("#{}", r.channel_name) };
-            let when = r.start.get(..16).unwrap_or(&r.start).replace('T', " ");
-            out!("{}. {place} · {} · {when} UTC · score {:.4}", i + 1, r.authors.join(", "), r.score);
+            let when = r.time.get(..16).unwrap_or(&r.time).replace('T', " ");
+            out!("{}. {place} · {} · {when} UTC · {}", i + 1, r.authors.join(", "), why(r, args.mode));
             out!("   {}", r.jump_url);
             for line in r.text.lines() {
                 out!("   │ {line}");
@@ -126,4 +128,21 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         }
     }
     Ok(if answer.searched.len() < guilds.len() { exit::PARTIAL } else { exit::OK })
+}
+
+/// Why a result ranks where it does, in words: the similarity of its
+/// conversation to the question, and the share of the question's words
+/// (rare words weigh more) that its best message holds.
+fn why(r: &SearchResult, mode: Mode) -> String {
+    let similar = r.vector_score.map(|v| format!("similarity {v:.2}"));
+    let words = match mode {
+        Mode::Keyword => Some(format!("{:.0}% of the words", r.score * 100.0)),
+        _ => r.keyword_rank.map(|k| format!("keyword #{k}")),
+    };
+    match (similar, words) {
+        (Some(v), Some(k)) => format!("{v}, {k}"),
+        (Some(v), None) => v,
+        (None, Some(k)) => k,
+        (None, None) => format!("score {:.4}", r.score),
+    }
 }

@@ -12,9 +12,10 @@ use crate::store::Store;
 
 /// Chunk, embed and store a loaded guild's history in its vector collection.
 ///
-/// Reruns only embed what changed in the archive since the last run. Another
-/// `--model` builds a second collection beside the first; `--activate` makes
-/// it the one search uses once it is complete.
+/// Reruns only embed what changed in the archive since the last run. A
+/// guild's first complete index is the one search uses. Another `--model`
+/// builds a second collection beside it; `--activate` makes that one the one
+/// search uses once it is complete.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Guild id (as loaded); repeat for several.
@@ -28,7 +29,8 @@ pub struct Args {
     /// one is complete and takes its place.
     #[arg(long)]
     pub rebuild: bool,
-    /// Make this model the guild's active one when the index is complete.
+    /// Make this model the guild's active one (the one search uses) when the
+    /// index is complete. A guild's first index becomes active without it.
     #[arg(long)]
     pub activate: bool,
     /// Read image files again whose stored text an older OCR engine read
@@ -164,7 +166,14 @@ fn print_summary(s: &IndexSummary) {
             "searched exhaustively (fast at this size; an HNSW graph is built once the collection is large)".into()
         },
         s.seconds,
-        if s.active { "; active" } else { "" },
+        if s.active {
+            "; search uses it".to_owned()
+        } else {
+            format!(
+                "; search still uses the guild's active index (switch with `discord-indexer activate --guild {} --model {}`)",
+                s.guild_id, s.model
+            )
+        },
         if s.repaired > 0 { format!("; {} chunks the vector store had lost were embedded again", s.repaired) } else { String::new() }
     );
 }

@@ -62,7 +62,8 @@ pub struct IndexOptions {
     pub guild: u64,
     /// Drop the collection and the record first, and build from scratch.
     pub rebuild: bool,
-    /// Make this model the guild's active one once the index is complete.
+    /// Make this model the guild's active one once the index is complete
+    /// (a guild's first complete index becomes active without it).
     pub activate: bool,
     /// Chunking and filters; `max_tokens` is capped at the model's limit.
     pub chunking: ChunkRules,
@@ -231,11 +232,11 @@ pub enum IndexError {
     #[error("the index of guild {guild} with model {model} has {found}-dimensional vectors but the model now makes {wanted}; rerun with --rebuild")]
     DimensionChanged { guild: u64, model: String, found: usize, wanted: usize },
     #[error(
-        "guild {guild} has no index with model {model}{}: build one with `discord-indexer index --guild {guild} --model {model}`",
+        "guild {guild} has no index with model {model}{}; `discord-indexer models` lists the installed models, and `discord-indexer index --guild {guild} --model NAME` builds one's index",
         if has.is_empty() { String::new() } else { format!(" (its indexes: {})", has.join(", ")) }
     )]
     NoSuchIndex { guild: u64, model: String, has: Vec<String> },
-    #[error("the {model} index of guild {guild} is not complete yet: rerun `index` to finish it")]
+    #[error("the {model} index of guild {guild} is not complete yet: `discord-indexer index --guild {guild} --model {model}` finishes it")]
     Incomplete { guild: u64, model: String },
     #[error("interrupted; rerun to continue (nothing is lost)")]
     Interrupted,
@@ -406,7 +407,8 @@ pub async fn index(
             backend.drop_collection(guild, &old).await?;
         }
     }
-    if options.activate && !active {
+    // The guild's first complete index is the one search uses, whatever was asked.
+    if !active && (options.activate || store.active_model(guild)?.is_none()) {
         activate(store, backend, guild, &model).await?;
         active = true;
     }

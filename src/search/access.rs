@@ -95,10 +95,15 @@ impl AccessSource<'_> {
         let mut access = self.store.call(move |s| s.guild_access(guild)).await?.ok_or_else(missing)?;
         if !access.synced_at.is_some_and(|t| fresh(t, self.max_age)) {
             let client = self.client.ok_or_else(|| {
-                undetermined(
-                    "the stored roles and channel permissions are too old and no DISCORD_TOKEN is set to refresh them"
-                        .into(),
-                )
+                undetermined(match access.synced_at {
+                    Some(_) => {
+                        "the stored roles and channel permissions are too old and no DISCORD_TOKEN is set to refresh them"
+                            .into()
+                    }
+                    None => format!(
+                        "its roles and channel permissions were never read from Discord (an export carries none);                          `discord-indexer load --guild {guild}` reads them, or set DISCORD_TOKEN; without --as-user                          the operator searches everything"
+                    ),
+                })
             })?;
             self.refresh_guild(client, guild)
                 .await

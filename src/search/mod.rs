@@ -336,7 +336,7 @@ impl Searcher {
         let models = self.active_models(&q.guilds, q.mode).await?;
 
         let t = Instant::now();
-        let Scope { mut guilds, notes, not_member } = self.scope(models, q.viewer).await?;
+        let Scope { mut guilds, mut notes, not_member } = self.scope(models, q.viewer).await?;
         if !q.filters.channels.is_empty() {
             self.narrow_to_channels(&mut guilds, &q.filters.channels).await?;
         }
@@ -348,7 +348,19 @@ impl Searcher {
 
         let mut vector_list = Vec::new();
         if q.mode != Mode::Keyword && !visible.is_empty() {
-            vector_list = self.vector_list(question, &visible, &q.filters, depth, &mut timings).await?;
+            let mut with_vectors = visible.clone();
+            if q.mode == Mode::Hybrid {
+                // A hybrid search whose model is not installed here still
+                // answers, from the keyword index alone, and says so.
+                let missing = self.missing_models(&visible).await;
+                for (model, error) in &missing {
+                    notes.push(format!("keyword results only for the guilds indexed with {model}: {error}"));
+                }
+                with_vectors.retain(|g| g.index.as_ref().map_or(true, |(m, _)| !missing.contains_key(m)));
+            }
+            if !with_vectors.is_empty() {
+                vector_list = self.vector_list(question, &with_vectors, &q.filters, depth, &mut timings).await?;
+            }
         }
         let mut keyword_list = Vec::new();
         let mut idf = Vec::new();
@@ -390,6 +402,26 @@ impl Searcher {
         timings.fuse_ms = ms(t);
         timings.total_ms = ms(started);
         Ok(Answer { results, notes, searched, not_member, timings })
+    }
+
+    /// The models of these guilds' indexes that are not installed (or are
+    /// incomplete) in the models directory, with the error that says where
+    /// they were looked for. Other load errors are left to the search.
+    async fn missing_models(&self, guilds: &[&SearchedGuild]) -> HashMap<String, ModelError> {
+        let mut missing = HashMap::new();
+        let mut checked = HashSet::new();
+        for (model, _) in guilds.iter().filter_map(|g| g.index.as_ref()) {
+            if !checked.insert(model.clone()) {
+                continue;
+            }
+            match self.model(model).await {
+                Err(e @ (ModelError::NotInstalled { .. } | ModelError::MissingFile { .. })) => {
+                    missing.insert(model.clone(), e);
+                }
+                _ => {}
+            }
+        }
+        missing
     }
 
     /// Each named guild (sorted, once) with its active model; every one must

@@ -221,7 +221,35 @@ pub fn snippet(text: &str, terms: &[Term], max_chars: usize, focus: Option<usize
     out
 }
 
+/// A chunk line's speaker (`Alice` of `Alice: …` or of `Alice (replying to
+/// Bob: "…"): …`, with a thread title before it) and where what they said
+/// begins (a byte offset).
+fn speaker(line: &str) -> Option<(&str, usize)> {
+    let said = line.find(": ")?;
+    let (who, start) = match line.find(" (replying to ") {
+        Some(reply) if reply < said => {
+            let rest = &line[reply..];
+            let end = rest.find("\"): ").map(|q| q + 4).or_else(|| rest.find("): ").map(|q| q + 3))?;
+            (&line[..reply], reply + end)
+        }
+        _ => (&line[..said], said + 2),
+    };
+    (who.chars().count() <= 120).then_some((who, start))
+}
+
+/// One line cut to about `max_chars` around its first match, its speaker
+/// kept in front (a reply's quote goes first).
 fn cut_line(line: &str, terms: &[Term], max_chars: usize) -> String {
+    if let Some((who, start)) = speaker(line) {
+        let room = max_chars.saturating_sub(who.chars().count() + 2);
+        if room >= 20 {
+            return format!("{who}: {}", cut_words(&line[start..], terms, room));
+        }
+    }
+    cut_words(line, terms, max_chars)
+}
+
+fn cut_words(line: &str, terms: &[Term], max_chars: usize) -> String {
     let lower = line.to_lowercase();
     let at = terms
         .iter()
@@ -301,6 +329,12 @@ mod tests {
         let long = format!("{} needle {}", "x ".repeat(300), "y ".repeat(300));
         let out = trim(&long, &terms("needle"), 100);
         assert!(out.contains("needle") && out.chars().count() <= 102, "{out}");
+        // A long message keeps its speaker in front; a reply's quote goes first.
+        let said = format!("{} needle {}", "x ".repeat(300), "y ".repeat(300));
+        let out = trim(&format!("Alice: {said}"), &terms("needle"), 100);
+        assert!(out.starts_with("Alice: …") && out.contains("needle") && out.chars().count() <= 102, "{out}");
+        let out = trim(&format!("Bob (replying to Alice: \"why: this\"): {said}"), &terms("needle"), 100);
+        assert!(out.starts_with("Bob: …") && out.contains("needle") && !out.contains("replying"), "{out}");
     }
 
     #[test]
