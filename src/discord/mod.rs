@@ -14,6 +14,15 @@
 //! failures: they wait exactly what Discord asks and are retried (at most
 //! `max_429` times in a row, a guard against a server that never relents).
 //!
+//! Until the API base has answered once (any HTTP status), a request that
+//! cannot connect at all (connection refused, no such host, network
+//! unreachable) is tried once more after a short pause and then fails with
+//! [`ApiError::Unreachable`], naming the URL and `DISCORD_API_BASE`: a wrong
+//! base is said in a second, not after minutes of retries. Once it has
+//! answered, connection failures are transient like any other (a blip in the
+//! middle of a load is retried on the schedule above). The base itself is
+//! checked when the client is made ([`check_api_base`]).
+//!
 //! No wait is longer than `max_wait` (see [`ratelimit`]), and every wait, for
 //! a rate limit or before a retry, ends when the client's stop token is
 //! cancelled: by default the process's, which the first Ctrl-C or SIGTERM
@@ -26,6 +35,7 @@ pub mod model;
 pub mod ratelimit;
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -40,6 +50,48 @@ use ratelimit::{Headers, RateLimiter, RouteKey, StatsSnapshot};
 
 /// Discord's production API base.
 pub const DEFAULT_API_BASE: &str = "https://discord.com";
+/// The path every request's route follows, after the API base.
+pub const API_PATH: &str = "/api/v10";
+/// An API base to show in messages about a malformed one (the fake server's shape).
+const EXAMPLE_API_BASE: &str = "http://127.0.0.1:3000";
+/// The longest pause before the one retry of a first request that could not connect.
+const FIRST_CONNECT_RETRY: Duration = Duration::from_millis(500);
+/// A first request whose connection failed only after this long (a connect
+/// timeout) is not tried again.
+const FIRST_CONNECT_QUICK: Duration = Duration::from_secs(2);
+
+/// Checks an API base (`DISCORD_API_BASE`, `api_base`): an absolute
+/// `http://` or `https://` URL with a host, such as `https://discord.com` or
+/// `http://127.0.0.1:3000`. Returns it trimmed, without trailing slashes.
+/// The error says what is wrong with the value, quoted first, and shows a
+/// well-formed base: the caller puts the name of the setting in front.
+pub fn check_api_base(base: &str) -> Result<String, String> {
+    let base = base.trim().trim_end_matches('/');
+    let example = |e: &str| format!("e.g. {e} (Discord itself: {DEFAULT_API_BASE})");
+    if base.is_empty() {
+        return Err(format!("is empty: an API base is an http:// or https:// URL, {}", example(EXAMPLE_API_BASE)));
+    }
+    let has_scheme = base.contains("://");
+    match reqwest::Url::parse(base) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(base.to_owned()),
+        _ if !has_scheme => {
+            // The same with a scheme, when that is a URL.
+            let with = format!("http://{base}");
+            let with = match reqwest::Url::parse(&with) {
+                Ok(url) if url.has_host() => with,
+                _ => EXAMPLE_API_BASE.to_owned(),
+            };
+            Err(format!("{base:?} has no scheme: write it with http:// or https:// in front, {}", example(&with)))
+        }
+        Ok(url) => Err(format!(
+            "{base:?}: only http:// and https:// are supported, not {}://; {}",
+            url.scheme(),
+            example(EXAMPLE_API_BASE)
+        )),
+        Err(e) => Err(format!("{base:?} is not a valid URL ({e}); {}", example(EXAMPLE_API_BASE))),
+    }
+}
+
 /// Messages per page: Discord's maximum.
 pub const PAGE_SIZE: u8 = 100;
 /// Links per `POST /attachments/refresh-urls`: Discord's maximum.
@@ -168,6 +220,17 @@ pub enum ApiError {
     /// The base URL or request could not be built.
     #[error("bad request setup: {0}")]
     Setup(String),
+    /// The API base is not a usable URL (no scheme, another scheme than
+    /// http or https): the whole message, naming the setting.
+    #[error("{0}")]
+    BadApiBase(String),
+    /// The client's first request could not connect (connection refused, no
+    /// such host, network unreachable), nor its one quick retry: the API base
+    /// is wrong, or the network is down. Fatal.
+    #[error(
+        "cannot reach the Discord API at {url} ({reason}); check DISCORD_API_BASE (unset means Discord itself) and your network"
+    )]
+    Unreachable { url: String, reason: String },
     /// A stop (Ctrl-C, SIGTERM) ended the request's wait for a rate limit or a retry.
     #[error("stopped while waiting to send a Discord request (rate limit or retry)")]
     Stopped,
@@ -177,7 +240,15 @@ impl ApiError {
     /// Errors after which no further request can succeed (after a stop,
     /// none that has to wait).
     pub fn is_fatal(&self) -> bool {
-        matches!(self, ApiError::Unauthorized | ApiError::Banned { .. } | ApiError::Setup(_) | ApiError::Stopped)
+        matches!(
+            self,
+            ApiError::Unauthorized
+                | ApiError::Banned { .. }
+                | ApiError::Setup(_)
+                | ApiError::BadApiBase(_)
+                | ApiError::Unreachable { .. }
+                | ApiError::Stopped
+        )
     }
 }
 
@@ -200,6 +271,10 @@ pub struct Client {
     http: reqwest::Client,
     options: Arc<ClientOptions>,
     limiter: Arc<RateLimiter>,
+    /// Whether the API base has answered a request (any status) since this
+    /// client (or a clone) was made: until then a failure to connect is
+    /// said at once (see the module's documentation).
+    answered: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for Client {
@@ -210,8 +285,8 @@ impl fmt::Debug for Client {
 
 impl Client {
     pub fn new(options: ClientOptions) -> Result<Client, ApiError> {
-        let base = options.api_base.trim_end_matches('/').to_owned();
-        reqwest::Url::parse(&base).map_err(|e| ApiError::Setup(format!("API base {base:?}: {e}")))?;
+        let base = check_api_base(&options.api_base)
+            .map_err(|e| ApiError::BadApiBase(format!("the API base (DISCORD_API_BASE) {e}")))?;
         if options.token.is_empty() {
             return Err(ApiError::Setup("no bot token: set DISCORD_TOKEN or `token` in discord-indexer.toml".into()));
         }
@@ -239,7 +314,12 @@ impl Client {
             }
         }
         let limiter = Arc::new(limiter);
-        Ok(Client { http, options: Arc::new(ClientOptions { api_base: base, stop: Some(stop), ..options }), limiter })
+        Ok(Client {
+            http,
+            options: Arc::new(ClientOptions { api_base: base, stop: Some(stop), ..options }),
+            limiter,
+            answered: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -267,7 +347,7 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&serde_json::Value>,
     ) -> Result<Bytes, ApiError> {
-        let url = format!("{}/api/v10{}", self.options.api_base, route.path);
+        let url = format!("{}{API_PATH}{}", self.options.api_base, route.path);
         let (mut tries, mut limited) = (0u32, 0u32);
         let started = Instant::now();
         loop {
@@ -284,8 +364,34 @@ impl Client {
             }
             let sent = request.send().await;
             let failure = match sent {
+                // Nothing has ever answered: a wrong base or no network,
+                // said now rather than after minutes of retries.
+                Err(e) if e.is_connect() && !self.answered.load(Ordering::Relaxed) => {
+                    drop(permit);
+                    tries += 1;
+                    let elapsed = started.elapsed();
+                    if tries >= 2 || elapsed >= FIRST_CONNECT_QUICK {
+                        return Err(ApiError::Unreachable {
+                            url: format!("{}{API_PATH}", self.options.api_base),
+                            reason: connect_failure(&e),
+                        });
+                    }
+                    let wait = self.backoff(1).min(FIRST_CONNECT_RETRY);
+                    self.limiter.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(
+                        "Discord request {} could not connect ({}); one more try in {:.1}s",
+                        route.path,
+                        connect_failure(&e),
+                        wait.as_secs_f64()
+                    );
+                    if self.pause(wait).await {
+                        return Err(stopped().await);
+                    }
+                    continue;
+                }
                 Err(e) => transport_error(&e),
                 Ok(resp) => {
+                    self.answered.store(true, Ordering::Relaxed);
                     let now = Instant::now();
                     let headers = Headers::parse(resp.headers());
                     self.limiter.update(&permit, &headers, now);
@@ -344,7 +450,7 @@ impl Client {
                 });
             }
             let stats = &self.limiter.stats;
-            stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            stats.retries.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 "Discord request {} failed ({failure}); retrying in {:.1}s (try {} of at most {}, giving up after {}s)",
                 route.path,
@@ -353,17 +459,22 @@ impl Client {
                 self.options.max_tries,
                 patience.as_secs()
             );
-            stats.retrying.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let stop = self.options.stop.as_ref().expect("Client::new sets it");
-            let stopped_early = tokio::select! {
-                biased;
-                _ = stop.cancelled() => true,
-                _ = tokio::time::sleep(wait) => false,
-            };
-            stats.retrying.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            stats.retrying.fetch_add(1, Ordering::Relaxed);
+            let stopped_early = self.pause(wait).await;
+            stats.retrying.fetch_sub(1, Ordering::Relaxed);
             if stopped_early {
                 return Err(stopped().await);
             }
+        }
+    }
+
+    /// Sleeps `wait` before a retry; true when the stop token ended it early.
+    async fn pause(&self, wait: Duration) -> bool {
+        let stop = self.options.stop.as_ref().expect("Client::new sets it");
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => true,
+            _ = tokio::time::sleep(wait) => false,
         }
     }
 
@@ -472,6 +583,35 @@ async fn stopped() -> ApiError {
     ApiError::Stopped
 }
 
+/// Why a connection could not be made, in a few words: "connection
+/// refused", "no such host (...)", or the innermost cause.
+fn connect_failure(e: &reqwest::Error) -> String {
+    let mut innermost = None;
+    let mut dns = false;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return "connection refused".into(),
+                std::io::ErrorKind::NetworkUnreachable => return "network unreachable".into(),
+                std::io::ErrorKind::HostUnreachable => return "host unreachable".into(),
+                std::io::ErrorKind::TimedOut => return "timed out connecting".into(),
+                _ => {}
+            }
+        }
+        let text = err.to_string();
+        dns |= text.starts_with("dns error");
+        innermost = Some(text);
+        source = err.source();
+    }
+    match (innermost, dns) {
+        (Some(text), true) => format!("no such host: {text}"),
+        (Some(text), false) => text,
+        (None, _) if e.is_timeout() => "timed out connecting".into(),
+        (None, _) => e.to_string(),
+    }
+}
+
 fn transport_error(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
@@ -493,6 +633,79 @@ mod tests {
         assert_eq!(t.header(), "Bot abc.def.ghi");
         let o = ClientOptions::new("http://x", t);
         assert!(!format!("{o:?}").contains("abc"));
+    }
+
+    #[test]
+    fn api_bases_need_an_http_scheme_and_a_host() {
+        assert_eq!(check_api_base("https://discord.com/").unwrap(), "https://discord.com");
+        assert_eq!(check_api_base(" http://127.0.0.1:3000 ").unwrap(), "http://127.0.0.1:3000");
+        for bad in ["127.0.0.1:3000", "localhost:3000/api", "discord.com"] {
+            let err = check_api_base(bad).unwrap_err();
+            assert!(err.starts_with(&format!("{bad:?} has no scheme")), "{err}");
+            assert!(err.contains(&format!("e.g. http://{bad} (Discord itself: {DEFAULT_API_BASE})")), "{err}");
+        }
+        let err = check_api_base("a b").unwrap_err();
+        assert!(err.contains(&format!("e.g. {EXAMPLE_API_BASE}")), "{err}");
+        let err = check_api_base("ftp://127.0.0.1:3000").unwrap_err();
+        assert!(err.contains("only http:// and https://") && err.contains("ftp://"), "{err}");
+        assert!(check_api_base("").unwrap_err().starts_with("is empty"));
+        assert!(check_api_base("http://").is_err());
+        let err = Client::new(ClientOptions::new("localhost:3000", Token::new("t"))).unwrap_err();
+        assert!(matches!(err, ApiError::BadApiBase(_)) && err.is_fatal());
+        let err = err.to_string();
+        assert!(err.contains("DISCORD_API_BASE") && !err.contains("relative URL"), "{err}");
+    }
+
+    /// A port nothing listens on (bound, then closed).
+    fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    /// A first request that cannot connect fails in about a second, naming
+    /// the URL and the setting, whatever the retry settings.
+    #[tokio::test]
+    async fn a_first_request_that_cannot_connect_fails_at_once() {
+        let base = format!("http://127.0.0.1:{}", closed_port());
+        let c = Client::new(ClientOptions::new(base.clone(), Token::new("t"))).unwrap();
+        let t = std::time::Instant::now();
+        let err = c.current_user().await.unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert!(err.is_fatal());
+        let ApiError::Unreachable { url, reason } = &err else { panic!("{err:?}") };
+        assert_eq!((url.as_str(), reason.as_str()), (format!("{base}/api/v10").as_str(), "connection refused"));
+        let text = err.to_string();
+        assert!(text.contains("DISCORD_API_BASE") && text.contains(&base), "{text}");
+        assert_eq!(c.stats().retries, 1, "one quick retry");
+    }
+
+    /// Once the base has answered, a connection that fails is a blip: retried
+    /// on the usual schedule.
+    #[tokio::test]
+    async fn after_an_answer_connection_failures_are_retried() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).await.unwrap();
+            let body = r#"{"id":"1","username":"bot"}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(answer.as_bytes()).await.unwrap();
+            conn.shutdown().await.unwrap();
+            // The listener closes here: later connections are refused.
+        });
+        let mut o = ClientOptions::new(base, Token::new("t"));
+        (o.retry_base, o.retry_cap, o.max_tries) = (Duration::from_millis(5), Duration::from_millis(20), 4);
+        let c = Client::new(o).unwrap();
+        let _ = c.get_bytes(&Route::new("GET /users/@me", 0, "/users/@me".into()), &[]).await.unwrap();
+        server.await.unwrap();
+        let err = c.current_user().await.unwrap_err();
+        assert!(matches!(&err, ApiError::GaveUp { tries: 4, .. }), "{err:?}");
+        assert!(err.to_string().contains("could not connect"), "{err}");
     }
 
     #[test]
