@@ -188,7 +188,11 @@ async fn bad_input_gets_one_clear_message_and_a_nonzero_exit() {
         c.args([command, "--guild", &guild, "--model", "nope", "--data-dir"]).arg(dir.path());
         let out = output(c).await;
         assert_eq!(out.status.code(), Some(2));
-        assert!(text(&out.stderr).contains("has no index with model nope: build one with"), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("has no index with model nope; `discord-indexer models` lists"),
+            "{}",
+            text(&out.stderr)
+        );
     }
 }
 
@@ -504,4 +508,123 @@ async fn a_load_whose_files_failed_is_recorded_as_partial() {
     let out = output(c).await;
     let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(status["guilds"][0]["last_load_outcome"], "partial", "{status}");
+}
+
+/// `status` as text is for people: every time in one format, a channel's
+/// checkpoint as the time of the message it reached (the id stays in JSON),
+/// an index build stopped part-way as how far it got and the command that
+/// finishes it, and a complete index as up to date or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_text_shows_times_and_how_far_an_index_build_got() {
+    use discord_indexer::embed::{Embedder, ModelInfo};
+    use discord_indexer::index::{self, IndexError, IndexEvent, IndexOptions};
+    use discord_indexer::snowflake;
+    use discord_indexer::vector::Backend;
+    use tokio_util::sync::CancellationToken;
+
+    let s = loaded(standard_world()).await;
+    let g = s.guild.to_string();
+    // A build stopped once a batch is stored, as Ctrl-C stops one (see tests/index.rs).
+    let stop = CancellationToken::new();
+    let on_event = |e: IndexEvent| {
+        if matches!(e, IndexEvent::Progress { embedded, .. } if embedded > 0) {
+            stop.cancel();
+        }
+    };
+    let mut options = IndexOptions::new(s.guild);
+    options.flush_chunks = Some(8);
+    let embedder = std::sync::Arc::new(
+        Embedder::load(ModelInfo::find(&s.models, "tiny").unwrap(), candle_core::Device::Cpu).unwrap(),
+    );
+    let backend = Backend::new(&s.data, None, None).unwrap();
+    let err = index::index(&s.store, &backend, embedder, &options, &on_event, &stop).await.unwrap_err();
+    assert!(matches!(err, IndexError::Interrupted), "{err}");
+    drop(backend);
+
+    let run = |args: &[&str]| {
+        let mut c = bin();
+        c.env_remove("QDRANT_URL")
+            .env("DISCORD_INDEXER_MODELS_DIR", &s.models)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&s.data);
+        output(c)
+    };
+    let out = run(&["status"]).await;
+    let printed = text(&out.stdout);
+    eprintln!("{printed}");
+    assert_eq!(out.status.code(), Some(0), "{printed}{}", text(&out.stderr));
+
+    // Times: one format, to the minute, in UTC; nothing in the store's RFC 3339.
+    let minute = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M UTC").to_string();
+    assert!(
+        !printed.as_bytes().windows(3).any(|w| w[0].is_ascii_digit() && w[1] == b'T' && w[2].is_ascii_digit()),
+        "{printed}"
+    );
+    let guild_line = printed.lines().next().unwrap();
+    let last_load = guild_line.split("last load ").nth(1).unwrap_or_else(|| panic!("{guild_line}"));
+    assert!(
+        last_load.len() > 20 && last_load.as_bytes()[4] == b'-' && last_load[16..].starts_with(" UTC"),
+        "{guild_line}"
+    );
+    // Checkpoints: the time of the message reached, never the raw id; the
+    // only long number left is the guild's id (which commands take).
+    let checkpoints = checkpoints(&s.data.join("archive.db"));
+    let general = s.fake.world().guilds[0].channels.iter().find(|c| c.name == "general").unwrap().id;
+    let line = printed.lines().find(|l| l.contains("#general ")).unwrap_or_else(|| panic!("{printed}"));
+    assert!(line.contains(&format!("loaded up to {}", minute(snowflake::timestamp(checkpoints[&general])))), "{line}");
+    for word in printed.split(|c: char| !c.is_ascii_digit()).filter(|w| (17..=19).contains(&w.len())) {
+        assert_eq!(word, g, "a raw id in the text: {printed}");
+    }
+    // The stopped build: how many messages are embedded, of how many, and what finishes it.
+    let line = printed.lines().find(|l| l.contains("index tiny")).unwrap_or_else(|| panic!("{printed}"));
+    assert!(line.contains("building: ") && line.contains("messages embedded so far"), "{line}");
+    assert!(printed.contains(&format!("`discord-indexer index --guild {g} --model tiny` resumes it")), "{printed}");
+    assert!(!printed.contains(" 0 chunks") && !printed.contains("parts"), "{printed}");
+
+    // JSON keeps the exact fields, and adds what the text shows.
+    let out = run(&["status", "--json"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let guild = &status["guilds"][0];
+    let channel = guild["channels"].as_array().unwrap().iter().find(|c| c["name"] == "general").unwrap();
+    assert_eq!(channel["last_message_id"], checkpoints[&general].to_string());
+    assert_eq!(channel["checkpoint_at"], snowflake::format_time(snowflake::timestamp(checkpoints[&general])));
+    let index = &guild["indexes"][0];
+    assert_eq!((index["state"].as_str(), index["chunks"].as_u64()), (Some("building"), Some(0)));
+    let (embedded, stored) = (index["messages_embedded"].as_u64().unwrap(), index["stored_chunks"].as_u64().unwrap());
+    assert!(embedded > 0 && embedded < guild["messages"].as_u64().unwrap() && stored > 0, "{index}");
+    assert!(line.contains(&format!("building: {embedded} of ~{} messages", guild["messages"])), "{line}");
+
+    // Finished, it is up to date; a deletion since makes it not.
+    let out = run(&["index", "--guild", &g, "--model", "tiny"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(&["status"]).await;
+    let printed = text(&out.stdout);
+    eprintln!("{printed}");
+    let line = printed.lines().find(|l| l.contains("index tiny")).unwrap_or_else(|| panic!("{printed}"));
+    assert!(line.contains("complete, up to date"), "{line}");
+    let middle: i64 = rusqlite::Connection::open(s.data.join("archive.db"))
+        .unwrap()
+        .query_row(
+            "SELECT id FROM messages WHERE channel_id = ?1 ORDER BY id LIMIT 1 OFFSET 10",
+            [general as i64],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(s.store.delete_messages(&[middle as u64]).unwrap(), 1);
+    let out = run(&["status"]).await;
+    let printed = text(&out.stdout);
+    eprintln!("{printed}");
+    let line = printed.lines().find(|l| l.contains("index tiny")).unwrap_or_else(|| panic!("{printed}"));
+    assert!(line.contains("complete, not up to date: 1 channel changed since"), "{line}");
+    assert!(
+        printed.contains(&format!("`discord-indexer index --guild {g} --model tiny` brings it up to date")),
+        "{printed}"
+    );
+    let out = run(&["status", "--json"]).await;
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let index = &status["guilds"][0]["indexes"][0];
+    assert_eq!(index["changed_channels"], 1, "{index}");
+    assert!(index["messages_to_read"].as_u64().unwrap() > 0, "{index}");
 }

@@ -420,6 +420,21 @@ impl Store {
         Ok(n as u64)
     }
 
+    /// Messages of the archive within an index's chunks (each chunk is a run
+    /// of one channel's messages, first to last; the pieces of one over-long
+    /// message share its span, counted once): how far a build has got.
+    pub fn manifest_messages(&self, guild: u64, model: &str) -> Result<u64, StoreError> {
+        let n: i64 = self.conn()?.query_row(
+            "SELECT count(*) FROM (
+                SELECT DISTINCT channel_id, first_message_id, last_message_id FROM index_chunks
+                WHERE guild_id = ?1 AND model = ?2
+             ) c JOIN messages m ON m.channel_id = c.channel_id AND m.id BETWEEN c.first_message_id AND c.last_message_id",
+            params![id(guild), model],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
     /// How a user is shown: display name and username, when the archive knows them.
     pub fn user_label(&self, user: u64) -> Result<Option<String>, StoreError> {
         Ok(self
