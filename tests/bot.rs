@@ -435,6 +435,8 @@ async fn load_and_reindex_need_manage_server_and_report_to_the_end() {
     let (text, _) =
         h.command(Invocation::in_channel(h.cast.plain, general, "status", &[]), |t| t.contains("Archive")).await;
     assert!(text.contains("tiny-b (active)") && text.contains("No job running"), "{text}");
+    // Times as Discord's timestamp markup, shown in each reader's own time zone.
+    assert!(text.contains("updated <t:") && !text.contains("T0") && !text.contains("Z."), "{text}");
     h.stop_bot().await;
 }
 
@@ -652,7 +654,8 @@ async fn sigterm_stops_the_bot_while_it_cannot_reconnect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_that_refuses_for_good_ends_the_bot_with_discords_answer() {
     let h = Harness::new().await;
-    let cases: [(&str, &dyn Fn(&FakeDiscord), &[&str]); 4] = [
+    type Case<'a> = (&'a str, &'a dyn Fn(&FakeDiscord), &'a [&'a str]);
+    let cases: [Case; 4] = [
         (
             "the WebSocket handshake answers 403",
             &|f| f.refuse_gateway(Some((403, "This address may not open gateway connections"))),

@@ -14,7 +14,7 @@ use futures::{Stream, StreamExt};
 use poise::CreateReply;
 use serenity::all::{ChannelId, CreateEmbed, CreateEmbedFooter};
 
-use super::format::{capitalize, human_duration, no_such_server, redact, result_field, truncate};
+use super::format::{capitalize, discord_time, human_duration, no_such_server, redact, result_field, truncate};
 use super::jobs::{self, JobKind, Progress};
 use super::{Bot, BotOptions, Context, Error};
 use crate::search::filters::{parse_date, FilterError, FilterRequest};
@@ -236,26 +236,29 @@ pub async fn status(ctx: Context<'_>) -> Result<(), Error> {
                 g.messages,
                 if skipped > 0 { format!(" ({skipped} not readable by the bot)") } else { String::new() },
                 match (&g.last_load_at, &g.last_load_outcome) {
-                    (Some(at), Some(outcome)) => format!("{at} ({outcome})"),
-                    (Some(at), None) => at.clone(),
+                    (Some(at), Some(outcome)) => format!("{} ({outcome})", discord_time(at)),
+                    (Some(at), None) => discord_time(at),
                     _ => "never finished".to_owned(),
                 }
             ));
             if let Some(newest) = g.channels.iter().filter_map(|c| c.loaded_at.clone()).max() {
-                lines.push(format!("Newest checkpoint move: {newest}."));
+                lines.push(format!("Newest checkpoint move: {}.", discord_time(&newest)));
             }
             if g.indexes.is_empty() {
                 lines.push("**Index**: none yet: /index builds one.".to_owned());
             }
             for i in &g.indexes {
+                // A building index counts its chunks only once complete.
+                let what = match i.state {
+                    crate::store::IndexState::Complete => format!("{} chunks, complete", i.chunks),
+                    crate::store::IndexState::Building => "building (/index finishes it)".to_owned(),
+                };
                 lines.push(format!(
-                    "**Index** {}{}: {} chunks, {} ({}), updated {}.",
+                    "**Index** {}{}: {what} ({}), updated {}.",
                     i.model,
                     if i.active { " (active)" } else { "" },
-                    i.chunks,
-                    i.state,
                     i.backend,
-                    i.updated_at
+                    discord_time(&i.updated_at)
                 ));
             }
         }

@@ -15,6 +15,13 @@ pub fn human_duration(d: Duration) -> String {
     }
 }
 
+/// A stored time (RFC 3339) as Discord's timestamp markup, which each
+/// reader's client shows in their own time zone and language (`<t:…:f>`);
+/// other text as it is.
+pub fn discord_time(stored: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(stored).map_or_else(|_| stored.to_owned(), |t| format!("<t:{}:f>", t.timestamp()))
+}
+
 /// The first letter in upper case.
 pub fn capitalize(s: &str) -> String {
     let mut c = s.chars();
@@ -78,6 +85,13 @@ pub fn redact(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_times_become_discord_timestamps() {
+        assert_eq!(discord_time("2024-05-01T09:00:00.000000Z"), "<t:1714554000:f>");
+        assert_eq!(discord_time("2024-05-01T11:00:00+02:00"), "<t:1714554000:f>");
+        assert_eq!(discord_time("never"), "never");
+    }
 
     #[test]
     fn long_texts_are_cut_to_discord_limits() {
