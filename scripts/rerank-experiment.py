@@ -1,4 +1,4 @@
-"""Experiment behind the README's "A reranker trained on the archive": a
+"""Experiment behind docs/benchmarks.md's "A reranker trained on the archive": a
 cross-encoder (all-MiniLM-L6-v2 reading the question and a candidate together,
 a scoring head on the mean of its outputs) trained on the archive's own
 message pairs to pick a message's reply out of it and 3 random messages, then

@@ -6,6 +6,7 @@ mod adapt;
 mod attachments;
 mod bot;
 mod cli;
+mod docs;
 mod fake;
 mod import;
 mod index;

@@ -11,7 +11,7 @@
 //! pick its partner out of the batch, both ways: sentence-transformers'
 //! MultipleNegativesRankingLoss, scale 20), AdamW, dropout as BERT trains;
 //! by default 1 epoch, batches of 32, learning rate 2e-5, inputs cut at 64
-//! tokens. The effect on retrieval was measured on real chat: README,
+//! tokens. The effect on retrieval was measured on real chat: docs/benchmarks.md,
 //! "Retrieval on real chat".
 //!
 //! **Result.** A complete model directory `models/NAME` (the trained weights,

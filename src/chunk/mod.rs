@@ -11,7 +11,7 @@
 //! window of ten its words are diluted; the parts let it be found (search
 //! ranks a chunk by the best of its own and its parts' similarities), while
 //! the whole window still answers questions about the conversation. Measured
-//! on real chat with `scripts/eval-retrieval.sh`: see the README.
+//! on real chat with `scripts/eval-retrieval.sh`: see docs/benchmarks.md.
 //!
 //! Chunking is deterministic and stateless across chunk boundaries: chunking a
 //! channel from any chunk's first message gives the same chunks from there on

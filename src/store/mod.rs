@@ -5,7 +5,7 @@
 //! schema version; migrations are the numbered files in `migrations/`). Writes
 //! that belong together happen in one transaction: a page of messages and the
 //! checkpoint that covers it land together or not at all, which is what makes
-//! a killed load resumable. See the README for the contract other tools rely on.
+//! a killed load resumable. See docs/how-it-works.md for the contract other tools rely on.
 
 mod access;
 mod adapt;
