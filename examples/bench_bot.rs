@@ -94,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
 
     let config = dir.join("empty.toml");
     std::fs::write(&config, "")?;
-    let mut settings = Settings::resolve(Some(&config), Some(data.clone()))?;
+    let mut settings = Settings::resolve(Some(&config), Some(data.clone()), None)?;
     settings.token = Some(Token::new(fake.token()));
     settings.api_base = fake.base_url();
     settings.models_dir = models.clone();

@@ -774,13 +774,11 @@ async fn errors_say_each_cause_once_in_words_a_person_understands() {
     assert!(err.contains("not a Discord id") && err.contains("Copy ID") && !err.contains("invalid digit"), "{err}");
 }
 
-/// A DCE JSON export written by hand, as an adversary would: `messages` are
-/// (id, content, edited, attachment (id, url)).
-fn hostile_json(
-    guild: (u64, &str),
-    channel: (u64, &str),
-    messages: &[(u64, &str, Option<&str>, Option<(u64, String)>)],
-) -> String {
+/// A message of a hand-written export: id, content, edit time, and an attachment (id, url).
+type HostileMessage<'a> = (u64, &'a str, Option<&'a str>, Option<(u64, String)>);
+
+/// A DCE JSON export written by hand, as an adversary would.
+fn hostile_json(guild: (u64, &str), channel: (u64, &str), messages: &[HostileMessage]) -> String {
     let messages: Vec<serde_json::Value> = messages
         .iter()
         .map(|(id, content, edited, attachment)| {
@@ -990,7 +988,7 @@ fn files_an_export_carries_are_stored_and_nothing_outside_its_folder_is_read() {
         "Rust Lovers - general [900000000000000010].json_Files/link-7E8F9.png".to_owned(),
         "Rust Lovers - general [900000000000000010].json_Files/missing-00000.png".to_owned(),
     ];
-    let messages: Vec<(u64, &str, Option<&str>, Option<(u64, String)>)> = urls
+    let messages: Vec<HostileMessage> = urls
         .iter()
         .enumerate()
         .map(|(i, url)| {

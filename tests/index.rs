@@ -769,7 +769,8 @@ async fn index_repairs_or_names_the_rebuild_for_every_damage_status_and_ask_meet
     assert_eq!(code, Some(0), "{err}");
     let repair = format!("discord-indexer index --guild {g} --model tiny");
     let rebuild = format!("{repair} --rebuild");
-    let kinds: [(&str, fn(&str) -> bool); 9] = [
+    type Damage<'a> = (&'a str, fn(&str) -> bool);
+    let kinds: [Damage; 9] = [
         ("payload storage", |f| f.contains("/payload_storage/page_")),
         ("payload storage tracker", |f| f.ends_with("/payload_storage/tracker.dat")),
         ("payload storage config", |f| f.ends_with("/payload_storage/config.json")),

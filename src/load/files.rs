@@ -417,6 +417,9 @@ pub struct LocalFile {
     pub path: PathBuf,
 }
 
+/// A file stored (`Ok`), or the state recorded for it and why.
+pub type Stored = Result<(), (FetchState, String)>;
+
 /// Stores a [`LocalFile`] with exactly a download's checks (size cap, type
 /// from the bytes, the pixel caps of every frame, the end marker) and records
 /// it like a download: `Ok(())`, or the state recorded and why. `None`:
@@ -426,7 +429,7 @@ pub fn store_local_file(
     store: &Store,
     f: &LocalFile,
     options: &FileOptions,
-) -> Result<Option<Result<(), (FetchState, String)>>, LoadError> {
+) -> Result<Option<Stored>, LoadError> {
     let wanted = match options.mode {
         AttachmentMode::None => false,
         AttachmentMode::Images => claims_image(None, &f.filename),

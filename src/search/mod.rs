@@ -356,7 +356,7 @@ impl Searcher {
                 for (model, error) in &missing {
                     notes.push(format!("keyword results only for the guilds indexed with {model}: {error}"));
                 }
-                with_vectors.retain(|g| g.index.as_ref().map_or(true, |(m, _)| !missing.contains_key(m)));
+                with_vectors.retain(|g| g.index.as_ref().is_none_or(|(m, _)| !missing.contains_key(m)));
             }
             if !with_vectors.is_empty() {
                 vector_list = self.vector_list(question, &with_vectors, &q.filters, depth, &mut timings).await?;
@@ -414,11 +414,9 @@ impl Searcher {
             if !checked.insert(model.clone()) {
                 continue;
             }
-            match self.model(model).await {
-                Err(e @ (ModelError::NotInstalled { .. } | ModelError::MissingFile { .. })) => {
-                    missing.insert(model.clone(), e);
-                }
-                _ => {}
+            if let Err(e @ (ModelError::NotInstalled { .. } | ModelError::MissingFile { .. })) = self.model(model).await
+            {
+                missing.insert(model.clone(), e);
             }
         }
         missing
@@ -427,6 +425,8 @@ impl Searcher {
     /// Each named guild (sorted, once) with its active model; every one must
     /// be searchable before anything is asked of Discord. A keyword search
     /// needs no index (the keyword index is written by `load`).
+    // A search error is made once per question: its size does not matter.
+    #[allow(clippy::result_large_err)]
     async fn active_models(&self, guilds: &[u64], mode: Mode) -> Result<Vec<(u64, Option<String>)>, SearchError> {
         if guilds.is_empty() {
             return Err(SearchError::NoGuilds);

@@ -154,6 +154,8 @@ impl Gateway {
     ) -> anyhow::Result<()> {
         let refusal = self.refusal.lock().unwrap().clone();
         if let Some((status, message)) = refusal {
+            // The handshake callback's signature is tungstenite's.
+            #[allow(clippy::result_large_err)]
             let refuse = move |_: &Request, _: Response| -> Result<Response, ErrorResponse> {
                 let body = json!({"message": message, "code": 0}).to_string();
                 Err(http::Response::builder()
