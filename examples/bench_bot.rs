@@ -97,8 +97,8 @@ async fn main() -> anyhow::Result<()> {
     let mut settings = Settings::resolve(Some(&config), Some(data.clone()), None)?;
     settings.token = Some(Token::new(fake.token()));
     settings.api_base = fake.base_url();
-    settings.models_dir = models.clone();
-    settings.model = MODEL.into();
+    settings.index.models_dir = models.clone();
+    settings.index.model = MODEL.into();
     let bot_options =
         BotOptions { ask_cooldown: Duration::ZERO, index_every: Duration::from_secs(3600), ..BotOptions::default() };
     let stop = CancellationToken::new();

@@ -2,6 +2,14 @@
 //! (`discord-indexer.toml` in the working directory, or `--config`), then
 //! environment variables, then command-line flags.
 //!
+//! This module owns the layering, the top-level keys and where models are
+//! looked for. Each section of the file belongs to the stage it configures,
+//! which says what the section may hold and resolves it (defaults and
+//! checks): `[load]` [`crate::load::LoadSection`], `[index]`
+//! [`crate::index::IndexSection`], `[qdrant]` [`crate::vector::QdrantSection`],
+//! `[search]` [`crate::search::SearchSection`]. [`Settings`] has the same
+//! shape: a setting is added in its section alone.
+//!
 //! | setting | file key | environment |
 //! | --- | --- | --- |
 //! | bot token | `token` | `DISCORD_TOKEN` |
@@ -22,9 +30,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 
-use crate::chunk::ChunkRules;
 use crate::discord::{check_api_base, Token, DEFAULT_API_BASE};
 
 /// The model stage two uses when none is named: one a fresh machine can fetch
@@ -39,7 +46,7 @@ pub const MODELS_DIR_ENV: &str = "DISCORD_INDEXER_MODELS_DIR";
 
 /// The models directory of a checkout (or any working directory that has
 /// one), used by default when it exists.
-const LOCAL_MODELS_DIR: &str = "models";
+pub const LOCAL_MODELS_DIR: &str = "models";
 
 /// Where the models directory came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +92,7 @@ pub fn user_models_dir() -> Option<PathBuf> {
 /// `local_exists` says whether `./models` exists; `user` is
 /// [`user_models_dir`]. The one home of this rule: [`Settings::resolve`]
 /// applies it and [`models_dir_rule`] explains it.
-fn choose_models_dir(
+pub fn choose_models_dir(
     flag: Option<PathBuf>,
     env: Option<PathBuf>,
     file: Option<PathBuf>,
@@ -119,6 +126,8 @@ pub fn models_dir_rule() -> String {
     format!("--models-dir DIR, else {MODELS_DIR_ENV}, else [index] models_dir in the config file, {default}")
 }
 
+/// The config file as written: the top-level keys, and one table per
+/// section, each owned by the stage it configures.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
@@ -126,99 +135,29 @@ struct File {
     api_base: Option<String>,
     data_dir: Option<PathBuf>,
     #[serde(default)]
-    load: LoadSection,
+    load: crate::load::LoadSection,
     #[serde(default)]
-    index: IndexSection,
+    index: crate::index::IndexSection,
     #[serde(default)]
-    qdrant: QdrantSection,
+    qdrant: crate::vector::QdrantSection,
     #[serde(default)]
-    search: SearchSection,
+    search: crate::search::SearchSection,
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SearchSection {
-    permissions_max_age_secs: Option<u64>,
-    candidates: Option<usize>,
-    snippet_chars: Option<usize>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IndexSection {
-    model: Option<String>,
-    models_dir: Option<PathBuf>,
-    silence_minutes: Option<u64>,
-    max_chunk_tokens: Option<usize>,
-    part_tokens: Option<usize>,
-    skip_bots: Option<bool>,
-    skip_authors: Option<Vec<u64>>,
-    command_prefixes: Option<Vec<String>>,
-    batch_size: Option<usize>,
-    flush_chunks: Option<usize>,
-    threads: Option<usize>,
-    precision: Option<String>,
-}
-
-#[derive(Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct QdrantSection {
-    url: Option<String>,
-    api_key: Option<String>,
-}
-
-impl std::fmt::Debug for QdrantSection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("QdrantSection").field("url", &self.url).finish_non_exhaustive()
-    }
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoadSection {
-    concurrency: Option<usize>,
-    requests_per_second: Option<u32>,
-    request_timeout_secs: Option<u64>,
-    patience_secs: Option<u64>,
-    attachments: Option<String>,
-    attachment_max_mb: Option<u64>,
-    attachment_budget_mb: Option<u64>,
-    attachment_concurrency: Option<usize>,
-}
-
-/// The resolved settings. `Debug` never shows the token.
+/// The resolved settings, shaped like the config file: the top-level keys,
+/// then one struct per section. `Debug` never shows the token or the API key.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub token: Option<Token>,
     pub api_base: String,
     pub data_dir: PathBuf,
-    pub concurrency: usize,
-    /// Discord's global limit for the bot: 50 unless Discord raised it.
-    pub requests_per_second: u32,
-    /// How long one request may take before it counts as failed.
-    pub request_timeout: std::time::Duration,
-    /// How long a request keeps being retried after failures before it is given up.
-    pub patience: std::time::Duration,
-    /// Which attachment files a load fetches, and within what limits.
-    pub files: crate::load::files::FileOptions,
-    /// Stage two's default model.
-    pub model: String,
-    /// Where models are: see [`models_dir_rule`].
-    pub models_dir: PathBuf,
-    /// Why there.
-    pub models_dir_from: ModelsDirFrom,
-    pub chunking: ChunkRules,
-    /// Texts per forward pass (default: the embedder's, by device).
-    pub batch_size: Option<usize>,
-    /// The encoder's number type (half precision needs a GPU).
-    pub precision: crate::embed::Precision,
-    /// Most chunks per step (default: by device, see `index::DEFAULT_FLUSH_CHUNKS`).
-    pub flush_chunks: Option<usize>,
-    /// Threads for embedding (default: one per CPU core).
-    pub threads: Option<usize>,
-    /// A Qdrant server to use instead of the embedded store.
-    pub qdrant_url: Option<String>,
-    pub qdrant_api_key: Option<Secret>,
+    /// `[load]`: stage one.
+    pub load: crate::load::LoadSettings,
+    /// `[index]`: stage two, and which model and where models are.
+    pub index: crate::index::IndexSettings,
+    /// `[qdrant]`: a Qdrant server instead of the embedded store.
+    pub qdrant: crate::vector::QdrantSettings,
+    /// `[search]`.
     pub search: crate::search::SearchOptions,
 }
 
@@ -268,139 +207,31 @@ impl Settings {
             .or(nonempty(env("DISCORD_INDEXER_DATA_DIR")).map(PathBuf::from))
             .or(file.data_dir)
             .unwrap_or_else(|| PathBuf::from("data"));
-        let concurrency = file.load.concurrency.unwrap_or(8);
-        if concurrency == 0 {
-            bail!("[load] concurrency must be at least 1");
-        }
-        let requests_per_second = file.load.requests_per_second.unwrap_or(50);
-        if requests_per_second == 0 {
-            bail!("[load] requests_per_second must be at least 1");
-        }
-        let request_timeout = file.load.request_timeout_secs.unwrap_or(30);
-        let patience = file.load.patience_secs.unwrap_or(120);
-        if request_timeout == 0 || patience == 0 {
-            bail!("[load] request_timeout_secs and patience_secs must be at least 1");
-        }
-        let (request_timeout, patience) =
-            (std::time::Duration::from_secs(request_timeout), std::time::Duration::from_secs(patience));
-        let mut files = crate::load::files::FileOptions::default();
-        if let Some(mode) = &file.load.attachments {
-            files.mode = mode.parse().map_err(|e: String| anyhow::anyhow!("[load] attachments: {e}"))?;
-        }
-        const MB: u64 = 1024 * 1024;
-        match file.load.attachment_max_mb {
-            Some(0) => bail!("[load] attachment_max_mb must be at least 1"),
-            Some(mb) => files.max_file_bytes = mb.saturating_mul(MB),
-            None => {}
-        }
-        match file.load.attachment_budget_mb {
-            Some(0) => bail!("[load] attachment_budget_mb must be at least 1 (attachments = \"none\" fetches none)"),
-            Some(mb) => files.budget_bytes = mb.saturating_mul(MB),
-            None => {}
-        }
-        match file.load.attachment_concurrency {
-            Some(0) => bail!("[load] attachment_concurrency must be at least 1"),
-            Some(n) => files.concurrency = n,
-            None => {}
-        }
-        files.timeout = request_timeout.max(std::time::Duration::from_secs(60));
-        let defaults = ChunkRules::default();
-        let i = file.index;
-        let chunking = ChunkRules {
-            silence_minutes: i.silence_minutes.unwrap_or(defaults.silence_minutes),
-            max_tokens: i.max_chunk_tokens.unwrap_or(crate::embed::BERT_MAX_TOKENS),
-            skip_bots: i.skip_bots.unwrap_or(defaults.skip_bots),
-            skip_authors: i.skip_authors.unwrap_or(defaults.skip_authors),
-            command_prefixes: i.command_prefixes.unwrap_or(defaults.command_prefixes),
-            quote_words: defaults.quote_words,
-            part_tokens: i.part_tokens.unwrap_or(defaults.part_tokens),
-        };
-        if chunking.max_tokens < 16 {
-            bail!("[index] max_chunk_tokens must be at least 16");
-        }
-        let batch_size = i.batch_size.map(|b| b.max(1));
-        let precision = match &i.precision {
-            Some(p) => p.parse().map_err(|e: String| anyhow::anyhow!("[index] precision: {e}"))?,
-            None => crate::embed::Precision::F32,
-        };
-        let flush_chunks = i.flush_chunks.map(|f| f.max(1));
-        if i.threads == Some(0) {
-            bail!("[index] threads must be at least 1");
-        }
-        let d = crate::search::SearchOptions::default();
-        let search = crate::search::SearchOptions {
-            permissions_max_age: file
-                .search
-                .permissions_max_age_secs
-                .map_or(d.permissions_max_age, std::time::Duration::from_secs),
-            candidates: file.search.candidates.unwrap_or(d.candidates).max(1),
-            snippet_chars: file.search.snippet_chars.unwrap_or(d.snippet_chars).max(40),
-        };
-        let (models_dir, models_dir_from) = choose_models_dir(
-            models_dir_flag,
-            nonempty(env(MODELS_DIR_ENV)).map(PathBuf::from),
-            i.models_dir,
-            Path::new(LOCAL_MODELS_DIR).is_dir(),
-            user_models_dir(),
-        );
         Ok(Settings {
             token,
             api_base,
             data_dir,
-            concurrency,
-            requests_per_second,
-            request_timeout,
-            patience,
-            files,
-            model: i.model.unwrap_or_else(|| DEFAULT_MODEL.to_owned()),
-            models_dir,
-            models_dir_from,
-            chunking,
-            batch_size,
-            precision,
-            flush_chunks,
-            threads: i.threads,
-            qdrant_url: nonempty(env("QDRANT_URL")).or(file.qdrant.url),
-            qdrant_api_key: nonempty(env("QDRANT_API_KEY")).or(file.qdrant.api_key).map(Secret),
-            search,
+            load: file.load.resolve()?,
+            index: file.index.resolve(models_dir_flag, nonempty(env(MODELS_DIR_ENV)).map(PathBuf::from))?,
+            qdrant: file.qdrant.resolve(&env),
+            search: file.search.resolve(),
         })
     }
 
     /// A Discord client for these settings' API base and global rate limit.
     pub fn client(&self, token: Token) -> Result<crate::discord::Client, crate::discord::ApiError> {
         let mut options = crate::discord::ClientOptions::new(self.api_base.clone(), token);
-        options.global_per_second = self.requests_per_second;
-        options.request_timeout = self.request_timeout;
-        options.patience = self.patience;
+        options.global_per_second = self.load.requests_per_second;
+        options.request_timeout = self.load.request_timeout;
+        options.patience = self.load.patience;
         options.ledger_dir = Some(self.data_dir.clone());
         crate::discord::Client::new(options)
     }
 
-    /// Sizes the thread pool that embedding runs on (once per process;
-    /// without the setting it has one thread per CPU core).
-    pub fn init_threads(&self) -> anyhow::Result<()> {
-        if let Some(n) = self.threads {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(n)
-                .build_global()
-                .context("cannot size the embedding thread pool")?;
-        }
-        Ok(())
-    }
-
     /// The vector store these settings name: a Qdrant server, or the embedded one.
     pub fn backend(&self) -> Result<crate::vector::Backend, crate::vector::VectorError> {
-        let key = self.qdrant_api_key.as_ref().map(|k| k.0.as_str());
-        crate::vector::Backend::new(&self.data_dir, self.qdrant_url.as_deref(), key)
-    }
-
-    /// Stage-two options for a guild, with these settings' chunking and batch size.
-    pub fn index_options(&self, guild: u64) -> crate::index::IndexOptions {
-        let mut options = crate::index::IndexOptions::new(guild);
-        options.chunking = self.chunking.clone();
-        options.batch_size = self.batch_size;
-        options.flush_chunks = self.flush_chunks;
-        options
+        let key = self.qdrant.api_key.as_ref().map(|k| k.0.as_str());
+        crate::vector::Backend::new(&self.data_dir, self.qdrant.url.as_deref(), key)
     }
 
     /// The token, or a clear error saying where to put it.
@@ -436,7 +267,7 @@ mod tests {
         assert_eq!(s.token, Some(Token::new("from-env")));
         assert_eq!(s.api_base, "http://file");
         assert_eq!(s.data_dir, PathBuf::from("envdata"));
-        assert_eq!(s.concurrency, 3);
+        assert_eq!(s.load.concurrency, 3);
         let s = Settings::resolve_with(Some(&path), Some("flag".into()), None, env).unwrap();
         assert_eq!(s.data_dir, PathBuf::from("flag"));
         let s = Settings::resolve_with(Some(&path), None, None, |_| None).unwrap();
@@ -463,7 +294,7 @@ mod tests {
         );
         std::fs::write(&path, "[index]\nprecision = \"BF16\"\n").unwrap();
         let s = Settings::resolve_with(Some(&path), None, None, |_| None).unwrap();
-        assert_eq!(s.precision, crate::embed::Precision::Bf16);
+        assert_eq!(s.index.precision, crate::embed::Precision::Bf16);
     }
 
     #[test]
@@ -493,16 +324,16 @@ mod tests {
         std::fs::write(&path, "[index]\nmodels_dir = \"filemodels\"\n").unwrap();
         let env = |k: &str| (k == MODELS_DIR_ENV).then(|| "envmodels".to_owned());
         let s = Settings::resolve_with(Some(&path), None, Some("flagmodels".into()), env).unwrap();
-        assert_eq!((s.models_dir, s.models_dir_from), ("flagmodels".into(), ModelsDirFrom::Flag));
+        assert_eq!((s.index.models_dir, s.index.models_dir_from), ("flagmodels".into(), ModelsDirFrom::Flag));
         let s = Settings::resolve_with(Some(&path), None, None, env).unwrap();
-        assert_eq!((s.models_dir, s.models_dir_from), ("envmodels".into(), ModelsDirFrom::Env));
+        assert_eq!((s.index.models_dir, s.index.models_dir_from), ("envmodels".into(), ModelsDirFrom::Env));
         // An empty variable is no setting.
         let s = Settings::resolve_with(Some(&path), None, None, |k| (k == MODELS_DIR_ENV).then(String::new)).unwrap();
-        assert_eq!((s.models_dir, s.models_dir_from), ("filemodels".into(), ModelsDirFrom::File));
+        assert_eq!((s.index.models_dir, s.index.models_dir_from), ("filemodels".into(), ModelsDirFrom::File));
         // Tests run in the checkout, which has models/.
         std::fs::write(&path, "").unwrap();
         let s = Settings::resolve_with(Some(&path), None, None, |_| None).unwrap();
-        assert_eq!((s.models_dir, s.models_dir_from), ("models".into(), ModelsDirFrom::WorkingDir));
+        assert_eq!((s.index.models_dir, s.index.models_dir_from), ("models".into(), ModelsDirFrom::WorkingDir));
     }
 
     #[test]
@@ -551,7 +382,7 @@ mod tests {
         let s = Settings::resolve_with(Some(&path), None, None, |_| None).unwrap();
         assert_eq!(s.api_base, DEFAULT_API_BASE);
         assert_eq!(s.data_dir, PathBuf::from("data"));
-        assert_eq!((s.precision, s.batch_size), (crate::embed::Precision::F32, None));
+        assert_eq!((s.index.precision, s.index.batch_size), (crate::embed::Precision::F32, None));
         assert!(s.require_token().is_err());
     }
 }

@@ -24,7 +24,8 @@
 //!   from async code.
 //! - [`disk`]: free space and writability of the stores' file system.
 //! - [`failpoint`]: named crash points, armed only by the crash-safety tests.
-//! - [`config`]: settings from defaults, file, environment and flags.
+//! - [`config`]: settings from defaults, file, environment and flags; each
+//!   section of the file is resolved by the stage it configures.
 //! - [`bot`]: the Discord bot (poise/serenity): slash commands, DM `/ask`,
 //!   live capture of gateway events, and the catch-up after a restart.
 //! - [`cli`]: one file per subcommand; `main.rs` only dispatches.

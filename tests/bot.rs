@@ -86,9 +86,9 @@ impl Harness {
         let mut s = Settings::resolve(Some(&config), Some(self.data.clone()), None).unwrap();
         s.token = Some(Token::new(self.fake.token()));
         s.api_base = self.fake.base_url();
-        s.models_dir = self.models.clone();
-        s.model = "tiny".into();
-        s.concurrency = 4;
+        s.index.models_dir = self.models.clone();
+        s.index.model = "tiny".into();
+        s.load.concurrency = 4;
         s
     }
 

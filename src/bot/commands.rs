@@ -121,7 +121,7 @@ pub async fn load(
 }
 
 async fn autocomplete_model<'a>(ctx: Context<'_>, partial: &'a str) -> impl Stream<Item = String> + 'a {
-    let mut names: Vec<String> = crate::embed::installed(&ctx.data().settings.models_dir)
+    let mut names: Vec<String> = crate::embed::installed(&ctx.data().settings.index.models_dir)
         .into_iter()
         .filter(|(_, info)| info.is_ok())
         .map(|(name, _)| name)
@@ -147,7 +147,7 @@ pub async fn index(
             .store
             .call(move |s| s.active_model(guild))
             .await?
-            .unwrap_or_else(|| ctx.data().settings.model.clone()),
+            .unwrap_or_else(|| ctx.data().settings.index.model.clone()),
     };
     run_index(ctx, guild, model, JobKind::Index).await
 }
@@ -171,7 +171,7 @@ async fn run_index(ctx: Context<'_>, guild: u64, model: String, kind: JobKind) -
         return Ok(());
     }
     // A bad model name is a clear answer, not a job.
-    if let Err(e) = crate::embed::ModelInfo::find(&bot.settings.models_dir, &model) {
+    if let Err(e) = crate::embed::ModelInfo::find(&bot.settings.index.models_dir, &model) {
         ctx.send(CreateReply::default().content(format!("Cannot use model {model}: {e}")).ephemeral(true)).await?;
         return Ok(());
     }

@@ -19,7 +19,8 @@ pub fn human_duration(d: Duration) -> String {
 /// reader's client shows in their own time zone and language (`<t:…:f>`);
 /// other text as it is.
 pub fn discord_time(stored: &str) -> String {
-    chrono::DateTime::parse_from_rfc3339(stored).map_or_else(|_| stored.to_owned(), |t| format!("<t:{}:f>", t.timestamp()))
+    chrono::DateTime::parse_from_rfc3339(stored)
+        .map_or_else(|_| stored.to_owned(), |t| format!("<t:{}:f>", t.timestamp()))
 }
 
 /// The first letter in upper case.

@@ -161,7 +161,7 @@ pub async fn load(
     session: u64,
     status: &(dyn Fn(String) + Send + Sync),
 ) -> anyhow::Result<LoadSummary> {
-    let options = LoadOptions { guilds: vec![guild], channels, concurrency: bot.settings.concurrency };
+    let options = LoadOptions { guilds: vec![guild], channels, concurrency: bot.settings.load.concurrency };
     let started = Instant::now();
     let counts = Mutex::new((0usize, 0usize, 0u64)); // channels total, done, new messages
     let on_event = |e: LoadEvent| {
@@ -181,7 +181,7 @@ pub async fn load(
     let mut summary = crate::load::load(&bot.client, &bot.store, &options, &on_event, &bot.shutdown).await?;
     // Then the attachment files, as the CLI fetches them.
     let on_files = |done: u64, total: u64| status(format!("attachment files: {done}/{total}"));
-    crate::load::fetch_files(&bot.client, &bot.store, &mut summary, &bot.settings.files, &on_files, &bot.shutdown)
+    crate::load::fetch_files(&bot.client, &bot.store, &mut summary, &bot.settings.load.files, &on_files, &bot.shutdown)
         .await?;
     Ok(summary)
 }
@@ -198,7 +198,7 @@ pub async fn index(
 ) -> anyhow::Result<IndexSummary> {
     // The searcher's copy: one model in memory for questions and indexing.
     let embedder = bot.searcher.model(model).await?;
-    let mut options = bot.settings.index_options(guild);
+    let mut options = bot.settings.index.options(guild);
     options.activate = activate || bot.store.call(move |s| s.active_model(guild)).await?.is_none();
     let started = Instant::now();
     let tally = Mutex::new(crate::index::Tally::default());

@@ -112,7 +112,7 @@ pub async fn run(settings: Settings, options: BotOptions, shutdown: Cancellation
     let searcher = Searcher::new(
         store.clone(),
         backend.clone(),
-        settings.models_dir.clone(),
+        settings.index.models_dir.clone(),
         Some(client.clone()),
         settings.search.clone(),
     );

@@ -61,8 +61,8 @@ pub async fn run(args: Args, config: &Config, json: bool) -> anyhow::Result<u8> 
     };
     settings.check()?;
     // Name and base first: a mistake there is reported before the archive is read.
-    adapt::target_dir(&config.models_dir, &args.name)?;
-    let base = ModelInfo::find(&config.models_dir, args.base.as_deref().unwrap_or(&config.model))?;
+    adapt::target_dir(&config.index.models_dir, &args.name)?;
+    let base = ModelInfo::find(&config.index.models_dir, args.base.as_deref().unwrap_or(&config.index.model))?;
     let store = Store::open_existing(&config.data_dir)?;
     if !store.has_guild(args.guild)? {
         return Err(AdaptError::UnknownGuild(args.guild).into());
@@ -74,10 +74,11 @@ pub async fn run(args: Args, config: &Config, json: bool) -> anyhow::Result<u8> 
             base.name,
             args.guild,
             device_name(&device),
-            config.models_dir.join(&args.name).display()
+            config.index.models_dir.join(&args.name).display()
         );
     }
-    let request = Request { guild: args.guild, base, models_dir: config.models_dir.clone(), name: args.name, settings };
+    let request =
+        Request { guild: args.guild, base, models_dir: config.index.models_dir.clone(), name: args.name, settings };
     let shutdown = shutdown_on_signal("stopping: no model will be written (Ctrl-C again to quit at once)");
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -114,7 +115,7 @@ pub async fn run(args: Args, config: &Config, json: bool) -> anyhow::Result<u8> 
                 out!(
                     "installed {}: {} adapted to guild {} on {} of its {} message pairs, {} steps in {:.0}s \
                      (loss {:.3} -> {:.3})",
-                    config.models_dir.join(&report.model).display(),
+                    config.index.models_dir.join(&report.model).display(),
                     report.base,
                     report.guild,
                     report.pairs,

@@ -90,7 +90,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         _ => None,
     };
     let searcher =
-        Searcher::new(store, settings.backend()?, settings.models_dir.clone(), client, settings.search.clone());
+        Searcher::new(store, settings.backend()?, settings.index.models_dir.clone(), client, settings.search.clone());
     let query = Query {
         text: args.question.clone(),
         guilds: guilds.clone(),

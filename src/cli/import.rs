@@ -34,7 +34,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     let store = Store::open(&settings.data_dir)?;
     // The files an export carries (DCE `--media`) are kept as a load keeps
     // downloads: `[load] attachments` and its caps.
-    let media = Some(settings.files.clone());
+    let media = Some(settings.load.files.clone());
     let options = ImportOptions { paths: args.paths, guild_name: args.guild_name, batch: args.batch_size, media };
     let shutdown = shutdown_on_signal("stopping: finishing the batch in flight (Ctrl-C again to quit at once)");
     let summary = crate::blocking::run(move || {

@@ -41,13 +41,13 @@ pub struct Args {
 
 pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
     // The model first: a missing one is reported before the archive is read.
-    let name = args.model.clone().unwrap_or_else(|| settings.model.clone());
-    let info = ModelInfo::find(&settings.models_dir, &name)?;
+    let name = args.model.clone().unwrap_or_else(|| settings.index.model.clone());
+    let info = ModelInfo::find(&settings.index.models_dir, &name)?;
     let store = Store::open_existing(&settings.data_dir)?;
     let device = device();
     let backend = settings.backend()?;
     tracing::info!(model = %info.name, device = device_name(&device), "loading model");
-    let precision = settings.precision;
+    let precision = settings.index.precision;
     let embedder = Arc::new(crate::blocking::run(move || Embedder::load_as(info, device, precision)).await?);
     if !json {
         say!(
@@ -64,7 +64,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
     let shutdown = shutdown_on_signal("stopping: the chunks stored so far are kept (Ctrl-C again to quit at once)");
     let mut summaries = Vec::new();
     for guild in args.guilds {
-        let mut options = settings.index_options(guild);
+        let mut options = settings.index.options(guild);
         options.rebuild = args.rebuild;
         options.activate = args.activate;
         options.images.reread = args.reread_images;

@@ -53,7 +53,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool, verbose: bool) -> 
     let options = LoadOptions {
         guilds: args.guilds,
         channels: args.channels,
-        concurrency: args.concurrency.unwrap_or(settings.concurrency).max(1),
+        concurrency: args.concurrency.unwrap_or(settings.load.concurrency).max(1),
     };
     let shutdown = shutdown_on_signal("stopping: finishing the pages in flight (Ctrl-C again to quit at once)");
     let view = ProgressView::new(client.clone());
@@ -79,7 +79,7 @@ pub async fn run(args: Args, settings: &Settings, json: bool, verbose: bool) -> 
         }
         Err(e) => return Err(anyhow::Error::new(e).context("load failed")),
     };
-    let mut file_options = settings.files.clone();
+    let mut file_options = settings.load.files.clone();
     if let Some(mode) = args.attachments {
         file_options.mode = mode;
     }

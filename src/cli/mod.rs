@@ -315,7 +315,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<u8> {
         _ => cli,
     };
     let settings = Settings::resolve(cli.config.as_deref(), cli.data_dir.clone(), cli.models_dir.clone())?;
-    settings.init_threads()?;
+    settings.index.init_threads()?;
     match cli.command {
         Command::Load(args) => load::run(args, &settings, cli.json, cli.verbose > 0).await,
         Command::Import(args) => import::run(args, &settings, cli.json).await,

@@ -11,9 +11,9 @@ use crate::embed::installed;
 pub struct Args {}
 
 pub fn run(_args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
-    let models = installed(&settings.models_dir);
-    let dir = settings.models_dir.display();
-    let from = settings.models_dir_from.describe();
+    let models = installed(&settings.index.models_dir);
+    let dir = settings.index.models_dir.display();
+    let from = settings.index.models_dir_from.describe();
     if !models.is_empty() {
         say!("models in {dir} ({from})");
     }
@@ -23,9 +23,9 @@ pub fn run(_args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
             .map(|(name, r)| match r {
                 Ok(info) => serde_json::json!({"name": name, "ok": true, "dir": info.dir, "dim": info.dim, "pooling": info.pooling,
                                                "max_tokens": info.max_tokens, "bytes": info.weights_bytes,
-                                               "default": *name == settings.model,
+                                               "default": *name == settings.index.model,
                                                "verified": "files, configs, tokenizer JSON, weights' length"}),
-                Err(e) => serde_json::json!({"name": name, "ok": false, "dir": settings.models_dir.join(name),
+                Err(e) => serde_json::json!({"name": name, "ok": false, "dir": settings.index.models_dir.join(name),
                                              "error": e.to_string()}),
             })
             .collect();
@@ -39,7 +39,7 @@ pub fn run(_args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
         out!("{}", none_installed(settings));
     }
     for (name, r) in &models {
-        let default = if *name == settings.model { " (default)" } else { "" };
+        let default = if *name == settings.index.model { " (default)" } else { "" };
         match r {
             Ok(i) => out!(
                 "{name}{default}: {} dimensions, {:?} pooling, {} tokens, {:.0} MB",
@@ -62,13 +62,13 @@ pub fn run(_args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
 
 /// Where models were looked for when there are none, and how to install one.
 fn none_installed(settings: &Settings) -> String {
-    let dir = &settings.models_dir;
+    let dir = &settings.index.models_dir;
     let missing = if dir.is_dir() { "" } else { ", which does not exist" };
     format!(
         "no models in {}{missing} ({}). Models are looked for in {}. Install one there with \
          scripts/fetch-model.sh all-MiniLM-L6-v2 {} (from a checkout of discord-indexer)",
         dir.display(),
-        settings.models_dir_from.describe(),
+        settings.index.models_dir_from.describe(),
         crate::config::models_dir_rule(),
         crate::embed::shell_word(&dir.display().to_string()),
     )

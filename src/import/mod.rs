@@ -264,7 +264,12 @@ pub(crate) fn local_media(export: &Path, attachment: &Attachment, message: u64) 
         }
         Ok(path)
     })();
-    Some(found.map(|path| LocalFile { attachment: attachment.id, message, filename: attachment.filename.clone(), path }))
+    Some(found.map(|path| LocalFile {
+        attachment: attachment.id,
+        message,
+        filename: attachment.filename.clone(),
+        path,
+    }))
 }
 
 /// A reader's input: a file, counting the bytes read for the progress bar.

@@ -52,6 +52,7 @@ mod payload;
 mod pipeline;
 mod records;
 mod report;
+mod settings;
 
 pub use check::{check, plausible};
 pub use error::IndexError;
@@ -60,6 +61,7 @@ pub use options::{IndexOptions, DEFAULT_FLUSH_CHUNKS, DEFAULT_GPU_FLUSH_CHUNKS};
 pub use pipeline::next_batch;
 pub use records::{activate, collection_keys, find_index, open_collection, REBUILDING};
 pub use report::{IndexEvent, IndexSummary, Tally, Timings};
+pub use settings::{IndexSection, IndexSettings};
 
 use check::lost_chunks;
 use images::read_images;

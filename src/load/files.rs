@@ -425,11 +425,7 @@ pub type Stored = Result<(), (FetchState, String)>;
 /// it like a download: `Ok(())`, or the state recorded and why. `None`:
 /// nothing to do (the mode does not take it, the attachment is not that
 /// message's, or its file is stored already).
-pub fn store_local_file(
-    store: &Store,
-    f: &LocalFile,
-    options: &FileOptions,
-) -> Result<Option<Stored>, LoadError> {
+pub fn store_local_file(store: &Store, f: &LocalFile, options: &FileOptions) -> Result<Option<Stored>, LoadError> {
     let wanted = match options.mode {
         AttachmentMode::None => false,
         AttachmentMode::Images => claims_image(None, &f.filename),

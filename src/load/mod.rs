@@ -13,6 +13,7 @@
 
 mod discover;
 pub mod files;
+mod settings;
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -27,6 +28,7 @@ use crate::permissions::GuildPermissions;
 use crate::snowflake;
 use crate::store::{ChannelState, GuildFacts, PageCounts, Store, StoreError};
 pub use discover::ChannelToLoad;
+pub use settings::{LoadSection, LoadSettings};
 
 /// What to load.
 #[derive(Debug, Clone)]

@@ -220,6 +220,28 @@ impl Default for SearchOptions {
     }
 }
 
+/// The `[search]` section of the config file as written.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSection {
+    permissions_max_age_secs: Option<u64>,
+    candidates: Option<usize>,
+    snippet_chars: Option<usize>,
+}
+
+impl SearchSection {
+    /// The options this section gives, its defaults filled in (at least one
+    /// candidate, and 40 characters of text).
+    pub fn resolve(self) -> SearchOptions {
+        let d = SearchOptions::default();
+        SearchOptions {
+            permissions_max_age: self.permissions_max_age_secs.map_or(d.permissions_max_age, Duration::from_secs),
+            candidates: self.candidates.unwrap_or(d.candidates).max(1),
+            snippet_chars: self.snippet_chars.unwrap_or(d.snippet_chars).max(40),
+        }
+    }
+}
+
 /// Answers questions; keeps models and collections open between questions
 /// (the bot holds one for its lifetime).
 pub struct Searcher {

@@ -9,10 +9,12 @@
 mod edge;
 mod payload;
 mod remote;
+mod settings;
 
 use std::path::PathBuf;
 
 pub use payload::ChunkPayload;
+pub use settings::{QdrantSection, QdrantSettings};
 
 /// The name of the one vector every point carries.
 pub const VECTOR: &str = "chunk";
