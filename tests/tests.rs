@@ -3,6 +3,9 @@
 mod util;
 
 mod adapt;
+mod answer;
+mod answer_endpoint;
+mod answer_gguf;
 mod attachments;
 mod bot;
 mod cli;

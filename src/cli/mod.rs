@@ -98,7 +98,7 @@ pub enum Command {
     Status(status::Args),
     /// Stage two: chunk, embed and store a guild's history for search.
     Index(index::Args),
-    /// The embedding models installed under models/.
+    /// The models installed in the models directory: embedding models, and chat models (GGUF) that write answers.
     Models(models::Args),
     /// Fine-tune a copy of a model on a guild's own conversations, as a new model.
     Adapt(adapt::Args),
