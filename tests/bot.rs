@@ -96,9 +96,14 @@ impl Harness {
     /// finished the catch-up every new session begins with (`/status` says
     /// when no job runs).
     async fn start_bot(&mut self, options: BotOptions) {
+        self.start_bot_with(options, self.settings()).await;
+    }
+
+    /// [`start_bot`](Self::start_bot) with these settings.
+    async fn start_bot_with(&mut self, options: BotOptions, settings: Settings) {
         self.stop = CancellationToken::new();
         let before = self.fake.registered_commands().len();
-        self.task = Some(tokio::spawn(bot::run(self.settings(), options, self.stop.clone())));
+        self.task = Some(tokio::spawn(bot::run(settings, options, self.stop.clone())));
         wait_for("the bot registers its commands", || {
             (self.fake.registered_commands().len() > before || self.fake.registered_command_id("ask").is_some())
                 .then_some(())
@@ -693,4 +698,391 @@ async fn a_gateway_that_refuses_for_good_ends_the_bot_with_discords_answer() {
         h.fake.set_faults(vec![]);
         h.fake.close_gateway_on_identify(None);
     }
+}
+
+// Answers: `/ask` writes a short answer from the results with a chat model
+// (SmolLM2-135M-Instruct, installed by `scripts/fetch-model.sh smollm2`; CI
+// sets REQUIRE_MODELS=1, which makes a missing model a failure), one at a
+// time, in a fair line, stoppable, within the `[answer]` limits.
+
+/// How long an answer may take here: generous (two CPU cores, several bots).
+const ANSWER_PATIENCE: Duration = Duration::from_secs(300);
+
+/// SmolLM2's GGUF file when installed; else the test says it is skipped
+/// (unless REQUIRE_MODELS is set).
+fn smollm2(test: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(std::env::var_os("REQUIRE_MODELS").is_none(), "{} is missing but REQUIRE_MODELS is set", path.display());
+    eprintln!("SKIPPED {test}: run scripts/fetch-model.sh smollm2");
+    None
+}
+
+impl Harness {
+    /// An indexed archive and the bot answering with `model`, kept small for
+    /// two CPU cores: a short window, answers of `max_answer_tokens`, each
+    /// within `timeout_secs`.
+    async fn answering(model: &Path, max_answer_tokens: usize, timeout_secs: u64) -> Harness {
+        let mut h = Harness::new().await;
+        h.preload().await;
+        let mut settings = h.settings();
+        settings.answer.model = Some(model.display().to_string());
+        settings.answer.context_tokens = Some(768);
+        settings.answer.max_answer_tokens = max_answer_tokens;
+        settings.answer.timeout = Duration::from_secs(timeout_secs);
+        h.start_bot_with(options(), settings).await;
+        h
+    }
+
+    /// The contents an `/ask`'s message was given, edit after edit.
+    fn contents(&self, token: &str) -> Vec<String> {
+        self.fake.replies(token).iter().filter_map(|s| s.body["content"].as_str().map(str::to_owned)).collect()
+    }
+
+    /// Waits until some content of `token`'s message satisfies `done`; returns it.
+    async fn content_where(&self, token: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let started = Instant::now();
+        loop {
+            let contents = self.contents(token);
+            if let Some(c) = contents.iter().find(|c| done(c)) {
+                return c.clone();
+            }
+            assert!(!contents.iter().any(|c| c.starts_with("Sorry,")), "{what}: the bot failed: {contents:?}");
+            assert!(started.elapsed() < ANSWER_PATIENCE, "timed out waiting for {what}; contents so far: {contents:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The answer's last state: the first content that is no longer "Writing an answer…".
+    async fn final_answer(&self, token: &str, what: &str) -> String {
+        self.content_where(token, what, |c| !c.starts_with("Writing an answer")).await
+    }
+
+    /// The custom id of the Stop button on `token`'s message.
+    fn stop_id(&self, token: &str) -> String {
+        let sent = self.fake.replies(token);
+        let button = sent.iter().map(|s| &s.body["components"][0]["components"][0]).find(|b| b["label"] == "Stop");
+        button.and_then(|b| b["custom_id"].as_str()).expect("a Stop button").to_owned()
+    }
+
+    /// Presses Stop on `token`'s message as `user`; returns the press's token.
+    fn press_stop(&self, user: u64, token: &str) -> String {
+        self.fake.press_button(user, token, &self.stop_id(token)).expect("the message exists")
+    }
+}
+
+/// The jump links in a text.
+fn jump_links(text: &str) -> BTreeSet<String> {
+    text.split("(https://discord.com/channels/")
+        .skip(1)
+        .filter_map(|rest| rest.split(')').next())
+        .map(|path| format!("https://discord.com/channels/{path}"))
+        .collect()
+}
+
+/// Where in everything the bot sent the first message of `token` whose content satisfies `f` is.
+fn sent_index(h: &Harness, token: &str, f: impl Fn(&str) -> bool) -> Option<usize> {
+    h.fake.sent().iter().position(|s| s.token.as_deref() == Some(token) && s.body["content"].as_str().is_some_and(&f))
+}
+
+/// Holds every edit of these `/ask`s' messages until [`FakeDiscord::release_held`].
+fn hold_edits(h: &Harness, tokens: &[&str]) {
+    h.fake.set_faults(
+        tokens
+            .iter()
+            .map(|t| Fault { path_contains: Some(format!("{t}/messages")), ..Fault::always(FaultKind::Hold) })
+            .collect(),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ask_shows_the_results_at_once_and_edits_in_an_answer_that_cites_them() {
+    let Some(model) = smollm2("ask_shows_the_results_at_once_and_edits_in_an_answer_that_cites_them") else { return };
+    let mut h = Harness::answering(&model, 24, 120).await;
+    let commands = h.fake.registered_commands()[0].1.clone();
+    let ask = commands.as_array().unwrap().iter().find(|c| c["name"] == "ask").unwrap().clone();
+    let option = ask["options"].as_array().unwrap().iter().find(|o| o["name"] == "answer").unwrap().clone();
+    assert_eq!(option["type"], 5, "a boolean option");
+    assert!(option["description"].as_str().unwrap().contains("(default: yes)"), "{option}");
+
+    let token = h.fake.invoke(&h.ask(h.cast.staff, "where is the zanzibar vault combination kept?"));
+    let answer = h.final_answer(&token, "the answer").await;
+    let sent = h.fake.replies(&token);
+    // The results first, at once, with the answer's first state and a Stop button.
+    let first = sent.iter().find(|s| s.method == "PATCH").expect("the results");
+    let results = first.text();
+    assert!(results.contains("Results for") && results.contains("blue binder"), "{results}");
+    assert_eq!(first.body["content"], "Writing an answer…");
+    assert_eq!(first.body["components"][0]["components"][0]["label"], "Stop");
+    // Then the answer, edited in: its citations link to results listed; the button is gone.
+    let listed = jump_links(&results);
+    assert!(!listed.is_empty(), "{results}");
+    if answer.starts_with("**Answer** (SmolLM2-135M-Instruct.Q4_1):") {
+        let cited = jump_links(&answer);
+        assert!(
+            !cited.is_empty() && cited.is_subset(&listed),
+            "citations link to listed results:\n{answer}\n{results}"
+        );
+    } else {
+        assert!(answer.starts_with("No answer found in the messages you can read."), "{answer}");
+    }
+    let last = sent.iter().rev().find(|s| s.method == "PATCH").unwrap();
+    assert_eq!(last.body["content"].as_str(), Some(answer.as_str()), "the answer is the last edit");
+    assert_eq!(last.body["components"], json!([]), "no Stop button on a finished answer");
+    assert!(!h.contents(&token).iter().any(|c| c.starts_with("Writing an answer… (you are")), "nobody was ahead");
+
+    // answer:false: the results alone, as without a chat model.
+    let inv = Invocation::dm(
+        h.cast.plain,
+        "ask",
+        &[("question", json!("zanzibar vault combination")), ("answer", json!(false))],
+    );
+    let (_, sent) = h.command(inv, is_answer).await;
+    assert!(!sent.iter().any(|s| s.text().contains("Writing an answer")), "no answer asked for, none written");
+
+    // A question longer than [answer] max_question_chars: the results, and why there is no answer.
+    let long = "zanzibar vault ".repeat(40);
+    let (text, _) = h.command(h.ask(h.cast.staff, &long), |t| t.contains("No answer")).await;
+    assert!(text.contains("No answer: the question is 599 characters") && text.contains("at most 500"), "{text}");
+    assert!(text.contains("Results for"), "{text}");
+    h.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answers_are_written_one_at_a_time_in_a_fair_line_that_people_can_leave() {
+    let Some(model) = smollm2("answers_are_written_one_at_a_time_in_a_fair_line_that_people_can_leave") else {
+        return;
+    };
+    let mut h = Harness::answering(&model, 24, 120).await;
+    let question = "zanzibar vault combination";
+    let (a_user, b_user, c_user) = (h.cast.staff, h.cast.plain, h.cast.admin);
+    let a = h.fake.invoke(&h.ask(a_user, question));
+    h.content_where(&a, "the first answer to start", |c| c == "Writing an answer…").await;
+    // Its edits wait: it holds its turn until released.
+    hold_edits(&h, &[&a]);
+
+    let b = h.fake.invoke(&h.ask(b_user, question));
+    h.content_where(&b, "the second's place", |c| c == "Writing an answer… (you are number 2 in line)").await;
+    let c = h.fake.invoke(&h.ask(c_user, question));
+    h.content_where(&c, "the third's place", |c| c.ends_with("(you are number 3 in line)")).await;
+
+    // Only the asker's Stop counts.
+    let press = h.press_stop(b_user, &c);
+    let reply = wait_for("the refusal", || h.fake.replies(&press).into_iter().find(|s| s.body["type"] == 4)).await;
+    assert_eq!(reply.text(), "Only the person who asked can stop this answer.");
+    assert!(ephemeral(&[reply]));
+    // A waiting request that is stopped leaves the line.
+    let press = h.press_stop(c_user, &c);
+    h.content_where(&c, "the stop", |c| c == "Stopped: no answer was written.").await;
+    // The press is acknowledged; the message says the rest.
+    wait_for("the press acknowledged", || h.fake.replies(&press).into_iter().find(|s| s.body["type"] == 6)).await;
+    assert_eq!(h.fake.replies(&c).last().unwrap().body["components"], json!([]));
+
+    // Asking again while waiting: the newer question takes the earlier one's place.
+    let b2 = h.fake.invoke(&h.ask(b_user, "where is the zanzibar vault combination kept?"));
+    h.content_where(&b, "the replaced request", |c| c.contains("your newer question took this one's place")).await;
+    h.content_where(&b2, "the newer question's place", |c| c.ends_with("(you are number 2 in line)")).await;
+    // ... and the stopped one asking again goes to the end of the line.
+    let c2 = h.fake.invoke(&h.ask(c_user, question));
+    h.content_where(&c2, "the new request's place", |c| c.ends_with("(you are number 3 in line)")).await;
+    assert!(!h.contents(&b2).iter().any(|c| c.starts_with("Writing an answer…\n")), "nothing of b2 written yet");
+
+    // The first answer goes on, then the second; c2 moves up, and its turn will wait on its first edit.
+    h.fake.set_faults(vec![]);
+    h.fake.release_held();
+    h.content_where(&b2, "the second answer's turn", |c| c == "Writing an answer…").await;
+    h.content_where(&c2, "c2 moving up", |c| c.ends_with("(you are number 2 in line)")).await;
+    hold_edits(&h, &[&c2]);
+    let first = h.final_answer(&a, "the first answer").await;
+    let second = h.final_answer(&b2, "the second answer").await;
+    for answer in [&first, &second] {
+        assert!(
+            answer.starts_with("**Answer**") || answer.starts_with("No answer found in the messages you can read."),
+            "{answer}"
+        );
+    }
+    let a_done = sent_index(&h, &a, |c| c == first).unwrap();
+    let b2_turn = sent_index(&h, &b2, |c| c == "Writing an answer…").unwrap();
+    assert!(a_done < b2_turn, "the second answer is written after the first");
+    assert!(h.contents(&b).last().unwrap().contains("newer question"), "the replaced request is not answered");
+
+    // A running answer stops when asked (here before its first token).
+    wait_for("c2's turn, its first edit held", || (h.fake.held() > 0).then_some(())).await;
+    let press = h.press_stop(c_user, &c2);
+    wait_for("the press acknowledged", || h.fake.replies(&press).into_iter().find(|s| s.body["type"] == 6)).await;
+    h.fake.set_faults(vec![]);
+    h.fake.release_held();
+    let stopped = h.final_answer(&c2, "the stopped answer").await;
+    assert_eq!(stopped, "Stopped: no answer was written.");
+    h.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_that_runs_out_of_time_ends_with_a_note() {
+    let Some(model) = smollm2("an_answer_that_runs_out_of_time_ends_with_a_note") else { return };
+    // Long answers, so that even a fast machine cannot finish one within the second.
+    let mut h = Harness::answering(&model, 200, 1).await;
+    let token = h.fake.invoke(&h.ask(h.cast.staff, "where is the zanzibar vault combination kept?"));
+    let answer = h.final_answer(&token, "the answer").await;
+    assert!(
+        answer == "No answer: the time limit (1s) ran out before one was written."
+            || (answer.starts_with("**Answer**")
+                && answer.ends_with("\n_Stopped at the time limit (1s): the answer may be incomplete._")),
+        "{answer}"
+    );
+    h.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_chat_model_ask_shows_results_and_says_how_to_turn_answers_on() {
+    let mut h = Harness::indexed_with_bot().await;
+    let commands = h.fake.registered_commands()[0].1.clone();
+    let ask = commands.as_array().unwrap().iter().find(|c| c["name"] == "ask").unwrap().clone();
+    let option = ask["options"].as_array().unwrap().iter().find(|o| o["name"] == "answer").unwrap().clone();
+    assert!(option["description"].as_str().unwrap().contains("scripts/fetch-model.sh smollm2"), "{option}");
+
+    // By default: the results, as ever.
+    let (_, sent) = h.command(h.ask(h.cast.staff, "zanzibar vault combination"), is_answer).await;
+    assert!(!sent.iter().any(|s| s.text().contains("Writing an answer") || s.text().contains("Answers are off")));
+    // Asked for: the results, and how answers are turned on.
+    let inv = Invocation::dm(
+        h.cast.staff,
+        "ask",
+        &[("question", json!("zanzibar vault combination")), ("answer", json!(true))],
+    );
+    let (text, _) = h.command(inv, is_answer).await;
+    assert!(text.contains("blue binder"), "{text}");
+    assert!(
+        text.contains("Answers are off")
+            && text.contains("scripts/fetch-model.sh smollm2")
+            && text.contains("[answer] endpoint"),
+        "{text}"
+    );
+    h.stop_bot().await;
+}
+
+/// A fake OpenAI-compatible chat endpoint on 127.0.0.1: it records each
+/// request's body and streams `reply` in pieces of a few characters, `pause`
+/// apart (server-sent events).
+struct FakeChat {
+    url: String,
+    requests: Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl FakeChat {
+    async fn start(reply: &'static str, pause: Duration) -> FakeChat {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let requests: Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let recorded = requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    let mut buffer = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    let (head_end, length) = loop {
+                        let n = socket.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buffer.extend_from_slice(&chunk[..n]);
+                        if let Some(i) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buffer[..i]).to_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map_or(0, |v| v.trim().parse().unwrap());
+                            break (i + 4, length);
+                        }
+                    };
+                    while buffer.len() < head_end + length {
+                        let n = socket.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buffer.extend_from_slice(&chunk[..n]);
+                    }
+                    recorded
+                        .lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&buffer[head_end..head_end + length]).unwrap());
+                    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+                    let _ = socket.write_all(head.as_bytes()).await;
+                    let chars: Vec<char> = reply.chars().collect();
+                    for piece in chars.chunks(4).map(|c| c.iter().collect::<String>()) {
+                        let event =
+                            json!({"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]});
+                        if socket.write_all(format!("data: {event}\n\n").as_bytes()).await.is_err() {
+                            return;
+                        }
+                        let _ = socket.flush().await;
+                        tokio::time::sleep(pause).await;
+                    }
+                    let end = json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+                    let _ = socket.write_all(format!("data: {end}\n\ndata: [DONE]\n\n").as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        FakeChat { url, requests }
+    }
+
+    /// What each request gave the model: its messages' text, joined.
+    fn prompts(&self) -> Vec<String> {
+        let requests = self.requests.lock().unwrap();
+        let text = |r: &serde_json::Value| {
+            r["messages"].as_array().unwrap().iter().map(|m| m["content"].as_str().unwrap().to_owned()).collect()
+        };
+        requests.iter().map(text).collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_answer_streams_into_the_message_written_from_only_the_askers_results() {
+    let chat = FakeChat::start(
+        "The combination is kept in the blue binder [1], says the staff room.",
+        Duration::from_millis(60),
+    )
+    .await;
+    let mut h = Harness::new().await;
+    h.preload().await;
+    let mut settings = h.settings();
+    settings.answer.endpoint = Some(discord_indexer::answer::settings::EndpointSettings {
+        url: chat.url.clone(),
+        model: "fake-chat".into(),
+        api_key_env: None,
+        api_key: None,
+    });
+    h.start_bot_with(BotOptions { answer_edit_every: Duration::from_millis(200), ..options() }, settings).await;
+
+    let token = h.fake.invoke(&h.ask(h.cast.staff, "zanzibar vault combination"));
+    let answer = h.final_answer(&token, "the staff member's answer").await;
+    let results = h.fake.replies(&token).iter().find(|s| s.method == "PATCH").unwrap().text();
+    let first_result = jump_links(results.split("\n#").nth(1).unwrap()).into_iter().next().unwrap();
+    assert_eq!(
+        answer,
+        format!("**Answer** (fake-chat):\nThe combination is kept in the blue binder [1]({first_result}), says the staff room.")
+    );
+    // Edited in as it was written: the text so far, a few times (not per piece).
+    let streamed: Vec<String> =
+        h.contents(&token).into_iter().filter(|c| c.starts_with("Writing an answer…\n")).collect();
+    assert!(!streamed.is_empty(), "{:?}", h.contents(&token));
+    assert!(streamed.len() < 17, "edited about every 200 ms, not per piece: {streamed:?}");
+    let whole = "Writing an answer…\nThe combination is kept in the blue binder [1], says the staff room.";
+    assert!(streamed.iter().all(|c| whole.starts_with(c.as_str())), "the text so far: {streamed:?}");
+
+    // The model reads what the asker may read, and nothing else.
+    let token = h.fake.invoke(&h.ask(h.cast.plain, "zanzibar vault combination"));
+    h.final_answer(&token, "the plain member's answer").await;
+    let prompts = chat.prompts();
+    assert_eq!(prompts.len(), 2);
+    assert!(prompts[0].contains("blue binder"), "the staff member's results are in their prompt");
+    assert!(!prompts[1].contains("blue binder") && !prompts[1].contains("zanzibar vault combination is kept"));
+    let plain_results = h.fake.replies(&token).iter().find(|s| s.method == "PATCH").unwrap().text();
+    assert!(!plain_results.contains("blue binder"), "{plain_results}");
+    h.stop_bot().await;
 }

@@ -3,7 +3,9 @@
 //! In servers (Manage Server, declared with `default_member_permissions` and
 //! checked again at run time from the member's permissions in the
 //! interaction): `/load [channel]`, `/index [model]`, `/reindex model`.
-//! In servers for everyone: `/status`. In DMs only: `/ask question [server]`.
+//! In servers for everyone: `/status`. In DMs only: `/ask question [server]
+//! [channel] [author] [after] [before] [answer]`, whose answer is written by
+//! [`super::answers`].
 //!
 //! Long jobs answer at once, then keep one progress message up to date until
 //! their summary (see [`super::jobs::Progress`]).
@@ -14,17 +16,34 @@ use futures::{Stream, StreamExt};
 use poise::CreateReply;
 use serenity::all::{ChannelId, CreateEmbed, CreateEmbedFooter};
 
-use super::format::{capitalize, discord_time, human_duration, no_such_server, redact, result_field, truncate};
+use super::answers;
+use super::format::{
+    capitalize, discord_time, human_duration, no_such_server, question_too_long, redact, result_field, truncate,
+    ANSWERS_BROKEN, ANSWERS_OFF,
+};
 use super::jobs::{self, JobKind, Progress};
 use super::{Bot, BotOptions, Context, Error};
+use crate::answer::check_question;
 use crate::search::filters::{parse_date, FilterError, FilterRequest};
 use crate::search::{Mode, Query, SearchError, Viewer};
 use crate::store::LoadState;
 
-/// Every command, with the configured cooldowns.
-pub fn all(options: &BotOptions) -> Vec<poise::Command<Arc<Bot>, Error>> {
-    let ask = ask();
+/// Every command, with the configured cooldowns; `/ask`'s `answer` option
+/// says whether answers are on (`answers`), and how to turn them on when not.
+pub fn all(options: &BotOptions, answers: bool) -> Vec<poise::Command<Arc<Bot>, Error>> {
+    let mut ask = ask();
     ask.cooldown_config.write().unwrap().user = Some(options.ask_cooldown).filter(|d| !d.is_zero());
+    if let Some(p) = ask.parameters.iter_mut().find(|p| p.name == "answer") {
+        // Discord's limit on an option's description: 100 characters.
+        p.description = Some(
+            if answers {
+                "Also write a short answer from the results, citing them (default: yes)"
+            } else {
+                "Answers are off: the bot's operator turns them on (scripts/fetch-model.sh smollm2)"
+            }
+            .to_owned(),
+        );
+    }
     vec![load(), index(), reindex(), status(), ask]
 }
 
@@ -283,6 +302,7 @@ const NOTHING_MATCHES: &str = "Nothing you can read matches that.";
 
 /// Search the servers you share with the bot; you only see what you may read there.
 #[poise::command(slash_command, dm_only)]
+#[allow(clippy::too_many_arguments)] // Each option of the command is an argument.
 pub async fn ask(
     ctx: Context<'_>,
     #[description = "What to look for"] question: String,
@@ -291,6 +311,7 @@ pub async fn ask(
     #[description = "Only messages by this user (name or id)"] author: Option<String>,
     #[description = "Only messages from this date on (2024-05-01)"] after: Option<String>,
     #[description = "Only messages before this date (2024-05-01)"] before: Option<String>,
+    #[description = "Also write a short answer from the results, citing them"] answer: Option<bool>,
 ) -> Result<(), Error> {
     let bot = ctx.data().clone();
     ctx.defer().await?;
@@ -351,7 +372,7 @@ pub async fn ask(
         mode: Mode::Hybrid,
         filters,
     };
-    let answer = match bot.searcher.ask(&query).await {
+    let found = match bot.searcher.ask(&query).await {
         Ok(a) => a,
         Err(SearchError::EmptyQuestion) => {
             ctx.say("Ask a question with some words in it.").await?;
@@ -368,17 +389,17 @@ pub async fn ask(
     // Servers the person is not in say nothing about themselves, and notes
     // (which name servers and causes) stay in the log.
     if let Some(s) = &server {
-        if answer.searched.iter().all(|g| answer.not_member.contains(g)) {
+        if found.searched.iter().all(|g| found.not_member.contains(g)) {
             ctx.say(no_such_server(s.trim())).await?;
             return Ok(());
         }
     }
-    let left_out = answer.notes.len() > answer.not_member.len();
+    let left_out = found.notes.len() > found.not_member.len();
     if left_out {
-        tracing::info!(user = %ctx.author().id, notes = ?answer.notes, "/ask left something out");
+        tracing::info!(user = %ctx.author().id, notes = ?found.notes, "/ask left something out");
     }
     const LEFT_OUT: &str = "Some servers or private threads could not be checked just now, so they were left out.";
-    if answer.results.is_empty() {
+    if found.results.is_empty() {
         let mut text = NOTHING_MATCHES.to_owned();
         if left_out {
             text.push_str(&format!("\n_{LEFT_OUT}_"));
@@ -389,14 +410,39 @@ pub async fn ask(
     let names: std::collections::HashMap<u64, String> = indexed.into_iter().collect();
     // Discord's limits: 256 per title and field name, 1024 per field value, 6000 per embed.
     let mut embed = CreateEmbed::new().title(truncate(&format!("Results for: {question}"), 200));
-    for r in &answer.results {
-        let (name, value) = result_field(r, names.get(&r.guild_id).map(String::as_str), answer.searched.len() > 1);
+    for r in &found.results {
+        let (name, value) = result_field(r, names.get(&r.guild_id).map(String::as_str), found.searched.len() > 1);
         embed = embed.field(name, value, false);
     }
     if left_out {
         embed = embed.footer(CreateEmbedFooter::new(LEFT_OUT));
     }
-    ctx.send(CreateReply::default().embed(embed)).await?;
+    // An answer, when asked for (by default, when the bot has a chat model).
+    let note = match answer {
+        Some(false) => None,
+        None if !bot.answers.on() => None,
+        Some(true) if !bot.answers.on() => {
+            Some(if bot.answers.why_off().is_some() { ANSWERS_OFF } else { ANSWERS_BROKEN }.to_owned())
+        }
+        _ => match check_question(&question, bot.settings.answer.max_question_chars) {
+            Err(_) => Some(question_too_long(question.trim().chars().count(), bot.settings.answer.max_question_chars)),
+            Ok(()) => {
+                let request = answers::Request {
+                    http: ctx.serenity_context().http.clone(),
+                    interaction: interaction(&ctx)?,
+                    question,
+                    results: found.results,
+                    embed,
+                };
+                return answers::start(bot, request).await;
+            }
+        },
+    };
+    let mut reply = CreateReply::default().embed(embed);
+    if let Some(note) = note {
+        reply = reply.content(note);
+    }
+    ctx.send(reply).await?;
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! Text the bot shows people, and log text made safe: durations, Discord's
-//! length limits, result fields of `/ask`, and interaction tokens redacted.
+//! length limits, result fields of `/ask` and the states of its answer, and
+//! interaction tokens redacted.
 
 use std::time::Duration;
 
@@ -51,6 +52,99 @@ pub fn result_field(r: &SearchResult, guild_name: Option<&str>, show_guild: bool
     let link = format!("\n[Jump to the message]({})", r.jump_url);
     let value = format!("{}{link}", truncate(&r.text, 900 - link.chars().count()));
     (truncate(&name, 200), value)
+}
+
+/// Discord's limit on a message's content, in characters.
+pub const MESSAGE_LIMIT: usize = 2000;
+
+/// An answer that cites none of the results.
+pub const NO_ANSWER: &str = "No answer found in the messages you can read.";
+/// A waiting request whose asker asked again.
+pub const ANSWER_REPLACED: &str = "No answer here: your newer question took this one's place in line.";
+/// A request stopped before anything of its answer was shown.
+pub const ANSWER_STOPPED: &str = "Stopped: no answer was written.";
+pub const ANSWER_SHUTDOWN: &str = "No answer: the bot is shutting down. Please ask again later.";
+/// A request still waiting when its message could no longer be edited.
+pub const ANSWER_WAITED_TOO_LONG: &str = "No answer: the line was too long to answer in time. Please ask again later.";
+pub const ANSWER_UNAVAILABLE: &str = "No answer: the chat model could not be started (the cause is in the bot's log).";
+pub const ANSWER_FAILED: &str =
+    "Sorry, the answer could not be written. The cause is in the bot's log; please try again later.";
+/// Under the results when an answer was asked for and the bot has no chat model.
+pub const ANSWERS_OFF: &str = "_Answers are off on this bot: its operator can turn them on by installing a chat \
+     model (`scripts/fetch-model.sh smollm2`) or setting `[answer] endpoint` in its config file._";
+/// Under the results when an answer was asked for and the chat model could not be loaded.
+pub const ANSWERS_BROKEN: &str =
+    "_Answers are unavailable: the chat model could not be loaded (the cause is in the bot's log)._";
+
+/// Under the results when the question is too long to be answered.
+pub fn question_too_long(chars: usize, max: usize) -> String {
+    format!("_No answer: the question is {chars} characters, and answers take questions of at most {max}._")
+}
+
+/// An answer on its way: waiting as number `place` in line, or being written (None).
+pub fn answer_waiting(place: Option<usize>) -> String {
+    match place {
+        Some(n) => format!("Writing an answer… (you are number {n} in line)"),
+        None => "Writing an answer…".to_owned(),
+    }
+}
+
+/// An answer as it is being written: the (checked) text so far.
+pub fn answer_streaming(text: &str) -> String {
+    let head = answer_waiting(None);
+    format!("{head}\n{}", truncate(text.trim(), MESSAGE_LIMIT - head.chars().count() - 1))
+}
+
+/// A finished answer: `text` (None: nothing valid was cited) with each
+/// citation `[n]` of `links` (result `n`, its jump link) a link, and a note
+/// in italics; within Discord's limit (when the text with links inline is
+/// too long, the text is cut and the links follow it on one line).
+pub fn answer_final(model: &str, text: Option<&str>, links: &[(usize, &str)], note: Option<&str>) -> String {
+    let note = note.map(|n| format!("\n_{n}_")).unwrap_or_default();
+    let Some(text) = text.map(str::trim) else {
+        return format!("{NO_ANSWER}{note}");
+    };
+    let head = format!("**Answer** ({}):\n", truncate(model, 100));
+    let room = MESSAGE_LIMIT - head.chars().count() - note.chars().count();
+    let linked = link_citations(text, links);
+    let body = if linked.chars().count() <= room {
+        linked
+    } else {
+        let sources: Vec<String> = links.iter().map(|(n, url)| format!("[{n}]({url})")).collect();
+        let mut sources = format!("\nSources: {}", sources.join(" "));
+        if sources.chars().count() > room / 2 {
+            sources.clear();
+        }
+        format!("{}{sources}", truncate(text, room - sources.chars().count()))
+    };
+    format!("{head}{body}{note}")
+}
+
+/// `text` with each citation `[n]` that `links` has made a link: `[n](url)`.
+pub fn link_citations(text: &str, links: &[(usize, &str)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        let url = (digits > 0 && after[digits..].starts_with(']') && !after[digits + 1..].starts_with('('))
+            .then(|| after[..digits].parse::<usize>().ok())
+            .flatten()
+            .and_then(|n| links.iter().find(|(m, _)| *m == n));
+        match url {
+            Some((n, url)) => {
+                out.push_str(&format!("[{n}]({url})"));
+                rest = &after[digits + 1..];
+            }
+            None => {
+                out.push('[');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 pub fn truncate(s: &str, max: usize) -> String {
@@ -142,6 +236,28 @@ mod tests {
         );
         let r = redact(&e);
         assert!(!r.contains(token) && r.contains("/webhooks/123/<redacted>/messages/@original"), "{r}");
+    }
+
+    #[test]
+    fn an_answer_links_its_citations_and_fits_a_message() {
+        let links = [(1, "https://discord.com/channels/1/2/3"), (3, "https://discord.com/channels/1/2/5")];
+        assert_eq!(
+            link_citations("Blue [1][3]; not [2], [x] or [1](a).", &links),
+            "Blue [1](https://discord.com/channels/1/2/3)[3](https://discord.com/channels/1/2/5); not [2], [x] or [1](a)."
+        );
+        let text = answer_final("m", Some(" It is blue [1]. "), &links[..1], None);
+        assert_eq!(text, "**Answer** (m):\nIt is blue [1](https://discord.com/channels/1/2/3).");
+        let text = answer_final("m", None, &[], Some("Stopped."));
+        assert_eq!(text, "No answer found in the messages you can read.\n_Stopped._");
+        // Too long with the links inline: cut, and the links after it.
+        let long = "word [1] ".repeat(300);
+        let text = answer_final("m", Some(&long), &links, Some("Cut."));
+        assert!(text.chars().count() <= MESSAGE_LIMIT, "{}", text.chars().count());
+        assert!(text.ends_with(
+            "\nSources: [1](https://discord.com/channels/1/2/3) [3](https://discord.com/channels/1/2/5)\n_Cut._"
+        ));
+        assert!(answer_streaming(&long.repeat(3)).chars().count() <= MESSAGE_LIMIT);
+        assert_eq!(answer_waiting(Some(2)), "Writing an answer… (you are number 2 in line)");
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //!
 //! - [`commands`]: the slash commands (`/load`, `/index`, `/reindex`,
 //!   `/status` in servers; `/ask` in DMs) and the one error handler.
+//! - [`answers`]: `/ask`'s answer, written by the chat model from the
+//!   results shown: one at a time, in a fair line, stoppable, within limits.
 //! - [`format`]: the text they show (durations, Discord's limits, `/ask`
-//!   result fields) and log text with interaction tokens redacted.
+//!   result fields and answer states) and log text with interaction tokens
+//!   redacted.
 //! - [`jobs`]: one background job per guild, its progress message and ticker.
 //! - [`capture`]: live capture of gateway events into the archive.
 //! - [`checkpoints`]: the rules for when a live message may move its
@@ -13,10 +16,13 @@
 //!   session begins, loads of new channels, and the timers.
 //!
 //! The bot holds one [`Store`], one [`Searcher`] (models and collections stay
-//! open between questions) and one rate-limited [`Client`] for loads. Serenity
+//! open between questions), one rate-limited [`Client`] for loads, and the
+//! chat model for answers when it has one ([`answers::Answers`], loaded in
+//! the background at start). Serenity
 //! speaks the gateway and answers interactions; with a non-default API base
 //! (the loopback fake server) its HTTP goes through that base too.
 
+pub mod answers;
 pub mod capture;
 pub mod checkpoints;
 pub mod commands;
@@ -28,7 +34,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serenity::all::{ClientBuilder, GatewayError, GatewayIntents, GuildId, HttpBuilder, HttpError};
+use serenity::all::{
+    ClientBuilder, FullEvent, GatewayError, GatewayIntents, GuildId, HttpBuilder, HttpError, Interaction,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
@@ -36,6 +44,7 @@ use crate::discord::{Client, DEFAULT_API_BASE};
 use crate::search::Searcher;
 use crate::store::Store;
 use crate::vector::Backend;
+use answers::Answers;
 use checkpoints::Live;
 use jobs::Jobs;
 
@@ -56,6 +65,8 @@ pub struct BotOptions {
     pub interaction_ttl: Duration,
     /// Results per `/ask`.
     pub ask_results: usize,
+    /// How often a message is edited while its answer is written (the text so far).
+    pub answer_edit_every: Duration,
 }
 
 impl Default for BotOptions {
@@ -68,6 +79,7 @@ impl Default for BotOptions {
             // A margin under Discord's 15 minutes.
             interaction_ttl: Duration::from_secs(14 * 60),
             ask_results: 5,
+            answer_edit_every: Duration::from_secs(1),
         }
     }
 }
@@ -81,6 +93,8 @@ pub struct Bot {
     pub client: Client,
     pub searcher: Searcher,
     pub jobs: Arc<Jobs>,
+    /// The chat model for `/ask`'s answers, and their line.
+    pub answers: Arc<Answers>,
     pub live: Live,
     pub shutdown: CancellationToken,
     /// The bot's own user id, once the gateway said it.
@@ -131,6 +145,12 @@ pub async fn run(settings: Settings, options: BotOptions, shutdown: Cancellation
         return Ok(());
     };
 
+    let answers = Arc::new(Answers::new(&settings));
+    match answers.why_off() {
+        None => answers.preload(&settings),
+        Some(why) => tracing::info!("/ask answers are off: {why}"),
+    }
+    let answers_on = answers.on();
     let bot = Arc::new(Bot {
         settings,
         options: options.clone(),
@@ -139,6 +159,7 @@ pub async fn run(settings: Settings, options: BotOptions, shutdown: Cancellation
         client,
         searcher,
         jobs: Arc::default(),
+        answers,
         live: Live::default(),
         shutdown: shutdown.clone(),
         me: Mutex::new(Some(me.id)),
@@ -148,9 +169,9 @@ pub async fn run(settings: Settings, options: BotOptions, shutdown: Cancellation
     let dev_guild = options.dev_guild;
     let framework = poise::Framework::builder()
         .options(poise::FrameworkOptions {
-            commands: commands::all(&options),
+            commands: commands::all(&options, answers_on),
             on_error: |error| Box::pin(commands::on_error(error)),
-            event_handler: |ctx, event, _framework, bot| Box::pin(capture::on_event(ctx, event, bot)),
+            event_handler: |ctx, event, _framework, bot| Box::pin(on_event(ctx, event, bot)),
             initialize_owners: false,
             ..Default::default()
         })
@@ -208,6 +229,16 @@ pub async fn run(settings: Settings, options: BotOptions, shutdown: Cancellation
         }
         e => anyhow::Error::new(e).context("the gateway connection failed"),
     })
+}
+
+/// The framework's event handler: a button press goes to [`answers`] (the
+/// only buttons are Stop on answers), the rest to live capture.
+async fn on_event(ctx: &serenity::all::Context, event: &FullEvent, bot: &Arc<Bot>) -> Result<(), Error> {
+    if let FullEvent::InteractionCreate { interaction: Interaction::Component(press) } = event {
+        answers::on_component(ctx, press, bot).await;
+        return Ok(());
+    }
+    capture::on_event(ctx, event, bot).await
 }
 
 /// Longest pause between two tries to reach the gateway.

@@ -207,7 +207,56 @@ impl World {
     }
 }
 
+impl World {
+    /// An INTERACTION_CREATE payload for `user` pressing the button
+    /// `custom_id` on `message` (a message object the bot sent in its DM with
+    /// `user`), as Discord builds it (type 3, a message component). Returns
+    /// it and its token.
+    pub fn button_press(&mut self, user: u64, message: Value, custom_id: &str) -> (Value, String) {
+        let id = self.next_id(now_ms());
+        let token = format!("interaction-token-{id}");
+        let index = user_index(self, user);
+        let channel = message["channel_id"].clone();
+        let v = json!({
+            "id": id.to_string(),
+            "application_id": self.application_id.to_string(),
+            "type": 3,
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "message": message,
+            "token": token,
+            "version": 1,
+            "locale": "en-US",
+            "entitlements": [],
+            "attachment_size_limit": 10_485_760,
+            "channel_id": channel,
+            "channel": {"id": channel, "type": 1},
+            "user": user_json(self, index),
+            "app_permissions": "0",
+            "context": 1,
+            "authorizing_integration_owners": {"0": "0"},
+        });
+        (v, token)
+    }
+}
+
 impl FakeDiscord {
+    /// `user` presses the button `custom_id` on the original response of the
+    /// interaction `token` (a DM's): INTERACTION_CREATE for a message
+    /// component. Returns the press's own interaction token (what the bot's
+    /// answer to the press is filed under), or `None` while that response
+    /// does not exist.
+    pub fn press_button(&self, user: u64, token: &str, custom_id: &str) -> Option<String> {
+        let (event, press) = {
+            let mut world = self.world();
+            let message = self.state.outbox.lock().unwrap().original(&world, token)?;
+            world.button_press(user, message, custom_id)
+        };
+        let channel = event["channel_id"].as_str().and_then(|c| c.parse().ok()).unwrap_or(1);
+        self.state.outbox.lock().unwrap().interaction_channels.insert(press.clone(), channel);
+        self.dispatch("INTERACTION_CREATE", event);
+        Some(press)
+    }
+
     /// `author` posts `text` in `channel`: it joins the history and every
     /// gateway session gets MESSAGE_CREATE. Returns the message id.
     pub fn post_message(&self, channel: u64, author: u64, text: &str) -> u64 {
@@ -359,5 +408,17 @@ mod tests {
         };
         assert!(c.guild_id.is_none() && c.member.is_none());
         assert_eq!(c.user.id.get(), cast.plain);
+
+        let sent = json!({"id": "77", "channel_id": "78", "author": user_json(&w, w.bot_user), "content": "hi",
+            "timestamp": "2026-11-22T00:00:00.000000+00:00", "edited_timestamp": null, "tts": false,
+            "mention_everyone": false, "mentions": [], "mention_roles": [], "attachments": [], "embeds": [],
+            "components": [{"type": 1, "components": [{"type": 2, "style": 2, "label": "Stop", "custom_id": "stop:1"}]}],
+            "pinned": false, "type": 0, "flags": 0});
+        let (v, token) = w.button_press(cast.plain, sent, "stop:1");
+        let s::Interaction::Component(c) = serde_json::from_value::<s::Interaction>(v).expect("button press") else {
+            panic!("not a component interaction")
+        };
+        assert_eq!((c.token, c.data.custom_id.as_str(), c.user.id.get()), (token, "stop:1", cast.plain));
+        assert_eq!((c.message.id.get(), c.channel_id.get()), (77, 78));
     }
 }

@@ -4,7 +4,9 @@
 //! objects serenity expects back.
 //!
 //! Routes (under `/api/v10`):
-//! - `POST /interactions/{id}/{token}/callback` → 204 (no bot token needed)
+//! - `POST /interactions/{id}/{token}/callback` → 204 (no bot token needed);
+//!   types 4 and 5 create the original response, others (6: a button press
+//!   acknowledged) are recorded only
 //! - `GET|PATCH|DELETE /webhooks/{app}/{token}/messages/{@original|id}`,
 //!   `POST /webhooks/{app}/{token}` (follow-ups; no bot token needed)
 //! - `POST /channels/{id}/messages`, `PATCH /channels/{id}/messages/{id}`
@@ -155,6 +157,14 @@ impl Outbox {
             }
             _ => None,
         }
+    }
+
+    /// The original response of an interaction as Discord returns it (the
+    /// message its buttons are on), once it exists.
+    pub fn original(&self, world: &World, token: &str) -> Option<Value> {
+        let id = self.originals.iter().find(|(t, _)| t == token)?.1;
+        let (_, channel, body) = self.messages.iter().find(|(m, _, _)| *m == id)?;
+        Some(message_object(world, id, *channel, body))
     }
 
     /// Writes that need the bot token.
