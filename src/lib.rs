@@ -28,6 +28,7 @@
 //! - [`blocking`]: running blocking work (SQLite, qdrant-edge, the model)
 //!   from async code.
 //! - [`disk`]: free space and writability of the stores' file system.
+//! - [`net`]: network failures in words, for every HTTP client.
 //! - [`failpoint`]: named crash points, armed only by the crash-safety tests.
 //! - [`config`]: settings from defaults, file, environment and flags; each
 //!   section of the file is resolved by the stage it configures.
@@ -52,6 +53,7 @@ pub mod failpoint;
 pub mod import;
 pub mod index;
 pub mod load;
+pub mod net;
 pub mod ocr;
 pub mod permissions;
 pub mod search;

@@ -588,7 +588,7 @@ impl Endpoint {
             let why = if e.is_timeout() {
                 format!("no connection within {} s", self.connect_timeout.as_secs_f64())
             } else {
-                connect_failure(e)
+                crate::net::connect_failure(e)
             };
             AnswerError::Endpoint(format!(
                 "the answer endpoint {base} cannot be reached ({why}); check [answer] endpoint"
@@ -842,30 +842,6 @@ fn is_loopback(url: &Url) -> bool {
     host == "localhost"
         || host.ends_with(".localhost")
         || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-/// Why a connection could not be made, in a few words.
-fn connect_failure(e: &reqwest::Error) -> String {
-    let mut innermost = None;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => return "connection refused".into(),
-                std::io::ErrorKind::NetworkUnreachable => return "network unreachable".into(),
-                std::io::ErrorKind::HostUnreachable => return "host unreachable".into(),
-                std::io::ErrorKind::TimedOut => return "timed out connecting".into(),
-                _ => {}
-            }
-        }
-        let text = err.to_string();
-        if text.starts_with("dns error") {
-            return format!("no such host: {text}");
-        }
-        innermost = Some(text);
-        source = err.source();
-    }
-    innermost.unwrap_or_else(|| e.to_string())
 }
 
 /// The innermost cause of a failure after connecting.

@@ -373,7 +373,7 @@ impl Client {
                     if tries >= 2 || elapsed >= FIRST_CONNECT_QUICK {
                         return Err(ApiError::Unreachable {
                             url: format!("{}{API_PATH}", self.options.api_base),
-                            reason: connect_failure(&e),
+                            reason: crate::net::connect_failure(&e),
                         });
                     }
                     let wait = self.backoff(1).min(FIRST_CONNECT_RETRY);
@@ -381,7 +381,7 @@ impl Client {
                     tracing::debug!(
                         "Discord request {} could not connect ({}); one more try in {:.1}s",
                         route.path,
-                        connect_failure(&e),
+                        crate::net::connect_failure(&e),
                         wait.as_secs_f64()
                     );
                     if self.pause(wait).await {
@@ -581,35 +581,6 @@ impl Client {
 async fn stopped() -> ApiError {
     tokio::task::yield_now().await;
     ApiError::Stopped
-}
-
-/// Why a connection could not be made, in a few words: "connection
-/// refused", "no such host (...)", or the innermost cause.
-fn connect_failure(e: &reqwest::Error) -> String {
-    let mut innermost = None;
-    let mut dns = false;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => return "connection refused".into(),
-                std::io::ErrorKind::NetworkUnreachable => return "network unreachable".into(),
-                std::io::ErrorKind::HostUnreachable => return "host unreachable".into(),
-                std::io::ErrorKind::TimedOut => return "timed out connecting".into(),
-                _ => {}
-            }
-        }
-        let text = err.to_string();
-        dns |= text.starts_with("dns error");
-        innermost = Some(text);
-        source = err.source();
-    }
-    match (innermost, dns) {
-        (Some(text), true) => format!("no such host: {text}"),
-        (Some(text), false) => text,
-        (None, _) if e.is_timeout() => "timed out connecting".into(),
-        (None, _) => e.to_string(),
-    }
 }
 
 fn transport_error(e: &reqwest::Error) -> String {
