@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Answer figures, in one run on one machine:
+#  1. the embedded chat model (a GGUF file run in process through candle:
+#     examples/bench_answer.rs) against llama.cpp (llama-cpp-python, built by
+#     scripts/setup-llama-server.sh; scripts/bench_answer_llamacpp.py) on the
+#     same GGUF file, the same thread count and the same prompt token ids:
+#     prompt-processing and generation tokens/s, medians over several runs,
+#     greedy, the same number of generated tokens. Ours is measured twice:
+#     as `load` holds the weights by default (F32 on a CPU for a model under
+#     500M parameters) and as the file stores them (quantized);
+#  2. the whole `discord-indexer ask --answer` time split into retrieval,
+#     model load (concurrent with retrieval), prompt and generation, on the
+#     komodo-dev chat archive imported and indexed with all-MiniLM-L6-v2.
+# The prompts are built as `ask --answer` builds them (rules, chat messages of
+# the dataset quoted as numbered sources, the question), about 500 and 1500
+# tokens. The last line is `llama.cpp: N.NNx`: our generation tokens/s (the
+# default weight format) over llama.cpp's, the geometric mean over the prompt
+# sizes; the line before it gives the same for the quantized weights.
+#
+# Usage: scripts/bench-answer.sh [--quick]
+#   --quick: a ~500-token prompt only, 64 tokens generated, 2 timed runs, one
+#            channel of the dataset, 2 questions (a few minutes on 2 cores)
+# Environment:
+#   THREADS  threads on both sides (default: nproc): RAYON_NUM_THREADS for
+#            ours (candle's matrix products and quantized kernels run on
+#            rayon's pool), n_threads and n_threads_batch for llama.cpp
+#   MODEL    the GGUF file (default models/SmolLM2-135M-Instruct.Q4_1.gguf,
+#            installed by scripts/fetch-model.sh smollm2)
+#   DATASET  a DiscordChatExporter CSV dataset with queries.tsv
+#            (default ../shared/komodo-dev)
+# Timings share the CPU with whatever else runs: the 1-minute load average is
+# printed before each part; compare figures taken on an idle machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+QUICK=0
+case "${1:-}" in
+  --quick) QUICK=1 ;;
+  "") ;;
+  *) echo "usage: scripts/bench-answer.sh [--quick]" >&2; exit 2 ;;
+esac
+THREADS=${THREADS:-$(nproc)}
+MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
+DATASET=${DATASET:-../shared/komodo-dev}
+if [ "$QUICK" = 1 ]; then
+  SIZES=500 GEN=64 RUNS=2 WARMUP=1 ASKS=2 CHANNELS=notary-nodes-notarynode
+else
+  SIZES=500,1500 GEN=128 RUNS=3 WARMUP=1 ASKS=5 CHANNELS=
+fi
+[ -f "$DATASET/queries.tsv" ] || { echo "bench-answer: no queries.tsv in $DATASET (set DATASET)" >&2; exit 2; }
+if [ "$MODEL" = models/SmolLM2-135M-Instruct.Q4_1.gguf ]; then
+  scripts/fetch-model.sh smollm2 >/dev/null
+fi
+[ -f "$MODEL" ] || { echo "bench-answer: no model file $MODEL" >&2; exit 2; }
+scripts/fetch-model.sh all-MiniLM-L6-v2 >/dev/null
+LLAMA_PY=$(scripts/setup-llama-server.sh)
+# The first release build takes 15 to 50 minutes on 2 cores.
+cargo build --release --quiet --bin discord-indexer --example bench_answer
+BIN=target/release/discord-indexer
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+STARTED=$(date +%s)
+load() { cut -d' ' -f1 /proc/loadavg; }
+
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+echo "== answers: $(basename "$MODEL"), $THREADS threads, $(nproc) cores ($cpu), $( [ "$QUICK" = 1 ] && echo quick || echo full) run"
+
+echo "== 1a. embedded model (candle), prompts of ~${SIZES//,/ and ~} tokens, $GEN generated, median of $RUNS runs (load $(load))"
+RAYON_NUM_THREADS=$THREADS target/release/examples/bench_answer --model "$MODEL" --format both \
+  --sizes "$SIZES" --gen "$GEN" --runs "$RUNS" --warmup "$WARMUP" --chat "$DATASET" \
+  --tokens-dir "$WORK/prompts" > "$WORK/ours.json"
+
+# llama.cpp writes exactly as many tokens as ours did (ours stops at an end of turn).
+GEN_FOR=()
+while read -r size n; do GEN_FOR+=(--gen-for "$size=$n"); done < <(python3 -c '
+import json, sys
+for p in json.load(open(sys.argv[1]))["formats"][0]["prompts"]:
+    print(p["size"], max(p["generated_tokens"], 2))' "$WORK/ours.json")
+echo "== 1b. llama.cpp (llama-cpp-python), the same prompt tokens (load $(load))"
+"$LLAMA_PY" scripts/bench_answer_llamacpp.py --model "$MODEL" --threads "$THREADS" --tokens-dir "$WORK/prompts" \
+  --gen "$GEN" "${GEN_FOR[@]}" --runs "$RUNS" --warmup "$WARMUP" > "$WORK/llama.json"
+
+echo "== 2. discord-indexer ask --answer on $DATASET${CHANNELS:+ (#$CHANNELS)}, $ASKS questions (load $(load))"
+if [ -n "$CHANNELS" ]; then
+  mkdir -p "$WORK/dataset"
+  for c in $CHANNELS; do cp -r "$DATASET/$c" "$WORK/dataset/"; done
+  IMPORT="$WORK/dataset"
+else
+  IMPORT=$DATASET
+fi
+"$BIN" import "$IMPORT" --guild-name dataset --data-dir "$WORK/data" --json > "$WORK/import.json"
+GUILD=$("$BIN" guilds --json --data-dir "$WORK/data" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["guild_id"])')
+t0=$(date +%s)
+RAYON_NUM_THREADS=$THREADS "$BIN" index --guild "$GUILD" --model all-MiniLM-L6-v2 --activate --data-dir "$WORK/data" \
+  --json > "$WORK/index.json"
+echo "imported and indexed $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["new"])' "$WORK/import.json") messages (index: $(($(date +%s) - t0)) s)"
+# The questions of the imported channels, spread over the kinds (paraphrase, keyword, support).
+python3 - "$DATASET/queries.tsv" "$ASKS" "$CHANNELS" > "$WORK/questions.txt" <<'PY'
+import sys
+path, n, channels = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
+rows = [l.rstrip("\n").split("\t") for l in open(path, encoding="utf-8") if not l.startswith("#")]
+rows = [r for r in rows if len(r) >= 2 and (not channels or r[1] in channels)]
+step = max(1, len(rows) // n)
+for r in rows[::step][:n]:
+    print(r[0])
+PY
+: > "$WORK/asks.jsonl"
+while IFS= read -r question; do
+  a0=$(python3 -c 'import time; print(time.time())')
+  RAYON_NUM_THREADS=$THREADS "$BIN" ask "$question" --answer --chat-model "$MODEL" --guild "$GUILD" \
+    --data-dir "$WORK/data" --json > "$WORK/ask.json" 2> "$WORK/ask.err" || {
+    echo "ask --answer failed:" >&2; cat "$WORK/ask.err" >&2; exit 1; }
+  a1=$(python3 -c 'import time; print(time.time())')
+  python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+t = d["timings"]; t["wall_ms"] = (float(sys.argv[3]) - float(sys.argv[2])) * 1e3
+t["question"] = sys.argv[4]; t["finish"] = d["answer"]["finish"]; t["found"] = d["answer"]["found"]
+print(json.dumps(t))' "$WORK/ask.json" "$a0" "$a1" "$question" >> "$WORK/asks.jsonl"
+done < "$WORK/questions.txt"
+
+python3 - "$WORK/ours.json" "$WORK/llama.json" "$WORK/asks.jsonl" "$(($(date +%s) - STARTED))" "$(load)" <<'PY'
+import json, math, statistics, sys
+ours = json.load(open(sys.argv[1]))
+llama = json.load(open(sys.argv[2]))
+asks = [json.loads(l) for l in open(sys.argv[3]) if l.strip()]
+elapsed, load_end = int(sys.argv[4]), sys.argv[5]
+theirs = {p["size"]: p for p in llama["prompts"]}
+
+print(f"== results: {ours['model']} ({ours['quantization']}, {ours['parameters'] / 1e6:.0f}M parameters), "
+      f"{ours['threads']} threads both sides; llama.cpp {llama['llama_cpp_python']} (n_batch {llama['n_batch']}, "
+      f"n_ubatch {llama['n_ubatch']}); medians of {ours['runs']} runs")
+print(f"{'':28} {'prompt':>7} {'gen':>5} {'prompt tok/s':>13} {'gen tok/s':>10} {'first token ms':>15}")
+ratios = {}
+for p in llama["prompts"]:
+    print(f"{'llama.cpp':28} {p['prompt_tokens']:>7} {p['generated_tokens']:>5} {p['prompt_tokens_per_s']:>13.1f} "
+          f"{p['tokens_per_s']:>10.1f} {p['first_token_ms']:>15.0f}")
+    print(f"{'  (its own counters)':28} {'':>7} {'':>5} {p['llama_perf_prompt_tokens_per_s'] or 0:>13.1f} "
+          f"{p['llama_perf_tokens_per_s'] or 0:>10.1f}"
+          + ("" if p["tokenization_matches"] else "   (llama.cpp tokenizes the text differently; our ids were fed)"))
+for f in ours["formats"]:
+    label = f"ours, {f['format']}" + (" (default)" if f["requested"] == "auto" else " (as stored)")
+    gen_r, prompt_r = [], []
+    for p in f["prompts"]:
+        t = theirs[p["size"]]
+        gen_r.append(p["tokens_per_s"] / t["tokens_per_s"])
+        prompt_r.append(p["prompt_tokens_per_s"] / t["prompt_tokens_per_s"])
+        print(f"{label:28} {p['prompt_tokens']:>7} {p['generated_tokens']:>5} {p['prompt_tokens_per_s']:>13.1f} "
+              f"{p['tokens_per_s']:>10.1f} {p['first_token_ms']:>15.0f}   "
+              f"x llama.cpp: prompt {prompt_r[-1]:.2f}x, gen {gen_r[-1]:.2f}x")
+    geo = lambda v: math.exp(sum(map(math.log, v)) / len(v))
+    ratios[f["requested"]] = (geo(gen_r), geo(prompt_r), f["format"], f["load_ms"])
+
+print(f"== ask --answer ({len(asks)} questions; ms, median [min-max]; model load runs alongside retrieval)")
+def span(key):
+    v = [a[key] for a in asks]
+    return f"{statistics.median(v):8.0f} [{min(v):.0f}-{max(v):.0f}]"
+for a in asks:
+    a["prompt_ms"] = a["first_token_ms"]
+    a["generate_ms"] = a["generation_ms"] - a["first_token_ms"]
+for key, label in [("wall_ms", "whole command (wall)"), ("retrieval_ms", "retrieval"),
+                   ("model_load_ms", "chat model load"), ("prompt_ms", "prompt (to first token)"),
+                   ("generate_ms", "generation (after it)")]:
+    print(f"  {label:26} {span(key)}")
+print(f"  prompt tokens {statistics.median(a['prompt_tokens'] for a in asks):.0f}, generated tokens "
+      f"{statistics.median(a['generated_tokens'] for a in asks):.0f}, prompt {statistics.median(a['prompt_tokens_per_s'] for a in asks):.1f} tok/s, "
+      f"generation {statistics.median(a['tokens_per_s'] for a in asks):.1f} tok/s (medians); "
+      f"answers found {sum(a['found'] for a in asks)}/{len(asks)}")
+print(f"== took {elapsed} s (load at the end {load_end})")
+a, q = ratios["auto"], ratios.get("quantized")
+print(f"prompt processing over llama.cpp's: {a[1]:.2f}x ({a[2]} weights, the default)"
+      + (f", {q[1]:.2f}x (quantized, as stored)" if q else ""))
+if q:
+    print(f"llama.cpp, quantized weights as stored: {q[0]:.2f}x")
+print(f"llama.cpp: {a[0]:.2f}x")
+PY
