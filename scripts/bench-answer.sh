@@ -6,8 +6,8 @@
 #     same GGUF file, the same thread count and the same prompt token ids:
 #     prompt-processing and generation tokens/s, medians over several runs,
 #     greedy, the same number of generated tokens. Ours is measured twice:
-#     as `load` holds the weights by default (F32 on a CPU for a model under
-#     500M parameters) and as the file stores them (quantized);
+#     as gguf::load holds the weights by default (F32 on a CPU for a model
+#     under 500M parameters) and as the file stores them (quantized);
 #  2. the whole `discord-indexer ask --answer` time split into retrieval,
 #     model load (concurrent with retrieval), prompt and generation, on the
 #     komodo-dev chat archive imported and indexed with all-MiniLM-L6-v2.
@@ -28,8 +28,10 @@
 #            installed by scripts/fetch-model.sh smollm2)
 #   DATASET  a DiscordChatExporter CSV dataset with queries.tsv
 #            (default ../shared/komodo-dev)
-# Timings share the CPU with whatever else runs: the 1-minute load average is
-# printed before each part; compare figures taken on an idle machine.
+# Timings share the CPU with whatever else runs (llama.cpp's OpenMP threads
+# suffer most when a core is taken): the 1-minute load average before the
+# start is printed; compare figures taken on an idle machine. The raw results
+# (JSON) are kept in target/bench-answer/ (under $CARGO_TARGET_DIR when set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 QUICK=0
@@ -55,17 +57,19 @@ scripts/fetch-model.sh all-MiniLM-L6-v2 >/dev/null
 LLAMA_PY=$(scripts/setup-llama-server.sh)
 # The first release build takes 15 to 50 minutes on 2 cores.
 cargo build --release --quiet --bin discord-indexer --example bench_answer
-BIN=target/release/discord-indexer
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET/release/discord-indexer
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 STARTED=$(date +%s)
 load() { cut -d' ' -f1 /proc/loadavg; }
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-echo "== answers: $(basename "$MODEL"), $THREADS threads, $(nproc) cores ($cpu), $( [ "$QUICK" = 1 ] && echo quick || echo full) run"
+echo "== answers: $(basename "$MODEL"), $THREADS threads, $(nproc) cores ($cpu), $( [ "$QUICK" = 1 ] && echo quick || echo full) run;" \
+  "load average before the start $(load)"
 
-echo "== 1a. embedded model (candle), prompts of ~${SIZES//,/ and ~} tokens, $GEN generated, median of $RUNS runs (load $(load))"
-RAYON_NUM_THREADS=$THREADS target/release/examples/bench_answer --model "$MODEL" --format both \
+echo "== 1a. embedded model (candle), prompts of ~${SIZES//,/ and ~} tokens, $GEN generated, median of $RUNS runs"
+RAYON_NUM_THREADS=$THREADS "$TARGET/release/examples/bench_answer" --model "$MODEL" --format both \
   --sizes "$SIZES" --gen "$GEN" --runs "$RUNS" --warmup "$WARMUP" --chat "$DATASET" \
   --tokens-dir "$WORK/prompts" > "$WORK/ours.json"
 
@@ -75,11 +79,11 @@ while read -r size n; do GEN_FOR+=(--gen-for "$size=$n"); done < <(python3 -c '
 import json, sys
 for p in json.load(open(sys.argv[1]))["formats"][0]["prompts"]:
     print(p["size"], max(p["generated_tokens"], 2))' "$WORK/ours.json")
-echo "== 1b. llama.cpp (llama-cpp-python), the same prompt tokens (load $(load))"
+echo "== 1b. llama.cpp (llama-cpp-python), the same prompt tokens"
 "$LLAMA_PY" scripts/bench_answer_llamacpp.py --model "$MODEL" --threads "$THREADS" --tokens-dir "$WORK/prompts" \
   --gen "$GEN" "${GEN_FOR[@]}" --runs "$RUNS" --warmup "$WARMUP" > "$WORK/llama.json"
 
-echo "== 2. discord-indexer ask --answer on $DATASET${CHANNELS:+ (#$CHANNELS)}, $ASKS questions (load $(load))"
+echo "== 2. discord-indexer ask --answer on $DATASET${CHANNELS:+ (#$CHANNELS)}, $ASKS questions"
 if [ -n "$CHANNELS" ]; then
   mkdir -p "$WORK/dataset"
   for c in $CHANNELS; do cp -r "$DATASET/$c" "$WORK/dataset/"; done
@@ -118,12 +122,14 @@ t["question"] = sys.argv[4]; t["finish"] = d["answer"]["finish"]; t["found"] = d
 print(json.dumps(t))' "$WORK/ask.json" "$a0" "$a1" "$question" >> "$WORK/asks.jsonl"
 done < "$WORK/questions.txt"
 
-python3 - "$WORK/ours.json" "$WORK/llama.json" "$WORK/asks.jsonl" "$(($(date +%s) - STARTED))" "$(load)" <<'PY'
+mkdir -p "$TARGET/bench-answer"
+cp "$WORK/ours.json" "$WORK/llama.json" "$WORK/asks.jsonl" "$TARGET/bench-answer/"
+python3 - "$WORK/ours.json" "$WORK/llama.json" "$WORK/asks.jsonl" "$(($(date +%s) - STARTED))" "$TARGET" <<'PY'
 import json, math, statistics, sys
 ours = json.load(open(sys.argv[1]))
 llama = json.load(open(sys.argv[2]))
 asks = [json.loads(l) for l in open(sys.argv[3]) if l.strip()]
-elapsed, load_end = int(sys.argv[4]), sys.argv[5]
+elapsed, target = int(sys.argv[4]), sys.argv[5]
 theirs = {p["size"]: p for p in llama["prompts"]}
 
 print(f"== results: {ours['model']} ({ours['quantization']}, {ours['parameters'] / 1e6:.0f}M parameters), "
@@ -157,15 +163,17 @@ def span(key):
 for a in asks:
     a["prompt_ms"] = a["first_token_ms"]
     a["generate_ms"] = a["generation_ms"] - a["first_token_ms"]
+    a["other_ms"] = a["wall_ms"] - max(a["retrieval_ms"], a["model_load_ms"]) - a["generation_ms"]
 for key, label in [("wall_ms", "whole command (wall)"), ("retrieval_ms", "retrieval"),
                    ("model_load_ms", "chat model load"), ("prompt_ms", "prompt (to first token)"),
-                   ("generate_ms", "generation (after it)")]:
+                   ("generate_ms", "generation (after it)"),
+                   ("other_ms", "rest (start, answer check)")]:
     print(f"  {label:26} {span(key)}")
 print(f"  prompt tokens {statistics.median(a['prompt_tokens'] for a in asks):.0f}, generated tokens "
       f"{statistics.median(a['generated_tokens'] for a in asks):.0f}, prompt {statistics.median(a['prompt_tokens_per_s'] for a in asks):.1f} tok/s, "
       f"generation {statistics.median(a['tokens_per_s'] for a in asks):.1f} tok/s (medians); "
       f"answers found {sum(a['found'] for a in asks)}/{len(asks)}")
-print(f"== took {elapsed} s (load at the end {load_end})")
+print(f"== took {elapsed} s (raw results in {target}/bench-answer/)")
 a, q = ratios["auto"], ratios.get("quantized")
 print(f"prompt processing over llama.cpp's: {a[1]:.2f}x ({a[2]} weights, the default)"
       + (f", {q[1]:.2f}x (quantized, as stored)" if q else ""))

@@ -19,7 +19,6 @@ decode time only) are reported beside them.
 """
 
 import argparse
-import ctypes
 import glob
 import json
 import os
