@@ -347,15 +347,6 @@ fn bin(s: &Loaded) -> Command {
     c
 }
 
-async fn run(mut c: Command) -> (Option<i32>, String, String) {
-    let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// Checks the JSON of `ask --answer --json`: the results as `ask --json`
 /// prints them, the answer, and the timings; every citation names a listed
 /// result and carries its link and messages. Returns the answer.

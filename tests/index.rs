@@ -688,15 +688,6 @@ async fn a_full_disk_is_a_clear_error_and_the_rerun_finishes() {
 }
 
 /// Runs a command of the binary: (exit code, stdout, stderr).
-async fn run(mut c: Command) -> (Option<i32>, String, String) {
-    let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// The embedded store of the test guild's `tiny` index under `data`.
 fn shard_dir(s: &Setup, data: &Path) -> PathBuf {
     data.join("qdrant").join(s.guild.to_string()).join("tiny")

@@ -308,15 +308,6 @@ fn bin(s: &Setup) -> Command {
     c
 }
 
-async fn run(mut c: Command) -> (Option<i32>, String, String) {
-    let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ask_command_prints_results_for_people_and_scripts() {
     let mut world = World::generate(&WorldSpec::standard());

@@ -200,3 +200,13 @@ impl Drop for Tmpfs {
         let _ = std::process::Command::new("umount").arg(self.0.path()).status();
     }
 }
+
+/// Runs a command off the async runtime: its exit code, stdout and stderr.
+pub async fn run(mut c: std::process::Command) -> (Option<i32>, String, String) {
+    let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
