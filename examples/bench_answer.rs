@@ -1,5 +1,6 @@
 //! Prompt-processing and generation speed of the embedded chat model (a GGUF
-//! file run through candle), on answer prompts of realistic sizes. Prints one
+//! file run in process: int8 by default, candle's F32 or quantized models on
+//! request), on answer prompts of realistic sizes. Prints one
 //! JSON object; scripts/bench-answer.sh runs llama.cpp on the same prompt
 //! tokens (written with `--tokens-dir`) and compares.
 //!
@@ -13,13 +14,14 @@
 //! sooner).
 //!
 //! ```text
-//! bench_answer [--model GGUF] [--models-dir DIR] [--format auto|f32|quantized|both]
+//! bench_answer [--model GGUF] [--models-dir DIR] [--format auto|int8|f32|quantized|all]
 //!              [--sizes 500,1500] [--gen 128] [--runs 3] [--warmup 1]
 //!              [--chat DIR] [--tokens-dir DIR]
 //! ```
 //!
-//! Threads: RAYON_NUM_THREADS (candle's matrix products and quantized
-//! kernels use rayon's global pool and read it), else one per core.
+//! Threads: RAYON_NUM_THREADS (the int8 products, candle's matrix products
+//! and quantized kernels use rayon's global pool and read it), else one per
+//! core.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -72,10 +74,11 @@ fn main() -> anyhow::Result<()> {
     }
     let formats: Vec<Option<WeightFormat>> = match format.as_str() {
         "auto" => vec![None],
+        "int8" => vec![Some(WeightFormat::Int8)],
         "f32" => vec![Some(WeightFormat::F32)],
         "quantized" => vec![Some(WeightFormat::Quantized)],
-        "both" => vec![None, Some(WeightFormat::Quantized)],
-        other => anyhow::bail!("--format {other}: auto, f32, quantized or both"),
+        "all" => vec![None, Some(WeightFormat::F32), Some(WeightFormat::Quantized)],
+        other => anyhow::bail!("--format {other}: auto, int8, f32, quantized or all"),
     };
 
     let path = gguf::find(&models_dir, model.as_deref())?;
@@ -125,6 +128,7 @@ fn main() -> anyhow::Result<()> {
                     "prompt_tokens_per_s": s.prompt_tokens_per_s,
                     "tokens_per_s": s.tokens_per_s,
                     "total_ms": s.total_ms,
+                    "text": g.text,
                 }));
                 if g.finish == Finish::Stop && s.generated_tokens < gen {
                     eprintln!(
@@ -147,7 +151,11 @@ fn main() -> anyhow::Result<()> {
         }
         out_formats.push(json!({
             "format": model.weight_format(),
-            "requested": format.map_or("auto", |f| match f { WeightFormat::F32 => "f32", WeightFormat::Quantized => "quantized" }),
+            "requested": format.map_or("auto", |f| match f {
+                WeightFormat::Int8 => "int8",
+                WeightFormat::F32 => "f32",
+                WeightFormat::Quantized => "quantized",
+            }),
             "load_ms": load_ms,
             "prompts": out_prompts,
         }));

@@ -1,5 +1,5 @@
 //! Training's fused operations on the CPU, each one pass forward (the CPU
-//! encoder's own kernels, [`super::cpu::simd`]) and one pass backward, over
+//! encoder's own kernels, [`kernels::simd`]) and one pass backward, over
 //! rows in parallel: GELU (erf form), softmax over the last dimension and
 //! layer norm. Composed from candle's primitive operations instead, as on a
 //! GPU (where candle's kernels run them), each primitive allocates its output
@@ -15,7 +15,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, InplaceOp2,
 use candle_nn::optim::ParamsAdamW;
 use rayon::prelude::*;
 
-use super::cpu::simd;
+use kernels::simd;
 
 /// Values per parallel task: enough work to be worth handing to a thread.
 const TASK_VALUES: usize = 1 << 15;

@@ -7,18 +7,20 @@
 //! Instruct). One generation at a time per loaded model: the model's key and
 //! value cache is its state, behind a mutex.
 //!
-//! A prompt goes through the model in one forward pass (candle's quantized
-//! models take several tokens at once only from position 0), then the answer
-//! token by token. The window is the model's trained context, at most
+//! A prompt goes through the model in pieces of [`PROMPT_PIECE`] tokens on
+//! the int8 path (in one forward pass through candle's models, which take
+//! several tokens at once only from position 0), then the answer token by
+//! token. The window is the model's trained context, at most
 //! [`MAX_WINDOW`] tokens: candle's quantized llama has rotary tables for 4096
 //! positions, and the prompt's attention scores grow with its square.
 //!
-//! On a CPU, a small model's weights are dequantized to F32 at load
-//! ([`WeightFormat`]): candle's quantized CPU kernels are scalar code unless
-//! the build enables AVX2 (and Q4_1 has none at all), while its F32 matrix
-//! products run on SIMD kernels chosen at run time. SmolLM2-135M on two
-//! cores: prompts about six times faster (120 against 20 tokens a second),
-//! answers somewhat slower (13 against 22), at 540 MB instead of 98.
+//! On a CPU, the network runs on our own forward pass over int8 weights
+//! ([`cpu`], [`kernels::q8`]: [`WeightFormat::Int8`]), a byte a weight with kernels
+//! chosen at run time: candle's quantized CPU kernels are scalar code unless
+//! the build enables AVX2 (and Q4_1 has none at all), and as F32 a token
+//! reads four bytes a weight. candle's models remain for GPUs, for networks
+//! the int8 path does not take (mixtures of experts, rows that are not whole
+//! blocks of 32) and as the reference the int8 path is tested against.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -38,6 +40,7 @@ use super::{AnswerError, ChatMessage, Finish, GenerateRequest, Generation, Gener
 use template::{ChatTemplate, Part};
 use tokenizer::{md_int, md_str, ChatTokenizer, TextStream};
 
+mod cpu;
 mod template;
 mod tokenizer;
 
@@ -53,14 +56,23 @@ pub const ARCHITECTURES: &[&str] = &["llama", "qwen2"];
 /// How to install a chat model, for errors and listings.
 pub const FETCH_HINT: &str = "scripts/fetch-model.sh smollm2";
 
-/// On a CPU, [`load`] dequantizes weights to F32 when they take at most this
-/// much as F32 (a model of up to 500M parameters).
+/// On a CPU, [`load`] dequantizes weights to F32, when the int8 path does
+/// not take the network, if they take at most this much as F32 (a model of up
+/// to 500M parameters).
 pub const AUTO_F32_MAX_BYTES: u64 = 2_000_000_000;
+
+/// Prompt tokens the int8 path takes in one forward pass: a long prompt is
+/// cut into pieces, and can be stopped between them.
+pub const PROMPT_PIECE: usize = 256;
 
 /// How a loaded model holds its weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WeightFormat {
+    /// Int8 blocks (Q8_0), run by our own CPU forward pass ([`cpu`]): a byte
+    /// a weight, kernels for AVX-512 VNNI and AVX2 chosen at run time. The
+    /// CPU's default for the networks it takes.
+    Int8,
     /// As the file stores them (Q4_1, Q4_K_M, ...): the least memory; on a
     /// CPU, candle's kernels for them are scalar unless the build enables AVX2.
     Quantized,
@@ -71,10 +83,13 @@ pub enum WeightFormat {
 }
 
 impl WeightFormat {
-    /// What [`load`] chooses: F32 on a CPU for a model of at most
-    /// [`AUTO_F32_MAX_BYTES`] as F32, else the file's own.
-    pub fn auto(info: &ChatModelInfo, device: &Device) -> WeightFormat {
-        if device.is_cpu() && info.parameters.saturating_mul(4) <= AUTO_F32_MAX_BYTES {
+    /// What [`load`] chooses for the network in `ct`: on a CPU, int8 when
+    /// [`cpu`] runs it, else F32 for a model of at most
+    /// [`AUTO_F32_MAX_BYTES`] as F32; else (a GPU) the file's own.
+    fn auto(info: &ChatModelInfo, ct: &Content, device: &Device) -> WeightFormat {
+        if device.is_cpu() && cpu::supported(ct).is_ok() {
+            WeightFormat::Int8
+        } else if device.is_cpu() && info.parameters.saturating_mul(4) <= AUTO_F32_MAX_BYTES {
             WeightFormat::F32
         } else {
             WeightFormat::Quantized
@@ -313,13 +328,22 @@ pub fn load_as(path: &Path, device: &Device, format: Option<WeightFormat>) -> Re
     let token_text = |id: Option<u32>| id.and_then(|id| tokenizer.token(id)).unwrap_or_default().to_owned();
     let source = md_str(&ct, "tokenizer.chat_template").unwrap_or(template::CHATML);
     let template = ChatTemplate::new(source, token_text(tokenizer.bos), token_text(tokenizer.eos)).map_err(bad)?;
-    let format = format.unwrap_or_else(|| WeightFormat::auto(&info, device));
+    let format = format.unwrap_or_else(|| WeightFormat::auto(&info, &ct, device));
+    if format == WeightFormat::Int8 {
+        if !device.is_cpu() {
+            return Err(bad("int8 weights run on the CPU only".into()));
+        }
+        if let Err(why) = cpu::supported(&ct) {
+            return Err(bad(format!("the int8 path does not run this network: {why}")));
+        }
+    }
     let architecture = info.architecture.clone();
     let weights = |ct: Content, mut reader: &mut dyn ReadSeek| match architecture.as_str() {
         "llama" => quantized_llama::ModelWeights::from_gguf(ct, &mut reader, device).map(Weights::Llama),
         _ => quantized_qwen2::ModelWeights::from_gguf(ct, &mut reader, device).map(Weights::Qwen2),
     };
     let weights = match format {
+        WeightFormat::Int8 => cpu::CpuModel::load(&ct, &mut file, info.context_window).map(Weights::Cpu),
         WeightFormat::Quantized => weights(ct, &mut file),
         WeightFormat::F32 => {
             let (f32_ct, mut reader) = AsF32::new(ct, &mut file);
@@ -327,14 +351,17 @@ pub fn load_as(path: &Path, device: &Device, format: Option<WeightFormat>) -> Re
         }
     }
     .map_err(|e| bad(format!("its weights do not load: {e}")))?;
+    let held = match &weights {
+        Weights::Cpu(m) => format!("{:?}, {} MB", format, m.weight_bytes() / 1_000_000),
+        _ => format!("{format:?}"),
+    };
     tracing::info!(
-        "chat model {} loaded in {:.1}s: {} {}, {} parameters ({:?} in memory), {} tokens of context, on {}",
+        "chat model {} loaded in {:.1}s: {} {}, {} parameters ({held} in memory), {} tokens of context, on {}",
         info.name,
         started.elapsed().as_secs_f64(),
         info.architecture,
         info.quantization,
         info.parameters_label(),
-        format,
         info.context_window,
         crate::embed::device_name(device)
     );
@@ -425,20 +452,35 @@ impl std::io::Seek for AsF32<'_> {
 
 /// The network, with its key and value cache.
 enum Weights {
+    Cpu(cpu::CpuModel),
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
 }
 
 impl Weights {
     /// Next-token logits after `ids`, which start at `position` (0: a new
-    /// sequence, the cache restarts).
+    /// sequence, the cache restarts). candle's models take several tokens
+    /// only from position 0.
     fn forward(&mut self, ids: &[u32], position: usize, device: &Device) -> candle_core::Result<Tensor> {
         let input = Tensor::new(ids, device)?.unsqueeze(0)?;
         let logits = match self {
+            Weights::Cpu(m) => {
+                let logits = m.forward(ids, position).map_err(candle_core::Error::msg)?;
+                let n = logits.len();
+                return Tensor::from_vec(logits, n, &Device::Cpu);
+            }
             Weights::Llama(m) => m.forward(&input, position)?,
             Weights::Qwen2(m) => m.forward(&input, position)?,
         };
         logits.squeeze(0)?.to_dtype(DType::F32)
+    }
+
+    /// Prompt tokens a forward pass takes (the rest follow from where it ended).
+    fn prompt_piece(&self, prompt: usize) -> usize {
+        match self {
+            Weights::Cpu(_) => PROMPT_PIECE,
+            _ => prompt,
+        }
     }
 }
 
@@ -546,7 +588,7 @@ impl ChatModel {
     /// Writes the assistant's reply to `request.messages` (blocking: run it on
     /// the blocking pool). Pieces of text go to `pieces` as soon as they are
     /// whole characters, and make the returned text; `cancel` is looked at
-    /// between tokens (not during the prompt's one forward pass). A prompt
+    /// between tokens and between the prompt's pieces. A prompt
     /// that leaves no room in the window is an error (nothing is cut here);
     /// the answer stops at `max_tokens` or the window's end, whichever is first.
     pub fn generate(
@@ -603,7 +645,16 @@ impl ChatModel {
         };
 
         let prompt_started = Instant::now();
-        let logits = weights.forward(&prompt, 0, &self.device).map_err(failed)?;
+        let piece = weights.prompt_piece(prompt.len()).max(1);
+        let mut logits = None;
+        for (i, part) in prompt.chunks(piece).enumerate() {
+            if i > 0 && cancel.is_cancelled() {
+                stats.total_ms = ms(Instant::now());
+                return Ok(Generation { text: String::new(), finish: Finish::Cancelled, stats });
+            }
+            logits = Some(weights.forward(part, i * piece, &self.device).map_err(failed)?);
+        }
+        let logits = logits.ok_or_else(|| AnswerError::Generate("an empty prompt".into()))?;
         let mut next = sampler.sample(&logits).map_err(failed)?;
         let first = Instant::now();
         stats.first_token_ms = ms(first);

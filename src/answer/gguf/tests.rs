@@ -271,12 +271,12 @@ fn write_random_model(path: &Path, architecture: &str) {
 }
 
 #[test]
-fn llama_and_qwen2_models_load_and_generate_in_both_weight_formats() {
+fn llama_and_qwen2_models_load_and_generate_in_every_weight_format() {
     let dir = tempfile::tempdir().unwrap();
     for architecture in ARCHITECTURES {
         let path = dir.path().join(format!("random-{architecture}.gguf"));
         write_random_model(&path, architecture);
-        for format in [WeightFormat::Quantized, WeightFormat::F32] {
+        for format in [WeightFormat::Int8, WeightFormat::Quantized, WeightFormat::F32] {
             let m = load_as(&path, &Device::Cpu, Some(format)).unwrap();
             assert_eq!((m.weight_format(), m.info().architecture.as_str()), (format, *architecture));
             let request = GenerateRequest {
@@ -300,9 +300,68 @@ fn llama_and_qwen2_models_load_and_generate_in_both_weight_formats() {
             assert!(m.generate(&sampled, None, &CancellationToken::new()).is_ok());
         }
     }
-    // The auto choice: F32 for a small model on the CPU.
+    // The auto choice on the CPU: int8.
     let m = load(&dir.path().join("random-llama.gguf"), &Device::Cpu).unwrap();
-    assert_eq!(m.weight_format(), WeightFormat::F32);
+    assert_eq!(m.weight_format(), WeightFormat::Int8);
+}
+
+fn logits(m: &ChatModel, ids: &[u32], position: usize) -> Vec<f32> {
+    m.weights.lock().unwrap().forward(ids, position, &Device::Cpu).unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// How far `got` is from `want`: 1 - cosine, and the largest difference
+/// over the largest magnitude.
+fn distance(got: &[f32], want: &[f32]) -> (f64, f64) {
+    let dot: f64 = got.iter().zip(want).map(|(a, b)| *a as f64 * *b as f64).sum();
+    let norm = |v: &[f32]| v.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+    let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let scale = want.iter().map(|a| a.abs()).fold(0f32, f32::max);
+    (1.0 - dot / (norm(got) * norm(want)), (diff / scale) as f64)
+}
+
+#[test]
+fn the_int8_forward_pass_computes_candles_network_in_any_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    for architecture in ARCHITECTURES {
+        let path = dir.path().join(format!("random-{architecture}.gguf"));
+        write_random_model(&path, architecture);
+        let reference = load_as(&path, &Device::Cpu, Some(WeightFormat::F32)).unwrap();
+        // candle's Q8_0 products quantize their inputs as ours do.
+        let quantized = load_as(&path, &Device::Cpu, Some(WeightFormat::Quantized)).unwrap();
+        let int8 = load_as(&path, &Device::Cpu, Some(WeightFormat::Int8)).unwrap();
+        let ids: Vec<u32> = (0..12).map(|i| (i * 7 % TOKENS.len()) as u32).collect();
+        // The prompt, then tokens one at a time, as a generation runs.
+        let mut steps = vec![(ids.clone(), 0)];
+        for (k, next) in [3u32, 5, 1].into_iter().enumerate() {
+            steps.push((vec![next], ids.len() + k));
+        }
+        for (tokens, position) in &steps {
+            let got = logits(&int8, tokens, *position);
+            let same = distance(&got, &logits(&quantized, tokens, *position));
+            let f32 = distance(&got, &logits(&reference, tokens, *position));
+            // The same network as candle's (measured: 1e-15 to 2e-4 of cosine
+            // distance; the rest is a value rounded the other way), and
+            // near its F32 one (random weights make activations large).
+            assert!(same.0 < 1e-3 && same.1 < 0.05, "{architecture} at {position}: {same:?}");
+            assert!(f32.0 < 0.05, "{architecture} at {position}: {f32:?}");
+        }
+        // A prompt in pieces gives what it gives in one pass.
+        let whole = logits(&int8, &ids, 0);
+        logits(&int8, &ids[..5], 0);
+        logits(&int8, &ids[5..9], 5);
+        let pieces = logits(&int8, &ids[9..], 9);
+        assert!(distance(&pieces, &whole).1 < 1e-5, "{architecture}");
+        // The cache restarts at 0; it cannot skip ahead, and the window ends.
+        let mut weights = int8.weights.lock().unwrap();
+        assert!(weights.forward(&[1], 30, &Device::Cpu).unwrap_err().to_string().contains("after the cache's end"));
+        let err = weights.forward(&[u32::MAX], 0, &Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("outside the vocabulary"), "{err}");
+    }
+    // A network the int8 path does not take, asked for by name: one clear error.
+    let odd = dir.path().join("odd.gguf");
+    write_gguf(&odd, &metadata());
+    let err = load_as(&odd, &Device::Cpu, Some(WeightFormat::Int8)).unwrap_err().to_string();
+    assert!(err.contains("int8"), "{err}");
 }
 
 #[test]
