@@ -15,9 +15,14 @@
 //!
 //! ```text
 //! bench_answer [--model GGUF] [--models-dir DIR] [--format auto|int8|f32|quantized|all]
+//!              [--int8-kernel vnni|avx2|portable]
 //!              [--sizes 500,1500] [--gen 128] [--runs 3] [--warmup 1]
 //!              [--chat DIR] [--tokens-dir DIR]
 //! ```
+//!
+//! `--format all` (the default) measures the default (int8 on a CPU), then
+//! candle's models with F32 weights and with the file's own; `--int8-kernel`
+//! makes the int8 products use another kernel than the best the CPU runs.
 //!
 //! Threads: RAYON_NUM_THREADS (the int8 products, candle's matrix products
 //! and quantized kernels use rayon's global pool and read it), else one per
@@ -30,6 +35,7 @@ use discord_indexer::answer::gguf::{self, ChatModel, WeightFormat};
 use discord_indexer::answer::prompt::{self, Budget};
 use discord_indexer::answer::{Finish, GenerateRequest};
 use discord_indexer::search::SearchResult;
+use kernels::q8::Kernel;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -58,7 +64,17 @@ fn main() -> anyhow::Result<()> {
     };
     let models_dir = PathBuf::from(take("--models-dir")?.unwrap_or_else(|| "models".into()));
     let model = take("--model")?;
-    let format = take("--format")?.unwrap_or_else(|| "both".into());
+    let format = take("--format")?.unwrap_or_else(|| "all".into());
+    let kernel = match take("--int8-kernel")?.as_deref() {
+        None => Kernel::get(),
+        Some(name) => {
+            let Some(&wanted) = Kernel::available().iter().find(|k| k.name() == name) else {
+                let names: Vec<&str> = Kernel::available().iter().map(|k| k.name()).collect();
+                anyhow::bail!("--int8-kernel {name}: this CPU runs {}", names.join(", "));
+            };
+            Kernel::prefer(wanted)
+        }
+    };
     let sizes: Vec<usize> = take("--sizes")?
         .unwrap_or_else(|| "500,1500".into())
         .split(',')
@@ -157,6 +173,7 @@ fn main() -> anyhow::Result<()> {
                 WeightFormat::Quantized => "quantized",
             }),
             "load_ms": load_ms,
+            "int8_kernel": (model.weight_format() == WeightFormat::Int8).then(|| kernel.name()),
             "prompts": out_prompts,
         }));
     }

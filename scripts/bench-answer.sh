@@ -5,25 +5,27 @@
 #     scripts/setup-llama-server.sh; scripts/bench_answer_llamacpp.py) on the
 #     same GGUF file, the same thread count and the same prompt token ids:
 #     prompt-processing and generation tokens/s, medians over several runs,
-#     greedy, the same number of generated tokens. Ours is measured twice:
-#     as gguf::load holds the weights by default (F32 on a CPU for a model
-#     under 500M parameters) and as the file stores them (quantized);
+#     greedy, the same number of generated tokens. Ours is measured as
+#     gguf::load runs a model by default (our int8 forward pass on a CPU,
+#     with the best kernel the CPU has; in a full run also with the AVX2
+#     kernel when the best is AVX-512 VNNI), and through candle's models with
+#     F32 weights and with the weights as the file stores them;
 #  2. the whole `discord-indexer ask --answer` time split into retrieval,
 #     model load (concurrent with retrieval), prompt and generation, on the
 #     komodo-dev chat archive imported and indexed with all-MiniLM-L6-v2.
 # The prompts are built as `ask --answer` builds them (rules, chat messages of
 # the dataset quoted as numbered sources, the question), about 500 and 1500
 # tokens. The last line is `llama.cpp: N.NNx`: our generation tokens/s (the
-# default weight format) over llama.cpp's, the geometric mean over the prompt
-# sizes; the line before it gives the same for the quantized weights.
+# default, int8) over llama.cpp's, the geometric mean over the prompt sizes;
+# the lines before it give the same for candle's models.
 #
 # Usage: scripts/bench-answer.sh [--quick]
 #   --quick: a ~500-token prompt only, 64 tokens generated, 2 timed runs, one
 #            channel of the dataset, 2 questions (a few minutes on 2 cores)
 # Environment:
 #   THREADS  threads on both sides (default: nproc): RAYON_NUM_THREADS for
-#            ours (candle's matrix products and quantized kernels run on
-#            rayon's pool), n_threads and n_threads_batch for llama.cpp
+#            ours (the int8 products and candle's kernels run on rayon's
+#            pool), n_threads and n_threads_batch for llama.cpp
 #   MODEL    the GGUF file (default models/SmolLM2-135M-Instruct.Q4_1.gguf,
 #            installed by scripts/fetch-model.sh smollm2)
 #   DATASET  a DiscordChatExporter CSV dataset with queries.tsv
@@ -68,10 +70,17 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 echo "== answers: $(basename "$MODEL"), $THREADS threads, $(nproc) cores ($cpu), $( [ "$QUICK" = 1 ] && echo quick || echo full) run;" \
   "load average before the start $(load)"
 
-echo "== 1a. embedded model (candle), prompts of ~${SIZES//,/ and ~} tokens, $GEN generated, median of $RUNS runs"
-RAYON_NUM_THREADS=$THREADS "$TARGET/release/examples/bench_answer" --model "$MODEL" --format both \
+echo "== 1a. embedded model (int8; candle with F32 and with the stored weights), prompts of ~${SIZES//,/ and ~} tokens, $GEN generated, median of $RUNS runs"
+RAYON_NUM_THREADS=$THREADS "$TARGET/release/examples/bench_answer" --model "$MODEL" --format all \
   --sizes "$SIZES" --gen "$GEN" --runs "$RUNS" --warmup "$WARMUP" --chat "$DATASET" \
   --tokens-dir "$WORK/prompts" > "$WORK/ours.json"
+# CPUs without AVX-512 VNNI run the AVX2 kernel: measured here too (full run).
+: > "$WORK/ours-avx2.json"
+if [ "$QUICK" = 0 ] && grep -q avx512_vnni /proc/cpuinfo && grep -qw avx2 /proc/cpuinfo; then
+  RAYON_NUM_THREADS=$THREADS "$TARGET/release/examples/bench_answer" --model "$MODEL" --format int8 \
+    --int8-kernel avx2 --sizes "$SIZES" --gen "$GEN" --runs "$RUNS" --warmup "$WARMUP" --chat "$DATASET" \
+    > "$WORK/ours-avx2.json"
+fi
 
 # llama.cpp writes exactly as many tokens as ours did (ours stops at an end of turn).
 GEN_FOR=()
@@ -124,9 +133,16 @@ done < "$WORK/questions.txt"
 
 mkdir -p "$TARGET/bench-answer"
 cp "$WORK/ours.json" "$WORK/llama.json" "$WORK/asks.jsonl" "$TARGET/bench-answer/"
-python3 - "$WORK/ours.json" "$WORK/llama.json" "$WORK/asks.jsonl" "$(($(date +%s) - STARTED))" "$TARGET" <<'PY'
+cp "$WORK/ours-avx2.json" "$TARGET/bench-answer/"
+python3 - "$WORK/ours.json" "$WORK/llama.json" "$WORK/asks.jsonl" "$(($(date +%s) - STARTED))" "$TARGET" \
+  "$WORK/ours-avx2.json" <<'PY'
 import json, math, statistics, sys
 ours = json.load(open(sys.argv[1]))
+avx2 = open(sys.argv[6]).read().strip()
+if avx2:
+    for f in json.loads(avx2)["formats"]:
+        f["requested"] = "int8-avx2"
+        ours["formats"].insert(1, f)
 llama = json.load(open(sys.argv[2]))
 asks = [json.loads(l) for l in open(sys.argv[3]) if l.strip()]
 elapsed, target = int(sys.argv[4]), sys.argv[5]
@@ -143,8 +159,10 @@ for p in llama["prompts"]:
     print(f"{'  (its own counters)':28} {'':>7} {'':>5} {p['llama_perf_prompt_tokens_per_s'] or 0:>13.1f} "
           f"{p['llama_perf_tokens_per_s'] or 0:>10.1f}"
           + ("" if p["tokenization_matches"] else "   (llama.cpp tokenizes the text differently; our ids were fed)"))
+labels = {"auto": "default", "quantized": "as stored", "int8-avx2": "AVX2 kernel"}
 for f in ours["formats"]:
-    label = f"ours, {f['format']}" + (" (default)" if f["requested"] == "auto" else " (as stored)")
+    kernel = f" {f['int8_kernel']}" if f.get("int8_kernel") and f["requested"] == "auto" else ""
+    label = f"ours, {f['format']}{kernel} ({labels.get(f['requested'], 'candle')})"
     gen_r, prompt_r = [], []
     for p in f["prompts"]:
         t = theirs[p["size"]]
@@ -155,6 +173,14 @@ for f in ours["formats"]:
               f"x llama.cpp: prompt {prompt_r[-1]:.2f}x, gen {gen_r[-1]:.2f}x")
     geo = lambda v: math.exp(sum(map(math.log, v)) / len(v))
     ratios[f["requested"]] = (geo(gen_r), geo(prompt_r), f["format"], f["load_ms"])
+# Whether the int8 weights write what candle's F32 weights write (greedy, same prompt).
+texts = {f["requested"]: [p["runs"][0].get("text", "") for p in f["prompts"]] for f in ours["formats"]}
+if "f32" in texts:
+    same = []
+    for a, b in zip(texts["auto"], texts["f32"]):
+        n = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        same.append("the same answer" if a == b else f"the same first {n} of {max(len(a), len(b))} characters")
+    print(f"answers written by the default and by candle's F32 weights: {'; '.join(same)} (per prompt)")
 
 print(f"== ask --answer ({len(asks)} questions; ms, median [min-max]; model load runs alongside retrieval)")
 def span(key):
@@ -174,10 +200,12 @@ print(f"  prompt tokens {statistics.median(a['prompt_tokens'] for a in asks):.0f
       f"generation {statistics.median(a['tokens_per_s'] for a in asks):.1f} tok/s (medians); "
       f"answers found {sum(a['found'] for a in asks)}/{len(asks)}")
 print(f"== took {elapsed} s (raw results in {target}/bench-answer/)")
-a, q = ratios["auto"], ratios.get("quantized")
-print(f"prompt processing over llama.cpp's: {a[1]:.2f}x ({a[2]} weights, the default)"
-      + (f", {q[1]:.2f}x (quantized, as stored)" if q else ""))
-if q:
-    print(f"llama.cpp, quantized weights as stored: {q[0]:.2f}x")
+a = ratios["auto"]
+others = [(k, ratios[k]) for k in ("int8-avx2", "f32", "quantized") if k in ratios]
+names = {"int8-avx2": "int8, AVX2 kernel", "f32": "candle, F32 weights", "quantized": "candle, quantized weights as stored"}
+print(f"prompt processing over llama.cpp's: {a[1]:.2f}x ({a[2]}, the default)"
+      + "".join(f", {r[1]:.2f}x ({names[k]})" for k, r in others))
+for k, r in others:
+    print(f"llama.cpp, {names[k]}: {r[0]:.2f}x")
 print(f"llama.cpp: {a[0]:.2f}x")
 PY

@@ -159,6 +159,8 @@ impl Q8Rows {
     }
 }
 
+static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+
 /// The dot-product kernels a CPU runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
@@ -171,10 +173,28 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    /// The best kernel this CPU runs (chosen once).
+    /// The kernel products use: the best this CPU runs, unless
+    /// [`Kernel::prefer`] chose another first (chosen once).
     pub fn get() -> Kernel {
-        static KERNEL: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
-        *KERNEL.get_or_init(|| Kernel::available().into_iter().next().unwrap_or(Kernel::Portable))
+        *CHOSEN.get_or_init(|| Kernel::available().into_iter().next().unwrap_or(Kernel::Portable))
+    }
+
+    /// Makes products use `kernel` (to measure one against another), if the
+    /// CPU runs it and no product has run yet; returns the kernel in use.
+    pub fn prefer(kernel: Kernel) -> Kernel {
+        if Kernel::available().contains(&kernel) {
+            let _ = CHOSEN.set(kernel);
+        }
+        Kernel::get()
+    }
+
+    /// `vnni`, `avx2`, `portable`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Avx512Vnni => "vnni",
+            Kernel::Avx2 => "avx2",
+            Kernel::Portable => "portable",
+        }
     }
 
     /// The kernels this CPU can run, best first.
