@@ -220,7 +220,7 @@ impl Settings {
             data_dir,
             load: file.load.resolve()?,
             index: file.index.resolve(models_dir_flag, nonempty(env(MODELS_DIR_ENV)).map(PathBuf::from))?,
-            qdrant: file.qdrant.resolve(&env),
+            qdrant: file.qdrant.resolve(&env).map_err(anyhow::Error::msg)?,
             search: file.search.resolve(),
             answer: file.answer.resolve(&env)?,
         })
@@ -239,7 +239,7 @@ impl Settings {
     /// The vector store these settings name: a Qdrant server, or the embedded one.
     pub fn backend(&self) -> Result<crate::vector::Backend, crate::vector::VectorError> {
         let key = self.qdrant.api_key.as_ref().map(|k| k.0.as_str());
-        crate::vector::Backend::new(&self.data_dir, self.qdrant.url.as_deref(), key)
+        crate::vector::Backend::with_options(&self.data_dir, self.qdrant.url.as_deref(), key, self.qdrant.server)
     }
 
     /// The token, or a clear error saying where to put it.

@@ -20,6 +20,25 @@ use crate::util::*;
 /// An archive loaded from the fake server's standard guild, and a models dir with tiny models.
 type Setup = Loaded;
 
+/// Runs a test body twice: on the embedded store (`$edge`) and on a real
+/// Qdrant server of its own (`$server`; skipped without a server binary), so
+/// that the two backends cannot drift apart.
+macro_rules! on_both_backends {
+    ($body:ident: $edge:ident, $server:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $edge() {
+            $body(setup().await).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $server() {
+            if let Some(s) = setup().await.on_server(stringify!($server)).await {
+                $body(s).await
+            }
+        }
+    };
+}
+
 /// [`loaded`], with a second tiny model, `tiny-cls`, that pools the CLS token.
 async fn setup() -> Setup {
     let s = loaded(standard_world()).await;
@@ -35,10 +54,6 @@ impl Setup {
     fn embedder(&self, model: &str) -> Arc<Embedder> {
         let info = ModelInfo::find(&self.models, model).unwrap();
         Arc::new(Embedder::load(info, candle_core::Device::Cpu).unwrap())
-    }
-
-    fn backend(&self) -> Backend {
-        Backend::new(&self.data, None, None).unwrap()
     }
 
     async fn index(&self, model: &str, tweak: impl FnOnce(&mut IndexOptions)) -> Result<IndexSummary, IndexError> {
@@ -98,9 +113,9 @@ fn message_ids(payload: &serde_json::Value) -> Vec<u64> {
     payload["message_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_archive_becomes_points_with_the_right_payloads() {
-    let s = setup().await;
+on_both_backends!(the_archive_becomes_points_with_the_right_payloads_on: the_archive_becomes_points_with_the_right_payloads, the_archive_becomes_points_with_the_right_payloads_on_a_qdrant_server);
+
+async fn the_archive_becomes_points_with_the_right_payloads_on(s: Setup) {
     let summary = s.index("tiny", |_| {}).await.unwrap();
     assert!(summary.embedded > 100, "{summary:?}");
     assert_eq!(summary.points, summary.chunks + summary.parts);
@@ -166,9 +181,9 @@ async fn the_archive_becomes_points_with_the_right_payloads() {
     assert!(points.values().any(|p| p["text"].as_str().unwrap().contains("(replying to ")));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rerun_embeds_nothing_and_new_messages_embed_only_the_tail() {
-    let s = setup().await;
+on_both_backends!(a_rerun_embeds_nothing_and_new_messages_embed_only_the_tail_on: a_rerun_embeds_nothing_and_new_messages_embed_only_the_tail, a_rerun_embeds_nothing_and_new_messages_embed_only_the_tail_on_a_qdrant_server);
+
+async fn a_rerun_embeds_nothing_and_new_messages_embed_only_the_tail_on(s: Setup) {
     let first = s.index("tiny", |_| {}).await.unwrap();
     let again = s.index("tiny", |_| {}).await.unwrap();
     assert_eq!((again.channels, again.messages, again.embedded, again.deleted), (0, 0, 0, 0));
@@ -189,9 +204,9 @@ async fn a_rerun_embeds_nothing_and_new_messages_embed_only_the_tail() {
     assert_same_as_a_fresh_build(&s, "tiny").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn edits_and_deletions_reach_the_collection() {
-    let s = setup().await;
+on_both_backends!(edits_and_deletions_reach_the_collection_on: edits_and_deletions_reach_the_collection, edits_and_deletions_reach_the_collection_on_a_qdrant_server);
+
+async fn edits_and_deletions_reach_the_collection_on(s: Setup) {
     s.index("tiny", |_| {}).await.unwrap();
     let points = s.points("tiny").await;
     // Pick a chunk in the middle of #general; edit one message, delete another.
@@ -274,9 +289,9 @@ fn message(channel: u64, id: u64, content: &str, edited: Option<&str>) -> Raw<Me
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_model_builds_beside_the_first_and_activation_switches() {
-    let s = setup().await;
+on_both_backends!(a_second_model_builds_beside_the_first_and_activation_switches_on: a_second_model_builds_beside_the_first_and_activation_switches, a_second_model_builds_beside_the_first_and_activation_switches_on_a_qdrant_server);
+
+async fn a_second_model_builds_beside_the_first_and_activation_switches_on(s: Setup) {
     // The guild's first complete index is the one search uses, unasked.
     let a = s.index("tiny", |_| {}).await.unwrap();
     assert!(a.active, "a guild's first index is active");
@@ -349,16 +364,14 @@ async fn bad_models_and_guilds_are_clear_errors_that_change_nothing() {
 }
 
 fn bin(s: &Setup) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_discord-indexer"));
-    c.env_remove("QDRANT_URL").env("DISCORD_INDEXER_MODELS_DIR", &s.models).arg("--data-dir").arg(&s.data);
-    c
+    s.cli()
 }
 
-/// Crashes (abort, no cleanup) at the two worst moments of a run, several
-/// times, then finishes: the collection equals an uninterrupted build.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_index_resumes_to_the_same_collection() {
-    let s = setup().await;
+// Crashes (abort, no cleanup) at the two worst moments of a run, several
+// times, then finishes: the collection equals an uninterrupted build.
+on_both_backends!(a_crashed_index_resumes_to_the_same_collection_on: a_crashed_index_resumes_to_the_same_collection, a_crashed_index_resumes_to_the_same_collection_on_a_qdrant_server);
+
+async fn a_crashed_index_resumes_to_the_same_collection_on(s: Setup) {
     for failpoint in ["index-after-upsert:1", "index-after-flush:1", "index-after-upsert:2"] {
         let mut c = bin(&s);
         c.env("DISCORD_INDEXER_FAILPOINT", failpoint).args([
@@ -384,9 +397,9 @@ async fn a_crashed_index_resumes_to_the_same_collection() {
     assert_same_as_a_fresh_build(&s, "tiny").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_cli_lists_models_guilds_and_indexes() {
-    let s = setup().await;
+on_both_backends!(the_cli_lists_models_guilds_and_indexes_on: the_cli_lists_models_guilds_and_indexes, the_cli_lists_models_guilds_and_indexes_on_a_qdrant_server);
+
+async fn the_cli_lists_models_guilds_and_indexes_on(s: Setup) {
     let run = |args: &[&str]| {
         let mut c = bin(&s);
         c.args(args);
@@ -493,6 +506,170 @@ async fn the_qdrant_server_backend_holds_the_same_index() {
     backend.drop_collection(s.guild, "tiny").await.unwrap();
 }
 
+/// The Qdrant server killed (SIGKILL) while `index` runs: the run stops with
+/// an error naming the server, the rerun while it is down fails fast, and
+/// once it is back the rerun ends exact (the same points as a fresh build).
+/// With the server down, `ask` and `status` fail within seconds, exit 2, with
+/// one error naming the server and the setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qdrant_server_killed_during_index_then_back_ends_exact() {
+    let test = "a_qdrant_server_killed_during_index_then_back_ends_exact";
+    let Some(mut s) = setup().await.on_server(test).await else { return };
+    s.index("tiny", |o| o.activate = true).await.unwrap();
+    let (backend, url) = (s.backend(), s.qdrant_url().unwrap());
+    let server = std::sync::Mutex::new(s.qdrant.take());
+    let on_event = |e: IndexEvent| {
+        if matches!(e, IndexEvent::Progress { embedded, .. } if embedded > 0) {
+            if let Some(server) = server.lock().unwrap().as_mut() {
+                server.kill();
+            }
+        }
+    };
+    // A rebuild (beside the active index) when the server dies.
+    let mut options = IndexOptions::new(s.guild);
+    (options.flush_chunks, options.rebuild) = (Some(8), true);
+    let err = index::index(&s.store, &backend, s.embedder("tiny"), &options, &on_event, &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&url), "{err}");
+    let staging = format!("tiny{}", index::REBUILDING);
+    assert!(!s.manifest(&staging).is_empty(), "what was stored before the server died is recorded");
+    s.qdrant = server.into_inner().unwrap();
+
+    // Down: `ask` and `index` fail fast, exit 2, with one error naming the
+    // server and the setting; `status` shows the archive and says the same
+    // of each index (exit 1: shown, but something failed).
+    let g = s.guild.to_string();
+    let down = format!(
+        "Qdrant server {url} ([qdrant] url, or QDRANT_URL): cannot connect (connection refused, tried 3 times)"
+    );
+    for args in [
+        vec!["ask", "restart", "--guild", &g],
+        vec!["index", "--guild", &g, "--model", "tiny"],
+        vec!["status", "--guild", &g],
+    ] {
+        let mut c = bin(&s);
+        c.args(&args);
+        let started = std::time::Instant::now();
+        let (code, out, err) = run(c).await;
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{args:?} took {:?}", started.elapsed());
+        if args[0] == "status" {
+            assert_eq!(code, Some(1), "{args:?}: {err}");
+            assert!(out.contains("3007 messages") && out.matches(&down).count() == 2, "{out}");
+            continue;
+        }
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+        assert_eq!(errors.len(), 1, "{args:?}: {err}");
+        assert!(errors[0].contains(&down), "{args:?}: {err}");
+    }
+
+    // Back: the rerun resumes and ends as a fresh build would.
+    s.qdrant.as_mut().unwrap().restart().await;
+    let summary = s.index("tiny", |o| (o.flush_chunks, o.rebuild) = (Some(8), true)).await.unwrap();
+    assert!(summary.resumed > 0 && summary.active, "{summary:?}");
+    assert_eq!(summary.points, summary.chunks + summary.parts);
+    assert_same_as_a_fresh_build(&s, "tiny").await;
+}
+
+/// A three-node Qdrant cluster, collections with two copies of each shard
+/// (`[qdrant] replication_factor = 2`): a node killed (SIGKILL) while `index`
+/// runs, and the index completes; searches go on answering while it is down;
+/// when it is back and another node dies instead, nothing is missing (the
+/// returned node caught up), and the collection equals a fresh build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_two_copies_loses_a_node_and_no_point() {
+    use discord_indexer::search::{Mode, Query, SearchOptions, Searcher, Viewer};
+    use discord_indexer::vector::ServerOptions;
+    let test = "a_cluster_with_two_copies_loses_a_node_and_no_point";
+    let Some(mut nodes) = QdrantServer::cluster(test, 3).await else { return };
+    let mut s = setup().await;
+    let url = nodes[0].url();
+    let options =
+        ServerOptions { replication_factor: Some(2), write_consistency_factor: Some(1), ..Default::default() };
+    let backend = Backend::with_options(&s.data, Some(&url), None, options).unwrap();
+    let second = std::sync::Mutex::new(nodes.remove(1));
+    let killed_at = std::sync::Mutex::new(None);
+    let on_event = |e: IndexEvent| {
+        if matches!(e, IndexEvent::Progress { embedded, .. } if embedded > 0) && killed_at.lock().unwrap().is_none() {
+            second.lock().unwrap().kill();
+            *killed_at.lock().unwrap() = Some(std::time::Instant::now());
+        }
+    };
+    let mut index_options = IndexOptions::new(s.guild);
+    (index_options.flush_chunks, index_options.activate) = (Some(8), true);
+    let started = std::time::Instant::now();
+    let summary =
+        index::index(&s.store, &backend, s.embedder("tiny"), &index_options, &on_event, &CancellationToken::new())
+            .await
+            .expect("the index completes with a node down");
+    assert!(killed_at.lock().unwrap().is_some(), "a node was killed during the run");
+    assert_eq!(summary.points, summary.chunks + summary.parts);
+    eprintln!(
+        "{test}: index of {} points with a node killed part-way: {:.1} s",
+        summary.points,
+        started.elapsed().as_secs_f64()
+    );
+
+    // Searches while the node is down: every one answers.
+    let searcher = Searcher::new(s.store.clone(), backend.clone(), s.models.clone(), None, SearchOptions::default());
+    let mut took = Vec::new();
+    for text in ["restart the build", "deploy fails", "how do I rotate keys", "dark mode", "helm chart"] {
+        for mode in [Mode::Vector, Mode::Hybrid] {
+            let q = Query {
+                text: text.into(),
+                guilds: vec![s.guild],
+                viewer: Viewer::Operator,
+                limit: 5,
+                mode,
+                filters: Default::default(),
+            };
+            let t = std::time::Instant::now();
+            let answer = searcher.ask(&q).await.expect("search answers with a node down");
+            took.push(t.elapsed().as_secs_f64() * 1e3);
+            assert_eq!(answer.results.len(), 5, "{text} {mode:?}");
+        }
+    }
+    took.sort_by(f64::total_cmp);
+    eprintln!(
+        "{test}: {} searches with a node down, ms: median {:.0}, max {:.0}",
+        took.len(),
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
+
+    // The node returns and catches up; then another dies: nothing is lost.
+    let mut second = second.into_inner().unwrap();
+    second.restart().await;
+    let cluster =
+        format!("http://127.0.0.1:{}/collections/{}/cluster", nodes[0].http, backend.collection_name(s.guild, "tiny"));
+    let mut caught_up = false;
+    for _ in 0..600 {
+        let state: serde_json::Value = reqwest::get(&cluster).await.unwrap().json().await.unwrap();
+        let r = &state["result"];
+        let states: Vec<&str> = r["local_shards"]
+            .as_array()
+            .into_iter()
+            .chain(r["remote_shards"].as_array())
+            .flatten()
+            .filter_map(|sh| sh["state"].as_str())
+            .collect();
+        if !states.is_empty()
+            && states.iter().all(|st| *st == "Active")
+            && r["shard_transfers"].as_array().is_none_or(|t| t.is_empty())
+        {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(caught_up, "the returned node's copies are active again");
+    nodes[1].kill();
+    s.qdrant = Some(nodes.remove(0));
+    assert_eq!(s.points("tiny").await.len() as u64, summary.chunks, "every point, with another node down");
+    assert_same_as_a_fresh_build(&s, "tiny").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reprocess_script_reindexes_every_guild_and_reports_json_lines() {
     let s = setup().await;
@@ -529,12 +706,12 @@ async fn reprocess_script_reindexes_every_guild_and_reports_json_lines() {
     assert!(lines[0]["error"].as_str().unwrap().contains("no model"));
 }
 
-/// A run stopped part-way (Ctrl-C) keeps what it stored; the next run says
-/// it resumes, embeds only the rest, and ends equal to a fresh build. The
-/// progress it reports never runs ahead of its total.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_index_resumes_and_says_so() {
-    let s = setup().await;
+// A run stopped part-way (Ctrl-C) keeps what it stored; the next run says
+// it resumes, embeds only the rest, and ends equal to a fresh build. The
+// progress it reports never runs ahead of its total.
+on_both_backends!(a_stopped_index_resumes_and_says_so_on: a_stopped_index_resumes_and_says_so, a_stopped_index_resumes_and_says_so_on_a_qdrant_server);
+
+async fn a_stopped_index_resumes_and_says_so_on(s: Setup) {
     let stop = CancellationToken::new();
     let events = std::sync::Mutex::new(Vec::new());
     // Stopped once a batch is stored (`embedded`), not when one is merely in
@@ -576,14 +753,17 @@ async fn a_stopped_index_resumes_and_says_so() {
     assert_eq!((again.resumed, again.embedded), (0, 0));
 }
 
-/// `--rebuild` of a complete, active index builds beside it: search answers
-/// from the old one meanwhile (also while the rebuild is stopped half-way),
-/// status lists the rebuild, and when it completes it is swapped in and the
-/// old collection is gone. The next rebuild swaps back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rebuild_is_built_beside_the_active_index_and_swapped_in() {
+// `--rebuild` of a complete, active index builds beside it: search answers
+// from the old one meanwhile (also while the rebuild is stopped half-way),
+// status lists the rebuild, and when it completes it is swapped in and the
+// old collection is gone. The next rebuild swaps back.
+on_both_backends!(
+    a_rebuild_is_built_beside_the_active_index_and_swapped_in_on: a_rebuild_is_built_beside_the_active_index_and_swapped_in,
+    a_rebuild_is_built_beside_the_active_index_and_swapped_in_on_a_qdrant_server
+);
+
+async fn a_rebuild_is_built_beside_the_active_index_and_swapped_in_on(s: Setup) {
     use discord_indexer::search::{Mode, Query, SearchOptions, Searcher, Viewer};
-    let s = setup().await;
     s.index("tiny", |o| o.activate = true).await.unwrap();
     let before = s.manifest("tiny");
     // A searcher per question: the embedded store is opened by one process at

@@ -29,7 +29,16 @@ type Setup = Loaded;
 /// Loads `world` from the fake server ([`loaded`]) and indexes it with
 /// `model` (the tiny random BERT when None), active.
 async fn setup(world: World, model: Option<&Path>) -> Setup {
-    let s = loaded(world).await;
+    index_it(loaded(world).await, model).await
+}
+
+/// The same, its vectors on a Qdrant server of its own; None (skipped)
+/// without a server binary.
+async fn setup_on_server(world: World, test: &str) -> Option<Setup> {
+    Some(index_it(loaded(world).await.on_server(test).await?, None).await)
+}
+
+async fn index_it(s: Setup, model: Option<&Path>) -> Setup {
     let name = match model {
         Some(path) => {
             std::os::unix::fs::symlink(path, s.models.join("real")).unwrap();
@@ -41,8 +50,7 @@ async fn setup(world: World, model: Option<&Path>) -> Setup {
         Arc::new(Embedder::load(ModelInfo::find(&s.models, name).unwrap(), candle_core::Device::Cpu).unwrap());
     let mut options = IndexOptions::new(s.guild);
     options.activate = true;
-    let backend = Backend::new(&s.data, None, None).unwrap();
-    index::index(&s.store, &backend, embedder, &options, &|_| {}, &CancellationToken::new()).await.unwrap();
+    index::index(&s.store, &s.backend(), embedder, &options, &|_| {}, &CancellationToken::new()).await.unwrap();
     s
 }
 
@@ -51,7 +59,7 @@ impl Setup {
         let options = SearchOptions { permissions_max_age: max_age, ..SearchOptions::default() };
         Searcher::new(
             self.store.clone(),
-            Backend::new(&self.data, None, None).unwrap(),
+            self.backend(),
             self.models.clone(),
             with_client.then(|| client(&self.fake)),
             options,
@@ -65,8 +73,7 @@ impl Setup {
     /// chunk id → (channel, message ids), from the manifest and the points.
     async fn chunks(&self) -> BTreeMap<u64, (u64, Vec<u64>)> {
         let model = self.store.active_model(self.guild).unwrap().unwrap();
-        let collection =
-            Backend::new(&self.data, None, None).unwrap().open_existing(self.guild, &model).await.unwrap().unwrap();
+        let collection = self.backend().open_existing(self.guild, &model).await.unwrap().unwrap();
         let conn = rusqlite::Connection::open(self.data.join("archive.db")).unwrap();
         let ids: Vec<u64> = conn
             .prepare("SELECT chunk_id FROM index_chunks WHERE guild_id = ?1")
@@ -135,7 +142,21 @@ pub(crate) fn matrix(cast: &AccessCast) -> Vec<(&'static str, u64, BTreeSet<&'st
 async fn each_user_finds_exactly_what_they_may_read() {
     let mut world = World::generate(&WorldSpec::standard());
     let cast = world.add_access_matrix();
-    let s = setup(world, None).await;
+    each_user_finds_exactly_what_they_may_read_on(setup(world, None).await, cast).await
+}
+
+/// The same on a real Qdrant server: 0 leaks there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_user_finds_exactly_what_they_may_read_on_a_qdrant_server() {
+    let mut world = World::generate(&WorldSpec::standard());
+    let cast = world.add_access_matrix();
+    let test = "each_user_finds_exactly_what_they_may_read_on_a_qdrant_server";
+    if let Some(s) = setup_on_server(world, test).await {
+        each_user_finds_exactly_what_they_may_read_on(s, cast).await
+    }
+}
+
+async fn each_user_finds_exactly_what_they_may_read_on(s: Setup, cast: AccessCast) {
     let searcher = s.searcher(true, Duration::from_secs(600));
     let chunks = s.chunks().await;
     // Messages whose text has the keyword (the stemmer also matches "restarts", "restarting").
@@ -299,13 +320,7 @@ async fn bad_questions_and_guilds_get_one_clear_error() {
 }
 
 fn bin(s: &Setup) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_discord-indexer"));
-    c.env_remove("QDRANT_URL")
-        .env_remove("DISCORD_TOKEN")
-        .env("DISCORD_INDEXER_MODELS_DIR", &s.models)
-        .arg("--data-dir")
-        .arg(&s.data);
-    c
+    s.cli()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -419,9 +434,22 @@ async fn the_ask_command_prints_results_for_people_and_scripts() {
 async fn filters_narrow_both_searches_exactly() {
     let mut world = World::generate(&WorldSpec::standard());
     let cast = world.add_access_matrix();
-    let s = setup(world, None).await;
+    filters_narrow_both_searches_exactly_on(setup(world, None).await, cast).await
+}
+
+/// The same on a real Qdrant server: the filters run inside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_narrow_both_searches_exactly_on_a_qdrant_server() {
+    let mut world = World::generate(&WorldSpec::standard());
+    let cast = world.add_access_matrix();
+    if let Some(s) = setup_on_server(world, "filters_narrow_both_searches_exactly_on_a_qdrant_server").await {
+        filters_narrow_both_searches_exactly_on(s, cast).await
+    }
+}
+
+async fn filters_narrow_both_searches_exactly_on(s: Setup, cast: AccessCast) {
     let searcher = s.searcher(true, Duration::from_secs(600));
-    let collection = Backend::new(&s.data, None, None).unwrap().open_existing(s.guild, "tiny").await.unwrap().unwrap();
+    let collection = s.backend().open_existing(s.guild, "tiny").await.unwrap().unwrap();
     let conn = rusqlite::Connection::open(s.data.join("archive.db")).unwrap();
     let rows = |sql: &str| -> Vec<(u64, u64)> {
         conn.prepare(sql)

@@ -60,7 +60,8 @@ pub async fn run_load(fake: &FakeDiscord, store: &Store, concurrency: usize) -> 
 
 /// A scratch directory holding a data directory (`data`, opened as `store`)
 /// with `guild` loaded from `fake`, and a models directory (`models`) with a
-/// tiny random BERT named `tiny`.
+/// tiny random BERT named `tiny`; its vectors in the embedded store, or on
+/// `qdrant` when there is one ([`Loaded::on_server`]).
 pub struct Loaded {
     pub _dir: tempfile::TempDir,
     pub data: PathBuf,
@@ -68,6 +69,42 @@ pub struct Loaded {
     pub store: Store,
     pub guild: u64,
     pub fake: FakeDiscord,
+    pub qdrant: Option<QdrantServer>,
+}
+
+impl Loaded {
+    /// The same, its vectors on a Qdrant server of its own; None (the test
+    /// is skipped) without a server binary ([`QdrantServer::binary`]).
+    pub async fn on_server(mut self, test: &str) -> Option<Loaded> {
+        self.qdrant = Some(QdrantServer::start(test).await?);
+        Some(self)
+    }
+
+    /// The server's URL when the vectors live on one.
+    pub fn qdrant_url(&self) -> Option<String> {
+        self.qdrant.as_ref().map(QdrantServer::url)
+    }
+
+    /// The vector backend the test's vectors live in.
+    pub fn backend(&self) -> discord_indexer::vector::Backend {
+        discord_indexer::vector::Backend::new(&self.data, self.qdrant_url().as_deref(), None).unwrap()
+    }
+
+    /// The binary, pointed at this data directory, models directory and
+    /// vector backend (QDRANT_URL set or removed), without a Discord token.
+    pub fn cli(&self) -> std::process::Command {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_discord-indexer"));
+        match self.qdrant_url() {
+            Some(url) => c.env("QDRANT_URL", url),
+            None => c.env_remove("QDRANT_URL"),
+        };
+        c.env_remove("QDRANT_API_KEY")
+            .env_remove("DISCORD_TOKEN")
+            .env("DISCORD_INDEXER_MODELS_DIR", &self.models)
+            .arg("--data-dir")
+            .arg(&self.data);
+        c
+    }
 }
 
 /// Loads `world`'s first guild from a fake server and writes the tiny model.
@@ -79,7 +116,7 @@ pub async fn loaded(world: World) -> Loaded {
     let store = Store::open(&data).unwrap();
     assert!(run_load(&fake, &store, 4).await.unwrap().ok);
     tiny::write(&models.join("tiny"), &TinySpec::default()).unwrap();
-    Loaded { guild: guild_id(&fake), _dir: dir, data, models, store, fake }
+    Loaded { guild: guild_id(&fake), _dir: dir, data, models, store, fake, qdrant: None }
 }
 
 /// What a complete load must store: every readable channel's messages.
@@ -209,4 +246,140 @@ pub async fn run(mut c: std::process::Command) -> (Option<i32>, String, String) 
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// A real Qdrant server started for one test: its own free loopback ports and
+/// a temporary storage folder; killed when dropped. The binary is found as
+/// `scripts/qdrant-server.sh` finds it (QDRANT_BIN, ../shared/qdrant/qdrant
+/// beside the checkout, `qdrant` on the PATH).
+pub struct QdrantServer {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    pub http: u16,
+    pub grpc: u16,
+    /// In a cluster: this node's peer-to-peer port, and the first node's (to join).
+    p2p: Option<(u16, Option<u16>)>,
+    child: Option<std::process::Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl QdrantServer {
+    /// The server binary, or None (the test says it is skipped) unless
+    /// REQUIRE_QDRANT is set (CI, when a binary is at hand), which makes a
+    /// missing one a failure.
+    pub fn binary(test: &str) -> Option<PathBuf> {
+        let beside = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/qdrant/qdrant");
+        let on_path = std::env::var_os("PATH")
+            .and_then(|p| std::env::split_paths(&p).map(|d| d.join("qdrant")).find(|f| f.is_file()));
+        let found =
+            std::env::var_os("QDRANT_BIN").map(PathBuf::from).or(beside.is_file().then_some(beside)).or(on_path);
+        if found.is_none() {
+            assert!(std::env::var_os("REQUIRE_QDRANT").is_none(), "no Qdrant server binary, but REQUIRE_QDRANT is set");
+            eprintln!("SKIPPED {test}: no Qdrant server binary (set QDRANT_BIN; see scripts/qdrant-server.sh)");
+        }
+        found
+    }
+
+    /// A server that answers, or None when there is no binary ([`Self::binary`]).
+    pub async fn start(test: &str) -> Option<QdrantServer> {
+        let bin = Self::binary(test)?;
+        Some(Self::node(bin, None).await)
+    }
+
+    async fn node(bin: PathBuf, p2p: Option<(u16, Option<u16>)>) -> QdrantServer {
+        let (http, grpc) = (free_port(), free_port());
+        let mut server = QdrantServer { bin, dir: tempfile::tempdir().unwrap(), http, grpc, p2p, child: None };
+        server.restart().await;
+        server
+    }
+
+    /// A cluster of `n` nodes on loopback (peer to peer), every node a
+    /// member and a leader elected; None without a binary.
+    pub async fn cluster(test: &str, n: usize) -> Option<Vec<QdrantServer>> {
+        let bin = Self::binary(test)?;
+        let first = free_port();
+        let mut nodes = vec![Self::node(bin.clone(), Some((first, None))).await];
+        for _ in 1..n {
+            nodes.push(Self::node(bin.clone(), Some((free_port(), Some(first)))).await);
+        }
+        let url = format!("http://127.0.0.1:{}/cluster", nodes[0].http);
+        for _ in 0..600 {
+            let state: Option<serde_json::Value> = match reqwest::get(&url).await {
+                Ok(r) => r.json().await.ok(),
+                Err(_) => None,
+            };
+            let r = state.as_ref().map(|s| &s["result"]);
+            if r.is_some_and(|r| {
+                r["peers"].as_object().is_some_and(|p| p.len() == n) && !r["raft_info"]["leader"].is_null()
+            }) {
+                return Some(nodes);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the cluster of {n} did not form in 30 s");
+    }
+
+    /// The gRPC URL discord-indexer is given.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.grpc)
+    }
+
+    /// Ends the server at once (SIGKILL), as a crash or a lost machine would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server (again) on the same ports and storage, and waits
+    /// until it answers.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let storage = self.dir.path().join("storage");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("log")).unwrap();
+        let mut command = std::process::Command::new(&self.bin);
+        if let Some((p2p, first)) = self.p2p {
+            command.env("QDRANT__CLUSTER__ENABLED", "true").env("QDRANT__CLUSTER__P2P__PORT", p2p.to_string());
+            command.arg(format!("--uri=http://127.0.0.1:{p2p}"));
+            if let Some(first) = first {
+                command.arg(format!("--bootstrap=http://127.0.0.1:{first}"));
+            }
+        }
+        let child = command
+            .current_dir(self.dir.path())
+            .env("QDRANT__SERVICE__HOST", "127.0.0.1")
+            .env("QDRANT__SERVICE__HTTP_PORT", self.http.to_string())
+            .env("QDRANT__SERVICE__GRPC_PORT", self.grpc.to_string())
+            .env("QDRANT__STORAGE__STORAGE_PATH", &storage)
+            .env("QDRANT__STORAGE__SNAPSHOTS_PATH", self.dir.path().join("snapshots"))
+            .env("QDRANT__TELEMETRY_DISABLED", "true")
+            .env("QDRANT__LOG_LEVEL", "WARN")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("the Qdrant server starts");
+        self.child = Some(child);
+        let ready = format!("http://127.0.0.1:{}/readyz", self.http);
+        for _ in 0..600 {
+            if reqwest::get(&ready).await.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
+                panic!("the Qdrant server exited ({status}): {log}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the Qdrant server did not answer in 30 s");
+    }
+}
+
+impl Drop for QdrantServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

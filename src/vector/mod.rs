@@ -14,7 +14,7 @@ mod settings;
 use std::path::PathBuf;
 
 pub use payload::ChunkPayload;
-pub use settings::{QdrantSection, QdrantSettings};
+pub use settings::{QdrantSection, QdrantSettings, ServerOptions};
 
 /// The name of the one vector every point carries.
 pub const VECTOR: &str = "chunk";
@@ -25,7 +25,7 @@ pub enum VectorError {
     DimensionMismatch { name: String, model: String, found: usize, wanted: usize },
     #[error("embedded vector store {path}: {detail}")]
     Edge { path: PathBuf, detail: String },
-    #[error("Qdrant server {url}: {detail}")]
+    #[error("Qdrant server {url} ([qdrant] url, or QDRANT_URL): {detail}")]
     Remote { url: String, detail: String },
     #[error(
         "the vector store {name} is damaged ({detail}); rebuild it: discord-indexer index --guild {guild} --model {model} --rebuild"
@@ -159,8 +159,18 @@ pub fn slug(name: &str) -> String {
 impl Backend {
     /// The embedded store under `data_dir`, or the server at `url` when given.
     pub fn new(data_dir: &std::path::Path, url: Option<&str>, api_key: Option<&str>) -> Result<Backend, VectorError> {
+        Backend::with_options(data_dir, url, api_key, settings::ServerOptions::default())
+    }
+
+    /// [`Backend::new`], a server asked for `options` (collection layout, timeout).
+    pub fn with_options(
+        data_dir: &std::path::Path,
+        url: Option<&str>,
+        api_key: Option<&str>,
+        options: settings::ServerOptions,
+    ) -> Result<Backend, VectorError> {
         match url {
-            Some(url) => Ok(Backend::Remote(remote::Server::connect(url, api_key)?)),
+            Some(url) => Ok(Backend::Remote(remote::Server::connect(url, api_key, options)?)),
             None => Ok(Backend::Edge { root: data_dir.join("qdrant") }),
         }
     }

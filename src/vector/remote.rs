@@ -1,6 +1,10 @@
 //! The server backend: a Qdrant server or cluster over gRPC (qdrant-client).
 //! Collections are named `discord_<guild>_<model>`; the alias
 //! `discord_<guild>` points at the active one and is re-pointed in one step.
+//! Collections are created as `[qdrant]` asks ([`ServerOptions`]: shards,
+//! replicas, write consistency). Every request is idempotent (points have
+//! fixed ids), so one that meets a node going away or a busy server is tried
+//! again, a bounded number of times, before the error reaches the caller.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,7 +16,9 @@ use qdrant_client::qdrant::{
 };
 use qdrant_client::{Payload, Qdrant};
 
-use super::{slug, ChunkPayload, SearchFilter, StoredHit as Hit, StoredPoint as Point, VectorError, VECTOR};
+use super::{
+    slug, ChunkPayload, SearchFilter, ServerOptions, StoredHit as Hit, StoredPoint as Point, VectorError, VECTOR,
+};
 
 pub fn collection_name(guild: u64, model: &str) -> String {
     format!("discord_{guild}_{}", slug(model).replace(['-', '.'], "_"))
@@ -26,6 +32,83 @@ pub fn alias_name(guild: u64) -> String {
 pub struct Server {
     pub url: String,
     client: Arc<Qdrant>,
+    options: ServerOptions,
+}
+
+/// Tries of a request that fails in a way that may pass (the server
+/// unreachable or busy, a node of a cluster going away).
+const TRIES: u32 = 3;
+
+/// Whether a failed request may succeed if tried again.
+fn transient(e: &qdrant_client::QdrantError) -> bool {
+    use tonic::Code;
+    match e {
+        qdrant_client::QdrantError::ResourceExhaustedError { .. } => true,
+        qdrant_client::QdrantError::ResponseError { status } => {
+            matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Cancelled)
+                || unreachable(status).is_some()
+        }
+        _ => false,
+    }
+}
+
+/// Why the server could not be reached, when that is what `status` says
+/// (qdrant-client reports a failed connection as an internal error).
+fn unreachable(status: &tonic::Status) -> Option<&'static str> {
+    let text = status.message();
+    if !text.contains("Failed to connect") && !text.contains("transport error") {
+        return None;
+    }
+    Some(if text.contains("ConnectionRefused") || text.contains("Connection refused") {
+        "connection refused"
+    } else if text.contains("TimedOut") || text.contains("timed out") || text.contains("Elapsed") {
+        "no answer to the connection"
+    } else {
+        "the connection failed"
+    })
+}
+
+/// Runs `request` (again, after 0.25 s and 0.5 s) while it fails in a way
+/// that may pass, at most [`TRIES`] times.
+async fn retried<T, F, Fut>(url: &str, timeout: std::time::Duration, mut request: F) -> Result<T, VectorError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, qdrant_client::QdrantError>>,
+{
+    let mut pause = std::time::Duration::from_millis(250);
+    for attempt in 1..=TRIES {
+        match request().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < TRIES && transient(&e) => {
+                tracing::debug!("Qdrant server {url}: {e}; trying again in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(e) => return Err(failure(url, timeout, attempt, e)),
+        }
+    }
+    unreachable!("the last try returns")
+}
+
+/// A failed request in words: the server unreachable, too slow, or what it said.
+fn failure(url: &str, timeout: std::time::Duration, tries: u32, e: qdrant_client::QdrantError) -> VectorError {
+    let tried = if tries > 1 { format!(", tried {tries} times") } else { String::new() };
+    if let qdrant_client::QdrantError::ResponseError { status } = &e {
+        if let Some(why) = unreachable(status) {
+            return err(
+                url,
+                format!("cannot connect ({why}{tried}); is the server running, and is this its gRPC port?"),
+            );
+        }
+        match status.code() {
+            tonic::Code::Unavailable => return err(url, format!("unavailable ({}{tried})", status.message())),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                return err(url, format!("no answer within {} s ([qdrant] timeout_secs{tried})", timeout.as_secs()))
+            }
+            _ => {}
+        }
+    }
+    err(url, e)
 }
 
 pub struct RemoteCollection {
@@ -47,21 +130,31 @@ fn payload_to_json(p: HashMap<String, qdrant_client::qdrant::Value>) -> serde_js
 }
 
 impl Server {
-    pub fn connect(url: &str, api_key: Option<&str>) -> Result<Server, VectorError> {
+    pub fn connect(url: &str, api_key: Option<&str>, options: ServerOptions) -> Result<Server, VectorError> {
         let client = Qdrant::from_url(url)
             .api_key(api_key.map(str::to_owned))
-            .timeout(std::time::Duration::from_secs(30))
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout.min(std::time::Duration::from_secs(5)))
             .skip_compatibility_check()
             .build()
             .map_err(|e| err(url, e))?;
-        Ok(Server { url: url.into(), client: Arc::new(client) })
+        Ok(Server { url: url.into(), client: Arc::new(client), options })
+    }
+
+    /// Runs `request` as [`retried`] does, with this server's URL and timeout.
+    async fn call<T, F, Fut>(&self, request: F) -> Result<T, VectorError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, qdrant_client::QdrantError>>,
+    {
+        retried(&self.url, self.options.timeout, request).await
     }
 
     async fn dim_of(&self, name: &str) -> Result<Option<usize>, VectorError> {
-        if !self.client.collection_exists(name).await.map_err(|e| err(&self.url, e))? {
+        if !self.call(|| self.client.collection_exists(name)).await? {
             return Ok(None);
         }
-        let info = self.client.collection_info(name).await.map_err(|e| err(&self.url, e))?;
+        let info = self.call(|| self.client.collection_info(name)).await?;
         let size = info
             .result
             .and_then(|r| r.config)
@@ -86,17 +179,25 @@ impl Server {
             None => {
                 let mut vectors = VectorsConfigBuilder::default();
                 vectors.add_named_vector_params(VECTOR, VectorParamsBuilder::new(dim as u64, Distance::Cosine));
-                self.client
-                    .create_collection(CreateCollectionBuilder::new(&name).vectors_config(vectors))
-                    .await
-                    .map_err(|e| err(&self.url, e))?;
+                let mut create = CreateCollectionBuilder::new(&name).vectors_config(vectors);
+                let o = self.options;
+                if let Some(n) = o.replication_factor {
+                    create = create.replication_factor(n);
+                }
+                if let Some(n) = o.shard_number {
+                    create = create.shard_number(n);
+                }
+                if let Some(n) = o.write_consistency_factor {
+                    create = create.write_consistency_factor(n);
+                }
+                // Not retried: a creation whose answer was lost may have
+                // happened, and a second one would fail.
+                self.client.create_collection(create).await.map_err(|e| failure(&self.url, o.timeout, 1, e))?;
             }
         }
         for field in ChunkPayload::INDEXED {
-            self.client
-                .create_field_index(CreateFieldIndexCollectionBuilder::new(&name, field, FieldType::Integer).wait(true))
-                .await
-                .map_err(|e| err(&self.url, e))?;
+            let index = CreateFieldIndexCollectionBuilder::new(&name, field, FieldType::Integer).wait(true);
+            self.call(|| self.client.create_field_index(index.clone())).await?;
         }
         Ok(RemoteCollection { server: self.clone(), name, dim })
     }
@@ -108,8 +209,8 @@ impl Server {
 
     pub async fn drop_collection(&self, guild: u64, model: &str) -> Result<(), VectorError> {
         let name = collection_name(guild, model);
-        if self.client.collection_exists(&name).await.map_err(|e| err(&self.url, e))? {
-            self.client.delete_collection(&name).await.map_err(|e| err(&self.url, e))?;
+        if self.call(|| self.client.collection_exists(&name)).await? {
+            self.call(|| self.client.delete_collection(&name)).await?;
         }
         Ok(())
     }
@@ -117,10 +218,8 @@ impl Server {
     /// Points the guild's alias at the model's collection. Creating an alias
     /// that exists re-points it in one step on the server.
     pub async fn point_alias(&self, guild: u64, model: &str) -> Result<(), VectorError> {
-        self.client
-            .create_alias(CreateAliasBuilder::new(collection_name(guild, model), alias_name(guild)))
-            .await
-            .map_err(|e| err(&self.url, e))?;
+        let alias = CreateAliasBuilder::new(collection_name(guild, model), alias_name(guild));
+        self.call(|| self.client.create_alias(alias.clone())).await?;
         Ok(())
     }
 }
@@ -140,31 +239,21 @@ impl RemoteCollection {
             let vectors: HashMap<String, Vec<f32>> = HashMap::from([(VECTOR.to_owned(), p.vector)]);
             list.push(PointStruct::new(p.id, vectors, json_to_payload(self.url(), p.payload)?));
         }
-        self.server
-            .client
-            .upsert_points(UpsertPointsBuilder::new(&self.name, list).wait(true))
-            .await
-            .map_err(|e| err(self.url(), e))?;
+        let upsert = UpsertPointsBuilder::new(&self.name, list).wait(true);
+        self.server.call(|| self.server.client.upsert_points(upsert.clone())).await?;
         Ok(())
     }
 
     pub async fn delete(&self, ids: Vec<u64>) -> Result<(), VectorError> {
         let ids = PointsIdsList { ids: ids.into_iter().map(Into::into).collect() };
-        self.server
-            .client
-            .delete_points(DeletePointsBuilder::new(&self.name).points(ids).wait(true))
-            .await
-            .map_err(|e| err(self.url(), e))?;
+        let delete = DeletePointsBuilder::new(&self.name).points(ids).wait(true);
+        self.server.call(|| self.server.client.delete_points(delete.clone())).await?;
         Ok(())
     }
 
     pub async fn count(&self) -> Result<u64, VectorError> {
-        let r = self
-            .server
-            .client
-            .count(CountPointsBuilder::new(&self.name).exact(true))
-            .await
-            .map_err(|e| err(self.url(), e))?;
+        let count = CountPointsBuilder::new(&self.name).exact(true);
+        let r = self.server.call(|| self.server.client.count(count.clone())).await?;
         Ok(r.result.map_or(0, |r| r.count))
     }
 
@@ -193,7 +282,7 @@ impl RemoteCollection {
         if !must.is_empty() {
             q = q.filter(Filter::must(must));
         }
-        let r = self.server.client.query(q).await.map_err(|e| err(self.url(), e))?;
+        let r = self.server.call(|| self.server.client.query(q.clone())).await?;
         Ok(r.result
             .into_iter()
             .filter_map(|p| match p.id.and_then(|i| i.point_id_options) {
@@ -205,12 +294,8 @@ impl RemoteCollection {
 
     pub async fn payloads(&self, ids: Vec<u64>) -> Result<Vec<(u64, serde_json::Value)>, VectorError> {
         let ids: Vec<qdrant_client::qdrant::PointId> = ids.into_iter().map(Into::into).collect();
-        let r = self
-            .server
-            .client
-            .get_points(GetPointsBuilder::new(&self.name, ids).with_payload(true))
-            .await
-            .map_err(|e| err(self.url(), e))?;
+        let get = GetPointsBuilder::new(&self.name, ids).with_payload(true);
+        let r = self.server.call(|| self.server.client.get_points(get.clone())).await?;
         Ok(r.result
             .into_iter()
             .filter_map(|p| match p.id.and_then(|i| i.point_id_options) {
@@ -223,12 +308,8 @@ impl RemoteCollection {
     pub async fn vectors(&self, ids: Vec<u64>) -> Result<Vec<(u64, Vec<f32>)>, VectorError> {
         use qdrant_client::qdrant::vector_output::Vector;
         let ids: Vec<qdrant_client::qdrant::PointId> = ids.into_iter().map(Into::into).collect();
-        let r = self
-            .server
-            .client
-            .get_points(GetPointsBuilder::new(&self.name, ids).with_payload(false).with_vectors(true))
-            .await
-            .map_err(|e| err(self.url(), e))?;
+        let get = GetPointsBuilder::new(&self.name, ids).with_payload(false).with_vectors(true);
+        let r = self.server.call(|| self.server.client.get_points(get.clone())).await?;
         Ok(r.result
             .into_iter()
             .filter_map(|p| {
@@ -242,7 +323,7 @@ impl RemoteCollection {
     }
 
     pub async fn indexed_vectors(&self) -> Result<u64, VectorError> {
-        let info = self.server.client.collection_info(&self.name).await.map_err(|e| err(self.url(), e))?;
+        let info = self.server.call(|| self.server.client.collection_info(&self.name)).await?;
         Ok(info.result.and_then(|r| r.indexed_vectors_count).unwrap_or(0))
     }
 }
