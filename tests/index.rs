@@ -572,6 +572,40 @@ async fn a_qdrant_server_killed_during_index_then_back_ends_exact() {
     assert_same_as_a_fresh_build(&s, "tiny").await;
 }
 
+/// A collection deleted on the server behind the archive's back: `ask` and
+/// `status` say it is missing and name the command that rebuilds it; that
+/// command rebuilds it, equal to a fresh build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collection_lost_on_the_server_is_named_and_rebuilt() {
+    let test = "a_collection_lost_on_the_server_is_named_and_rebuilt";
+    let Some(s) = setup().await.on_server(test).await else { return };
+    s.index("tiny", |o| o.activate = true).await.unwrap();
+    let g = s.guild.to_string();
+    let name = s.backend().collection_name(s.guild, "tiny");
+    let url = format!("http://127.0.0.1:{}/collections/{name}", s.qdrant.as_ref().unwrap().http);
+    assert!(reqwest::Client::new().delete(&url).send().await.unwrap().status().is_success());
+    let rebuild = format!("discord-indexer index --guild {g} --model tiny --rebuild");
+    let mut c = bin(&s);
+    c.args(["ask", "restart", "--guild", &g, "--mode", "vector"]);
+    let (code, _, err) = run(c).await;
+    assert_eq!(code, Some(2), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert!(errors.len() == 1 && errors[0].contains(&rebuild), "{err}");
+    let mut c = bin(&s);
+    c.args(["status", "--guild", &g]);
+    let (code, out, _) = run(c).await;
+    assert!(code == Some(1) && out.contains(&rebuild), "{out}");
+    let mut c = bin(&s);
+    c.args(["index", "--guild", &g, "--model", "tiny", "--rebuild"]);
+    let (code, out, err) = run(c).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_same_as_a_fresh_build(&s, "tiny").await;
+    let mut c = bin(&s);
+    c.args(["ask", "restart", "--guild", &g, "--mode", "vector"]);
+    let (code, _, err) = run(c).await;
+    assert_eq!(code, Some(0), "{err}");
+}
+
 /// A three-node Qdrant cluster, collections with two copies of each shard
 /// (`[qdrant] replication_factor = 2`): a node killed (SIGKILL) while `index`
 /// runs, and the index completes; searches go on answering while it is down;
