@@ -572,6 +572,35 @@ async fn a_qdrant_server_killed_during_index_then_back_ends_exact() {
     assert_same_as_a_fresh_build(&s, "tiny").await;
 }
 
+/// A server that accepts connections and never answers (a hung node, a
+/// firewall that swallows packets): `ask` gives up after its retries of
+/// `[qdrant] timeout_secs` each, exit 2, with an error naming that setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_times_out_naming_the_setting() {
+    let test = "a_server_that_never_answers_times_out_naming_the_setting";
+    let Some(s) = setup().await.on_server(test).await else { return };
+    s.index("tiny", |o| o.activate = true).await.unwrap();
+    // Connections are accepted and held, never answered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || silent.incoming().take(8).map(|c| c.unwrap()).collect::<Vec<_>>());
+    let config = s.data.join("silent.toml");
+    std::fs::write(&config, "[qdrant]\ntimeout_secs = 1\n").unwrap();
+    let mut c = bin(&s);
+    c.env("QDRANT_URL", format!("http://127.0.0.1:{port}")).arg("--config").arg(&config);
+    c.args(["ask", "restart", "--guild", &s.guild.to_string(), "--mode", "vector"]);
+    let started = std::time::Instant::now();
+    let (code, _, err) = run(c).await;
+    let took = started.elapsed();
+    eprintln!("{test}: ask gave up after {took:?}: {err}");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(took < std::time::Duration::from_secs(15), "{took:?}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains(&format!("127.0.0.1:{port}")) && errors[0].contains("timeout_secs"), "{err}");
+    drop(held);
+}
+
 /// A collection deleted on the server behind the archive's back: `ask` and
 /// `status` say it is missing and name the command that rebuilds it; that
 /// command rebuilds it, equal to a fresh build.
