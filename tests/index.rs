@@ -727,7 +727,39 @@ async fn a_cluster_with_two_copies_loses_a_node_and_no_point() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(caught_up, "the returned node's copies are active again");
+    // Another node dies in the middle of a stream of searches: each answers.
+    let stream = {
+        let searcher =
+            Searcher::new(s.store.clone(), backend.clone(), s.models.clone(), None, SearchOptions::default());
+        let guild = s.guild;
+        tokio::spawn(async move {
+            let mut took = Vec::new();
+            for i in 0..40 {
+                let q = Query {
+                    text: format!("restart the build {i}"),
+                    guilds: vec![guild],
+                    viewer: Viewer::Operator,
+                    limit: 5,
+                    mode: Mode::Vector,
+                    filters: Default::default(),
+                };
+                let t = std::time::Instant::now();
+                let answer = searcher.ask(&q).await.expect("search answers while a node dies");
+                assert_eq!(answer.results.len(), 5);
+                took.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            took
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     nodes[1].kill();
+    let mut took = stream.await.unwrap();
+    took.sort_by(f64::total_cmp);
+    eprintln!(
+        "{test}: 40 searches, a node killed among them, ms: median {:.0}, max {:.0}",
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
     s.qdrant = Some(nodes.remove(0));
     assert_eq!(s.points("tiny").await.len() as u64, summary.chunks, "every point, with another node down");
     assert_same_as_a_fresh_build(&s, "tiny").await;
