@@ -26,7 +26,7 @@
 //! | texts per forward pass; embedding threads; most chunks per step | `[index] batch_size`, `threads`, `flush_chunks` | — |
 //! | number type on a GPU (`f32`, `f16`, `bf16`) | `[index] precision` | — |
 //! | Qdrant server (instead of the embedded store) | `[qdrant] url`, `api_key` | `QDRANT_URL`, `QDRANT_API_KEY` |
-//! | a server's collections (copies, shards, write consistency) and request time limit | `[qdrant] replication_factor`, `shard_number`, `write_consistency_factor`, `timeout_secs` | — |
+//! | a server's collections (copies, shards, write consistency, per guild or shared) and request time limit | `[qdrant] replication_factor`, `shard_number`, `write_consistency_factor`, `timeout_secs`, `layout` | — |
 //! | how old stored permissions may be before search re-reads them | `[search] permissions_max_age_secs` | — |
 //! | results each list contributes to fusion; snippet length | `[search] candidates`, `snippet_chars` | — |
 //! | the chat model that writes answers: a GGUF file in the models directory, or an OpenAI-compatible endpoint and its model | `[answer] model`, `endpoint`, `endpoint_model` | the variable `[answer] api_key_env` names |

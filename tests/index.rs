@@ -20,9 +20,10 @@ use crate::util::*;
 /// An archive loaded from the fake server's standard guild, and a models dir with tiny models.
 type Setup = Loaded;
 
-/// Runs a test body twice: on the embedded store (`$edge`) and on a real
-/// Qdrant server of its own (`$server`; skipped without a server binary), so
-/// that the two backends cannot drift apart.
+/// Runs a test body on the embedded store (`$edge`), on a real Qdrant
+/// server of its own (`$server`; skipped without a server binary) and on one
+/// whose collections every guild shares (`$edge` with `_in_shared_collections`),
+/// so that the backends and layouts cannot drift apart.
 macro_rules! on_both_backends {
     ($body:ident: $edge:ident, $server:ident) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,6 +35,23 @@ macro_rules! on_both_backends {
         async fn $server() {
             if let Some(s) = setup().await.on_server(stringify!($server)).await {
                 $body(s).await
+            }
+        }
+
+        paste_shared!($body, $server);
+    };
+}
+
+/// The third run of [`on_both_backends`]: the shared layout.
+macro_rules! paste_shared {
+    ($body:ident, $server:ident) => {
+        mod $server {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn in_shared_collections() {
+                let test = concat!(stringify!($server), "::in_shared_collections");
+                if let Some(s) = super::setup().await.on_shared_server(test).await {
+                    super::$body(s).await
+                }
             }
         }
     };

@@ -38,6 +38,11 @@ async fn setup_on_server(world: World, test: &str) -> Option<Setup> {
     Some(index_it(loaded(world).await.on_server(test).await?, None).await)
 }
 
+/// The same, in collections every guild shares.
+async fn setup_on_shared_server(world: World, test: &str) -> Option<Setup> {
+    Some(index_it(loaded(world).await.on_shared_server(test).await?, None).await)
+}
+
 async fn index_it(s: Setup, model: Option<&Path>) -> Setup {
     let name = match model {
         Some(path) => {
@@ -152,6 +157,17 @@ async fn each_user_finds_exactly_what_they_may_read_on_a_qdrant_server() {
     let cast = world.add_access_matrix();
     let test = "each_user_finds_exactly_what_they_may_read_on_a_qdrant_server";
     if let Some(s) = setup_on_server(world, test).await {
+        each_user_finds_exactly_what_they_may_read_on(s, cast).await
+    }
+}
+
+/// The same in a collection every guild shares.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_user_finds_exactly_what_they_may_read_in_shared_collections() {
+    let mut world = World::generate(&WorldSpec::standard());
+    let cast = world.add_access_matrix();
+    let test = "each_user_finds_exactly_what_they_may_read_in_shared_collections";
+    if let Some(s) = setup_on_shared_server(world, test).await {
         each_user_finds_exactly_what_they_may_read_on(s, cast).await
     }
 }
@@ -684,6 +700,73 @@ async fn several_guilds_are_searched_together() {
     let hybrid = searcher.ask(&ask(Viewer::User(member), 20, Mode::Hybrid)).await.unwrap();
     assert_eq!(hybrid.results.len(), 20);
     assert!(hybrid.results.windows(2).all(|w| w[0].score >= w[1].score));
+}
+
+/// The shared layout (`[qdrant] layout = "shared"`): two guilds in one
+/// collection per model. A search of one guild returns only that guild's
+/// points, in every mode and for the operator and a member of both; each
+/// guild counts only its own points; dropping one guild's index leaves the
+/// other's whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guilds_sharing_a_collection_never_see_each_other() {
+    use discord_indexer::vector::{Layout, ServerOptions};
+    let Some(server) = QdrantServer::start("guilds_sharing_a_collection_never_see_each_other").await else { return };
+    let mut world = World::generate(&WorldSpec::plain(2, 150));
+    let first = world.guilds[0].id;
+    let second = world.add_guild_from(World::generate(&WorldSpec { seed: 8, ..WorldSpec::plain(2, 150) }));
+    let member = world.users[7].id;
+    let fake = start(world, fast_limits()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (data, models) = (dir.path().join("data"), dir.path().join("models"));
+    let store = Store::open(&data).unwrap();
+    let options = discord_indexer::load::LoadOptions { guilds: vec![first, second], channels: vec![], concurrency: 4 };
+    let summary = discord_indexer::load::load(&client(&fake), &store, &options, &|_| {}, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(summary.ok);
+    tiny::write(&models.join("tiny"), &TinySpec::default()).unwrap();
+    let layout = ServerOptions { layout: Layout::Shared, ..Default::default() };
+    let backend = Backend::with_options(&data, Some(&server.url()), None, layout).unwrap();
+    assert_eq!(backend.collection_name(first, "tiny"), backend.collection_name(second, "tiny"));
+    let embedder =
+        Arc::new(Embedder::load(ModelInfo::find(&models, "tiny").unwrap(), candle_core::Device::Cpu).unwrap());
+    let mut points = BTreeMap::new();
+    for guild in [first, second] {
+        let mut o = IndexOptions::new(guild);
+        o.activate = true;
+        let s = index::index(&store, &backend, embedder.clone(), &o, &|_| {}, &CancellationToken::new()).await.unwrap();
+        assert_eq!(s.points, s.chunks + s.parts);
+        points.insert(guild, (s.chunks, s.points));
+    }
+    let searcher =
+        Searcher::new(store.clone(), backend.clone(), models.clone(), Some(client(&fake)), SearchOptions::default());
+    for guild in [first, second] {
+        let collection = backend.open_existing(guild, "tiny").await.unwrap().unwrap();
+        assert_eq!(collection.count().await.unwrap(), points[&guild].1, "each guild counts its own points");
+        for viewer in [Viewer::Operator, Viewer::User(member)] {
+            for mode in [Mode::Vector, Mode::Keyword, Mode::Hybrid] {
+                let q = Query {
+                    text: "restart the staging deploy".into(),
+                    guilds: vec![guild],
+                    viewer,
+                    limit: 100_000,
+                    mode,
+                    filters: Default::default(),
+                };
+                let answer = searcher.ask(&q).await.unwrap();
+                assert!(!answer.results.is_empty(), "{guild} {mode:?}");
+                assert!(answer.results.iter().all(|r| r.guild_id == guild), "{mode:?}: another guild's point");
+                if mode == Mode::Vector && viewer == Viewer::Operator {
+                    assert_eq!(answer.results.len() as u64, points[&guild].0, "every chunk of the guild, no other");
+                }
+            }
+        }
+    }
+    // One guild's index dropped: the other's points stay, whole.
+    backend.drop_collection(first, "tiny").await.unwrap();
+    assert!(backend.open_existing(first, "tiny").await.unwrap().is_none());
+    let rest = backend.open_existing(second, "tiny").await.unwrap().unwrap();
+    assert_eq!(rest.count().await.unwrap(), points[&second].1);
 }
 
 /// A damaged embedded store (here: a truncated vector file, on which

@@ -70,6 +70,8 @@ pub struct Loaded {
     pub guild: u64,
     pub fake: FakeDiscord,
     pub qdrant: Option<QdrantServer>,
+    /// With `qdrant`: the collection layout (`[qdrant] layout`).
+    pub layout: discord_indexer::vector::Layout,
 }
 
 impl Loaded {
@@ -80,6 +82,14 @@ impl Loaded {
         Some(self)
     }
 
+    /// [`Loaded::on_server`], in the layout where guilds share collections.
+    pub async fn on_shared_server(self, test: &str) -> Option<Loaded> {
+        let mut s = self.on_server(test).await?;
+        s.layout = discord_indexer::vector::Layout::Shared;
+        std::fs::write(s._dir.path().join("shared.toml"), "[qdrant]\nlayout = \"shared\"\n").unwrap();
+        Some(s)
+    }
+
     /// The server's URL when the vectors live on one.
     pub fn qdrant_url(&self) -> Option<String> {
         self.qdrant.as_ref().map(QdrantServer::url)
@@ -87,7 +97,8 @@ impl Loaded {
 
     /// The vector backend the test's vectors live in.
     pub fn backend(&self) -> discord_indexer::vector::Backend {
-        discord_indexer::vector::Backend::new(&self.data, self.qdrant_url().as_deref(), None).unwrap()
+        let options = discord_indexer::vector::ServerOptions { layout: self.layout, ..Default::default() };
+        discord_indexer::vector::Backend::with_options(&self.data, self.qdrant_url().as_deref(), None, options).unwrap()
     }
 
     /// The binary, pointed at this data directory, models directory and
@@ -98,6 +109,9 @@ impl Loaded {
             Some(url) => c.env("QDRANT_URL", url),
             None => c.env_remove("QDRANT_URL"),
         };
+        if self.layout == discord_indexer::vector::Layout::Shared {
+            c.arg("--config").arg(self._dir.path().join("shared.toml"));
+        }
         c.env_remove("QDRANT_API_KEY")
             .env_remove("DISCORD_TOKEN")
             .env("DISCORD_INDEXER_MODELS_DIR", &self.models)
@@ -116,7 +130,7 @@ pub async fn loaded(world: World) -> Loaded {
     let store = Store::open(&data).unwrap();
     assert!(run_load(&fake, &store, 4).await.unwrap().ok);
     tiny::write(&models.join("tiny"), &TinySpec::default()).unwrap();
-    Loaded { guild: guild_id(&fake), _dir: dir, data, models, store, fake, qdrant: None }
+    Loaded { guild: guild_id(&fake), _dir: dir, data, models, store, fake, qdrant: None, layout: Default::default() }
 }
 
 /// What a complete load must store: every readable channel's messages.

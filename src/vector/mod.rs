@@ -2,7 +2,9 @@
 //! is embedded: a qdrant-edge shard in `<data-dir>/qdrant/<guild>/<model>/`,
 //! in process. Configuring `[qdrant] url` uses a Qdrant server or cluster
 //! instead (collections `discord_<guild>_<model>`, with an alias
-//! `discord_<guild>` on the active one). Both backends store the same points:
+//! `discord_<guild>` on the active one; or, with `[qdrant] layout =
+//! "shared"`, one collection per model for every guild, `discord_shared_<model>`,
+//! each guild a tenant). Both backends store the same points:
 //! a u64 id (the chunk id), one named vector, and a [`ChunkPayload`] (as a
 //! JSON object inside the engines; typed everywhere else).
 
@@ -14,7 +16,7 @@ mod settings;
 use std::path::PathBuf;
 
 pub use payload::ChunkPayload;
-pub use settings::{QdrantSection, QdrantSettings, ServerOptions};
+pub use settings::{Layout, QdrantSection, QdrantSettings, ServerOptions};
 
 /// The name of the one vector every point carries.
 pub const VECTOR: &str = "chunk";
@@ -186,7 +188,7 @@ impl Backend {
     pub fn collection_name(&self, guild: u64, model: &str) -> String {
         match self {
             Backend::Edge { root } => root.join(guild.to_string()).join(slug(model)).display().to_string(),
-            Backend::Remote(_) => remote::collection_name(guild, model),
+            Backend::Remote(server) => server.collection_name(guild, model),
         }
     }
 

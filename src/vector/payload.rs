@@ -39,6 +39,11 @@ impl ChunkPayload {
     /// Fields with an integer index in every collection: what searches filter on.
     pub const INDEXED: [&'static str; 3] = ["channel_id", "author_ids", "first_message_id"];
 
+    /// In a collection shared by guilds: the guild id as a string, the key
+    /// Qdrant partitions tenants by (its tenant index takes keywords only).
+    /// Not a field of the struct: the store adds it, and reading ignores it.
+    pub const TENANT: &'static str = "tenant";
+
     /// The payload as the stores keep it: a JSON object.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("a chunk payload serializes")

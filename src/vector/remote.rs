@@ -11,17 +11,19 @@ use std::sync::Arc;
 
 use qdrant_client::qdrant::{
     point_id::PointIdOptions, Condition, CountPointsBuilder, CreateAliasBuilder, CreateCollectionBuilder,
-    CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType, Filter, GetPointsBuilder, PointStruct,
-    PointsIdsList, Query, QueryPointsBuilder, Range, UpsertPointsBuilder, VectorParamsBuilder, VectorsConfigBuilder,
+    CreateFieldIndexCollectionBuilder, DeletePointsBuilder, Distance, FieldType, Filter, GetPointsBuilder,
+    HnswConfigDiffBuilder, KeywordIndexParamsBuilder, PointStruct, PointsIdsList, Query, QueryPointsBuilder, Range,
+    UpsertPointsBuilder, VectorParamsBuilder, VectorsConfigBuilder,
 };
 use qdrant_client::{Payload, Qdrant};
 
 use super::{
-    slug, ChunkPayload, SearchFilter, ServerOptions, StoredHit as Hit, StoredPoint as Point, VectorError, VECTOR,
+    slug, ChunkPayload, Layout, SearchFilter, ServerOptions, StoredHit as Hit, StoredPoint as Point, VectorError,
+    VECTOR,
 };
 
-pub fn collection_name(guild: u64, model: &str) -> String {
-    format!("discord_{guild}_{}", slug(model).replace(['-', '.'], "_"))
+fn model_part(model: &str) -> String {
+    slug(model).replace(['-', '.'], "_")
 }
 
 pub fn alias_name(guild: u64) -> String {
@@ -115,6 +117,13 @@ pub struct RemoteCollection {
     server: Server,
     name: String,
     pub dim: usize,
+    /// In the shared layout: the guild every request is limited to.
+    tenant: Option<u64>,
+}
+
+/// The condition that limits a request to one guild of a shared collection.
+fn tenant_condition(guild: u64) -> Condition {
+    Condition::matches(ChunkPayload::TENANT, guild.to_string())
 }
 
 fn err(url: &str, e: impl std::fmt::Display) -> VectorError {
@@ -139,6 +148,19 @@ impl Server {
             .build()
             .map_err(|e| err(url, e))?;
         Ok(Server { url: url.into(), client: Arc::new(client), options })
+    }
+
+    /// The collection of `guild`'s index for `model`: its own, or the one
+    /// every guild shares ([`Layout`]).
+    pub fn collection_name(&self, guild: u64, model: &str) -> String {
+        match self.options.layout {
+            Layout::PerGuild => format!("discord_{guild}_{}", model_part(model)),
+            Layout::Shared => format!("discord_shared_{}", model_part(model)),
+        }
+    }
+
+    fn tenant(&self, guild: u64) -> Option<u64> {
+        (self.options.layout == Layout::Shared).then_some(guild)
     }
 
     /// Runs `request` as [`retried`] does, with this server's URL and timeout.
@@ -170,7 +192,7 @@ impl Server {
     }
 
     pub async fn open(&self, guild: u64, model: &str, dim: usize) -> Result<RemoteCollection, VectorError> {
-        let name = collection_name(guild, model);
+        let name = self.collection_name(guild, model);
         match self.dim_of(&name).await? {
             Some(found) if found != dim => {
                 return Err(VectorError::DimensionMismatch { name, model: model.into(), found, wanted: dim })
@@ -181,6 +203,11 @@ impl Server {
                 vectors.add_named_vector_params(VECTOR, VectorParamsBuilder::new(dim as u64, Distance::Cosine));
                 let mut create = CreateCollectionBuilder::new(&name).vectors_config(vectors);
                 let o = self.options;
+                if o.layout == Layout::Shared {
+                    // A graph per tenant and none across them: every search
+                    // is limited to one guild (Qdrant's multitenancy advice).
+                    create = create.hnsw_config(HnswConfigDiffBuilder::default().payload_m(16).m(0));
+                }
                 if let Some(n) = o.replication_factor {
                     create = create.replication_factor(n);
                 }
@@ -199,26 +226,52 @@ impl Server {
             let index = CreateFieldIndexCollectionBuilder::new(&name, field, FieldType::Integer).wait(true);
             self.call(|| self.client.create_field_index(index.clone())).await?;
         }
-        Ok(RemoteCollection { server: self.clone(), name, dim })
-    }
-
-    pub async fn open_existing(&self, guild: u64, model: &str) -> Result<Option<RemoteCollection>, VectorError> {
-        let name = collection_name(guild, model);
-        Ok(self.dim_of(&name).await?.map(|dim| RemoteCollection { server: self.clone(), name, dim }))
-    }
-
-    pub async fn drop_collection(&self, guild: u64, model: &str) -> Result<(), VectorError> {
-        let name = collection_name(guild, model);
-        if self.call(|| self.client.collection_exists(&name)).await? {
-            self.call(|| self.client.delete_collection(&name)).await?;
+        if self.options.layout == Layout::Shared {
+            let index = CreateFieldIndexCollectionBuilder::new(&name, ChunkPayload::TENANT, FieldType::Keyword)
+                .field_index_params(KeywordIndexParamsBuilder::default().is_tenant(true))
+                .wait(true);
+            self.call(|| self.client.create_field_index(index.clone())).await?;
         }
-        Ok(())
+        Ok(RemoteCollection { server: self.clone(), name, dim, tenant: self.tenant(guild) })
+    }
+
+    /// The guild's collection for `model` if it exists; in the shared
+    /// layout, if it holds points of the guild.
+    pub async fn open_existing(&self, guild: u64, model: &str) -> Result<Option<RemoteCollection>, VectorError> {
+        let name = self.collection_name(guild, model);
+        let Some(dim) = self.dim_of(&name).await? else { return Ok(None) };
+        let collection = RemoteCollection { server: self.clone(), name, dim, tenant: self.tenant(guild) };
+        if collection.tenant.is_some() && collection.count().await? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(collection))
+    }
+
+    /// Deletes the guild's collection for `model`; in the shared layout, the
+    /// guild's points in it.
+    pub async fn drop_collection(&self, guild: u64, model: &str) -> Result<(), VectorError> {
+        let name = self.collection_name(guild, model);
+        if !self.call(|| self.client.collection_exists(&name)).await? {
+            return Ok(());
+        }
+        match self.tenant(guild) {
+            None => self.call(|| self.client.delete_collection(&name)).await.map(drop),
+            Some(guild) => {
+                let delete = DeletePointsBuilder::new(&name).points(Filter::must([tenant_condition(guild)])).wait(true);
+                self.call(|| self.client.delete_points(delete.clone())).await.map(drop)
+            }
+        }
     }
 
     /// Points the guild's alias at the model's collection. Creating an alias
     /// that exists re-points it in one step on the server.
     pub async fn point_alias(&self, guild: u64, model: &str) -> Result<(), VectorError> {
-        let alias = CreateAliasBuilder::new(collection_name(guild, model), alias_name(guild));
+        if self.tenant(guild).is_some() {
+            // Shared collections hold every guild: the archive alone says
+            // which one a guild's searches use.
+            return Ok(());
+        }
+        let alias = CreateAliasBuilder::new(self.collection_name(guild, model), alias_name(guild));
         self.call(|| self.client.create_alias(alias.clone())).await?;
         Ok(())
     }
@@ -233,9 +286,20 @@ impl RemoteCollection {
         &self.server.url
     }
 
+    /// Whether a point read by id is this collection's: in a shared
+    /// collection, one of this guild's (ids are hashes: another guild's
+    /// point with the same id is never this guild's).
+    fn holds(&self, payload: &HashMap<String, qdrant_client::qdrant::Value>) -> bool {
+        let Some(guild) = self.tenant else { return true };
+        payload.get(ChunkPayload::TENANT).and_then(|v| v.as_str()).is_some_and(|t| *t == guild.to_string())
+    }
+
     pub async fn upsert(&self, points: Vec<Point>) -> Result<(), VectorError> {
         let mut list = Vec::with_capacity(points.len());
-        for p in points {
+        for mut p in points {
+            if let (Some(guild), Some(map)) = (self.tenant, p.payload.as_object_mut()) {
+                map.insert(ChunkPayload::TENANT.into(), guild.to_string().into());
+            }
             let vectors: HashMap<String, Vec<f32>> = HashMap::from([(VECTOR.to_owned(), p.vector)]);
             list.push(PointStruct::new(p.id, vectors, json_to_payload(self.url(), p.payload)?));
         }
@@ -252,7 +316,10 @@ impl RemoteCollection {
     }
 
     pub async fn count(&self) -> Result<u64, VectorError> {
-        let count = CountPointsBuilder::new(&self.name).exact(true);
+        let mut count = CountPointsBuilder::new(&self.name).exact(true);
+        if let Some(guild) = self.tenant {
+            count = count.filter(Filter::must([tenant_condition(guild)]));
+        }
         let r = self.server.call(|| self.server.client.count(count.clone())).await?;
         Ok(r.result.map_or(0, |r| r.count))
     }
@@ -264,7 +331,7 @@ impl RemoteCollection {
             .limit(limit as u64)
             .with_payload(true);
         let ids = |v: &[u64]| v.iter().map(|&x| x as i64).collect::<Vec<i64>>();
-        let mut must = Vec::new();
+        let mut must: Vec<Condition> = self.tenant.map(tenant_condition).into_iter().collect();
         if let Some(channels) = &filter.channels {
             must.push(Condition::matches("channel_id", ids(channels)));
         }
@@ -298,6 +365,7 @@ impl RemoteCollection {
         let r = self.server.call(|| self.server.client.get_points(get.clone())).await?;
         Ok(r.result
             .into_iter()
+            .filter(|p| self.holds(&p.payload))
             .filter_map(|p| match p.id.and_then(|i| i.point_id_options) {
                 Some(PointIdOptions::Num(id)) => Some((id, payload_to_json(p.payload))),
                 _ => None,
@@ -308,10 +376,18 @@ impl RemoteCollection {
     pub async fn vectors(&self, ids: Vec<u64>) -> Result<Vec<(u64, Vec<f32>)>, VectorError> {
         use qdrant_client::qdrant::vector_output::Vector;
         let ids: Vec<qdrant_client::qdrant::PointId> = ids.into_iter().map(Into::into).collect();
-        let get = GetPointsBuilder::new(&self.name, ids).with_payload(false).with_vectors(true);
+        use qdrant_client::qdrant::with_payload_selector::SelectorOptions;
+        let payload: SelectorOptions = match self.tenant {
+            None => SelectorOptions::Enable(false),
+            Some(_) => {
+                qdrant_client::qdrant::PayloadIncludeSelector { fields: vec![ChunkPayload::TENANT.to_owned()] }.into()
+            }
+        };
+        let get = GetPointsBuilder::new(&self.name, ids).with_payload(payload).with_vectors(true);
         let r = self.server.call(|| self.server.client.get_points(get.clone())).await?;
         Ok(r.result
             .into_iter()
+            .filter(|p| self.holds(&p.payload))
             .filter_map(|p| {
                 let Some(PointIdOptions::Num(id)) = p.id.and_then(|i| i.point_id_options) else { return None };
                 match p.vectors?.get_vector_by_name(VECTOR)? {

@@ -13,6 +13,22 @@ pub struct QdrantSection {
     shard_number: Option<u32>,
     write_consistency_factor: Option<u32>,
     timeout_secs: Option<u64>,
+    layout: Option<Layout>,
+}
+
+/// How a server's collections are cut: per guild, or shared by every guild.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// A collection per (guild, model), `discord_<guild>_<model>`: right for
+    /// a few big guilds.
+    #[default]
+    PerGuild,
+    /// A collection per model, `discord_shared_<model>`, shared by every
+    /// guild: each point carries its guild as a tenant key (a keyword index
+    /// with `is_tenant`, an HNSW graph per tenant), and every request is
+    /// limited to one guild inside Qdrant. Right for many small guilds.
+    Shared,
 }
 
 impl std::fmt::Debug for QdrantSection {
@@ -45,6 +61,8 @@ pub struct ServerOptions {
     pub write_consistency_factor: Option<u32>,
     /// The longest one request may take (`[qdrant] timeout_secs`, 30).
     pub timeout: std::time::Duration,
+    /// Collections per guild or shared (`[qdrant] layout`, `per-guild`).
+    pub layout: Layout,
 }
 
 impl Default for ServerOptions {
@@ -54,6 +72,7 @@ impl Default for ServerOptions {
             shard_number: None,
             write_consistency_factor: None,
             timeout: std::time::Duration::from_secs(30),
+            layout: Layout::PerGuild,
         }
     }
 }
@@ -90,6 +109,7 @@ impl QdrantSection {
                 shard_number: positive("shard_number", self.shard_number)?,
                 write_consistency_factor,
                 timeout,
+                layout: self.layout.unwrap_or_default(),
             },
         })
     }
@@ -133,5 +153,8 @@ mod tests {
             assert!(err.contains(named), "{text}: {err}");
         }
         assert!(toml::from_str::<QdrantSection>("replication = 2").is_err(), "unknown keys are refused");
+        assert_eq!(resolve("layout = \"shared\"").unwrap().server.layout, Layout::Shared);
+        assert_eq!(resolve("layout = \"per-guild\"").unwrap().server.layout, Layout::PerGuild);
+        assert!(toml::from_str::<QdrantSection>("layout = \"pooled\"").is_err());
     }
 }
