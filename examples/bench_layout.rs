@@ -129,12 +129,15 @@ fn main() -> anyhow::Result<()> {
         let mut open = std::collections::HashMap::new();
         for _ in 0..queries {
             let g = rng.gen_range(0..guilds);
-            if !open.contains_key(&g) {
-                open.insert(g, backend.open_existing(guild_id(g), "bench").await?.expect("filled"));
-            }
+            let collection = match open.entry(g) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(backend.open_existing(guild_id(g), "bench").await?.expect("filled"))
+                }
+            };
             let q = vector(&mut rng);
             let t = Instant::now();
-            let hits = open[&g].search(q, SearchFilter::default(), 10).await?;
+            let hits = collection.search(q, SearchFilter::default(), 10).await?;
             took.push(t.elapsed().as_secs_f64() * 1e3);
             anyhow::ensure!(hits.len() == 10.min(points), "{} hits", hits.len());
             anyhow::ensure!(hits.iter().all(|h| h.payload.guild_id == guild_id(g)), "another guild's point");
