@@ -303,11 +303,20 @@ impl QdrantServer {
         Some(Self::node(bin, None).await)
     }
 
+    /// A node on free ports; tried again on other ports should one of them
+    /// be taken between finding it free and the server binding it.
     async fn node(bin: PathBuf, p2p: Option<(u16, Option<u16>)>) -> QdrantServer {
-        let (http, grpc) = (free_port(), free_port());
-        let mut server = QdrantServer { bin, dir: tempfile::tempdir().unwrap(), http, grpc, p2p, child: None };
-        server.restart().await;
-        server
+        let mut last = String::new();
+        for _ in 0..3 {
+            let (http, grpc) = (free_port(), free_port());
+            let mut server =
+                QdrantServer { bin: bin.clone(), dir: tempfile::tempdir().unwrap(), http, grpc, p2p, child: None };
+            match server.launch().await {
+                Ok(()) => return server,
+                Err(e) => last = e,
+            }
+        }
+        panic!("{last}");
     }
 
     /// A cluster of `n` nodes on loopback (peer to peer), every node a
@@ -352,6 +361,13 @@ impl QdrantServer {
     /// Starts the server (again) on the same ports and storage, and waits
     /// until it answers.
     pub async fn restart(&mut self) {
+        if let Err(e) = self.launch().await {
+            panic!("{e}");
+        }
+    }
+
+    /// Starts the server and waits until it answers; why not, else.
+    async fn launch(&mut self) -> Result<(), String> {
         self.kill();
         let storage = self.dir.path().join("storage");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("log")).unwrap();
@@ -380,15 +396,15 @@ impl QdrantServer {
         let ready = format!("http://127.0.0.1:{}/readyz", self.http);
         for _ in 0..600 {
             if reqwest::get(&ready).await.is_ok_and(|r| r.status().is_success()) {
-                return;
+                return Ok(());
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
-                panic!("the Qdrant server exited ({status}): {log}");
+                return Err(format!("the Qdrant server exited ({status}): {log}"));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("the Qdrant server did not answer in 30 s");
+        Err("the Qdrant server did not answer in 30 s".into())
     }
 }
 
