@@ -348,7 +348,7 @@ fn the_readmes_test_command_is_what_ci_runs() {
     let runs: Vec<&str> = ci.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
     let steps: Vec<&str> = command.split("&&").map(str::trim).collect();
     assert!(
-        steps.iter().any(|s| s.ends_with("cargo test --locked --workspace")),
+        steps.contains(&"cargo test --locked --workspace"),
         "README.md's test command does not run `cargo test --locked --workspace`: {command}"
     );
     for step in &steps {
