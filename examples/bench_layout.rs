@@ -3,14 +3,15 @@
 //! guild a tenant key). Fills `--guilds` guilds of `--points` points each
 //! (random unit vectors of `--dim` dimensions, payloads as stage two writes
 //! them) through the same client code stage two uses, waits until the server
-//! has indexed them, then times `--queries` searches of random guilds, each
+//! has indexed them (every collection's status green, as its REST API at
+//! `--http` says), then times `--queries` searches of random guilds, each
 //! limited to its guild. Prints one JSON line: the time to create and fill,
 //! to settle, search p50/p99, and the server's memory (the resident size of
 //! the process whose pid `QDRANT_NODES` names first, as
 //! scripts/qdrant-server.sh sets it).
 //!
 //! ```text
-//! bench_layout --url GRPC_URL --layout per-guild|shared [--guilds 1000] [--points 1000]
+//! bench_layout --url GRPC_URL --http REST_URL --layout per-guild|shared [--guilds 1000] [--points 1000]
 //!              [--dim 384] [--queries 500] [--seed 1]
 //! ```
 
@@ -33,6 +34,7 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let url = take("--url")?.ok_or_else(|| anyhow::anyhow!("--url GRPC_URL is needed"))?;
+    let http = take("--http")?.ok_or_else(|| anyhow::anyhow!("--http REST_URL is needed"))?;
     let layout = match take("--layout")?.as_deref() {
         Some("per-guild") => Layout::PerGuild,
         Some("shared") => Layout::Shared,
@@ -92,32 +94,32 @@ fn main() -> anyhow::Result<()> {
     })?;
     let filled = started.elapsed();
 
-    // Settle: until the server has indexed what it will index (its
-    // optimizers idle: two equal readings of every collection's count of
-    // indexed vectors a second apart), at most 10 minutes.
+    // Settle: until the server has optimized and indexed what it will (every
+    // collection's status green, twice half a second apart), at most 20 minutes.
     let settle = Instant::now();
     let names: Vec<String> = {
         let mut n: Vec<String> = (0..guilds).map(|g| backend.collection_name(guild_id(g), "bench")).collect();
         n.dedup();
         n
     };
+    let mut indexed = 0u64;
     runtime.block_on(async {
-        let mut last = None;
-        while settle.elapsed() < Duration::from_secs(600) {
-            let mut indexed = 0u64;
-            for g in 0..guilds {
-                if layout == Layout::Shared && g > 0 {
-                    break;
-                }
-                if let Some(c) = backend.open_existing(guild_id(g), "bench").await? {
-                    indexed += c.indexed_vectors().await?;
-                }
+        let client = reqwest::Client::new();
+        let mut green_before = false;
+        while settle.elapsed() < Duration::from_secs(1200) {
+            let mut green = true;
+            indexed = 0;
+            for name in &names {
+                let info: serde_json::Value =
+                    client.get(format!("{http}/collections/{name}")).send().await?.json().await?;
+                green &= info["result"]["status"] == "green";
+                indexed += info["result"]["indexed_vectors_count"].as_u64().unwrap_or(0);
             }
-            if last == Some(indexed) {
+            if green && green_before {
                 break;
             }
-            last = Some(indexed);
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            green_before = green;
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         anyhow::Ok(())
     })?;
@@ -161,6 +163,7 @@ fn main() -> anyhow::Result<()> {
         "fill_s": filled.as_secs_f64(),
         "points_per_s": (guilds * points) as f64 / filled.as_secs_f64(),
         "settle_s": settled.as_secs_f64(),
+        "indexed_vectors": indexed,
         "queries": queries,
         "search_p50_ms": pct(0.5),
         "search_p99_ms": pct(0.99),

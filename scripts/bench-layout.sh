@@ -31,17 +31,17 @@ echo "== Qdrant layouts: $GUILDS guilds of $POINTS points, and one guild of $BIG
 for case in "$GUILDS $POINTS" "1 $BIG"; do
   read -r guilds points <<< "$case"
   for layout in per-guild shared; do
-    scripts/qdrant-server.sh -- sh -c "\"$EXAMPLE\" --url \"\$QDRANT_URL\" --layout $layout --guilds $guilds \
+    scripts/qdrant-server.sh -- sh -c "\"$EXAMPLE\" --url \"\$QDRANT_URL\" --http \"\$QDRANT_HTTP_URL\" --layout $layout --guilds $guilds \
       --points $points --dim $DIM --queries $QUERIES" 2>/dev/null | tail -1 | tee -a "$OUT"
   done
 done
 python3 - "$OUT" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print(f"{'guilds x points':>18} {'layout':>10} {'collections':>11} {'fill s':>7} {'points/s':>9} {'settle s':>8} "
+print(f"{'guilds x points':>18} {'layout':>10} {'collections':>11} {'fill s':>7} {'points/s':>9} {'settle s':>8} {'indexed':>8} "
       f"{'search p50 ms':>13} {'p99 ms':>7} {'server MB':>9}")
 for r in rows:
     mb = f"{r['server_rss_mb']:.0f}" if r["server_rss_mb"] is not None else "?"
     print(f"{r['guilds']:>8} x {r['points_per_guild']:<7} {r['layout']:>10} {r['collections']:>11} {r['fill_s']:>7.1f} "
-          f"{r['points_per_s']:>9.0f} {r['settle_s']:>8.1f} {r['search_p50_ms']:>13.1f} {r['search_p99_ms']:>7.1f} {mb:>9}")
+          f"{r['points_per_s']:>9.0f} {r['settle_s']:>8.1f} {r['indexed_vectors']:>8} {r['search_p50_ms']:>13.1f} {r['search_p99_ms']:>7.1f} {mb:>9}")
 PY

@@ -204,9 +204,12 @@ impl Server {
                 let mut create = CreateCollectionBuilder::new(&name).vectors_config(vectors);
                 let o = self.options;
                 if o.layout == Layout::Shared {
-                    // A graph per tenant and none across them: every search
-                    // is limited to one guild (Qdrant's multitenancy advice).
-                    create = create.hnsw_config(HnswConfigDiffBuilder::default().payload_m(16).m(0));
+                    // A graph per tenant beside the global one (searches are
+                    // always limited to one guild). Qdrant's advice drops the
+                    // global graph (`m = 0`), but on 1.18.3 such a collection
+                    // was still optimizing (status yellow, a core busy) 15
+                    // minutes after 30,000 points, where this one settled.
+                    create = create.hnsw_config(HnswConfigDiffBuilder::default().payload_m(16));
                 }
                 if let Some(n) = o.replication_factor {
                     create = create.replication_factor(n);
