@@ -641,9 +641,20 @@ async fn known_questions_find_their_conversations() {
     }
 }
 
-/// Two guilds in one archive: one question searches both, results merged by score.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn several_guilds_are_searched_together() {
+/// Two generated guilds loaded into one archive from the fake server, a
+/// member of both, and the tiny model.
+struct TwoGuilds {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    models: std::path::PathBuf,
+    store: Store,
+    fake: fake_discord::FakeDiscord,
+    first: u64,
+    second: u64,
+    member: u64,
+}
+
+async fn two_guilds() -> TwoGuilds {
     let mut world = World::generate(&WorldSpec::plain(2, 150));
     let first = world.guilds[0].id;
     let second = world.add_guild_from(World::generate(&WorldSpec { seed: 8, ..WorldSpec::plain(2, 150) }));
@@ -658,6 +669,13 @@ async fn several_guilds_are_searched_together() {
         .unwrap();
     assert!(summary.ok);
     tiny::write(&models.join("tiny"), &TinySpec::default()).unwrap();
+    TwoGuilds { _dir: dir, data, models, store, fake, first, second, member }
+}
+
+/// Two guilds in one archive: one question searches both, results merged by score.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_guilds_are_searched_together() {
+    let TwoGuilds { _dir, data, models, store, fake, first, second, member } = two_guilds().await;
     let backend = Backend::new(&data, None, None).unwrap();
     let searcher =
         Searcher::new(store.clone(), backend.clone(), models.clone(), Some(client(&fake)), SearchOptions::default());
@@ -711,20 +729,7 @@ async fn several_guilds_are_searched_together() {
 async fn guilds_sharing_a_collection_never_see_each_other() {
     use discord_indexer::vector::{Layout, ServerOptions};
     let Some(server) = QdrantServer::start("guilds_sharing_a_collection_never_see_each_other").await else { return };
-    let mut world = World::generate(&WorldSpec::plain(2, 150));
-    let first = world.guilds[0].id;
-    let second = world.add_guild_from(World::generate(&WorldSpec { seed: 8, ..WorldSpec::plain(2, 150) }));
-    let member = world.users[7].id;
-    let fake = start(world, fast_limits()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (data, models) = (dir.path().join("data"), dir.path().join("models"));
-    let store = Store::open(&data).unwrap();
-    let options = discord_indexer::load::LoadOptions { guilds: vec![first, second], channels: vec![], concurrency: 4 };
-    let summary = discord_indexer::load::load(&client(&fake), &store, &options, &|_| {}, &CancellationToken::new())
-        .await
-        .unwrap();
-    assert!(summary.ok);
-    tiny::write(&models.join("tiny"), &TinySpec::default()).unwrap();
+    let TwoGuilds { _dir, data, models, store, fake, first, second, member } = two_guilds().await;
     let layout = ServerOptions { layout: Layout::Shared, ..Default::default() };
     let backend = Backend::with_options(&data, Some(&server.url()), None, layout).unwrap();
     assert_eq!(backend.collection_name(first, "tiny"), backend.collection_name(second, "tiny"));
