@@ -28,6 +28,9 @@
 //! and quantized kernels use rayon's global pool and read it), else one per
 //! core.
 
+#[path = "common/flags.rs"]
+mod flags;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -51,17 +54,7 @@ const MAX_CHARS: usize = 240;
 
 fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut take = |flag: &str| -> anyhow::Result<Option<String>> {
-        match args.iter().position(|a| a == flag) {
-            Some(i) if i + 1 < args.len() => {
-                let value = args.remove(i + 1);
-                args.remove(i);
-                Ok(Some(value))
-            }
-            Some(_) => anyhow::bail!("{flag} needs a value"),
-            None => Ok(None),
-        }
-    };
+    let mut take = |flag: &str| flags::take(&mut args, flag);
     let models_dir = PathBuf::from(take("--models-dir")?.unwrap_or_else(|| "models".into()));
     let model = take("--model")?;
     let format = take("--format")?.unwrap_or_else(|| "all".into());

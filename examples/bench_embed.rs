@@ -12,6 +12,9 @@
 //!   --cpu                      embed on the CPU even in a CUDA build
 //! ```
 
+#[path = "common/flags.rs"]
+mod flags;
+
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::time::Instant;
@@ -22,17 +25,7 @@ use discord_indexer::store::Store;
 
 fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut take = |flag: &str| -> anyhow::Result<Option<String>> {
-        match args.iter().position(|a| a == flag) {
-            Some(i) if i + 1 < args.len() => {
-                let value = args.remove(i + 1);
-                args.remove(i);
-                Ok(Some(value))
-            }
-            Some(_) => anyhow::bail!("{flag} needs a value"),
-            None => Ok(None),
-        }
-    };
+    let mut take = |flag: &str| flags::take(&mut args, flag);
     let precision: Precision =
         take("--precision")?.map(|p| p.parse()).transpose().map_err(anyhow::Error::msg)?.unwrap_or_default();
     let repeat: usize = take("--repeat")?.map(|r| r.parse()).transpose()?.unwrap_or(1).max(1);

@@ -15,6 +15,9 @@
 //!              [--dim 384] [--queries 500] [--seed 1]
 //! ```
 
+#[path = "common/flags.rs"]
+mod flags;
+
 use std::time::{Duration, Instant};
 
 use discord_indexer::vector::{Backend, ChunkPayload, Layout, Point, SearchFilter, ServerOptions};
@@ -22,17 +25,7 @@ use rand::{Rng, SeedableRng};
 
 fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let mut take = |flag: &str| -> anyhow::Result<Option<String>> {
-        match args.iter().position(|a| a == flag) {
-            Some(i) if i + 1 < args.len() => {
-                let value = args.remove(i + 1);
-                args.remove(i);
-                Ok(Some(value))
-            }
-            Some(_) => anyhow::bail!("{flag} needs a value"),
-            None => Ok(None),
-        }
-    };
+    let mut take = |flag: &str| flags::take(&mut args, flag);
     let url = take("--url")?.ok_or_else(|| anyhow::anyhow!("--url GRPC_URL is needed"))?;
     let http = take("--http")?.ok_or_else(|| anyhow::anyhow!("--http REST_URL is needed"))?;
     let layout = match take("--layout")?.as_deref() {
