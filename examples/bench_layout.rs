@@ -12,7 +12,14 @@
 //!
 //! ```text
 //! bench_layout --url GRPC_URL --http REST_URL --layout per-guild|shared [--guilds 1000] [--points 1000]
-//!              [--dim 384] [--queries 500] [--seed 1]
+//!              [--dim 384] [--queries 500] [--seed 1] [--batch 256]
+//! ```
+//!
+//! `--batch` is the points handed to one `upsert` call (stage two hands it
+//! a whole embedded batch, which the client sends as requests of 256, four
+//! at a time).
+//!
+//! ```text
 //! ```
 
 #[path = "common/flags.rs"]
@@ -41,6 +48,7 @@ fn main() -> anyhow::Result<()> {
     let dim = number(take("--dim")?, 384)?.max(1);
     let queries = number(take("--queries")?, 500)?.max(1);
     let seed = number(take("--seed")?, 1)? as u64;
+    let step = number(take("--batch")?, 256)?.max(1);
     if !args.is_empty() {
         anyhow::bail!("unexpected arguments {args:?}; see the doc comment of examples/bench_layout.rs");
     }
@@ -55,13 +63,13 @@ fn main() -> anyhow::Result<()> {
     };
     let guild_id = |g: usize| 100_000_000_000_000_000 + g as u64;
 
-    // Create and fill, a guild at a time, in steps of 256 points.
+    // Create and fill, a guild at a time, in steps of `--batch` points.
     let started = Instant::now();
     runtime.block_on(async {
         for g in 0..guilds {
             let guild = guild_id(g);
             let collection = backend.open(guild, "bench", dim).await?;
-            let mut batch = Vec::with_capacity(256);
+            let mut batch = Vec::with_capacity(step);
             for i in 0..points {
                 let first = guild * 4 + i as u64 * 10;
                 let payload = ChunkPayload {
@@ -78,7 +86,7 @@ fn main() -> anyhow::Result<()> {
                 };
                 let id = discord_indexer::chunk::chunk_id(payload.channel_id, first, 0);
                 batch.push(Point { id, vector: vector(&mut rng), payload });
-                if batch.len() == 256 || i + 1 == points {
+                if batch.len() == step || i + 1 == points {
                     collection.upsert(std::mem::take(&mut batch)).await?;
                 }
             }
@@ -152,6 +160,7 @@ fn main() -> anyhow::Result<()> {
         "guilds": guilds,
         "points_per_guild": points,
         "dim": dim,
+        "batch": step,
         "collections": names.len(),
         "fill_s": filled.as_secs_f64(),
         "points_per_s": (guilds * points) as f64 / filled.as_secs_f64(),

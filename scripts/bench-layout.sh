@@ -12,7 +12,8 @@
 # Usage: scripts/bench-layout.sh [--quick]
 #   --quick  200 guilds of 500 points, one guild of 50,000 (a few minutes)
 # Environment: GUILDS (1000), POINTS (1000), BIG (200000), DIM (384),
-# QUERIES (500); QDRANT_BIN as for scripts/qdrant-server.sh.
+# QUERIES (500), BATCH (points per upsert call, 2048: about what stage two
+# hands over at once); QDRANT_BIN as for scripts/qdrant-server.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = --quick ]; then
@@ -20,7 +21,7 @@ if [ "${1:-}" = --quick ]; then
 elif [ -n "${1:-}" ]; then
   echo "usage: scripts/bench-layout.sh [--quick]" >&2; exit 2
 fi
-GUILDS=${GUILDS:-1000} POINTS=${POINTS:-1000} BIG=${BIG:-200000} DIM=${DIM:-384} QUERIES=${QUERIES:-500}
+GUILDS=${GUILDS:-1000} POINTS=${POINTS:-1000} BIG=${BIG:-200000} DIM=${DIM:-384} QUERIES=${QUERIES:-500} BATCH=${BATCH:-2048}
 scripts/qdrant-server.sh --check >/dev/null
 cargo build --release --quiet --example bench_layout
 EXAMPLE=$PWD/${CARGO_TARGET_DIR:-target}/release/examples/bench_layout
@@ -32,7 +33,7 @@ for case in "$GUILDS $POINTS" "1 $BIG"; do
   read -r guilds points <<< "$case"
   for layout in per-guild shared; do
     scripts/qdrant-server.sh -- sh -c "\"$EXAMPLE\" --url \"\$QDRANT_URL\" --http \"\$QDRANT_HTTP_URL\" --layout $layout --guilds $guilds \
-      --points $points --dim $DIM --queries $QUERIES" 2>/dev/null | tail -1 | tee -a "$OUT"
+      --points $points --dim $DIM --queries $QUERIES --batch $BATCH" 2>/dev/null | tail -1 | tee -a "$OUT"
   done
 done
 python3 - "$OUT" <<'PY'

@@ -41,6 +41,10 @@ pub struct Server {
 /// unreachable or busy, a node of a cluster going away).
 const TRIES: u32 = 3;
 
+/// Points per upsert request, and requests of one batch sent at once.
+const UPSERT_POINTS: usize = 256;
+const UPSERT_IN_FLIGHT: usize = 4;
+
 /// Whether a failed request may succeed if tried again.
 fn transient(e: &qdrant_client::QdrantError) -> bool {
     use tonic::Code;
@@ -306,9 +310,22 @@ impl RemoteCollection {
             let vectors: HashMap<String, Vec<f32>> = HashMap::from([(VECTOR.to_owned(), p.vector)]);
             list.push(PointStruct::new(p.id, vectors, json_to_payload(self.url(), p.payload)?));
         }
-        let upsert = UpsertPointsBuilder::new(&self.name, list).wait(true);
-        self.server.call(|| self.server.client.upsert_points(upsert.clone())).await?;
-        Ok(())
+        // Requests of UPSERT_POINTS points, UPSERT_IN_FLIGHT at a time: a
+        // server (or each shard of a cluster) writes several at once, and no
+        // one request grows past what a node takes comfortably. The points
+        // have distinct ids, so the order in which requests land is free;
+        // `wait` keeps "returned" meaning "stored" for the manifest after it.
+        use futures::{StreamExt, TryStreamExt};
+        let mut requests = Vec::with_capacity(list.len().div_ceil(UPSERT_POINTS));
+        while !list.is_empty() {
+            let rest = list.split_off(list.len().min(UPSERT_POINTS));
+            requests.push(UpsertPointsBuilder::new(&self.name, std::mem::replace(&mut list, rest)).wait(true));
+        }
+        futures::stream::iter(requests)
+            .map(|upsert| async move { self.server.call(|| self.server.client.upsert_points(upsert.clone())).await })
+            .buffer_unordered(UPSERT_IN_FLIGHT)
+            .try_for_each(|_| async { Ok(()) })
+            .await
     }
 
     pub async fn delete(&self, ids: Vec<u64>) -> Result<(), VectorError> {
