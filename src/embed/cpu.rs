@@ -93,7 +93,9 @@ impl SharedMut {
 impl CpuBert {
     /// The last hidden state of every real token, texts one after another:
     /// `(sum of lengths, hidden)` row-major.
-    pub fn forward(&self, texts: &[Tokens<'_>]) -> Vec<f32> {
+    /// `between_layers` runs before each layer (the embedder's questions-first
+    /// gate: a long pass waits there while a question is embedded).
+    pub fn forward(&self, texts: &[Tokens<'_>], between_layers: &dyn Fn()) -> Vec<f32> {
         let h = self.hidden;
         let offsets: Vec<usize> = texts
             .iter()
@@ -128,6 +130,7 @@ impl CpuBert {
         let mut tmp = vec![0f32; n * h];
         let mut inner = vec![0f32; n * intermediate];
         for layer in &self.layers {
+            between_layers();
             linear(&mut qkv, &x, &layer.qkv, None, threads);
             self.attention(&qkv, &mut context, texts, &offsets);
             linear(&mut tmp, &context, &layer.attention_out, Some(&x), threads);

@@ -348,6 +348,47 @@ pub struct Embedder {
     precision: Precision,
     /// The token that pads a batch for the tensor encoder (the CPU one packs instead).
     pad_id: u32,
+    /// Questions first: see [`Embedder::embed_question`].
+    gate: Gate,
+}
+
+/// Questions before bulk work. A bulk forward pass (an indexing step, which
+/// may take a second or more on a CPU) gives way between layers (on a GPU,
+/// between batches) while a question is being embedded or waits to be, so a
+/// question waits for at most one layer of it, and then runs with the cores
+/// to itself.
+#[derive(Default)]
+struct Gate {
+    urgent: std::sync::Mutex<usize>,
+    clear: std::sync::Condvar,
+}
+
+impl Gate {
+    /// Marks a question as waiting or running until the guard drops.
+    fn urgent(&self) -> Urgent<'_> {
+        *self.urgent.lock().unwrap() += 1;
+        Urgent(self)
+    }
+
+    /// Waits while questions are waiting or running.
+    fn give_way(&self) {
+        let mut urgent = self.urgent.lock().unwrap();
+        while *urgent > 0 {
+            urgent = self.clear.wait(urgent).unwrap();
+        }
+    }
+}
+
+struct Urgent<'a>(&'a Gate);
+
+impl Drop for Urgent<'_> {
+    fn drop(&mut self) {
+        let mut urgent = self.0.urgent.lock().unwrap();
+        *urgent -= 1;
+        if *urgent == 0 {
+            self.0.clear.notify_all();
+        }
+    }
 }
 
 enum Encoder {
@@ -403,7 +444,7 @@ impl Embedder {
             _ => Encoder::Tensor(model),
         };
         let (tokenizer, counter, pad_id) = tokenizers(&info.dir, info.max_tokens)?;
-        Ok(Embedder { info, encoder, tokenizer, counter, device, precision, pad_id })
+        Ok(Embedder { info, encoder, tokenizer, counter, device, precision, pad_id, gate: Gate::default() })
     }
 
     pub fn device(&self) -> &Device {
@@ -445,6 +486,15 @@ impl Embedder {
         self.embed_counted(texts, batch_texts, &AtomicUsize::new(0))
     }
 
+    /// One question's vector, before any bulk work: a long pass of
+    /// [`Embedder::embed`] running beside it (an indexing step) pauses at its
+    /// next layer until this is done, so a question never queues behind one.
+    pub fn embed_question(&self, text: &str) -> Result<Vec<f32>, ModelError> {
+        let _first = self.gate.urgent();
+        let (mut vectors, _) = self.embed_with(&[text], 1, &AtomicUsize::new(0), &|| {})?;
+        Ok(vectors.remove(0))
+    }
+
     /// [`Embedder::embed`], adding to `done` the texts of each forward pass
     /// as it finishes (for a progress display while a large call runs).
     pub fn embed_counted(
@@ -453,10 +503,22 @@ impl Embedder {
         batch_texts: usize,
         done: &AtomicUsize,
     ) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
+        self.embed_with(texts, batch_texts, done, &|| self.gate.give_way())
+    }
+
+    /// Embeds `texts`, calling `give_way` between layers (CPU) or batches
+    /// (tensor path).
+    fn embed_with(
+        &self,
+        texts: &[&str],
+        batch_texts: usize,
+        done: &AtomicUsize,
+        give_way: &dyn Fn(),
+    ) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
         let batch_texts = batch_texts.max(1);
         match &self.encoder {
-            Encoder::Cpu(model) => self.embed_cpu(model, texts, batch_texts, done),
-            Encoder::Tensor(model) => self.embed_tensor(model, texts, batch_texts, done),
+            Encoder::Cpu(model) => self.embed_cpu(model, texts, batch_texts, done, give_way),
+            Encoder::Tensor(model) => self.embed_tensor(model, texts, batch_texts, done, give_way),
         }
     }
 
@@ -505,6 +567,7 @@ impl Embedder {
         texts: &[&str],
         batch_texts: usize,
         done: &AtomicUsize,
+        give_way: &dyn Fn(),
     ) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
         let budget = (BATCH_VALUES / model.hidden).max(self.info.max_tokens);
         let take = |lengths: &[usize]| {
@@ -519,15 +582,20 @@ impl Embedder {
                 })
                 .count()
         };
-        self.embed_sorted(texts, done, take, |batch| Ok(self.embed_packed(model, batch)))
+        self.embed_sorted(texts, done, take, |batch| Ok(self.embed_packed(model, batch, give_way)))
     }
 
     /// One packed batch through the CPU encoder, pooled and normalised.
-    fn embed_packed(&self, model: &cpu::CpuBert, encodings: &[&tokenizers::Encoding]) -> (Vec<Vec<f32>>, usize) {
+    fn embed_packed(
+        &self,
+        model: &cpu::CpuBert,
+        encodings: &[&tokenizers::Encoding],
+        give_way: &dyn Fn(),
+    ) -> (Vec<Vec<f32>>, usize) {
         let h = model.hidden;
         let inputs: Vec<cpu::Tokens<'_>> =
             encodings.iter().map(|e| cpu::Tokens { ids: e.get_ids(), type_ids: e.get_type_ids() }).collect();
-        let hidden = model.forward(&inputs);
+        let hidden = model.forward(&inputs, give_way);
         let mut out = Vec::with_capacity(inputs.len());
         let mut row = 0;
         for input in &inputs {
@@ -565,10 +633,14 @@ impl Embedder {
         texts: &[&str],
         batch_texts: usize,
         done: &AtomicUsize,
+        give_way: &dyn Fn(),
     ) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
         // Longest first: the first text of a batch sets its padded length.
         let take = |lengths: &[usize]| batch_texts.min(GPU_BATCH_TOKENS / lengths[0].max(1));
-        self.embed_sorted(texts, done, take, |batch| self.embed_padded(model, batch))
+        self.embed_sorted(texts, done, take, |batch| {
+            give_way();
+            self.embed_padded(model, batch)
+        })
     }
 
     /// One padded batch through the tensor forward.

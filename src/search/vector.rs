@@ -40,11 +40,11 @@ impl Searcher {
             if !by_model.contains_key(model) {
                 let embedder = self.embedder(guild, model).await?;
                 let text = question.to_owned();
-                let mut vectors = crate::blocking::run(move || embedder.embed(&[text.as_str()], 1))
+                // Before any indexing step running beside it (live indexing).
+                let vector = crate::blocking::run(move || embedder.embed_question(&text))
                     .await
-                    .map_err(|source| SearchError::Model { guild, model: model.to_owned(), source })?
-                    .0;
-                by_model.insert(model, vectors.remove(0));
+                    .map_err(|source| SearchError::Model { guild, model: model.to_owned(), source })?;
+                by_model.insert(model, vector);
             }
         }
         timings.embed_ms = ms(t);
