@@ -193,12 +193,17 @@ impl Drop for Harness {
 
 /// The real binary, pointed at the harness's fake server, archive and models.
 fn cli(h: &Harness, args: &[&str]) -> std::process::Command {
+    cli_at(h, &h.data, args)
+}
+
+/// [`cli`] with another archive.
+fn cli_at(h: &Harness, data: &Path, args: &[&str]) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_discord-indexer"));
     c.env_remove("QDRANT_URL")
         .env("DISCORD_TOKEN", h.fake.token())
         .env("DISCORD_API_BASE", h.fake.base_url())
         .env("DISCORD_INDEXER_MODELS_DIR", &h.models)
-        .args(["--data-dir", h.data.to_str().unwrap()])
+        .args(["--data-dir", data.to_str().unwrap()])
         .args(args);
     c
 }
@@ -211,9 +216,15 @@ struct BotProcess {
 
 impl BotProcess {
     fn spawn(h: &Harness, name: &str) -> BotProcess {
+        BotProcess::spawn_with(h, name, &[])
+    }
+
+    /// [`BotProcess::spawn`] with these environment variables.
+    fn spawn_with(h: &Harness, name: &str, env: &[(&str, &str)]) -> BotProcess {
         let (out, err) = (h.data.with_file_name(format!("{name}.out")), h.data.with_file_name(format!("{name}.err")));
         // Files, not pipes: nothing reads a pipe while the bot runs.
         let child = cli(h, &["bot"])
+            .envs(env.iter().copied())
             .stdout(std::fs::File::create(out).unwrap())
             .stderr(std::fs::File::create(&err).unwrap())
             .spawn()
@@ -268,8 +279,10 @@ fn options() -> BotOptions {
     BotOptions {
         progress_every: Duration::from_millis(100),
         ask_cooldown: Duration::ZERO,
-        // Tests run stage two on demand (/index), not on the timer.
+        // Tests run stage two on demand (/index), not on the timer, and not
+        // live (but the tests of live indexing).
         index_every: Duration::from_secs(3600),
+        live_delay: None,
         ..BotOptions::default()
     }
 }
@@ -525,6 +538,188 @@ async fn live_messages_reach_the_archive_and_then_search() {
     let (text, _) = h.command(h.ask(h.cast.plain, "quokka deployment runbook handbook"), is_answer).await;
     assert!(!text.contains("runbook moved"), "a deleted message is not found any more:\n{text}");
     h.stop_bot().await;
+}
+
+/// The value Discord sends for the choice `name` of a command's option, as
+/// the bot registered it.
+fn choice(h: &Harness, command: &str, option: &str, name: &str) -> serde_json::Value {
+    let commands = h.fake.registered_commands();
+    let cmd = commands
+        .iter()
+        .flat_map(|(_, c)| c.as_array().cloned().unwrap_or_default())
+        .find(|c| c["name"] == command)
+        .unwrap_or_else(|| panic!("/{command} is registered"));
+    let opt = cmd["options"].as_array().unwrap().iter().find(|o| o["name"] == option).unwrap().clone();
+    let found = opt["choices"].as_array().unwrap().iter().find(|c| c["name"] == name).map(|c| c["value"].clone());
+    found.unwrap_or_else(|| panic!("/{command} {option} offers {name}: {opt}"))
+}
+
+/// Asks (as `user`, in vector mode, within `channel`) until the answer
+/// satisfies `done`; the answer.
+async fn ask_until(
+    h: &Harness,
+    user: u64,
+    channel: u64,
+    question: &str,
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let started = Instant::now();
+    loop {
+        let ask = Invocation::dm(
+            user,
+            "ask",
+            &[
+                ("question", json!(question)),
+                ("channel", json!(channel.to_string())),
+                ("mode", choice(h, "ask", "mode", "vector")),
+            ],
+        );
+        let (text, _) = h.command(ask, is_answer).await;
+        if done(&text) {
+            return text;
+        }
+        assert!(started.elapsed() < PATIENCE, "timed out waiting for {what}; the last answer:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_indexing_finds_new_edited_and_deleted_messages_by_meaning_without_an_index_run() {
+    let mut h = Harness::new().await;
+    h.preload().await;
+    // The timer is an hour away and no /index is run: only live indexing can do it.
+    h.start_bot(BotOptions { live_delay: Some(Duration::from_millis(200)), ..options() }).await;
+    let general = h.channel("general");
+    let (status, _) =
+        h.command(Invocation::in_channel(h.cast.plain, general, "status", &[]), |t| t.contains("Live")).await;
+    assert!(status.contains("**Live indexing**: on"), "{status}");
+
+    // A new thread: its first message comes with the thread's load, the rest live.
+    let thread = h.fake.start_thread(general, h.cast.plain, "wombat logistics");
+    let first = h.fake.post_message(thread, h.cast.plain, "the wombat convoy leaves from dock seven at dawn");
+    let text = ask_until(&h, h.cast.plain, thread, "wombat convoy", "the new message, by vector search", |t| {
+        t.contains("dock seven")
+    })
+    .await;
+    assert!(text.contains("Results for"), "{text}");
+    h.fake.post_message(thread, h.cast.staff, "marmot supplies wait in hangar two");
+    ask_until(&h, h.cast.plain, thread, "marmot supplies", "a live reply", |t| t.contains("hangar two")).await;
+
+    // An edit replaces the text that vector search finds.
+    h.fake.edit_message(thread, first, "the wombat convoy now leaves from dock nine at noon");
+    ask_until(&h, h.cast.plain, thread, "wombat convoy", "the edit", |t| {
+        t.contains("dock nine") && !t.contains("dock seven")
+    })
+    .await;
+    // A deletion: no search mode finds the message any more; its neighbour stays.
+    h.fake.delete_message(thread, first);
+    let text =
+        ask_until(&h, h.cast.plain, thread, "wombat convoy dock", "the deletion", |t| !t.contains("dock nine")).await;
+    assert!(text.contains("hangar two"), "the rest of the thread is still found:\n{text}");
+    for mode in ["keyword", "hybrid"] {
+        let ask = Invocation::dm(
+            h.cast.plain,
+            "ask",
+            &[("question", json!("wombat convoy dock nine")), ("mode", choice(&h, "ask", "mode", mode))],
+        );
+        let (text, _) = h.command(ask, is_answer).await;
+        assert!(!text.contains("leaves from dock nine"), "{mode}: a deleted message is not found:\n{text}");
+    }
+
+    // A burst, and a command that needs the guild's slot meanwhile: a live
+    // run gives way to it rather than answering "busy".
+    for i in 0..150 {
+        h.fake.post_message(general, h.cast.staff, &format!("burst line {i} about the numbat rollout"));
+    }
+    let admin_index = Invocation::in_channel(h.cast.admin, general, "index", &[]);
+    h.command(admin_index, |t| t.starts_with("Index finished")).await;
+    let (status, _) =
+        h.command(Invocation::in_channel(h.cast.plain, general, "status", &[]), |t| t.contains("Live")).await;
+    assert!(status.contains("changes") && status.contains("runs"), "live indexing counts its work:\n{status}");
+
+    // Once the live runs are done, a full `index` finds nothing left to do.
+    let db = h.db();
+    wait_for("every burst line in SQLite", || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM messages WHERE content LIKE 'burst line %'", [], |r| r.get(0))
+            .unwrap();
+        (n == 150).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    loop {
+        let (text, _) = h
+            .command(Invocation::in_channel(h.cast.plain, general, "status", &[]), |t| {
+                t.to_lowercase().contains("running")
+            })
+            .await;
+        if text.contains("No job running") && !text.contains("not indexed yet") {
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "live indexing never caught up with the burst: {text}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    h.stop_bot().await;
+    let store = Store::open(&h.data).unwrap();
+    let embedder =
+        Arc::new(Embedder::load(ModelInfo::find(&h.models, "tiny").unwrap(), candle_core::Device::Cpu).unwrap());
+    let backend = Backend::new(&h.data, None, None).unwrap();
+    let s = index::index(&store, &backend, embedder, &IndexOptions::new(h.guild), &|_| {}, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!((s.embedded, s.deleted, s.repaired), (0, 0, 0), "live indexing left nothing undone: {s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bot_killed_during_a_live_index_run_resumes_exact() {
+    let h = Harness::new().await;
+    h.preload().await;
+    let general = h.channel("general");
+    // The first live run aborts the process right after storing its points,
+    // before the manifest records them: the worst moment.
+    let mut bot = BotProcess::spawn_with(&h, "crashing", &[("DISCORD_INDEXER_FAILPOINT", "index-after-upsert:1")]);
+    let db = h.db();
+    wait_for("the bot process registers its commands", || h.fake.registered_command_id("ask")).await;
+    for i in 0..20 {
+        h.fake.post_message(general, h.cast.plain, &format!("echidna survey note {i}: the burrows face north"));
+    }
+    let (code, stderr) = bot.exit_within(PATIENCE, "the crash at the failpoint").await;
+    assert_ne!(code, Some(0), "the bot crashed:\n{}", tail(&stderr));
+    assert!(stderr.contains("failpoint index-after-upsert:1"), "{}", tail(&stderr));
+
+    // A rerun of stage two ends with what an uninterrupted run stores.
+    let guild = h.guild.to_string();
+    let index = |data: &Path, rebuild: bool| -> serde_json::Value {
+        let mut args = vec!["index", "--guild", &guild, "--model", "tiny", "--json"];
+        if rebuild {
+            args.push("--rebuild");
+        }
+        let out = cli_at(&h, data, &args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // One summary per guild.
+        v.as_array().map_or(v.clone(), |a| a[0].clone())
+    };
+    let resumed = index(&h.data, false);
+    assert!(resumed["embedded"].as_u64().unwrap() > 0, "the rerun stored what the crash lost: {resumed}");
+    let fresh_dir = h.data.with_file_name("fresh");
+    std::fs::create_dir_all(&fresh_dir).unwrap();
+    let fresh_db = fresh_dir.join("archive.db");
+    rusqlite::Connection::open(&db).unwrap().execute("VACUUM INTO ?1", [fresh_db.to_str().unwrap()]).unwrap();
+    let fresh = index(&fresh_dir, true);
+    assert_eq!(resumed["points"], fresh["points"], "as many points as a fresh build: {resumed} {fresh}");
+    let manifest = |db: &Path| -> Vec<(i64, i64)> {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        let mut q =
+            conn.prepare("SELECT chunk_id, hash FROM index_chunks WHERE model = 'tiny' ORDER BY chunk_id").unwrap();
+        q.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let chunks = manifest(&db);
+    assert_eq!(chunks, manifest(&fresh_db), "the same chunks as a fresh build");
+    assert!(chunks.len() > 1, "chunks were compared");
+    assert_eq!(index(&h.data, false)["embedded"], 0, "and nothing is left to do");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

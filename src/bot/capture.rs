@@ -16,7 +16,8 @@
 //!   ([`super::schedule`]): events from before the session may be lost.
 //!
 //! Every write reports to [`super::checkpoints::Live`], which decides when a
-//! live message may move its channel's checkpoint.
+//! live message may move its channel's checkpoint, and each stored change to
+//! [`super::follow::Follow`], which brings the guild's index up to date.
 
 use std::sync::Arc;
 
@@ -107,7 +108,12 @@ async fn store_live(bot: &Arc<Bot>, guild: u64, mut value: Value, edit: bool) {
         })
         .await;
     match result {
-        Ok(stored) => bot.live.end_write(channel, stored),
+        Ok(stored) => {
+            if stored.is_ok() {
+                bot.follow.changed(guild, 1);
+            }
+            bot.live.end_write(channel, stored)
+        }
         Err(e) => {
             tracing::warn!(channel, error = %e, "a live message could not be stored; the next load fetches it");
             bot.live.end_write(channel, Err(()));
@@ -116,18 +122,22 @@ async fn store_live(bot: &Arc<Bot>, guild: u64, mut value: Value, edit: bool) {
 }
 
 async fn delete_live(bot: &Arc<Bot>, guild: u64, channel: u64, ids: Vec<u64>) {
+    let n = ids.len() as u64;
     let result = bot
         .store
         .call(move |store| {
-            if store.loaded_channel_guild(channel)? == Some(guild) {
-                store.delete_seen(guild, channel, &ids)?;
+            if store.loaded_channel_guild(channel)? != Some(guild) {
+                return Ok(false);
             }
-            Ok(())
+            store.delete_seen(guild, channel, &ids)?;
+            Ok(true)
         })
         .await;
-    if let Err(e) = result {
+    match result {
+        Ok(true) => bot.follow.changed(guild, n),
+        Ok(false) => {}
         // A missed delete leaves a message that Discord no longer has; the archive keeps it.
-        tracing::warn!(channel, error = %e, "a deletion could not be recorded");
+        Err(e) => tracing::warn!(channel, error = %e, "a deletion could not be recorded"),
     }
 }
 

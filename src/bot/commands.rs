@@ -94,7 +94,7 @@ pub async fn load(
 ) -> Result<(), Error> {
     let guild = guild_of(&ctx)?;
     let bot = ctx.data().clone();
-    let slot = match bot.jobs.start(guild, JobKind::Load) {
+    let slot = match bot.jobs.claim(guild, JobKind::Load).await {
         Ok(slot) => slot,
         Err(running) => return busy(ctx, &running).await,
     };
@@ -125,7 +125,10 @@ pub async fn load(
                 t.push_str(&format!(" {failed} channels did not finish: run /load again to continue."));
             }
             if let Ok(Some(model)) = bot.store.active_model(guild) {
-                t.push_str(&format!(" The index ({model}) catches up within minutes, or now with /index."));
+                t.push_str(&match bot.options.live_delay {
+                    Some(_) => format!(" The index ({model}) takes them in now."),
+                    None => format!(" The index ({model}) catches up within the hour, or now with /index."),
+                });
             } else {
                 t.push_str(" Next: /index to make it searchable.");
             }
@@ -194,7 +197,7 @@ async fn run_index(ctx: Context<'_>, guild: u64, model: String, kind: JobKind) -
         ctx.send(CreateReply::default().content(format!("Cannot use model {model}: {e}")).ephemeral(true)).await?;
         return Ok(());
     }
-    let slot = match bot.jobs.start(guild, kind) {
+    let slot = match bot.jobs.claim(guild, kind).await {
         Ok(slot) => slot,
         Err(running) => return busy(ctx, &running).await,
     };
@@ -282,6 +285,7 @@ pub async fn status(ctx: Context<'_>) -> Result<(), Error> {
             }
         }
     }
+    lines.push(live_line(bot.options.live_delay, bot.follow.stats(guild), bot.follow.unindexed(guild)));
     match bot.jobs.get(guild) {
         Some(job) => {
             let status = job.status();
@@ -298,6 +302,52 @@ pub async fn status(ctx: Context<'_>) -> Result<(), Error> {
     Ok(())
 }
 
+/// `/status`'s line on live indexing.
+fn live_line(delay: Option<std::time::Duration>, s: super::follow::LiveStats, unindexed: u64) -> String {
+    let Some(delay) = delay else {
+        return "**Live indexing**: off: the index takes live changes at the next /index.".to_owned();
+    };
+    let mut line = format!("**Live indexing**: on, within about {} of a change", human_duration(delay));
+    if s.changes > 0 {
+        line.push_str(&format!(
+            "; since the bot started: {} changes, {} runs ({:.1}s in all), {} chunks embedded ({} tokens a change), \
+             {} points removed",
+            s.changes,
+            s.runs,
+            s.run_seconds,
+            s.chunks,
+            s.tokens / s.changes.max(1),
+            s.deleted
+        ));
+    }
+    if unindexed > 0 {
+        line.push_str(&format!("; {unindexed} changes not indexed yet"));
+    }
+    line.push('.');
+    line
+}
+
+/// `/ask`'s `mode` option: the search modes, as a menu.
+#[derive(Debug, Clone, Copy, poise::ChoiceParameter)]
+pub enum AskMode {
+    #[name = "hybrid"]
+    Hybrid,
+    #[name = "vector"]
+    Vector,
+    #[name = "keyword"]
+    Keyword,
+}
+
+impl From<AskMode> for Mode {
+    fn from(m: AskMode) -> Mode {
+        match m {
+            AskMode::Hybrid => Mode::Hybrid,
+            AskMode::Vector => Mode::Vector,
+            AskMode::Keyword => Mode::Keyword,
+        }
+    }
+}
+
 const NOTHING_MATCHES: &str = "Nothing you can read matches that.";
 
 /// Search the servers you share with the bot; you only see what you may read there.
@@ -312,6 +362,7 @@ pub async fn ask(
     #[description = "Only messages from this date on (2024-05-01)"] after: Option<String>,
     #[description = "Only messages before this date (2024-05-01)"] before: Option<String>,
     #[description = "Also write a short answer from the results, citing them"] answer: Option<bool>,
+    #[description = "How to search: both ways (default), by meaning only, or by words only"] mode: Option<AskMode>,
 ) -> Result<(), Error> {
     let bot = ctx.data().clone();
     ctx.defer().await?;
@@ -369,7 +420,7 @@ pub async fn ask(
         guilds,
         viewer: Viewer::User(ctx.author().id.get()),
         limit: bot.options.ask_results,
-        mode: Mode::Hybrid,
+        mode: mode.map_or(Mode::Hybrid, Mode::from),
         filters,
     };
     let found = match bot.searcher.ask(&query).await {

@@ -15,6 +15,8 @@ use serenity::all::{
     ChannelId, CommandInteraction, CreateMessage, EditInteractionResponse, EditMessage, Http, MessageId,
 };
 
+use tokio_util::sync::CancellationToken;
+
 use super::format::redact;
 use super::Bot;
 use crate::index::{IndexEvent, IndexSummary};
@@ -28,6 +30,9 @@ pub enum JobKind {
     Reindex,
     CatchUp,
     NewChannels,
+    /// Stage two following live changes ([`super::follow`]): gives way to
+    /// any other job ([`Jobs::claim`]).
+    Live,
 }
 
 impl JobKind {
@@ -38,6 +43,7 @@ impl JobKind {
             JobKind::Reindex => "a re-index",
             JobKind::CatchUp => "a catch-up load",
             JobKind::NewChannels => "a load of new channels",
+            JobKind::Live => "live indexing",
         }
     }
 }
@@ -48,6 +54,8 @@ pub struct JobInfo {
     pub kind: JobKind,
     pub started: Instant,
     status: Arc<Mutex<String>>,
+    /// Stops the job, for one that gives way to others.
+    pub stop: Option<CancellationToken>,
 }
 
 impl JobInfo {
@@ -86,16 +94,59 @@ impl JobSlot {
     }
 }
 
+/// How long [`Jobs::claim`] waits for a live run to stop (it stops at once
+/// while embedding, after the write in progress otherwise); within the 3
+/// seconds Discord gives a command to answer.
+const LIVE_GIVES_WAY: Duration = Duration::from_secs(2);
+
 impl Jobs {
     /// Takes the guild's slot, or says what already runs there.
     pub fn start(self: &Arc<Self>, guild: u64, kind: JobKind) -> Result<JobSlot, JobInfo> {
+        self.start_with(guild, kind, None)
+    }
+
+    /// [`Jobs::start`] for a job that others may stop ([`JobInfo::stop`]):
+    /// its token is a child of `parent`.
+    pub fn start_stoppable(
+        self: &Arc<Self>,
+        guild: u64,
+        kind: JobKind,
+        parent: &CancellationToken,
+    ) -> Result<JobSlot, JobInfo> {
+        self.start_with(guild, kind, Some(parent.child_token()))
+    }
+
+    fn start_with(
+        self: &Arc<Self>,
+        guild: u64,
+        kind: JobKind,
+        stop: Option<CancellationToken>,
+    ) -> Result<JobSlot, JobInfo> {
         let mut running = self.running.lock().unwrap();
         if let Some(existing) = running.get(&guild) {
             return Err(existing.clone());
         }
-        let info = JobInfo { kind, started: Instant::now(), status: Arc::default() };
+        let info = JobInfo { kind, started: Instant::now(), status: Arc::default(), stop };
         running.insert(guild, info.clone());
         Ok(JobSlot { jobs: self.clone(), guild, info })
+    }
+
+    /// Takes the guild's slot for a job someone asked for: a live run there
+    /// is stopped and waited for (its changes wait for the next run, or are
+    /// taken by this job); any other job is said.
+    pub async fn claim(self: &Arc<Self>, guild: u64, kind: JobKind) -> Result<JobSlot, JobInfo> {
+        let started = Instant::now();
+        loop {
+            match self.start(guild, kind) {
+                Err(info) if info.kind == JobKind::Live && started.elapsed() < LIVE_GIVES_WAY => {
+                    if let Some(stop) = &info.stop {
+                        stop.cancel();
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     pub fn get(&self, guild: u64) -> Option<JobInfo> {
@@ -178,7 +229,16 @@ pub async fn load(
         let rate = c.2 as f64 / started.elapsed().as_secs_f64().max(0.001);
         status(format!("{}/{} channels, {} new messages ({rate:.0}/s)", c.1, c.0, c.2));
     };
-    let mut summary = crate::load::load(&bot.client, &bot.store, &options, &on_event, &bot.shutdown).await?;
+    let result = crate::load::load(&bot.client, &bot.store, &options, &on_event, &bot.shutdown).await;
+    // What the load stored, the active index takes next (live indexing).
+    let stored = match &result {
+        Ok(s) => s.new + s.updated,
+        Err(_) => counts.lock().unwrap().2,
+    };
+    if stored > 0 {
+        bot.follow.changed(guild, stored);
+    }
+    let mut summary = result?;
     // Then the attachment files, as the CLI fetches them.
     let on_files = |done: u64, total: u64| status(format!("attachment files: {done}/{total}"));
     crate::load::fetch_files(&bot.client, &bot.store, &mut summary, &bot.settings.load.files, &on_files, &bot.shutdown)
@@ -195,6 +255,18 @@ pub async fn index(
     model: &str,
     activate: bool,
     status: &(dyn Fn(String) + Send + Sync),
+) -> anyhow::Result<IndexSummary> {
+    index_until(bot, guild, model, activate, status, &bot.shutdown).await
+}
+
+/// [`index`], stopped by `stop` (a child of the bot's shutdown, or it).
+pub async fn index_until(
+    bot: &Bot,
+    guild: u64,
+    model: &str,
+    activate: bool,
+    status: &(dyn Fn(String) + Send + Sync),
+    stop: &CancellationToken,
 ) -> anyhow::Result<IndexSummary> {
     // The searcher's copy: one model in memory for questions and indexing.
     let embedder = bot.searcher.model(model).await?;
@@ -225,7 +297,7 @@ pub async fn index(
     };
     // The searcher's open collections are the same shards (one per directory
     // per process), so it sees the new points without reopening.
-    Ok(crate::index::index(&bot.store, &bot.backend, embedder, &options, &on_event, &bot.shutdown).await?)
+    Ok(crate::index::index(&bot.store, &bot.backend, embedder, &options, &on_event, stop).await?)
 }
 
 /// Runs a job in the background, holding the guild's slot: `run` to
@@ -289,5 +361,25 @@ mod tests {
         drop(slot);
         assert!(jobs.get(1).is_none());
         assert!(jobs.start(1, JobKind::Index).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_claim_stops_a_live_run_and_waits_for_its_slot_but_not_for_other_jobs() {
+        let jobs = Arc::new(Jobs::default());
+        let shutdown = CancellationToken::new();
+        let live = jobs.start_stoppable(1, JobKind::Live, &shutdown).unwrap();
+        let stop = live.info.stop.clone().unwrap();
+        // The live run notices its stop and lets go of the slot.
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            drop(live);
+        });
+        let slot = jobs.claim(1, JobKind::Reindex).await.expect("the live run gives way");
+        assert_eq!(jobs.get(1).unwrap().kind, JobKind::Reindex);
+        assert!(!shutdown.is_cancelled(), "only the live run was stopped");
+
+        let Err(busy) = jobs.claim(1, JobKind::Load).await else { panic!("a command's job was taken over") };
+        assert_eq!(busy.kind, JobKind::Reindex);
+        drop(slot);
     }
 }

@@ -14,6 +14,8 @@
 //!   channel's checkpoint.
 //! - [`schedule`]: what the bot runs on its own: the catch-up when a gateway
 //!   session begins, loads of new channels, and the timers.
+//! - [`follow`]: live indexing: stage two following live changes within
+//!   seconds.
 //!
 //! The bot holds one [`Store`], one [`Searcher`] (models and collections stay
 //! open between questions), one rate-limited [`Client`] for loads, and the
@@ -26,6 +28,7 @@ pub mod answers;
 pub mod capture;
 pub mod checkpoints;
 pub mod commands;
+pub mod follow;
 pub mod format;
 pub mod jobs;
 pub mod schedule;
@@ -54,8 +57,12 @@ pub struct BotOptions {
     /// Register the commands in this guild only (instant; global registration
     /// can take a while to reach every client).
     pub dev_guild: Option<u64>,
-    /// How often stage two catches up with live changes for guilds that have an active index.
+    /// How often stage two catches up with every change for guilds that
+    /// have an active index (a safety net under live indexing).
     pub index_every: Duration,
+    /// How long after a live change its guild's active index takes it
+    /// ([`follow`]); None: live changes wait for the timer or `/index`.
+    pub live_delay: Option<Duration>,
     /// How often a progress message is edited.
     pub progress_every: Duration,
     /// Per-user wait between two `/ask`s.
@@ -73,7 +80,8 @@ impl Default for BotOptions {
     fn default() -> Self {
         BotOptions {
             dev_guild: None,
-            index_every: Duration::from_secs(300),
+            index_every: Duration::from_secs(3600),
+            live_delay: Some(Duration::from_secs(1)),
             progress_every: Duration::from_secs(5),
             ask_cooldown: Duration::from_secs(5),
             // A margin under Discord's 15 minutes.
@@ -96,6 +104,8 @@ pub struct Bot {
     /// The chat model for `/ask`'s answers, and their line.
     pub answers: Arc<Answers>,
     pub live: Live,
+    /// Live changes waiting for stage two, and what live indexing did.
+    pub follow: follow::Follow,
     pub shutdown: CancellationToken,
     /// The bot's own user id, once the gateway said it.
     pub me: Mutex<Option<u64>>,
@@ -161,6 +171,7 @@ pub async fn run(settings: Settings, options: BotOptions, shutdown: Cancellation
         jobs: Arc::default(),
         answers,
         live: Live::default(),
+        follow: Default::default(),
         shutdown: shutdown.clone(),
         me: Mutex::new(Some(me.id)),
     });
@@ -192,6 +203,7 @@ pub async fn run(settings: Settings, options: BotOptions, shutdown: Cancellation
                     ),
                 }
                 schedule::start_background(data.clone());
+                follow::start(data.clone());
                 Ok(data)
             })
         })

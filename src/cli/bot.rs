@@ -7,7 +7,8 @@ use crate::bot::{self, BotOptions};
 use crate::config::Settings;
 
 /// Run the bot: slash commands for loads, indexes and status in servers,
-/// `/ask` in DMs, and live capture of new, edited and deleted messages.
+/// `/ask` in DMs, and live capture of new, edited and deleted messages,
+/// which the active index follows within seconds.
 ///
 /// Token from DISCORD_TOKEN, API base from DISCORD_API_BASE (as for `load`).
 #[derive(Debug, clap::Args)]
@@ -16,9 +17,15 @@ pub struct Args {
     /// Without it they are registered globally.
     #[arg(long, value_name = "ID", value_parser = super::discord_id)]
     pub dev_guild: Option<u64>,
-    /// Seconds between stage-two catch-ups of guilds with an active index.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    /// Seconds between stage-two catch-ups of guilds with an active index
+    /// (a safety net: live indexing follows changes within seconds).
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
     pub index_every: u64,
+    /// Milliseconds from a live change (a message posted, edited or deleted)
+    /// to the run of stage two that indexes it (64 changes start one at
+    /// once); 0 turns live indexing off, leaving the timer and /index.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub live_delay: u64,
     /// Seconds between edits of a job's progress message.
     #[arg(long, value_name = "SECS", default_value_t = 5)]
     pub progress_every: u64,
@@ -31,6 +38,7 @@ pub async fn run(args: Args, settings: &Settings) -> anyhow::Result<u8> {
     let options = BotOptions {
         dev_guild: args.dev_guild,
         index_every: Duration::from_secs(args.index_every.max(1)),
+        live_delay: (args.live_delay > 0).then(|| Duration::from_millis(args.live_delay)),
         progress_every: Duration::from_secs(args.progress_every.max(1)),
         ask_cooldown: Duration::from_secs(args.ask_cooldown),
         ..BotOptions::default()

@@ -322,7 +322,8 @@ impl FakeDiscord {
 
     /// What was sent under one interaction token, in order.
     pub fn replies(&self, token: &str) -> Vec<super::Sent> {
-        self.sent().into_iter().filter(|s| s.token.as_deref() == Some(token)).collect()
+        let outbox = self.state.outbox.lock().unwrap();
+        outbox.sent.iter().filter(|s| s.token.as_deref() == Some(token)).cloned().collect()
     }
 
     /// Forgets every gateway session: the next RESUME gets INVALID_SESSION and
