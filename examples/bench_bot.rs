@@ -10,17 +10,12 @@
 //! `cargo run --release --example bench_bot -- MODELS_DIR [MESSAGES] [BURST] [ASKS]`
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "common/bot_bench.rs"]
+mod bot_bench;
+
 use discord_indexer::bot::{self, BotOptions};
-use discord_indexer::config::Settings;
-use discord_indexer::discord::{Client, ClientOptions, Token};
-use discord_indexer::embed::{device, Embedder, ModelInfo};
-use discord_indexer::index::{self, IndexOptions};
-use discord_indexer::load::{self, LoadOptions};
-use discord_indexer::store::Store;
-use discord_indexer::vector::Backend;
 use fake_discord::{FakeDiscord, Invocation, Limits, World, WorldSpec};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -67,40 +62,19 @@ async fn main() -> anyhow::Result<()> {
     let limits =
         Limits { per_route: 5, window: Duration::from_millis(50), global_per_second: 1000, archived_page_size: 100 };
     let fake = FakeDiscord::start(world, limits).await?;
-    let guild = fake.world().guilds[0].id;
     let general = fake.world().guilds[0].channel_named("general").id;
-    // Not a temporary directory: the bot's collections are flushed as the
-    // runtime shuts down, after `main` returns.
     let dir = Path::new("target/bench-bot");
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir)?;
-    let data = dir.join("data");
-    let db = data.join("archive.db");
-
-    // Stage one and two before the bot, as an operator would.
-    let store = Store::open(&data)?;
-    let client = Client::new(ClientOptions::new(fake.base_url(), Token::new(fake.token())))?;
-    let options = LoadOptions { guilds: vec![guild], channels: vec![], concurrency: 8 };
-    let loaded = load::load(&client, &store, &options, &|_| {}, &CancellationToken::new()).await?;
-    let info = ModelInfo::find(&models, MODEL)?;
-    let embedder = Arc::new(tokio::task::spawn_blocking(move || Embedder::load(info, device())).await??);
-    let mut index_options = IndexOptions::new(guild);
-    index_options.activate = true;
-    let backend = Backend::new(&data, None, None)?;
-    let built = Instant::now();
-    let summary = index::index(&store, &backend, embedder, &index_options, &|_| {}, &CancellationToken::new()).await?;
-    eprintln!("indexed {} chunks in {:.1}s", summary.chunks, built.elapsed().as_secs_f64());
-    drop((store, backend));
-
-    let config = dir.join("empty.toml");
-    std::fs::write(&config, "")?;
-    let mut settings = Settings::resolve(Some(&config), Some(data.clone()), None)?;
-    settings.token = Some(Token::new(fake.token()));
-    settings.api_base = fake.base_url();
-    settings.index.models_dir = models.clone();
-    settings.index.model = MODEL.into();
-    let bot_options =
-        BotOptions { ask_cooldown: Duration::ZERO, index_every: Duration::from_secs(3600), ..BotOptions::default() };
+    let db = dir.join("data/archive.db");
+    let prepared = bot_bench::prepare(&fake, dir, &models, MODEL).await?;
+    eprintln!("indexed {} chunks in {:.1}s", prepared.chunks, prepared.index_seconds);
+    let settings = prepared.settings;
+    // Live capture alone (live indexing: bench_live).
+    let bot_options = BotOptions {
+        ask_cooldown: Duration::ZERO,
+        index_every: Duration::from_secs(3600),
+        live_delay: None,
+        ..BotOptions::default()
+    };
     let stop = CancellationToken::new();
     let task = tokio::spawn(bot::run(settings, bot_options, stop.clone()));
     until(Duration::from_secs(120), || fake.registered_command_id("ask").is_some()).await;
@@ -157,7 +131,7 @@ async fn main() -> anyhow::Result<()> {
         "{}",
         json!({
             "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            "archive_messages": loaded.new,
+            "archive_messages": prepared.messages,
             "capture": percentiles(latencies),
             "burst": {"messages": burst, "stored": burst_stored, "seconds": burst_secs,
                       "per_second": burst_stored as f64 / burst_secs},

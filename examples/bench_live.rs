@@ -30,17 +30,12 @@
 //! words, which a semantic model cannot tell apart well.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "common/bot_bench.rs"]
+mod bot_bench;
+
 use discord_indexer::bot::{self, BotOptions};
-use discord_indexer::config::Settings;
-use discord_indexer::discord::{Client, ClientOptions, Token};
-use discord_indexer::embed::{device, Embedder, ModelInfo};
-use discord_indexer::index::{self, IndexOptions};
-use discord_indexer::load::{self, LoadOptions};
-use discord_indexer::store::Store;
-use discord_indexer::vector::Backend;
 use fake_discord::{FakeDiscord, Invocation, Limits, World, WorldSpec};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -164,35 +159,14 @@ async fn main() -> anyhow::Result<()> {
     let limits =
         Limits { per_route: 50, window: Duration::from_millis(50), global_per_second: 5000, archived_page_size: 100 };
     let fake = FakeDiscord::start(world, limits).await?;
-    let guild = fake.world().guilds[0].id;
     let channels: Vec<u64> =
         ["general", "help", "dev-0"].iter().map(|n| fake.world().guilds[0].channel_named(n).id).collect();
-    let dir = Path::new("target/bench-live");
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir)?;
-    let data = dir.join("data");
-
-    // Stage one and two before the bot, as an operator would.
-    let store = Store::open(&data)?;
-    let client = Client::new(ClientOptions::new(fake.base_url(), Token::new(fake.token())))?;
-    let options = LoadOptions { guilds: vec![guild], channels: vec![], concurrency: 8 };
-    let loaded = load::load(&client, &store, &options, &|_| {}, &CancellationToken::new()).await?;
-    let info = ModelInfo::find(&models, MODEL)?;
-    let embedder = Arc::new(tokio::task::spawn_blocking(move || Embedder::load(info, device())).await??);
-    let mut index_options = IndexOptions::new(guild);
-    index_options.activate = true;
-    let backend = Backend::new(&data, None, None)?;
-    let summary = index::index(&store, &backend, embedder, &index_options, &|_| {}, &CancellationToken::new()).await?;
-    eprintln!("archive: {} messages, {} chunks indexed", loaded.new, summary.chunks);
-    drop((store, backend));
-
-    let config = dir.join("empty.toml");
-    std::fs::write(&config, "")?;
-    let mut settings = Settings::resolve(Some(&config), Some(data.clone()), None)?;
-    settings.token = Some(Token::new(fake.token()));
-    settings.api_base = fake.base_url();
-    settings.index.models_dir = models.clone();
-    settings.index.model = MODEL.into();
+    let prepared = bot_bench::prepare(&fake, Path::new("target/bench-live"), &models, MODEL).await?;
+    eprintln!(
+        "archive: {} messages, {} chunks indexed in {:.1}s",
+        prepared.messages, prepared.chunks, prepared.index_seconds
+    );
+    let settings = prepared.settings;
     let bot_options = BotOptions { ask_cooldown: Duration::ZERO, ..BotOptions::default() };
     let live_delay = bot_options.live_delay;
     let stop = CancellationToken::new();
@@ -357,7 +331,7 @@ async fn main() -> anyhow::Result<()> {
             "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             "model": MODEL,
             "live_delay_ms": live_delay.map(|d| d.as_millis() as u64),
-            "archive_messages": loaded.new,
+            "archive_messages": prepared.messages,
             "rate_per_s": rate,
             "steady": {"messages": steady_n, "latency": percentiles(steady_latency), "polls": steady_asks,
                        "ask": percentiles(steady_ask_ms.iter().map(|m| m / 1000.0).collect())},
