@@ -673,6 +673,45 @@ async fn live_indexing_finds_new_edited_and_deleted_messages_by_meaning_without_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_channel_made_private_is_hidden_from_the_next_ask_not_after_the_permissions_age() {
+    let mut h = Harness::indexed_with_bot().await;
+    let general = h.channel("general");
+    let id = h.fake.post_message(general, h.cast.staff, "the narwhal budget spreadsheet lives on the shared drive");
+    wait_for("the message in SQLite", || message_row(&h.db(), id)).await;
+    h.command(Invocation::in_channel(h.cast.admin, general, "index", &[]), |t| t.starts_with("Index finished")).await;
+    let keyword = |h: &Harness| {
+        Invocation::dm(
+            h.cast.plain,
+            "ask",
+            &[("question", json!("narwhal budget spreadsheet")), ("mode", choice(h, "ask", "mode", "keyword"))],
+        )
+    };
+    let (text, _) = h.command(keyword(&h), is_answer).await;
+    assert!(text.contains("shared drive"), "a member reads #general:\n{text}");
+
+    // Someone hides #general from @everyone. The stored permissions are a
+    // minute old, well within the allowed age (10 minutes): without the
+    // event, search would still use them.
+    let everyone = discord_indexer::permissions::Overwrite {
+        id: h.guild,
+        kind: discord_indexer::permissions::OverwriteKind::Role,
+        allow: 0,
+        deny: discord_indexer::permissions::VIEW_CHANNEL,
+    };
+    h.fake.set_overwrites(general, vec![everyone]);
+    let started = Instant::now();
+    loop {
+        let (text, _) = h.command(keyword(&h), is_answer).await;
+        if !text.contains("shared drive") {
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "#general is still shown after it was made private:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.stop_bot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_bot_killed_during_a_live_index_run_resumes_exact() {
     let h = Harness::new().await;
     h.preload().await;

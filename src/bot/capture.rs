@@ -12,6 +12,9 @@
 //! - THREAD_CREATE and CHANNEL_CREATE in a loaded guild queue the new channel
 //!   for a load ([`super::schedule`]), which picks it up with its first
 //!   messages.
+//! - CHANNEL_UPDATE, GUILD_ROLE_UPDATE and GUILD_ROLE_DELETE (overwrites or
+//!   roles changed) make the next search read the guild's permissions from
+//!   Discord again, instead of using stored ones younger than the allowed age.
 //! - READY (a new gateway session, not RESUMED) starts the catch-up
 //!   ([`super::schedule`]): events from before the session may be lost.
 //!
@@ -61,6 +64,11 @@ pub async fn on_event(_ctx: &serenity::all::Context, event: &FullEvent, bot: &Ar
             let ids = multiple_deleted_messages_ids.iter().map(|m| m.get()).collect();
             delete_live(bot, guild.get(), channel_id.get(), ids).await;
         }
+        // Who may read what changed: search reads the guild's roles and
+        // overwrites from Discord again before it shows anything.
+        FullEvent::ChannelUpdate { new, .. } => permissions_changed(bot, new.guild_id.get()).await,
+        FullEvent::GuildRoleUpdate { new, .. } => permissions_changed(bot, new.guild_id.get()).await,
+        FullEvent::GuildRoleDelete { guild_id, .. } => permissions_changed(bot, guild_id.get()).await,
         FullEvent::ThreadCreate { thread } => {
             new_channel(bot, thread.guild_id.get(), thread.id.get(), u8::from(thread.kind)).await
         }
@@ -138,6 +146,13 @@ async fn delete_live(bot: &Arc<Bot>, guild: u64, channel: u64, ids: Vec<u64>) {
         Ok(false) => {}
         // A missed delete leaves a message that Discord no longer has; the archive keeps it.
         Err(e) => tracing::warn!(channel, error = %e, "a deletion could not be recorded"),
+    }
+}
+
+async fn permissions_changed(bot: &Arc<Bot>, guild: u64) {
+    if let Err(e) = bot.store.call(move |s| s.permissions_changed(guild)).await {
+        // Then the stored permissions stay in use until they are older than allowed.
+        tracing::warn!(guild, error = %e, "a permission change could not be recorded");
     }
 }
 

@@ -78,6 +78,14 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets when a guild's permissions were last read from Discord (a
+    /// channel's overwrites or a role changed), so that the next search
+    /// reads them again before it shows anything.
+    pub fn permissions_changed(&self, guild: u64) -> Result<(), StoreError> {
+        self.conn()?.execute("DELETE FROM permission_syncs WHERE guild_id = ?1", [id(guild)])?;
+        Ok(())
+    }
+
     /// The stored roles, owner and channel overwrites of a guild; None if the guild is unknown.
     pub fn guild_access(&self, guild: u64) -> Result<Option<GuildAccess>, StoreError> {
         let conn = self.conn()?;

@@ -283,6 +283,23 @@ impl FakeDiscord {
         self.dispatch("MESSAGE_UPDATE", event);
     }
 
+    /// Replaces a channel's permission overwrites and sends CHANNEL_UPDATE, as
+    /// Discord does when someone edits them.
+    pub fn set_overwrites(&self, channel: u64, overwrites: Vec<discord_indexer::permissions::Overwrite>) {
+        let event = {
+            let mut world = self.world();
+            let guild = world
+                .guilds
+                .iter_mut()
+                .find(|g| g.channels.iter().any(|c| c.id == channel))
+                .expect("a channel of the fake world");
+            guild.channels.iter_mut().find(|c| c.id == channel).expect("the channel").overwrites = overwrites;
+            let c = guild.channels.iter().find(|c| c.id == channel).expect("the channel");
+            channel_json(guild, c)
+        };
+        self.dispatch("CHANNEL_UPDATE", event);
+    }
+
     pub fn delete_message(&self, channel: u64, id: u64) {
         let event = self.world().delete(channel, id);
         self.dispatch("MESSAGE_DELETE", event);
