@@ -17,8 +17,8 @@
 //! A live run holds the guild's job slot like any job, but gives it up when a
 //! command asks for it ([`super::jobs::Jobs::claim`]): the run stops between
 //! steps, and its changes wait for the next run. Questions are not held up
-//! by a run: the embedder serves a question's forward pass before the next
-//! step of a bulk run ([`crate::embed::Embedder::embed`]).
+//! by a run: a bulk forward pass pauses before its next layer while a
+//! question is embedded ([`crate::embed::Embedder::embed_question`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -52,8 +52,6 @@ pub struct LiveStats {
     pub runs: u64,
     /// Changes reported by live capture.
     pub changes: u64,
-    /// Messages read again by runs (those of the chunks they re-embedded).
-    pub messages: u64,
     /// Chunks embedded, and their tokens.
     pub chunks: u64,
     pub tokens: u64,
@@ -190,7 +188,6 @@ async fn run(bot: &Arc<Bot>, guild: u64, taken: Pending) {
             let mut stats = bot.follow.stats.lock().unwrap();
             let stats = stats.entry(guild).or_default();
             stats.runs += 1;
-            stats.messages += s.messages;
             stats.chunks += s.embedded;
             stats.tokens += s.tokens;
             stats.deleted += s.deleted;
