@@ -28,7 +28,7 @@ use crate::util::*;
 const PATIENCE: Duration = Duration::from_secs(90);
 
 struct Harness {
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
     data: PathBuf,
     models: PathBuf,
     fake: FakeDiscord,
@@ -36,6 +36,20 @@ struct Harness {
     cast: AccessCast,
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Drop for Harness {
+    /// A test that fails leaves the bot running until its runtime ends:
+    /// keep the data directory for it (and for whoever reads the failure),
+    /// so that its store still has a disk to flush to.
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if self.task.is_some() && std::thread::panicking() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("the bot was still running; its data is kept in {}", dir.keep().display());
+            }
+        }
+    }
 }
 
 /// A world with the permission matrix and a staff-only secret, served by the fake server.
@@ -57,7 +71,7 @@ impl Harness {
         tiny::write(&models.join("tiny"), &TinySpec::default()).unwrap();
         tiny::write(&models.join("tiny-b"), &TinySpec { seed: 11, ..TinySpec::default() }).unwrap();
         let guild = guild_id(&fake);
-        Harness { _dir: dir, data, models, fake, guild, cast, stop: CancellationToken::new(), task: None }
+        Harness { dir: Some(dir), data, models, fake, guild, cast, stop: CancellationToken::new(), task: None }
     }
 
     /// A loaded and indexed archive with the bot running on the default test options.
@@ -182,12 +196,6 @@ impl Harness {
 
     fn ask(&self, user: u64, question: &str) -> Invocation {
         Invocation::dm(user, "ask", &[("question", json!(question))])
-    }
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 

@@ -71,18 +71,56 @@ fn interaction(ctx: &Context<'_>) -> anyhow::Result<serenity::all::CommandIntera
 
 /// Says what already runs in this guild instead of starting twice.
 async fn busy(ctx: Context<'_>, running: &jobs::JobInfo) -> Result<(), Error> {
+    ctx.send(CreateReply::default().content(busy_text(running)).ephemeral(true)).await?;
+    Ok(())
+}
+
+fn busy_text(running: &jobs::JobInfo) -> String {
     let status = running.status();
-    ctx.send(
-        CreateReply::default()
-            .content(format!(
-                "{} of this server is already running (started {} ago{}). Try again when it has finished.",
-                capitalize(running.kind.describe()),
-                human_duration(running.started.elapsed()),
-                if status.is_empty() { String::new() } else { format!("; {status}") }
-            ))
-            .ephemeral(true),
+    format!(
+        "{} of this server is already running (started {} ago{}). Try again when it has finished.",
+        capitalize(running.kind.describe()),
+        human_duration(running.started.elapsed()),
+        if status.is_empty() { String::new() } else { format!("; {status}") }
     )
-    .await?;
+}
+
+/// Takes the guild's job slot for a command, or says what runs there
+/// (`None`). Live indexing gives way; when its run takes longer to stop
+/// than Discord waits for an answer, the answer says so first, and its
+/// handle comes back for [`announce`] to edit.
+async fn claim<'a>(
+    ctx: Context<'a>,
+    guild: u64,
+    kind: JobKind,
+) -> Result<Option<(jobs::JobSlot, Option<poise::ReplyHandle<'a>>)>, Error> {
+    let bot = ctx.data();
+    let running = match bot.jobs.claim(guild, kind, jobs::ANSWER_WITHIN).await {
+        Ok(slot) => return Ok(Some((slot, None))),
+        Err(running) => running,
+    };
+    if running.kind != JobKind::Live {
+        busy(ctx, &running).await?;
+        return Ok(None);
+    }
+    let waiting = ctx.say("Waiting for the live index run to stop…").await?;
+    match bot.jobs.claim(guild, kind, jobs::LIVE_STOPS_WITHIN).await {
+        Ok(slot) => Ok(Some((slot, Some(waiting)))),
+        Err(running) => {
+            waiting.edit(ctx, CreateReply::default().content(busy_text(&running))).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// A command's first answer: said, or edited into the answer [`claim`] gave.
+async fn announce(ctx: Context<'_>, answered: Option<poise::ReplyHandle<'_>>, text: String) -> Result<(), Error> {
+    match answered {
+        Some(reply) => reply.edit(ctx, CreateReply::default().content(text)).await?,
+        None => {
+            ctx.say(text).await?;
+        }
+    }
     Ok(())
 }
 
@@ -94,15 +132,12 @@ pub async fn load(
 ) -> Result<(), Error> {
     let guild = guild_of(&ctx)?;
     let bot = ctx.data().clone();
-    let slot = match bot.jobs.claim(guild, JobKind::Load).await {
-        Ok(slot) => slot,
-        Err(running) => return busy(ctx, &running).await,
-    };
+    let Some((slot, answered)) = claim(ctx, guild, JobKind::Load).await? else { return Ok(()) };
     let what = match channel {
         Some(c) => format!("<#{c}>"),
         None => "this server".to_owned(),
     };
-    ctx.say(format!("Loading {what}: listing channels…")).await?;
+    announce(ctx, answered, format!("Loading {what}: listing channels…")).await?;
     let progress = Progress::new(ctx.serenity_context().http.clone(), interaction(&ctx)?, bot.options.interaction_ttl);
     let session = bot.live.session();
     let channels: Vec<u64> = channel.map(|c| c.get()).into_iter().collect();
@@ -197,19 +232,16 @@ async fn run_index(ctx: Context<'_>, guild: u64, model: String, kind: JobKind) -
         ctx.send(CreateReply::default().content(format!("Cannot use model {model}: {e}")).ephemeral(true)).await?;
         return Ok(());
     }
-    let slot = match bot.jobs.claim(guild, kind).await {
-        Ok(slot) => slot,
-        Err(running) => return busy(ctx, &running).await,
-    };
+    let Some((slot, answered)) = claim(ctx, guild, kind).await? else { return Ok(()) };
     let previous = bot.store.call(move |s| s.active_model(guild)).await?;
     let activate = kind == JobKind::Reindex;
-    ctx.say(match (&previous, activate) {
+    let first = match (&previous, activate) {
         (Some(p), true) if *p != model => {
             format!("Building the index with {model} beside the active one ({p}); search switches when it is complete…")
         }
         _ => format!("Indexing with {model}…"),
-    })
-    .await?;
+    };
+    announce(ctx, answered, first).await?;
     let progress = Progress::new(ctx.serenity_context().http.clone(), interaction(&ctx)?, bot.options.interaction_ttl);
     let (b, m, info) = (bot.clone(), model.clone(), slot.info.clone());
     let run = async move { jobs::index(&b, guild, &m, activate, &|line| info.set_status(line)).await };

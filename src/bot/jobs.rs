@@ -15,6 +15,7 @@ use serenity::all::{
     ChannelId, CommandInteraction, CreateMessage, EditInteractionResponse, EditMessage, Http, MessageId,
 };
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::format::redact;
@@ -73,6 +74,11 @@ impl JobInfo {
 #[derive(Default)]
 pub struct Jobs {
     running: Mutex<HashMap<u64, JobInfo>>,
+    /// Guilds where a [`Jobs::claim`] waits for a live run to stop, and how
+    /// many: no new live run starts there meanwhile.
+    claiming: Mutex<HashMap<u64, (JobKind, usize)>>,
+    /// A slot was freed.
+    freed: Notify,
 }
 
 /// Holds a guild's job slot; frees it when dropped.
@@ -85,6 +91,25 @@ pub struct JobSlot {
 impl Drop for JobSlot {
     fn drop(&mut self) {
         self.jobs.running.lock().unwrap().remove(&self.guild);
+        self.jobs.freed.notify_waiters();
+    }
+}
+
+/// Marks a guild as claimed while a [`Jobs::claim`] waits.
+struct Claiming<'a> {
+    jobs: &'a Jobs,
+    guild: u64,
+}
+
+impl Drop for Claiming<'_> {
+    fn drop(&mut self) {
+        let mut claiming = self.jobs.claiming.lock().unwrap();
+        if let Some((_, n)) = claiming.get_mut(&self.guild) {
+            *n -= 1;
+            if *n == 0 {
+                claiming.remove(&self.guild);
+            }
+        }
     }
 }
 
@@ -94,10 +119,14 @@ impl JobSlot {
     }
 }
 
-/// How long [`Jobs::claim`] waits for a live run to stop (it stops at once
-/// while embedding, after the write in progress otherwise); within the 3
-/// seconds Discord gives a command to answer.
-const LIVE_GIVES_WAY: Duration = Duration::from_secs(2);
+/// How long a command waits for a live run to stop before it answers (it
+/// stops at once while embedding, after the write in progress otherwise):
+/// within the 3 seconds Discord gives a command to answer.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+
+/// How long anyone waits for a live run that was told to stop: it stops
+/// after the step in progress, so only a stuck store takes this long.
+pub const LIVE_STOPS_WITHIN: Duration = Duration::from_secs(300);
 
 impl Jobs {
     /// Takes the guild's slot, or says what already runs there.
@@ -126,23 +155,41 @@ impl Jobs {
         if let Some(existing) = running.get(&guild) {
             return Err(existing.clone());
         }
+        if kind == JobKind::Live {
+            if let Some(&(claimer, _)) = self.claiming.lock().unwrap().get(&guild) {
+                // A command waits for the slot: it comes first.
+                return Err(JobInfo { kind: claimer, started: Instant::now(), status: Arc::default(), stop: None });
+            }
+        }
         let info = JobInfo { kind, started: Instant::now(), status: Arc::default(), stop };
         running.insert(guild, info.clone());
         Ok(JobSlot { jobs: self.clone(), guild, info })
     }
 
     /// Takes the guild's slot for a job someone asked for: a live run there
-    /// is stopped and waited for (its changes wait for the next run, or are
-    /// taken by this job); any other job is said.
-    pub async fn claim(self: &Arc<Self>, guild: u64, kind: JobKind) -> Result<JobSlot, JobInfo> {
-        let started = Instant::now();
+    /// is stopped and waited for, up to `patience` (its changes wait for the
+    /// next run, or are taken by this job), and no new live run starts while
+    /// this waits; any other job is said at once. After `patience`, the live
+    /// run is said, and it stays told to stop.
+    pub async fn claim(self: &Arc<Self>, guild: u64, kind: JobKind, patience: Duration) -> Result<JobSlot, JobInfo> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let _claiming = {
+            let mut claiming = self.claiming.lock().unwrap();
+            claiming.entry(guild).or_insert((kind, 0)).1 += 1;
+            Claiming { jobs: self, guild }
+        };
         loop {
+            // Registered before the slot is tried, so that a slot freed in
+            // between still wakes this.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
             match self.start(guild, kind) {
-                Err(info) if info.kind == JobKind::Live && started.elapsed() < LIVE_GIVES_WAY => {
+                Err(info) if info.kind == JobKind::Live && tokio::time::Instant::now() < deadline => {
                     if let Some(stop) = &info.stop {
                         stop.cancel();
                     }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let _ = tokio::time::timeout_at(deadline, freed).await;
                 }
                 result => return result,
             }
@@ -374,12 +421,49 @@ mod tests {
             stop.cancelled().await;
             drop(live);
         });
-        let slot = jobs.claim(1, JobKind::Reindex).await.expect("the live run gives way");
+        let slot = jobs.claim(1, JobKind::Reindex, ANSWER_WITHIN).await.expect("the live run gives way");
         assert_eq!(jobs.get(1).unwrap().kind, JobKind::Reindex);
         assert!(!shutdown.is_cancelled(), "only the live run was stopped");
 
-        let Err(busy) = jobs.claim(1, JobKind::Load).await else { panic!("a command's job was taken over") };
+        let Err(busy) = jobs.claim(1, JobKind::Load, ANSWER_WITHIN).await else {
+            panic!("a command's job was taken over")
+        };
         assert_eq!(busy.kind, JobKind::Reindex);
         drop(slot);
+    }
+
+    #[tokio::test]
+    async fn no_live_run_starts_while_a_claim_waits_and_a_slow_stop_is_waited_for() {
+        let jobs = Arc::new(Jobs::default());
+        let shutdown = CancellationToken::new();
+        let live = jobs.start_stoppable(1, JobKind::Live, &shutdown).unwrap();
+        let stop = live.info.stop.clone().unwrap();
+        // A run that ends only well after it was told to stop (a long write).
+        let (seen, mut saw) = tokio::sync::oneshot::channel();
+        let blocked = jobs.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(live);
+            // The slot is free, but the claim waits for it: a new live run
+            // cannot take it first.
+            let again = blocked.start_stoppable(1, JobKind::Live, &CancellationToken::new()).map(|_| ());
+            let _ = seen.send(again.map_err(|i| i.kind));
+        });
+        let slot = jobs.claim(1, JobKind::Index, Duration::from_secs(60)).await.expect("the live run gives way");
+        assert_eq!(jobs.get(1).unwrap().kind, JobKind::Index);
+        let again = tokio::time::timeout(Duration::from_secs(5), &mut saw).await.unwrap().unwrap();
+        assert_eq!(again, Err(JobKind::Index), "the waiting claim came first");
+        drop(slot);
+        assert!(jobs.claiming.lock().unwrap().is_empty(), "the claim is forgotten");
+        assert!(jobs.start_stoppable(1, JobKind::Live, &shutdown).is_ok(), "live runs start again");
+
+        // A claim with too little patience says the live run, which stays told to stop.
+        let live = jobs.start_stoppable(2, JobKind::Live, &shutdown).unwrap();
+        let Err(running) = jobs.claim(2, JobKind::Load, Duration::from_millis(50)).await else {
+            panic!("the slot was taken from a run that had not stopped")
+        };
+        assert_eq!(running.kind, JobKind::Live);
+        assert!(live.info.stop.as_ref().unwrap().is_cancelled());
     }
 }

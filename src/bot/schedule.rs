@@ -62,7 +62,7 @@ async fn wait_for_slot(bot: &Arc<Bot>, guild: u64, kind: JobKind, session: u64) 
         if bot.shutdown.is_cancelled() || bot.live.session() != session {
             return None;
         }
-        match bot.jobs.claim(guild, kind).await {
+        match bot.jobs.claim(guild, kind, jobs::LIVE_STOPS_WITHIN).await {
             Ok(slot) => return Some(slot),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
