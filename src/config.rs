@@ -24,7 +24,7 @@
 //! | model directory (also `--models-dir`; see [`models_dir_rule`]) | `[index] models_dir` | `DISCORD_INDEXER_MODELS_DIR` |
 //! | chunking and filters | `[index] silence_minutes`, `max_chunk_tokens`, `part_tokens`, `skip_bots`, `skip_authors`, `command_prefixes` | — |
 //! | texts per forward pass; embedding threads; most chunks per step | `[index] batch_size`, `threads`, `flush_chunks` | — |
-//! | number type on a GPU (`f32`, `f16`, `bf16`) | `[index] precision` | — |
+//! | the encoder's number type (`f32`; `int8` on a CPU; `f16`, `bf16` on a GPU) | `[index] precision` | — |
 //! | Qdrant server (instead of the embedded store) | `[qdrant] url`, `api_key` | `QDRANT_URL`, `QDRANT_API_KEY` |
 //! | a server's collections (copies, shards, write consistency, per guild or shared) and request time limit | `[qdrant] replication_factor`, `shard_number`, `write_consistency_factor`, `timeout_secs`, `layout` | — |
 //! | how old stored permissions may be before search re-reads them | `[search] permissions_max_age_secs` | — |
@@ -298,7 +298,8 @@ mod tests {
         std::fs::write(&path, "[index]\nprecision = \"int4\"\n").unwrap();
         let err = Settings::resolve_with(Some(&path), None, None, |_| None).unwrap_err();
         assert!(
-            format!("{err:#}").contains("[index] precision: unknown precision \"int4\": f32, f16 or bf16"),
+            format!("{err:#}")
+                .contains("[index] precision: unknown precision \"int4\": f32, int8 (CPU), f16 or bf16 (GPU)"),
             "{err:#}"
         );
         std::fs::write(&path, "[index]\nprecision = \"BF16\"\n").unwrap();

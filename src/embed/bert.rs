@@ -239,7 +239,7 @@ impl Bert {
         let rows = |t: &Tensor| t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>();
         let linear = |d: &Dense| -> Result<cpu::Linear> {
             let (input, output) = d.w_t.dims2()?;
-            Ok(cpu::Linear { w_t: rows(&d.w_t)?, b: rows(&d.b)?, input, output })
+            Ok(cpu::Linear { w_t: rows(&d.w_t)?, b: rows(&d.b)?, input, output, int8: None })
         };
         let norm =
             |n: &Norm| -> Result<cpu::LayerNorm> { Ok(cpu::LayerNorm { w: rows(&n.w)?, b: rows(&n.b)?, eps: n.eps }) };

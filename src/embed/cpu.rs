@@ -25,15 +25,18 @@
 //! holds it to 1e-3 (measured: at most 3e-7 on the reference texts).
 
 use gemm::Parallelism;
+use kernels::i8mm::{I8Rows, I8Weights};
 use kernels::simd;
 use rayon::prelude::*;
 
-/// `x (rows, input) · w_t (input, output) + b`, with `w_t` row-major.
+/// `x (rows, input) · w_t (input, output) + b`, with `w_t` row-major, or
+/// with the weights in int8 ([`CpuBert::quantize`]).
 pub(super) struct Linear {
     pub w_t: Vec<f32>,
     pub b: Vec<f32>,
     pub input: usize,
     pub output: usize,
+    pub int8: Option<I8Weights>,
 }
 
 pub(super) struct LayerNorm {
@@ -91,6 +94,18 @@ impl SharedMut {
 }
 
 impl CpuBert {
+    /// Moves the dense layers' weights to int8 (per output column; the F32
+    /// copies are dropped). Embeddings, attention, norms and activations stay
+    /// F32.
+    pub fn quantize(&mut self) {
+        for layer in &mut self.layers {
+            for l in [&mut layer.qkv, &mut layer.attention_out, &mut layer.intermediate, &mut layer.output] {
+                l.int8 = Some(I8Weights::quantize(&l.w_t, l.input, l.output));
+                l.w_t = Vec::new();
+            }
+        }
+    }
+
     /// The last hidden state of every real token, texts one after another:
     /// `(sum of lengths, hidden)` row-major.
     /// `between_layers` runs before each layer (the embedder's questions-first
@@ -230,6 +245,12 @@ fn linear(dst: &mut [f32], x: &[f32], l: &Linear, residual: Option<&[f32]>, thre
             }
         }),
         None => dst.par_chunks_mut(l.output).for_each(|d| d.copy_from_slice(&l.b)),
+    }
+    if let Some(w) = &l.int8 {
+        let mut q = I8Rows::default();
+        q.quantize(x, l.input);
+        w.matmul_add(&q, dst);
+        return;
     }
     let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
     // SAFETY: dst is (rows, output), x is (rows, input), w_t is (input, output),

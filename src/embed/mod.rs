@@ -43,20 +43,24 @@ const GPU_BATCH_TOKENS: usize = 1 << 16;
 const BATCH_VALUES: usize = 1 << 22;
 
 /// The number type the encoder computes in. F32 everywhere; half precision
-/// (F16, BF16) on a GPU only, where it runs on the tensor cores. Vectors are
-/// pooled and normalised in F32 either way.
+/// (F16, BF16) on a GPU only, where it runs on the tensor cores; int8 on the
+/// CPU only, for the dense layers (weights per column, activations per token:
+/// [`kernels::i8mm`]), with attention, norms and activations in F32. Vectors
+/// are pooled and normalised in F32 either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     #[default]
     F32,
     F16,
     Bf16,
+    Int8,
 }
 
 impl Precision {
+    /// The type the weights load as (int8 quantizes F32 weights after loading).
     pub fn dtype(self) -> DType {
         match self {
-            Precision::F32 => DType::F32,
+            Precision::F32 | Precision::Int8 => DType::F32,
             Precision::F16 => DType::F16,
             Precision::Bf16 => DType::BF16,
         }
@@ -67,6 +71,7 @@ impl Precision {
             Precision::F32 => "f32",
             Precision::F16 => "f16",
             Precision::Bf16 => "bf16",
+            Precision::Int8 => "int8",
         }
     }
 }
@@ -78,7 +83,8 @@ impl std::str::FromStr for Precision {
             "f32" => Ok(Precision::F32),
             "f16" => Ok(Precision::F16),
             "bf16" => Ok(Precision::Bf16),
-            _ => Err(format!("unknown precision {s:?}: f32, f16 or bf16")),
+            "int8" => Ok(Precision::Int8),
+            _ => Err(format!("unknown precision {s:?}: f32, int8 (CPU), f16 or bf16 (GPU)")),
         }
     }
 }
@@ -421,12 +427,18 @@ impl Embedder {
         precision: Precision,
         tensor_on_cpu: bool,
     ) -> Result<Embedder, ModelError> {
-        if precision != Precision::F32 && device.is_cpu() && !tensor_on_cpu {
+        let half = matches!(precision, Precision::F16 | Precision::Bf16);
+        if half && device.is_cpu() && !tensor_on_cpu {
             return Err(ModelError::Unsupported(format!(
                 "precision {} needs a GPU (a build with --features cuda on a machine with an NVIDIA GPU); \
-                 on the CPU embedding is f32",
+                 on the CPU embedding is f32 or int8",
                 precision.name()
             )));
+        }
+        if precision == Precision::Int8 && (tensor_on_cpu || !device.is_cpu()) {
+            return Err(ModelError::Unsupported(
+                "precision int8 is the CPU encoder's; on a GPU embedding is f32, f16 or bf16".to_owned(),
+            ));
         }
         let config: Config = read_json(&info.dir.join("config.json"))?;
         let weights = info.dir.join("model.safetensors");
@@ -440,7 +452,13 @@ impl Embedder {
             detail: format!("does not fit config.json: {e}"),
         })?;
         let encoder = match device {
-            Device::Cpu if !tensor_on_cpu => Encoder::Cpu(model.into_cpu()?),
+            Device::Cpu if !tensor_on_cpu => {
+                let mut cpu = model.into_cpu()?;
+                if precision == Precision::Int8 {
+                    cpu.quantize();
+                }
+                Encoder::Cpu(cpu)
+            }
             _ => Encoder::Tensor(model),
         };
         let (tokenizer, counter, pad_id) = tokenizers(&info.dir, info.max_tokens)?;

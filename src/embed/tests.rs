@@ -94,6 +94,26 @@ fn the_gpu_tensor_path_matches_the_cpu_encoder_in_f32_and_half_precision() {
 }
 
 #[test]
+fn int8_on_the_cpu_is_close_to_f32_and_refused_on_the_tensor_path() {
+    for pooling in [Pooling::Mean, Pooling::Cls] {
+        let (dir, f32s) = tiny(pooling);
+        let info = ModelInfo::read(&dir.path().join("tiny")).unwrap();
+        let int8 = Embedder::load_as(info.clone(), Device::Cpu, Precision::Int8).unwrap();
+        assert_eq!(int8.precision(), Precision::Int8);
+        let texts = ["has anyone looked at the staging deploy?", "ok", "the notary keys rotation is broken again"];
+        let (want, want_tokens) = f32s.embed(&texts, 8).unwrap();
+        let (got, tokens) = int8.embed(&texts, 8).unwrap();
+        assert_eq!(tokens, want_tokens);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let cos: f32 = g.iter().zip(w).map(|(a, b)| a * b).sum();
+            assert!(cos > 0.99 && cos < 1.0 - 1e-7, "{pooling:?} text {i}: cosine {cos} (int8, not f32)");
+        }
+        let err = Embedder::load_inner(info, Device::Cpu, Precision::Int8, true).unwrap_err();
+        assert!(err.to_string().contains("int8 is the CPU encoder's"), "{err}");
+    }
+}
+
+#[test]
 fn cls_and_mean_pooling_differ() {
     let (_a, mean) = tiny(Pooling::Mean);
     let (_b, cls) = tiny(Pooling::Cls);
