@@ -495,9 +495,9 @@ fn minilm_vectors_match_sentence_transformers() {
 }
 
 /// Int8 (`[index] precision = "int8"`) against F32 on the reference texts.
-/// Measured: 0.9917 at the lowest on text, 0.9857 on the empty input
-/// ([CLS][SEP] alone, which no chunk or question is); the test holds the
-/// text to 0.99 and everything to 0.98.
+/// Measured: 0.9974 at the lowest on text, 0.9935 on the empty input
+/// ([CLS][SEP] alone, which no chunk or question is); the bound the issue
+/// sets for int8 as a default is 0.99.
 #[test]
 fn minilm_in_int8_stays_close_to_f32() {
     let Some(dir) = installed_minilm("minilm_in_int8_stays_close_to_f32") else { return };
@@ -512,8 +512,7 @@ fn minilm_in_int8_stays_close_to_f32() {
     assert_eq!(tokens, int8_tokens);
     for (i, (a, b)) in f32s.iter().zip(&int8s).enumerate() {
         let cos: f32 = a.iter().zip(b).map(|(a, b)| a * b).sum();
-        let bound = if texts[i].is_empty() { 0.98 } else { 0.99 };
-        assert!(cos >= bound, "text {i} {:?}: cosine {cos} between int8 and f32", texts[i]);
+        assert!(cos >= 0.99, "text {i} {:?}: cosine {cos} between int8 and f32", texts[i]);
     }
 }
 

@@ -7,9 +7,11 @@
 //!   and packed in tiles of [`NR`] columns × 4 inputs: the layout
 //!   `vpdpbusd` multiplies in one instruction.
 //! - **Activations** are quantized per row (per token) when a layer runs,
-//!   with the row's largest magnitude over 127 as its scale, and stored
-//!   unsigned (`q + 128`); the 128 × the column's weight sum that this adds
-//!   is subtracted once per output, so the integer sums are exact.
+//!   asymmetrically: the row's range (zero included) in 255 steps, as
+//!   unsigned bytes with a zero point, so that a skewed row (GELU's output
+//!   is almost all positive) keeps every step; the zero point × the
+//!   column's weight sum is subtracted once per output, so the integer sums
+//!   are exact.
 //! - A tile of [`MR`] rows × [`NR`] columns is summed in registers over the
 //!   whole input (i32, which cannot overflow here: 4 × 255 × 127 a step,
 //!   and at most a few thousand inputs), then scaled and added to the
@@ -41,8 +43,8 @@ pub struct I8Weights {
     packed: Vec<i8>,
     /// Per column (padded to whole tiles).
     scales: Vec<f32>,
-    /// 128 × the sum of the column's quantized weights.
-    offsets: Vec<i32>,
+    /// The sum of the column's quantized weights.
+    sums: Vec<i32>,
 }
 
 impl I8Weights {
@@ -53,7 +55,7 @@ impl I8Weights {
         let tiles = output.div_ceil(NR);
         let mut packed = vec![0i8; tiles * k4 * NR];
         let mut scales = vec![0f32; tiles * NR];
-        let mut offsets = vec![0i32; tiles * NR];
+        let mut sums = vec![0i32; tiles * NR];
         for j in 0..output {
             let amax = (0..input).fold(0f32, |m, k| m.max(w_t[k * output + j].abs()));
             let scale = amax / 127.0;
@@ -66,9 +68,9 @@ impl I8Weights {
                 sum += q as i32;
             }
             scales[j] = scale;
-            offsets[j] = 128 * sum;
+            sums[j] = sum;
         }
-        I8Weights { input, output, k4, packed, scales, offsets }
+        I8Weights { input, output, k4, packed, scales, sums }
     }
 
     /// Bytes the quantized weights take.
@@ -101,16 +103,17 @@ impl I8Weights {
 
     /// Adds a tile's sums, scaled, to its place in `out` (rows of `output`).
     #[inline(always)]
-    fn scale_into(&self, acc: &[[i32; NR]], row_scales: &[f32], tile: usize, out: &mut [f32]) {
+    fn scale_into(&self, acc: &[[i32; NR]], rows: &[RowScale], tile: usize, out: &mut [f32]) {
         let first = tile * NR;
         let cols = NR.min(self.output - first);
         let scales: &[f32; NR] = self.scales[first..first + NR].try_into().expect("whole tiles");
-        let offsets: &[i32; NR] = self.offsets[first..first + NR].try_into().expect("whole tiles");
-        for (r, (acc, &sa)) in acc.iter().zip(row_scales).enumerate() {
+        let sums: &[i32; NR] = self.sums[first..first + NR].try_into().expect("whole tiles");
+        for (r, (acc, row)) in acc.iter().zip(rows).enumerate() {
+            let (sa, zero) = (row.scale, row.zero);
             // On whole tiles of lanes first, so that the compiler vectorises it.
             let mut y = [0f32; NR];
             for j in 0..NR {
-                y[j] = (acc[j] - offsets[j]) as f32 * scales[j] * sa;
+                y[j] = (acc[j] - zero * sums[j]) as f32 * scales[j] * sa;
             }
             for (o, y) in out[r * self.output + first..][..cols].iter_mut().zip(y) {
                 *o += y;
@@ -128,17 +131,17 @@ impl I8Weights {
         a: &[u8],
         w: &[i8],
         acc: &mut [[i32; NR]],
-        row_scales: &[f32],
+        rows: &[RowScale],
         tile: usize,
         out: &mut [f32],
     ) {
         match kernel {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `Kernel::available` found the CPU features these are compiled for.
-            Kernel::Avx512Vnni => unsafe { x86::tile_and_scale_vnni(self, a, w, acc, row_scales, tile, out) },
+            Kernel::Avx512Vnni => unsafe { x86::tile_and_scale_vnni(self, a, w, acc, rows, tile, out) },
             _ => {
                 tile_sums(kernel, a, w, self.k4, acc);
-                self.scale_into(acc, row_scales, tile, out);
+                self.scale_into(acc, rows, tile, out);
             }
         }
     }
@@ -150,9 +153,16 @@ impl I8Weights {
 pub struct I8Rows {
     pub rows: usize,
     k4: usize,
-    /// `q + 128` per value, rows of `k4` (padding holds 128, a zero).
+    /// Quantized values, rows of `k4` (the padding meets zero weights).
     data: Vec<u8>,
-    scales: Vec<f32>,
+    scales: Vec<RowScale>,
+}
+
+/// A row's value is `scale × (q - zero)`.
+#[derive(Debug, Clone, Copy, Default)]
+struct RowScale {
+    scale: f32,
+    zero: i32,
 }
 
 impl I8Rows {
@@ -161,21 +171,23 @@ impl I8Rows {
         assert!(input > 0 && x.len().is_multiple_of(input), "rows of {input}");
         self.rows = x.len() / input;
         self.k4 = input.next_multiple_of(4);
-        self.data.resize(self.rows * self.k4, 128);
-        self.scales.resize(self.rows, 0.0);
+        self.data.resize(self.rows * self.k4, 0);
+        self.scales.resize(self.rows, RowScale::default());
         self.data
             .par_chunks_mut(self.k4 * 16)
             .zip(self.scales.par_chunks_mut(16))
             .zip(x.par_chunks(input * 16))
             .for_each(|((q, s), x)| {
                 for ((q, s), x) in q.chunks_exact_mut(self.k4).zip(s).zip(x.chunks_exact(input)) {
-                    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    *s = amax / 127.0;
-                    let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+                    let (lo, hi) = x.iter().fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                    let scale = (hi - lo) / 255.0;
+                    let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+                    let zero = (-lo * inv).round().clamp(0.0, 255.0);
+                    *s = RowScale { scale, zero: zero as i32 };
                     for (q, v) in q.iter_mut().zip(x) {
-                        *q = ((v * inv).round() as i32 + 128) as u8;
+                        *q = (v * inv + zero).round().clamp(0.0, 255.0) as u8;
                     }
-                    q[input..].fill(128);
+                    q[input..].fill(0);
                 }
             });
     }
@@ -230,12 +242,12 @@ mod x86 {
         a: &[u8],
         w: &[i8],
         acc: &mut [[i32; NR]],
-        row_scales: &[f32],
+        rows: &[RowScale],
         tile: usize,
         out: &mut [f32],
     ) {
         tile_vnni(a, w, w8.k4, acc);
-        w8.scale_into(acc, row_scales, tile, out);
+        w8.scale_into(acc, rows, tile, out);
     }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -291,9 +303,9 @@ mod tests {
                 let mut sum = 0i64;
                 for k in 0..w.k4 {
                     let q = w.packed[tile * w.k4 * NR + (k / 4) * NR * 4 + lane * 4 + k % 4] as i64;
-                    sum += (x.data[r * w.k4 + k] as i64 - 128) * q;
+                    sum += (x.data[r * w.k4 + k] as i64 - x.scales[r].zero as i64) * q;
                 }
-                out[r * w.output + j] = sum as f32 * w.scales[j] * x.scales[r];
+                out[r * w.output + j] = sum as f32 * w.scales[j] * x.scales[r].scale;
             }
         }
         out
