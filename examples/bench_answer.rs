@@ -363,6 +363,7 @@ fn as_results(messages: &[(String, String, String, String)]) -> Vec<SearchResult
                 vector_score: None,
                 vector_rank: Some(i + 1),
                 keyword_rank: None,
+                rerank_score: None,
                 text: text.join("\n"),
                 model: "all-MiniLM-L6-v2".into(),
                 chunk_id: i as u64,

@@ -8,6 +8,10 @@
 #   DATASET: a folder of DCE exports with a queries.tsv (default ../shared/komodo-dev)
 #   MODEL:   a model under models/ (default all-MiniLM-L6-v2)
 #   CONFIG:  a discord-indexer.toml with the [index] settings to evaluate
+# With RERANKER=NAME (a cross-encoder under models/, e.g. one that
+# `scripts/fetch-model.sh ms-marco-MiniLM-L6-v2` installs), every search's first
+# results are reranked by it ([search] rerank_candidates: 30); compare with a
+# run without it for what it gains on the dataset.
 # With ADAPT=1, MODEL is first adapted to the imported archive
 # (`discord-indexer adapt`, into models/MODEL-eval-adapted, replaced each run)
 # and the adapted model is evaluated; ADAPT_SEED (0) and ADAPT_EPOCHS (1) pass

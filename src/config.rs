@@ -25,10 +25,12 @@
 //! | chunking and filters | `[index] silence_minutes`, `max_chunk_tokens`, `part_tokens`, `skip_bots`, `skip_authors`, `command_prefixes` | — |
 //! | texts per forward pass; embedding threads; most chunks per step | `[index] batch_size`, `threads`, `flush_chunks` | — |
 //! | the encoder's number type (`f32`; `int8` on a CPU; `f16`, `bf16` on a GPU) | `[index] precision` | — |
+//! | prompts put before questions / texts (replacing the model's own) | `[index] query_prompt`, `document_prompt` | — |
 //! | Qdrant server (instead of the embedded store) | `[qdrant] url`, `api_key` | `QDRANT_URL`, `QDRANT_API_KEY` |
 //! | a server's collections (copies, shards, write consistency, per guild or shared) and request time limit | `[qdrant] replication_factor`, `shard_number`, `write_consistency_factor`, `timeout_secs`, `layout` | — |
 //! | how old stored permissions may be before search re-reads them | `[search] permissions_max_age_secs` | — |
 //! | results each list contributes to fusion; snippet length | `[search] candidates`, `snippet_chars` | — |
+//! | the cross-encoder that reorders the first results; how many it reads; its number type | `[search] reranker`, `rerank_candidates`, `rerank_precision` | — |
 //! | the chat model that writes answers: a GGUF file in the models directory, or an OpenAI-compatible endpoint and its model | `[answer] model`, `endpoint`, `endpoint_model` | the variable `[answer] api_key_env` names |
 //! | an answer's window, length, results read, question length, endpoint time limit | `[answer] context_tokens`, `max_answer_tokens`, `results`, `max_question_chars`, `timeout_secs` | — |
 
@@ -222,7 +224,7 @@ impl Settings {
             load: file.load.resolve()?,
             index: file.index.resolve(models_dir_flag, nonempty(env(MODELS_DIR_ENV)).map(PathBuf::from))?,
             qdrant: file.qdrant.resolve(&env).map_err(anyhow::Error::msg)?,
-            search: file.search.resolve(),
+            search: file.search.resolve()?,
             answer: file.answer.resolve(&env)?,
         })
     }
@@ -305,6 +307,19 @@ mod tests {
         std::fs::write(&path, "[index]\nprecision = \"BF16\"\n").unwrap();
         let s = Settings::resolve_with(Some(&path), None, None, |_| None).unwrap();
         assert_eq!(s.index.precision, crate::embed::Precision::Bf16);
+        std::fs::write(&path, "[search]\nrerank_precision = \"f16\"\n").unwrap();
+        let err = Settings::resolve_with(Some(&path), None, None, |_| None).unwrap_err();
+        assert!(format!("{err:#}").contains("[search] rerank_precision: \"f16\" is not one of f32, int8"), "{err:#}");
+        let prompts_and_reranker = "[index]\nquery_prompt = \"q: \"\ndocument_prompt = \"\"\n\
+                                    [search]\nreranker = \"r\"\nrerank_candidates = 0\nrerank_precision = \"INT8\"\n";
+        std::fs::write(&path, prompts_and_reranker).unwrap();
+        let s = Settings::resolve_with(Some(&path), None, None, |_| None).unwrap();
+        let prompts = crate::index::PromptSettings { query: Some("q: ".into()), document: Some(String::new()) };
+        assert_eq!(s.index.prompts, prompts);
+        assert_eq!(
+            (s.search.reranker.as_deref(), s.search.rerank_candidates, s.search.rerank_precision),
+            (Some("r"), 1, crate::embed::Precision::Int8)
+        );
     }
 
     #[test]

@@ -328,6 +328,72 @@ async fn a_second_model_builds_beside_the_first_and_activation_switches_on(s: Se
     assert_eq!(records.iter().filter(|r| r.active).count(), 1);
 }
 
+/// A model whose sentence-transformers config has prompts: each chunk is
+/// embedded after the document prompt, the index records both prompts, a
+/// question is embedded after the query prompt it recorded, and other
+/// prompts (a setting) are a rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_are_applied_recorded_and_a_change_is_a_rebuild() {
+    use discord_indexer::search::{Mode, Query, SearchOptions, Searcher, Viewer};
+    let s = setup().await;
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-prompts");
+    std::os::unix::fs::symlink(fixture, s.models.join("prompted")).unwrap();
+    let summary = s.index("prompted", |o| o.activate = true).await.unwrap();
+    assert!(summary.chunks > 0);
+    let record = s.store.index_record(s.guild, "prompted").unwrap().unwrap();
+    let rules: discord_indexer::chunk::ChunkRules = serde_json::from_str(&record.chunking).unwrap();
+    let prompts = discord_indexer::embed::Prompts { query: "query: ".into(), document: "passage: ".into() };
+    assert_eq!(rules.prompts, prompts);
+    // A chunk's stored vector is its prompted text's.
+    let embedder = s.embedder("prompted");
+    let points = s.points("prompted").await;
+    let (&id, payload) = points.iter().next().unwrap();
+    let text = payload["text"].as_str().unwrap();
+    let collection =
+        index::open_collection(&s.store, &s.backend(), s.guild, "prompted").await.unwrap().expect("collection");
+    let stored = collection.vectors(vec![id]).await.unwrap().remove(0).1;
+    let (want, _) = embedder.embed(&[&format!("passage: {text}")], 1).unwrap();
+    let (plain, _) = embedder.embed(&[text], 1).unwrap();
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+    assert!(close(&stored, &want[0]) && !close(&stored, &plain[0]), "the document prompt was applied");
+    // A question finds that chunk first when asked as its own text: with the query prompt, the vector
+    // search's score is the cosine of the prompted question to the prompted chunk.
+    let searcher = Searcher::new(s.store.clone(), s.backend(), s.models.clone(), None, SearchOptions::default());
+    let q = Query {
+        text: text.to_owned(),
+        guilds: vec![s.guild],
+        viewer: Viewer::Operator,
+        limit: 1,
+        mode: Mode::Vector,
+        filters: Default::default(),
+    };
+    let answer = searcher.ask(&q).await.unwrap();
+    let question = embedder.embed_question(&format!("query: {text}")).unwrap();
+    let hit = &answer.results[0];
+    let hit_vector = collection.vectors(vec![hit.chunk_id]).await.unwrap().remove(0).1;
+    let cosine: f32 = question.iter().zip(&hit_vector).map(|(a, b)| a * b).sum();
+    assert!((hit.vector_score.unwrap() - cosine).abs() < 1e-4, "{} vs {cosine}", hit.vector_score.unwrap());
+    let unprompted = embedder.embed_question(text).unwrap();
+    let other: f32 = unprompted.iter().zip(&hit_vector).map(|(a, b)| a * b).sum();
+    assert!((other - cosine).abs() > 1e-3, "the query prompt changes the question's vector");
+    // Closed before a rebuild replaces (and deletes) the collection they hold.
+    drop((collection, searcher));
+    // Other prompts: the index says to rebuild, and nothing changes until then.
+    let before = s.manifest("prompted");
+    let err = s.index("prompted", |o| o.prompts.document = Some("doc: ".into())).await.unwrap_err();
+    assert!(matches!(err, IndexError::ChunkingChanged { .. }) && err.to_string().contains("prompts"), "{err}");
+    assert_eq!(s.manifest("prompted"), before);
+    let rebuilt = s.index("prompted", |o| (o.rebuild, o.prompts.query) = (true, Some(String::new()))).await.unwrap();
+    assert_eq!(rebuilt.chunks, summary.chunks);
+    let record = s.store.index_record(s.guild, "prompted").unwrap().unwrap();
+    let rules: discord_indexer::chunk::ChunkRules = serde_json::from_str(&record.chunking).unwrap();
+    assert_eq!((rules.prompts.query.as_str(), rules.prompts.document.as_str()), ("", "passage: "));
+    // A model without prompts records none: its rules read as they did before prompts existed.
+    s.index("tiny", |_| {}).await.unwrap();
+    let record = s.store.index_record(s.guild, "tiny").unwrap().unwrap();
+    assert!(!record.chunking.contains("prompts"), "{}", record.chunking);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_models_and_guilds_are_clear_errors_that_change_nothing() {
     let s = setup().await;

@@ -225,6 +225,49 @@ async fn each_user_finds_exactly_what_they_may_read_on(s: Setup, cast: AccessCas
     assert_eq!(chunk_ids(&answer), chunks.keys().copied().collect());
 }
 
+/// With a cross-encoder reranking, every user still gets exactly the chunks
+/// they may read, and the first results come in the reranker's order: it
+/// reorders what the permission filter let through and reads nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reranking_reorders_only_what_each_user_may_read() {
+    let mut world = World::generate(&WorldSpec::standard());
+    let cast = world.add_access_matrix();
+    let s = setup(world, None).await;
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-reranker");
+    std::os::unix::fs::symlink(fixture, s.models.join("tiny-reranker")).unwrap();
+    let plain = s.searcher(true, Duration::from_secs(600));
+    let options =
+        SearchOptions { reranker: Some("tiny-reranker".into()), rerank_candidates: 8, ..SearchOptions::default() };
+    let reranked = Searcher::new(s.store.clone(), s.backend(), s.models.clone(), Some(client(&s.fake)), options);
+    for (who, user, names) in matrix(&cast) {
+        let readable = s.channel_ids(&names);
+        for mode in [Mode::Vector, Mode::Keyword, Mode::Hybrid] {
+            let q = s.query("restart the deploy", Viewer::User(user), 100_000, mode);
+            let (before, after) = (plain.ask(&q).await.unwrap(), reranked.ask(&q).await.unwrap());
+            assert_eq!(chunk_ids(&after), chunk_ids(&before), "{who} ({mode:?}): the same chunks");
+            for r in &after.results {
+                assert!(readable.contains(&r.channel_id), "{who} ({mode:?}) was shown #{}", r.channel_name);
+            }
+            // Every result was scored (100,000 asked for: all of them), best first.
+            let scores: Vec<f32> = after.results.iter().map(|r| r.rerank_score.expect("reranked")).collect();
+            assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{who} ({mode:?}): {scores:?}");
+            assert!(before.results.iter().all(|r| r.rerank_score.is_none()));
+        }
+        // A small limit: the first 8 fused results are scored, the best 3 shown.
+        let q = s.query("restart the deploy", Viewer::User(user), 3, Mode::Hybrid);
+        let (before, after) = (plain.ask(&q).await.unwrap(), reranked.ask(&q).await.unwrap());
+        assert_eq!(after.results.len(), before.results.len(), "{who}");
+        let scores: Vec<f32> = after.results.iter().map(|r| r.rerank_score.expect("reranked")).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{who}: {scores:?}");
+        assert!(after.results.iter().all(|r| readable.contains(&r.channel_id)), "{who}");
+    }
+    // A reranker that is not installed is one clear error, before any search.
+    let options = SearchOptions { reranker: Some("nope".into()), ..SearchOptions::default() };
+    let missing = Searcher::new(s.store.clone(), s.backend(), s.models.clone(), None, options);
+    let err = missing.ask(&s.query("restart", Viewer::Operator, 5, Mode::Hybrid)).await.unwrap_err().to_string();
+    assert!(err.contains("reranker nope") && err.contains("fetch-model.sh"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permissions_are_refreshed_when_stale_and_never_guessed() {
     let mut world = World::generate(&WorldSpec::standard());

@@ -234,6 +234,7 @@ pub(crate) mod tests {
             vector_score: None,
             vector_rank: None,
             keyword_rank: None,
+            rerank_score: None,
             text: text.into(),
             model: "tiny".into(),
             chunk_id: n as u64,

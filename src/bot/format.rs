@@ -216,6 +216,7 @@ mod tests {
             vector_score: None,
             vector_rank: None,
             keyword_rank: Some(1),
+            rerank_score: None,
             text: "Alice: hi\n» Bob: the answer".into(),
             model: "m".into(),
             chunk_id: 9,

@@ -23,6 +23,7 @@
 use std::time::Duration;
 
 use crate::discord::model::message_type;
+use crate::embed::Prompts;
 
 /// A message as the chunker sees it.
 #[derive(Debug, Clone)]
@@ -104,6 +105,14 @@ pub struct ChunkRules {
     /// before parts existed read as 0.
     #[serde(default)]
     pub part_tokens: usize,
+    /// The prompts texts are embedded with (the model's, or the settings'):
+    /// the document prompt goes before each chunk's and part's text, the
+    /// query prompt before each question. Not the chunker's concern, but
+    /// recorded with its rules: an index is only searchable with the prompts
+    /// it was built with, and a change means a rebuild. Indexes made before
+    /// prompts were read have none.
+    #[serde(default, skip_serializing_if = "Prompts::is_empty")]
+    pub prompts: Prompts,
 }
 
 impl Default for ChunkRules {
@@ -116,6 +125,7 @@ impl Default for ChunkRules {
             command_prefixes: vec!["!".into()],
             quote_words: 8,
             part_tokens: DEFAULT_PART_TOKENS,
+            prompts: Prompts::default(),
         }
     }
 }

@@ -67,6 +67,14 @@ pub struct Args {
     /// with or without .gguf (default: [answer] model, else the only one there).
     #[arg(long, value_name = "NAME", requires = "answer")]
     pub chat_model: Option<String>,
+    /// Reorder the first results with this cross-encoder (a model directory
+    /// in the models directory, e.g. ms-marco-MiniLM-L-6-v2; default:
+    /// [search] reranker, if set).
+    #[arg(long, value_name = "NAME", conflicts_with = "no_rerank")]
+    pub rerank: Option<String>,
+    /// Do not rerank, even if [search] reranker is set.
+    #[arg(long)]
+    pub no_rerank: bool,
 }
 
 pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
@@ -119,8 +127,11 @@ pub async fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<
         (Some(token), Viewer::User(_)) => Some(settings.client(token.clone())?),
         _ => None,
     };
-    let searcher =
-        Searcher::new(store, settings.backend()?, settings.index.models_dir.clone(), client, settings.search.clone());
+    let mut options = settings.search.clone();
+    if args.rerank.is_some() || args.no_rerank {
+        options.reranker = args.rerank.clone();
+    }
+    let searcher = Searcher::new(store, settings.backend()?, settings.index.models_dir.clone(), client, options);
     let query = Query {
         text: args.question.clone(),
         guilds: guilds.clone(),
@@ -339,10 +350,14 @@ fn why(r: &SearchResult, mode: Mode) -> String {
         Mode::Keyword => Some(format!("{:.0}% of the words", r.score * 100.0)),
         _ => r.keyword_rank.map(|k| format!("keyword #{k}")),
     };
-    match (similar, words) {
+    let why = match (similar, words) {
         (Some(v), Some(k)) => format!("{v}, {k}"),
         (Some(v), None) => v,
         (None, Some(k)) => k,
         (None, None) => format!("score {:.4}", r.score),
+    };
+    match r.rerank_score {
+        Some(s) => format!("reranked {s:.2}; {why}"),
+        None => why,
     }
 }

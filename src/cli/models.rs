@@ -25,6 +25,7 @@ pub fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
     }
     let models = installed(&settings.index.models_dir);
     let chat = gguf::installed(&settings.index.models_dir);
+    let rerankers = crate::embed::rerank::installed(&settings.index.models_dir);
     let dir = settings.index.models_dir.display();
     let from = settings.index.models_dir_from.describe();
     if !models.is_empty() || !chat.is_empty() {
@@ -48,6 +49,10 @@ pub fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
         if !chat.is_empty() {
             say!("and {} chat model(s), which `models --chat --json` lists", chat.len());
         }
+        if !rerankers.is_empty() {
+            let names: Vec<&str> = rerankers.iter().map(|r| r.name.as_str()).collect();
+            say!("and reranker(s) (for [search] reranker): {}", names.join(", "));
+        }
         out!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(exit::OK);
     }
@@ -69,6 +74,14 @@ pub fn run(args: Args, settings: &Settings, json: bool) -> anyhow::Result<u8> {
     }
     for (name, r) in &chat {
         out!("{}", chat_line(name, r));
+    }
+    for r in &rerankers {
+        out!(
+            "{}: reranker (cross-encoder for [search] reranker), {} tokens, {:.0} MB",
+            r.name,
+            r.max_tokens,
+            r.weights_bytes as f64 / 1e6
+        );
     }
     if !models.is_empty() {
         say!(

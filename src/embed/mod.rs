@@ -140,6 +140,51 @@ pub struct ModelInfo {
     pub max_tokens: usize,
     /// Bytes of weights.
     pub weights_bytes: u64,
+    /// The text put before questions and before documents, as the model's
+    /// sentence-transformers config says (empty for most models).
+    pub prompts: Prompts,
+}
+
+/// Text put before each input on one side of a search: retrieval-trained
+/// bi-encoders (BGE v1.5, e5, ...) expect an instruction on the question
+/// side, or a marker on both. Embedded as if part of the text, exactly as
+/// sentence-transformers' `encode(prompt_name=...)` does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Prompts {
+    #[serde(default)]
+    pub query: String,
+    #[serde(default)]
+    pub document: String,
+}
+
+impl Prompts {
+    pub fn is_empty(&self) -> bool {
+        self.query.is_empty() && self.document.is_empty()
+    }
+}
+
+/// `config_sentence_transformers.json`: named prompts, and the one used when
+/// none is named.
+#[derive(serde::Deserialize, Default)]
+struct SentenceTransformersConfig {
+    #[serde(default)]
+    prompts: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    default_prompt_name: Option<String>,
+}
+
+impl SentenceTransformersConfig {
+    /// The prompts as sentence-transformers' `encode_query` and
+    /// `encode_document` pick them: `query`; the first of `document`,
+    /// `passage`, `corpus`; else the default prompt.
+    fn prompts(&self) -> Prompts {
+        let default = self.default_prompt_name.as_ref().and_then(|n| self.prompts.get(n)).cloned().unwrap_or_default();
+        let named = |names: &[&str]| names.iter().find_map(|n| self.prompts.get(*n)).cloned();
+        Prompts {
+            query: named(&["query"]).unwrap_or_else(|| default.clone()),
+            document: named(&["document", "passage", "corpus"]).unwrap_or(default),
+        }
+    }
 }
 
 /// `1_Pooling/config.json`: flags (`pooling_mode_mean_tokens: true`, ...), or,
@@ -156,6 +201,13 @@ struct PoolingConfig {
     pooling_mode_max_tokens: bool,
     #[serde(default)]
     pooling_mode_mean_sqrt_len_tokens: bool,
+    /// False: the prompt's tokens are left out of the pooling (Instructor-style models).
+    #[serde(default = "yes")]
+    include_prompt: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(serde::Deserialize)]
@@ -264,6 +316,18 @@ impl ModelInfo {
                 )))
             }
         };
+        let st_config = dir.join("config_sentence_transformers.json");
+        let prompts = if st_config.is_file() {
+            read_json::<SentenceTransformersConfig>(&st_config)?.prompts()
+        } else {
+            Prompts::default()
+        };
+        if !p.include_prompt && !prompts.is_empty() {
+            return Err(ModelError::Unsupported(format!(
+                "{}: pooling that leaves the prompt out (include_prompt: false) is not supported",
+                pooling_path.display()
+            )));
+        }
         let max_positions = hidden["max_position_embeddings"].as_u64().unwrap_or(BERT_MAX_TOKENS as u64) as usize;
         let sbert = dir.join("sentence_bert_config.json");
         let max_seq = if sbert.is_file() { read_json::<SentenceBertConfig>(&sbert)?.max_seq_length } else { None };
@@ -273,7 +337,7 @@ impl ModelInfo {
         if dim == 0 {
             return Err(ModelError::Malformed { file: dir.join("config.json"), detail: "no hidden_size".into() });
         }
-        Ok(ModelInfo { name, dir: dir.into(), dim, pooling, max_tokens, weights_bytes })
+        Ok(ModelInfo { name, dir: dir.into(), dim, pooling, max_tokens, weights_bytes, prompts })
     }
 }
 
@@ -317,6 +381,7 @@ pub fn installed(models_dir: &Path) -> Vec<(String, Result<ModelInfo, ModelError
         .filter_map(Result::ok)
         .filter(|e| e.path().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
         .filter(|e| !e.file_name().to_string_lossy().ends_with(".partial"))
+        .filter(|e| !rerank::is_classifier(&e.path()))
         .map(|e| (e.file_name().to_string_lossy().into_owned(), ModelInfo::read(&e.path())))
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -354,16 +419,16 @@ pub struct Embedder {
     precision: Precision,
     /// The token that pads a batch for the tensor encoder (the CPU one packs instead).
     pad_id: u32,
-    /// Questions first: see [`Embedder::embed_question`].
-    gate: Gate,
 }
+
+/// Questions first, across every model of the process: see [`Embedder::embed_question`].
+static GATE: Gate = Gate { urgent: std::sync::Mutex::new(0), clear: std::sync::Condvar::new() };
 
 /// Questions before bulk work. A bulk forward pass (an indexing step, which
 /// may take a second or more on a CPU) gives way between layers (on a GPU,
 /// between batches) while a question is being embedded or waits to be, so a
 /// question waits for at most one layer of it, and then runs with the cores
 /// to itself.
-#[derive(Default)]
 struct Gate {
     urgent: std::sync::Mutex<usize>,
     clear: std::sync::Condvar,
@@ -462,7 +527,7 @@ impl Embedder {
             _ => Encoder::Tensor(model),
         };
         let (tokenizer, counter, pad_id) = tokenizers(&info.dir, info.max_tokens)?;
-        Ok(Embedder { info, encoder, tokenizer, counter, device, precision, pad_id, gate: Gate::default() })
+        Ok(Embedder { info, encoder, tokenizer, counter, device, precision, pad_id })
     }
 
     pub fn device(&self) -> &Device {
@@ -508,7 +573,7 @@ impl Embedder {
     /// [`Embedder::embed`] running beside it (an indexing step) pauses at its
     /// next layer until this is done, so a question never queues behind one.
     pub fn embed_question(&self, text: &str) -> Result<Vec<f32>, ModelError> {
-        let _first = self.gate.urgent();
+        let _first = GATE.urgent();
         let (mut vectors, _) = self.embed_with(&[text], 1, &AtomicUsize::new(0), &|| {})?;
         Ok(vectors.remove(0))
     }
@@ -521,7 +586,7 @@ impl Embedder {
         batch_texts: usize,
         done: &AtomicUsize,
     ) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
-        self.embed_with(texts, batch_texts, done, &|| self.gate.give_way())
+        self.embed_with(texts, batch_texts, done, &|| GATE.give_way())
     }
 
     /// Embeds `texts`, calling `give_way` between layers (CPU) or batches
@@ -727,6 +792,7 @@ fn pool(hidden: &Tensor, mask: &Tensor, pooling: Pooling) -> candle_core::Result
 mod bert;
 mod cpu;
 mod ops;
+pub mod rerank;
 pub mod tiny;
 pub mod train;
 

@@ -190,3 +190,105 @@ fn the_training_forward_without_dropout_computes_what_inference_does() {
         assert!(v.iter().all(|r| (r.iter().map(|x| x * x).sum::<f32>().sqrt() - 1.0).abs() < 1e-4));
     }
 }
+
+/// A fixture directory that `scripts/reference-prompts-rerank.py` made.
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn reference(name: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(name).join("reference.json")).unwrap()).unwrap()
+}
+
+/// Prompts are read from `config_sentence_transformers.json`, picked as
+/// sentence-transformers picks them, and a prompted text embeds exactly as
+/// sentence-transformers' `encode(prompt_name=...)` gives it.
+#[test]
+fn prompts_are_read_and_embed_as_sentence_transformers_does() {
+    let info = ModelInfo::read(&fixture("tiny-prompts")).unwrap();
+    assert_eq!(info.prompts, Prompts { query: "query: ".into(), document: "passage: ".into() });
+    let reference = reference("tiny-prompts");
+    let e = Embedder::load(info.clone(), Device::Cpu).unwrap();
+    let texts: Vec<&str> = reference["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let mut worst = 0f32;
+    for (name, prompt) in [("query", &info.prompts.query), ("document", &info.prompts.document)] {
+        let prompted: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
+        let refs: Vec<&str> = prompted.iter().map(String::as_str).collect();
+        let (got, _) = e.embed(&refs, 4).unwrap();
+        for (g, want) in got.iter().zip(reference["vectors"][name].as_array().unwrap()) {
+            for (a, b) in g.iter().zip(want.as_array().unwrap()) {
+                worst = worst.max((a - b.as_f64().unwrap() as f32).abs());
+            }
+        }
+    }
+    assert!(worst < 1e-4, "largest difference to sentence-transformers: {worst}");
+
+    // Which prompt is which, as sentence-transformers picks them.
+    let pick = |json: &str| serde_json::from_str::<SentenceTransformersConfig>(json).unwrap().prompts();
+    let both = |q: &str, d: &str| Prompts { query: q.into(), document: d.into() };
+    assert_eq!(pick(r#"{"prompts": {"query": "q: ", "passage": "p: "}}"#), both("q: ", "p: "));
+    assert_eq!(pick(r#"{"prompts": {"query": "q: ", "corpus": "c: ", "document": "d: "}}"#), both("q: ", "d: "));
+    assert_eq!(pick(r#"{"prompts": {"x": "x: "}, "default_prompt_name": "x"}"#), both("x: ", "x: "));
+    assert_eq!(pick(r#"{"__version__": {"sentence_transformers": "2.2.2"}}"#), Prompts::default());
+}
+
+/// The cross-encoder's scores are transformers' logits for the same pairs
+/// (questions and passages of every length, an empty side, a pair cut to
+/// the model's length).
+#[test]
+fn reranker_scores_are_transformers_logits() {
+    let reference = reference("tiny-reranker");
+    let info = rerank::RerankerInfo::find(&fixture(""), "TINY-reranker").unwrap();
+    assert_eq!(info.max_tokens, 128);
+    let reranker = rerank::Reranker::load(info, Precision::F32).unwrap();
+    let pairs = reference["pairs"].as_array().unwrap();
+    let logits = reference["logits"].as_array().unwrap();
+    let mut worst = 0f32;
+    for (pair, want) in pairs.iter().zip(logits) {
+        let (q, p) = (pair[0].as_str().unwrap(), pair[1].as_str().unwrap());
+        let got = reranker.score(q, &[p, "a second passage beside it", p]).unwrap();
+        assert_eq!(got[0], got[2], "a pair scores the same wherever it is in a batch");
+        worst = worst.max((got[0] - want.as_f64().unwrap() as f32).abs());
+    }
+    assert!(worst < 1e-4, "largest difference to transformers: {worst}");
+    // All passages in one call, as a search scores them.
+    let q = pairs[0][0].as_str().unwrap();
+    let together: Vec<&str> = pairs.iter().map(|p| p[1].as_str().unwrap()).collect();
+    let one_by_one: Vec<f32> = together.iter().map(|p| reranker.score(q, &[p]).unwrap()[0]).collect();
+    let all = reranker.score(q, &together).unwrap();
+    for (a, b) in all.iter().zip(&one_by_one) {
+        assert!((a - b).abs() < 1e-5, "{all:?} vs {one_by_one:?}");
+    }
+    assert_eq!(reranker.score(q, &[]).unwrap(), Vec::<f32>::new());
+}
+
+/// What is not a one-label BERT cross-encoder is refused with the reason;
+/// an embedding model is not a reranker.
+#[test]
+fn a_model_that_is_not_a_cross_encoder_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("r");
+    std::fs::create_dir(&copy).unwrap();
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(fixture("tiny-reranker").join(f), copy.join(f)).unwrap();
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(copy.join("config.json")).unwrap()).unwrap();
+    for (change, expected) in [
+        (serde_json::json!({"num_labels": 3}), "one label"),
+        (serde_json::json!({"architectures": ["XLMRobertaForSequenceClassification"]}), "not a BERT cross-encoder"),
+        (serde_json::json!({"architectures": ["BertModel"]}), "not a BERT cross-encoder"),
+    ] {
+        let mut c = config.clone();
+        for (k, v) in change.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        std::fs::write(copy.join("config.json"), c.to_string()).unwrap();
+        let err = rerank::RerankerInfo::read(&copy).unwrap_err().to_string();
+        assert!(err.contains(expected), "{change}: {err}");
+    }
+    let err = rerank::RerankerInfo::read(&fixture("tiny-prompts")).unwrap_err().to_string();
+    assert!(err.contains("not a BERT cross-encoder"), "{err}");
+    let err = rerank::RerankerInfo::find(dir.path(), "nope").unwrap_err().to_string();
+    assert!(err.contains("no reranker \"nope\"") && err.contains("fetch-model.sh"), "{err}");
+}

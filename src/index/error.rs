@@ -15,9 +15,11 @@ pub enum IndexError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(
-        "the index of guild {guild} with model {model} was built with other chunking settings; rerun with --rebuild"
+        "the index of guild {guild} with model {model} was built with other chunking settings or prompts; rerun with --rebuild (it is built beside the current one, which answers meanwhile)"
     )]
     ChunkingChanged { guild: u64, model: String },
+    #[error("the document prompt takes {tokens} of model {model}'s tokens, leaving too few for text; shorten [index] document_prompt")]
+    PromptTooLong { model: String, tokens: usize },
     #[error("the index of guild {guild} with model {model} has {found}-dimensional vectors but the model now makes {wanted}; rerun with --rebuild")]
     DimensionChanged { guild: u64, model: String, found: usize, wanted: usize },
     #[error(

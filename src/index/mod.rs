@@ -61,7 +61,7 @@ pub use options::{IndexOptions, DEFAULT_FLUSH_CHUNKS, DEFAULT_GPU_FLUSH_CHUNKS};
 pub use pipeline::next_batch;
 pub use records::{activate, collection_keys, find_index, open_collection, REBUILDING};
 pub use report::{IndexEvent, IndexSummary, Tally, Timings};
-pub use settings::{IndexSection, IndexSettings};
+pub use settings::{IndexSection, IndexSettings, PromptSettings};
 
 use check::lost_chunks;
 use images::read_images;
@@ -89,7 +89,14 @@ pub async fn index(
         return Err(IndexError::UnknownGuild(guild));
     }
     let mut rules = options.chunking.clone();
-    rules.max_tokens = rules.max_tokens.min(embedder.info.max_tokens.saturating_sub(embedder.special_tokens()));
+    rules.prompts = options.prompts.apply(&embedder.info.prompts);
+    // The document prompt goes before each text, within the model's limit.
+    let prompt_tokens = embedder.count_content_tokens(&rules.prompts.document);
+    let room = embedder.info.max_tokens.saturating_sub(embedder.special_tokens() + prompt_tokens);
+    if room < 16 {
+        return Err(IndexError::PromptTooLong { model: model.clone(), tokens: prompt_tokens });
+    }
+    rules.max_tokens = rules.max_tokens.min(room);
     let rules_json = serde_json::to_string(&rules).expect("chunking rules serialize");
 
     // Which index, where, and from which version: see `incremental`.
@@ -150,6 +157,7 @@ pub async fn index(
         counts: Counts::default(),
         batch: FIRST_BATCH.min(flush_chunks).max(1),
         flush_chunks,
+        document_prompt: rules.prompts.document.clone(),
     };
     let c = changed.clone();
     let planned = store.call(move |s| s.messages_from(&c)).await?;

@@ -23,6 +23,8 @@ pub struct IndexOptions {
     pub flush_chunks: Option<usize>,
     /// Reading text from image files first (see [`images`](super::images)).
     pub images: ImageOptions,
+    /// Prompts replacing the model's own (see [`ChunkRules::prompts`]).
+    pub prompts: super::PromptSettings,
 }
 
 /// The most chunks per step on a CPU: a few seconds of embedding there.
@@ -43,6 +45,7 @@ impl IndexOptions {
             batch_size: None,
             flush_chunks: None,
             images: ImageOptions::default(),
+            prompts: Default::default(),
         }
     }
 }

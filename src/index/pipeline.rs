@@ -60,6 +60,8 @@ pub(super) struct Run<'a> {
     pub(super) batch: usize,
     /// The most chunks per step.
     pub(super) flush_chunks: usize,
+    /// Put before each text embedded (the index's document prompt).
+    pub(super) document_prompt: String,
 }
 
 /// Chunks in the first step of a run: small, so that a run stopped early
@@ -118,13 +120,20 @@ impl Run<'_> {
                 done: Default::default(),
             };
             let done = flight.done.clone();
+            let prompt = self.document_prompt.clone();
             let pending = crate::blocking::spawn(move || {
                 let started = Instant::now();
-                let texts: Vec<&str> = chunks
+                let texts = chunks
                     .iter()
                     .map(|(c, _)| c.text.as_str())
-                    .chain(chunks.iter().flat_map(|(c, _)| c.parts.iter().map(|p| p.text.as_str())))
-                    .collect();
+                    .chain(chunks.iter().flat_map(|(c, _)| c.parts.iter().map(|p| p.text.as_str())));
+                let prompted: Vec<String>;
+                let texts: Vec<&str> = if prompt.is_empty() {
+                    texts.collect()
+                } else {
+                    prompted = texts.map(|t| format!("{prompt}{t}")).collect();
+                    prompted.iter().map(String::as_str).collect()
+                };
                 let (vectors, tokens) = embedder.embed_counted(&texts, batch, &done)?;
                 Ok((chunks, vectors, tokens, started.elapsed().as_secs_f64()))
             });

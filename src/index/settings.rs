@@ -26,6 +26,8 @@ pub struct IndexSection {
     flush_chunks: Option<usize>,
     threads: Option<usize>,
     precision: Option<String>,
+    query_prompt: Option<String>,
+    document_prompt: Option<String>,
 }
 
 /// Stage two's settings.
@@ -46,6 +48,26 @@ pub struct IndexSettings {
     pub flush_chunks: Option<usize>,
     /// Threads for embedding (default: one per CPU core).
     pub threads: Option<usize>,
+    /// Prompts that replace the model's own (see [`crate::embed::Prompts`]).
+    pub prompts: PromptSettings,
+}
+
+/// `query_prompt` and `document_prompt`: each, where set, replaces the
+/// model's own (an empty one turns it off).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PromptSettings {
+    pub query: Option<String>,
+    pub document: Option<String>,
+}
+
+impl PromptSettings {
+    /// The prompts an index of a model with these prompts is built with.
+    pub fn apply(&self, model: &crate::embed::Prompts) -> crate::embed::Prompts {
+        crate::embed::Prompts {
+            query: self.query.clone().unwrap_or_else(|| model.query.clone()),
+            document: self.document.clone().unwrap_or_else(|| model.document.clone()),
+        }
+    }
 }
 
 impl IndexSection {
@@ -66,6 +88,7 @@ impl IndexSection {
             command_prefixes: self.command_prefixes.unwrap_or(defaults.command_prefixes),
             quote_words: defaults.quote_words,
             part_tokens: self.part_tokens.unwrap_or(defaults.part_tokens),
+            prompts: defaults.prompts,
         };
         if chunking.max_tokens < 16 {
             bail!("[index] max_chunk_tokens must be at least 16");
@@ -93,6 +116,7 @@ impl IndexSection {
             precision,
             flush_chunks: self.flush_chunks.map(|f| f.max(1)),
             threads: self.threads,
+            prompts: PromptSettings { query: self.query_prompt, document: self.document_prompt },
         })
     }
 }
@@ -104,6 +128,7 @@ impl IndexSettings {
         options.chunking = self.chunking.clone();
         options.batch_size = self.batch_size;
         options.flush_chunks = self.flush_chunks;
+        options.prompts = self.prompts.clone();
         options
     }
 

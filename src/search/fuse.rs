@@ -98,6 +98,8 @@ pub(super) struct Ranked {
     /// 1-based ranks in the vector and keyword lists, when in them.
     pub vector_rank: Option<usize>,
     pub keyword_rank: Option<usize>,
+    /// The cross-encoder's score, when one reranked it.
+    pub rerank_score: Option<f32>,
 }
 
 impl AsMut<Candidate> for Candidate {
@@ -146,6 +148,7 @@ pub(super) fn fuse(mode: Mode, vector: Vec<Candidate>, keyword: Vec<Candidate>) 
                 candidate: c,
                 vector_rank: Some(i + 1),
                 keyword_rank: None,
+                rerank_score: None,
             })
             .collect(),
         Mode::Keyword => keyword
@@ -156,6 +159,7 @@ pub(super) fn fuse(mode: Mode, vector: Vec<Candidate>, keyword: Vec<Candidate>) 
                 candidate: c,
                 vector_rank: None,
                 keyword_rank: Some(i + 1),
+                rerank_score: None,
             })
             .collect(),
         Mode::Hybrid => {
@@ -163,7 +167,10 @@ pub(super) fn fuse(mode: Mode, vector: Vec<Candidate>, keyword: Vec<Candidate>) 
             for (i, c) in vector.into_iter().enumerate() {
                 let rank = i + 1;
                 let score = 1.0 / (RRF_K + rank as f64);
-                fused.insert(c.key(), Ranked { candidate: c, score, vector_rank: Some(rank), keyword_rank: None });
+                fused.insert(
+                    c.key(),
+                    Ranked { candidate: c, score, vector_rank: Some(rank), keyword_rank: None, rerank_score: None },
+                );
             }
             for (i, c) in keyword.into_iter().enumerate() {
                 let rank = i + 1;
@@ -178,7 +185,13 @@ pub(super) fn fuse(mode: Mode, vector: Vec<Candidate>, keyword: Vec<Candidate>) 
                         e.candidate.weight = c.weight;
                         e.candidate.matched = c.matched;
                     })
-                    .or_insert(Ranked { candidate: c, score: add, vector_rank: None, keyword_rank: Some(rank) });
+                    .or_insert(Ranked {
+                        candidate: c,
+                        score: add,
+                        vector_rank: None,
+                        keyword_rank: Some(rank),
+                        rerank_score: None,
+                    });
             }
             let mut out: Vec<Ranked> = fused.into_values().collect();
             out.sort_by(|a, b| {

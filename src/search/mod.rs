@@ -10,6 +10,11 @@
 //! 3. **Keyword list** (`keyword`): FTS5 (bm25) over message text, with the
 //!    same channels in the SQL query; a message stands for its chunk.
 //! 4. **Fusion** (`fuse`): one ranking; the rule, and why, is stated there.
+//! 5. **Reranking** (optional, `[search] reranker`): a cross-encoder
+//!    ([`crate::embed::rerank`]) reads the question with each of the first
+//!    [`SearchOptions::rerank_candidates`] fused chunks and reorders them by
+//!    its score. It sees only chunks the steps before let through: nothing
+//!    new is read.
 //!
 //! The asker's own filters ([`Filters`]: channels, authors, a time span;
 //! resolved from names and dates in [`filters`]) narrow steps 2 and 3 inside
@@ -43,7 +48,8 @@ pub use fuse::{MIN_COVERAGE, RRF_K};
 pub use keyword::term_idf;
 
 use crate::discord::Client;
-use crate::embed::{device, Embedder, ModelError, ModelInfo};
+use crate::embed::rerank::{Reranker, RerankerInfo};
+use crate::embed::{device, Embedder, ModelError, ModelInfo, Precision};
 use crate::snowflake;
 use crate::store::{Store, StoreError};
 use crate::vector::{Backend, ChunkPayload, Collection, VectorError};
@@ -119,6 +125,8 @@ pub enum SearchError {
     Index(#[from] crate::index::IndexError),
     #[error("guild {guild} is searched with model {model}: {source}")]
     Model { guild: u64, model: String, source: ModelError },
+    #[error("reranker {name}: {source}")]
+    Reranker { name: String, source: ModelError },
     #[error(transparent)]
     Access(#[from] AccessError),
     #[error(transparent)]
@@ -164,6 +172,10 @@ pub struct SearchResult {
     /// 1-based ranks in the vector and keyword lists, when in them.
     pub vector_rank: Option<usize>,
     pub keyword_rank: Option<usize>,
+    /// The cross-encoder's score (a logit: higher is better), when one
+    /// reranked the results; they are in its order then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank_score: Option<f32>,
     /// The chunk's text, trimmed around the message it is about (whose line
     /// is marked when there are several).
     pub text: String,
@@ -185,6 +197,7 @@ pub struct Timings {
     pub vector_ms: f64,
     pub keyword_ms: f64,
     pub fuse_ms: f64,
+    pub rerank_ms: f64,
     pub total_ms: f64,
 }
 
@@ -212,11 +225,31 @@ pub struct SearchOptions {
     pub candidates: usize,
     /// About how many characters of text each result shows.
     pub snippet_chars: usize,
+    /// The cross-encoder that reorders the first results (a model directory
+    /// under the models directory), if any.
+    pub reranker: Option<String>,
+    /// How many of the first fused results it reads.
+    pub rerank_candidates: usize,
+    /// The number type it computes in: F32, or int8 (about 1.5 times faster
+    /// on a CPU with VNNI; see docs/benchmarks.md).
+    pub rerank_precision: Precision,
 }
+
+/// How many fused results a reranker reads by default: the dev set's
+/// answers are mostly in the first 30, and 30 pairs keep a MiniLM-sized
+/// cross-encoder interactive on two cores (docs/benchmarks.md).
+pub const RERANK_CANDIDATES: usize = 30;
 
 impl Default for SearchOptions {
     fn default() -> Self {
-        SearchOptions { permissions_max_age: Duration::from_secs(600), candidates: 50, snippet_chars: 600 }
+        SearchOptions {
+            permissions_max_age: Duration::from_secs(600),
+            candidates: 50,
+            snippet_chars: 600,
+            reranker: None,
+            rerank_candidates: RERANK_CANDIDATES,
+            rerank_precision: Precision::F32,
+        }
     }
 }
 
@@ -227,18 +260,33 @@ pub struct SearchSection {
     permissions_max_age_secs: Option<u64>,
     candidates: Option<usize>,
     snippet_chars: Option<usize>,
+    reranker: Option<String>,
+    rerank_candidates: Option<usize>,
+    rerank_precision: Option<String>,
 }
 
 impl SearchSection {
     /// The options this section gives, its defaults filled in (at least one
     /// candidate, and 40 characters of text).
-    pub fn resolve(self) -> SearchOptions {
+    pub fn resolve(self) -> anyhow::Result<SearchOptions> {
         let d = SearchOptions::default();
-        SearchOptions {
+        let rerank_precision = match self.rerank_precision.as_deref() {
+            None => d.rerank_precision,
+            Some(p) => match p.parse::<Precision>() {
+                Ok(p @ (Precision::F32 | Precision::Int8)) => p,
+                _ => anyhow::bail!(
+                    "[search] rerank_precision: {p:?} is not one of f32, int8 (the reranker runs on the CPU)"
+                ),
+            },
+        };
+        Ok(SearchOptions {
             permissions_max_age: self.permissions_max_age_secs.map_or(d.permissions_max_age, Duration::from_secs),
             candidates: self.candidates.unwrap_or(d.candidates).max(1),
             snippet_chars: self.snippet_chars.unwrap_or(d.snippet_chars).max(40),
-        }
+            reranker: self.reranker.filter(|r| !r.is_empty()),
+            rerank_candidates: self.rerank_candidates.unwrap_or(d.rerank_candidates).max(1),
+            rerank_precision,
+        })
     }
 }
 
@@ -251,6 +299,7 @@ pub struct Searcher {
     client: Option<Client>,
     options: SearchOptions,
     embedders: Mutex<HashMap<String, Arc<Embedder>>>,
+    rerankers: Mutex<HashMap<String, Arc<Reranker>>>,
     collections: Mutex<HashMap<(u64, String), Arc<Collection>>>,
     /// Messages in the archive (for IDF), and when it was counted.
     messages: Mutex<Option<(u64, Instant)>>,
@@ -289,6 +338,7 @@ impl Searcher {
             client,
             options,
             embedders: Mutex::default(),
+            rerankers: Mutex::default(),
             collections: Mutex::default(),
             messages: Mutex::default(),
         }
@@ -311,6 +361,24 @@ impl Searcher {
         let embedder = Arc::new(crate::blocking::run(move || Embedder::load(info, device())).await?);
         self.embedders.lock().unwrap().insert(model.to_owned(), embedder.clone());
         Ok(embedder)
+    }
+
+    /// The configured reranker, loaded once and kept.
+    pub async fn reranker(&self) -> Result<Option<Arc<Reranker>>, SearchError> {
+        let Some(name) = self.options.reranker.clone() else { return Ok(None) };
+        if let Some(r) = self.rerankers.lock().unwrap().get(&name) {
+            return Ok(Some(r.clone()));
+        }
+        let (dir, precision) = (self.models_dir.clone(), self.options.rerank_precision);
+        let loaded = crate::blocking::run({
+            let name = name.clone();
+            move || Reranker::load(RerankerInfo::find(&dir, &name)?, precision)
+        })
+        .await
+        .map_err(|source| SearchError::Reranker { name: name.clone(), source })?;
+        let loaded = Arc::new(loaded);
+        self.rerankers.lock().unwrap().insert(name, loaded.clone());
+        Ok(Some(loaded))
     }
 
     async fn collection(&self, guild: u64, model: &str) -> Result<Arc<Collection>, SearchError> {
@@ -356,6 +424,8 @@ impl Searcher {
             return Err(SearchError::EmptyQuestion);
         }
         let models = self.active_models(&q.guilds, q.mode).await?;
+        // Loaded (or refused) before anything else, so a missing reranker is one clear error.
+        let reranker = self.reranker().await?;
 
         let t = Instant::now();
         let Scope { mut guilds, mut notes, not_member } = self.scope(models, q.viewer).await?;
@@ -399,7 +469,16 @@ impl Searcher {
             self.attach_payloads(&mut keyword_list, &vector_list).await?;
             fuse::weigh(&terms, &idf, &mut keyword_list);
         }
-        let mut ranked = fuse::fuse(q.mode, vector_list, keyword_list).into_iter();
+        let mut ranked = fuse::fuse(q.mode, vector_list, keyword_list);
+        timings.fuse_ms = ms(t);
+        if let Some(reranker) = reranker {
+            let t = Instant::now();
+            let depth = self.options.rerank_candidates.max(q.limit);
+            self.rerank(&reranker, question, &mut ranked, depth).await?;
+            timings.rerank_ms = ms(t);
+        }
+        let t = Instant::now();
+        let mut ranked = ranked.into_iter();
         let mut results = Vec::new();
         // Messages shown: a message in two chunks (the pieces of a long one) is one result, the better ranked.
         let mut shown: HashSet<(u64, u64)> = HashSet::new();
@@ -421,9 +500,47 @@ impl Searcher {
                 results.push(self.result(r, &terms, &q.filters, &authors));
             }
         }
-        timings.fuse_ms = ms(t);
+        timings.fuse_ms += ms(t);
         timings.total_ms = ms(started);
         Ok(Answer { results, notes, searched, not_member, timings })
+    }
+
+    /// Step 5: the first `depth` of `ranked` reordered by the cross-encoder's
+    /// score of (question, chunk text), best first (ties keep the fused
+    /// order); the rest follow as they were. A chunk without a point is left
+    /// out here, as the results leave it out anyway.
+    async fn rerank(
+        &self,
+        reranker: &Arc<Reranker>,
+        question: &str,
+        ranked: &mut Vec<Ranked>,
+        depth: usize,
+    ) -> Result<(), SearchError> {
+        let rest = ranked.split_off(depth.min(ranked.len()));
+        let mut head = std::mem::take(ranked);
+        self.attach_payloads(&mut head, &[]).await?;
+        head.retain(|r| r.candidate.payload.is_some());
+        let texts: Vec<String> =
+            head.iter().map(|r| r.candidate.payload.as_ref().map(|p| p.text.clone()).unwrap_or_default()).collect();
+        let (reranker, question) = (reranker.clone(), question.to_owned());
+        let name = reranker.info.name.clone();
+        let scores = crate::blocking::run(move || {
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            reranker.score(&question, &texts)
+        })
+        .await
+        .map_err(|source| SearchError::Reranker { name, source })?;
+        let mut scored: Vec<(f32, Ranked)> = scores.into_iter().zip(head).collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        *ranked = scored
+            .into_iter()
+            .map(|(score, mut r)| {
+                r.rerank_score = Some(score);
+                r
+            })
+            .chain(rest)
+            .collect();
+        Ok(())
     }
 
     /// The models of these guilds' indexes that are not installed (or are
@@ -660,6 +777,7 @@ impl Searcher {
             vector_score: c.vector_score,
             vector_rank: r.vector_rank,
             keyword_rank: r.keyword_rank,
+            rerank_score: r.rerank_score,
             model: c.model,
             chunk_id: c.chunk,
         }

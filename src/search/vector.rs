@@ -35,23 +35,32 @@ impl Searcher {
             .iter()
             .filter_map(|g| g.index.as_ref().map(|(m, c)| (g.guild, m.as_str(), c.as_ref(), &g.readable)))
             .collect();
-        let mut by_model: HashMap<&str, Vec<f32>> = HashMap::new();
+        // The question is embedded once per model and query prompt: the one
+        // each index was built with (see `ChunkRules::prompts`).
+        let mut prompts: Vec<String> = Vec::with_capacity(indexed.len());
         for &(guild, model, ..) in &indexed {
-            if !by_model.contains_key(model) {
+            let model = model.to_owned();
+            let record = self.store.call(move |s| s.index_record(guild, &model)).await?;
+            let rules = record.and_then(|r| serde_json::from_str::<crate::chunk::ChunkRules>(&r.chunking).ok());
+            prompts.push(rules.map(|r| r.prompts.query).unwrap_or_default());
+        }
+        let mut by_model: HashMap<(&str, &str), Vec<f32>> = HashMap::new();
+        for (&(guild, model, ..), prompt) in indexed.iter().zip(&prompts) {
+            if !by_model.contains_key(&(model, prompt.as_str())) {
                 let embedder = self.embedder(guild, model).await?;
-                let text = question.to_owned();
+                let text = format!("{prompt}{question}");
                 // Before any indexing step running beside it (live indexing).
                 let vector = crate::blocking::run(move || embedder.embed_question(&text))
                     .await
                     .map_err(|source| SearchError::Model { guild, model: model.to_owned(), source })?;
-                by_model.insert(model, vector);
+                by_model.insert((model, prompt.as_str()), vector);
             }
         }
         timings.embed_ms = ms(t);
 
         let t = std::time::Instant::now();
-        let searches = indexed.iter().map(|&(guild, model, collection, readable)| {
-            let vector = by_model[model].clone();
+        let searches = indexed.iter().zip(&prompts).map(|(&(guild, model, collection, readable), prompt)| {
+            let vector = by_model[&(model, prompt.as_str())].clone();
             async move {
                 let hits =
                     collection.search(vector, filters.within(readable.channels()), depth * POINTS_PER_CHUNK).await?;
