@@ -122,9 +122,9 @@ async fn main() -> anyhow::Result<()> {
     )?;
     drop(conn);
 
-    let mut options = SearchOptions::default();
     // RERANKER=NAME: the first results reordered by this cross-encoder (a directory under models/).
-    options.reranker = std::env::var("RERANKER").ok().filter(|r| !r.is_empty());
+    let mut options =
+        SearchOptions { reranker: std::env::var("RERANKER").ok().filter(|r| !r.is_empty()), ..Default::default() };
     // With EVAL_DETAIL: each question's terms and their IDF, as search weighs them, once.
     let mut question_idf = Vec::new();
     if std::env::var_os("EVAL_DETAIL").is_some() {

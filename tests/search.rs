@@ -266,6 +266,32 @@ async fn reranking_reorders_only_what_each_user_may_read() {
     let missing = Searcher::new(s.store.clone(), s.backend(), s.models.clone(), None, options);
     let err = missing.ask(&s.query("restart", Viewer::Operator, 5, Mode::Hybrid)).await.unwrap_err().to_string();
     assert!(err.contains("reranker nope") && err.contains("fetch-model.sh"), "{err}");
+
+    // The command line (the embedded store is closed here first: one process at a time holds it):
+    // --rerank NAME, the score in the JSON and the text, and `models` lists rerankers apart.
+    drop((plain, reranked, missing));
+    let g = s.guild.to_string();
+    let mut c = bin(&s);
+    c.args(["ask", "restart the deploy", "--guild", &g, "--json", "--limit", "3", "--rerank", "tiny-reranker"]);
+    let (code, out, err) = run(c).await;
+    assert_eq!(code, Some(0), "{err}");
+    let results: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(!results.is_empty() && results.iter().all(|r| r["rerank_score"].is_number()), "{out}");
+    let mut c = bin(&s);
+    c.args(["ask", "restart the deploy", "--guild", &g, "--rerank", "tiny-reranker"]);
+    let (code, out, err) = run(c).await;
+    assert!(code == Some(0) && out.contains("reranked "), "{out}{err}");
+    let mut c = bin(&s);
+    c.args(["ask", "restart", "--guild", &g, "--rerank", "nope"]);
+    let (code, _, err) = run(c).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("reranker nope"), "{err}");
+    assert_eq!(err.trim().lines().filter(|l| l.starts_with("error")).count(), 1, "{err}");
+    let mut c = bin(&s);
+    c.arg("models");
+    let (code, out, err) = run(c).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("tiny-reranker: reranker") && !out.contains("tiny-reranker: unusable"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

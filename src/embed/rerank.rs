@@ -113,7 +113,7 @@ impl RerankerInfo {
             None
         };
         // transformers' "no limit" is a huge float: only a real limit counts.
-        let tokenizer_max = tokenizer_max.filter(|&m| m >= 1.0 && m < 1e6).map(|m| m as usize);
+        let tokenizer_max = tokenizer_max.filter(|m| (1.0..1e6).contains(m)).map(|m| m as usize);
         let max_tokens = tokenizer_max.unwrap_or(usize::MAX).min(config.max_position_embeddings).min(BERT_MAX_TOKENS);
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let weights_bytes = std::fs::metadata(dir.join("model.safetensors")).map(|m| m.len()).unwrap_or(0);

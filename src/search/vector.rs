@@ -46,15 +46,16 @@ impl Searcher {
         }
         let mut by_model: HashMap<(&str, &str), Vec<f32>> = HashMap::new();
         for (&(guild, model, ..), prompt) in indexed.iter().zip(&prompts) {
-            if !by_model.contains_key(&(model, prompt.as_str())) {
-                let embedder = self.embedder(guild, model).await?;
-                let text = format!("{prompt}{question}");
-                // Before any indexing step running beside it (live indexing).
-                let vector = crate::blocking::run(move || embedder.embed_question(&text))
-                    .await
-                    .map_err(|source| SearchError::Model { guild, model: model.to_owned(), source })?;
-                by_model.insert((model, prompt.as_str()), vector);
-            }
+            let std::collections::hash_map::Entry::Vacant(slot) = by_model.entry((model, prompt.as_str())) else {
+                continue;
+            };
+            let embedder = self.embedder(guild, model).await?;
+            let text = format!("{prompt}{question}");
+            // Before any indexing step running beside it (live indexing).
+            let vector = crate::blocking::run(move || embedder.embed_question(&text))
+                .await
+                .map_err(|source| SearchError::Model { guild, model: model.to_owned(), source })?;
+            slot.insert(vector);
         }
         timings.embed_ms = ms(t);
 
