@@ -257,28 +257,24 @@ fn check_safetensors(path: &Path) -> Result<(), ModelError> {
 impl ModelInfo {
     /// Finds model `name` in `models_dir`.
     pub fn find(models_dir: &Path, name: &str) -> Result<ModelInfo, ModelError> {
-        let dir = models_dir.join(name);
-        if name.is_empty() || name.contains(['/', '\\']) || !dir.is_dir() {
-            let installed: Vec<String> = installed(models_dir).into_iter().map(|(n, _)| n).collect();
-            // `all-minilm-l6-v2` means `all-MiniLM-L6-v2` when only one name fits.
-            let same: Vec<&String> = installed.iter().filter(|n| n.eq_ignore_ascii_case(name)).collect();
-            if let [only] = same[..] {
-                return Self::read(&models_dir.join(only));
+        let names = || installed(models_dir).into_iter().map(|(n, _)| n).collect();
+        match model_dir(models_dir, name, names) {
+            Ok(dir) => Self::read(&dir),
+            Err(installed) => {
+                let installed = match &installed[..] {
+                    [] if !models_dir.is_dir() => format!("installed: none; {} does not exist", models_dir.display()),
+                    [] => "installed: none".into(),
+                    names => format!("installed: {}", names.join(", ")),
+                };
+                Err(ModelError::NotInstalled {
+                    name: name.into(),
+                    dir: models_dir.into(),
+                    installed,
+                    rule: crate::config::models_dir_rule(),
+                    dir_arg: shell_word(&models_dir.display().to_string()),
+                })
             }
-            let installed = match &installed[..] {
-                [] if !models_dir.is_dir() => format!("installed: none; {} does not exist", models_dir.display()),
-                [] => "installed: none".into(),
-                names => format!("installed: {}", names.join(", ")),
-            };
-            return Err(ModelError::NotInstalled {
-                name: name.into(),
-                dir: models_dir.into(),
-                installed,
-                rule: crate::config::models_dir_rule(),
-                dir_arg: shell_word(&models_dir.display().to_string()),
-            });
         }
-        Self::read(&dir)
     }
 
     /// Reads a model directory's configuration.
@@ -341,6 +337,27 @@ impl ModelInfo {
     }
 }
 
+/// The directory model `name` is in `models_dir`: `models_dir/name` when
+/// `name` is a plain name of a directory there; else the one of `names()` (the
+/// candidates there) equal to it ignoring case, when exactly one is
+/// (`all-minilm-l6-v2` means `all-MiniLM-L6-v2`). Else the candidates, for
+/// the error that lists them.
+pub(super) fn model_dir(
+    models_dir: &Path,
+    name: &str,
+    names: impl FnOnce() -> Vec<String>,
+) -> Result<PathBuf, Vec<String>> {
+    let dir = models_dir.join(name);
+    if !name.is_empty() && !name.contains(['/', '\\']) && dir.is_dir() {
+        return Ok(dir);
+    }
+    let names = names();
+    match names.iter().filter(|n| n.eq_ignore_ascii_case(name)).collect::<Vec<_>>()[..] {
+        [only] => Ok(models_dir.join(only)),
+        _ => Err(names),
+    }
+}
+
 /// `text` as one word for a POSIX shell: as it is when plain, else in single quotes.
 pub(crate) fn shell_word(text: &str) -> String {
     let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+:,=@%".contains(c);
@@ -355,23 +372,32 @@ pub(crate) fn shell_word(text: &str) -> String {
 /// (each encoder lays out its batches), and without truncation (for counting);
 /// and the id of the token that pads.
 fn tokenizers(dir: &Path, max_tokens: usize) -> Result<(Tokenizer, Tokenizer, u32), ModelError> {
-    let tok_path = dir.join("tokenizer.json");
-    let mut counter = Tokenizer::from_file(&tok_path)
-        .map_err(|e| ModelError::Malformed { file: tok_path.clone(), detail: e.to_string() })?;
-    let pad_token = counter.get_padding().map(|p| p.pad_token.clone()).unwrap_or_else(|| "[PAD]".into());
-    let pad_id = counter.token_to_id(&pad_token).unwrap_or(0);
-    counter.with_padding(None);
-    counter.with_truncation(None).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-    let mut tokenizer = counter.clone();
-    tokenizer
-        .with_truncation(Some(TruncationParams {
-            max_length: max_tokens,
-            strategy: TruncationStrategy::LongestFirst,
-            stride: 0,
-            direction: tokenizers::TruncationDirection::Right,
-        }))
-        .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    let raw = read_tokenizer(dir)?;
+    let pad_token = raw.get_padding().map(|p| p.pad_token.clone()).unwrap_or_else(|| "[PAD]".into());
+    let pad_id = raw.token_to_id(&pad_token).unwrap_or(0);
+    let counter = unpadded(raw, None)?;
+    let tokenizer = unpadded(counter.clone(), Some(max_tokens))?;
     Ok((tokenizer, counter, pad_id))
+}
+
+/// A model directory's `tokenizer.json`.
+fn read_tokenizer(dir: &Path) -> Result<Tokenizer, ModelError> {
+    let path = dir.join("tokenizer.json");
+    Tokenizer::from_file(&path).map_err(|e| ModelError::Malformed { file: path, detail: e.to_string() })
+}
+
+/// `tokenizer` never padding, and truncating at `max_tokens` (longest input
+/// first, for pairs) or never.
+fn unpadded(mut tokenizer: Tokenizer, max_tokens: Option<usize>) -> Result<Tokenizer, ModelError> {
+    tokenizer.with_padding(None);
+    let truncation = max_tokens.map(|max_length| TruncationParams {
+        max_length,
+        strategy: TruncationStrategy::LongestFirst,
+        stride: 0,
+        direction: tokenizers::TruncationDirection::Right,
+    });
+    tokenizer.with_truncation(truncation).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    Ok(tokenizer)
 }
 
 /// Every model directory under `models_dir`, with its info or why it is unusable.
@@ -652,19 +678,8 @@ impl Embedder {
         done: &AtomicUsize,
         give_way: &dyn Fn(),
     ) -> Result<(Vec<Vec<f32>>, usize), ModelError> {
-        let budget = (BATCH_VALUES / model.hidden).max(self.info.max_tokens);
-        let take = |lengths: &[usize]| {
-            let mut total = 0;
-            lengths
-                .iter()
-                .take(batch_texts)
-                .enumerate()
-                .take_while(|&(i, &len)| {
-                    total += len;
-                    i == 0 || total <= budget
-                })
-                .count()
-        };
+        let take =
+            |lengths: &[usize]| packed_batch(lengths.iter().copied(), batch_texts, model.hidden, self.info.max_tokens);
         self.embed_sorted(texts, done, take, |batch| Ok(self.embed_packed(model, batch, give_way)))
     }
 
@@ -736,6 +751,29 @@ impl Embedder {
         let hidden = model.forward(&batch.ids, &batch.types, &batch.mask)?.to_dtype(DType::F32)?;
         Ok((pool(&hidden, &batch.mask, self.info.pooling)?.to_vec2::<f32>()?, batch.real_tokens))
     }
+}
+
+/// How many of the inputs of these lengths (in tokens, in order) one packed
+/// CPU forward pass takes: at most `max_inputs`, as many as fit in
+/// [`BATCH_VALUES`] values of `hidden` (or one input of `max_tokens`), and
+/// always at least one.
+fn packed_batch(
+    lengths: impl IntoIterator<Item = usize>,
+    max_inputs: usize,
+    hidden: usize,
+    max_tokens: usize,
+) -> usize {
+    let budget = (BATCH_VALUES / hidden).max(max_tokens);
+    let mut total = 0;
+    lengths
+        .into_iter()
+        .take(max_inputs)
+        .enumerate()
+        .take_while(|&(i, len)| {
+            total += len;
+            i == 0 || total <= budget
+        })
+        .count()
 }
 
 /// A batch of tokenized texts as (texts, longest) tensors, right-padded.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use tokenizers::{EncodeInput, Tokenizer, TruncationParams, TruncationStrategy};
+use tokenizers::{EncodeInput, Tokenizer};
 
 use super::bert::{Bert, Config};
 use super::{check_safetensors, cpu, read_json, ModelError, Precision, BERT_MAX_TOKENS};
@@ -54,28 +54,19 @@ struct TokenizerConfig {
 impl RerankerInfo {
     /// Finds reranker `name` in `models_dir` (a case-insensitive match when only one fits).
     pub fn find(models_dir: &Path, name: &str) -> Result<RerankerInfo, ModelError> {
-        let dir = models_dir.join(name);
-        if name.is_empty() || name.contains(['/', '\\']) || !dir.is_dir() {
-            let names: Vec<String> = std::fs::read_dir(models_dir)
-                .map(|d| {
-                    d.filter_map(Result::ok)
-                        .filter(|e| e.path().is_dir())
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let same: Vec<&String> = names.iter().filter(|n| n.eq_ignore_ascii_case(name)).collect();
-            if let [only] = same[..] {
-                return Self::read(&models_dir.join(only));
-            }
-            return Err(ModelError::Unsupported(format!(
-                "no reranker {name:?} in {}: install one with scripts/fetch-model.sh ms-marco-MiniLM-L-6-v2 {} \
+        let names = || {
+            let dirs = std::fs::read_dir(models_dir).into_iter().flatten().filter_map(Result::ok);
+            dirs.filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+        };
+        match super::model_dir(models_dir, name, names) {
+            Ok(dir) => Self::read(&dir),
+            Err(_) => Err(ModelError::Unsupported(format!(
+                "no reranker {name:?} in {}: install one with scripts/fetch-model.sh ms-marco-MiniLM-L6-v2 {} \
                  (or copy a BertForSequenceClassification model directory there)",
                 models_dir.display(),
                 super::shell_word(&models_dir.display().to_string()),
-            )));
+            ))),
         }
-        Self::read(&dir)
     }
 
     /// Reads a reranker directory's configuration.
@@ -188,18 +179,7 @@ impl Reranker {
         if precision == Precision::Int8 {
             encoder.quantize();
         }
-        let tok_path = info.dir.join("tokenizer.json");
-        let mut tokenizer = Tokenizer::from_file(&tok_path)
-            .map_err(|e| ModelError::Malformed { file: tok_path.clone(), detail: e.to_string() })?;
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: info.max_tokens,
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-                direction: tokenizers::TruncationDirection::Right,
-            }))
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        let tokenizer = super::unpadded(super::read_tokenizer(&info.dir)?, Some(info.max_tokens))?;
         Ok(Reranker { info, encoder, pooler_w, pooler_b, classifier_w, classifier_b, tokenizer })
     }
 
@@ -214,20 +194,11 @@ impl Reranker {
         let inputs: Vec<EncodeInput> = passages.iter().map(|p| (question, *p).into()).collect();
         let encodings = self.tokenizer.encode_batch(inputs, true).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         let h = self.encoder.hidden;
-        // Packed batches of a bounded size, as the embedder cuts them.
-        let budget = (super::BATCH_VALUES / h).max(self.info.max_tokens);
         let mut scores = Vec::with_capacity(encodings.len());
         let mut rest = &encodings[..];
         while !rest.is_empty() {
-            let mut total = 0;
-            let take = rest
-                .iter()
-                .enumerate()
-                .take_while(|(i, e)| {
-                    total += e.len();
-                    *i == 0 || total <= budget
-                })
-                .count();
+            // Packed batches of a bounded size, as the embedder cuts them.
+            let take = super::packed_batch(rest.iter().map(|e| e.len()), usize::MAX, h, self.info.max_tokens);
             let (batch, next) = rest.split_at(take);
             rest = next;
             let tokens: Vec<cpu::Tokens<'_>> =
