@@ -68,7 +68,7 @@ pub struct Args {
     #[arg(long, value_name = "NAME", requires = "answer")]
     pub chat_model: Option<String>,
     /// Reorder the first results with this cross-encoder (a model directory
-    /// in the models directory, e.g. ms-marco-MiniLM-L-6-v2; default:
+    /// in the models directory, e.g. ms-marco-MiniLM-L6-v2; default:
     /// [search] reranker, if set).
     #[arg(long, value_name = "NAME", conflicts_with = "no_rerank")]
     pub rerank: Option<String>,
